@@ -1,0 +1,244 @@
+"""The ``mmrag`` command: ingest | search | eval | info.
+
+Every command takes ``--store`` (env ``MMRAG_STORE``) and ``--model`` (env ``MMRAG_MODEL``);
+``--json`` prints stable, documented JSON on stdout (progress and logs go to stderr).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from mmrag.config import Settings
+from mmrag.errors import MmragError
+
+log = logging.getLogger("mmrag")
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--store", help="store directory (Qdrant Edge) or Qdrant URL [env MMRAG_STORE, default ./.mmrag]"
+    )
+    p.add_argument(
+        "--model",
+        help="encoder spec: lite | openclip:ARCH/TAG | hf-hub:REPO | checkpoint dir "
+        "[env MMRAG_MODEL; default: the store's encoder, else lite]",
+    )
+    p.add_argument("--api-key", help="Qdrant server API key [env MMRAG_API_KEY]")
+    p.add_argument("--collection", help="collection name on a Qdrant server [env MMRAG_COLLECTION]")
+    p.add_argument("--threads", type=int, help="torch threads, 0 = default [env MMRAG_THREADS]")
+    p.add_argument("--batch-size", type=int, help="encoder batch size [env MMRAG_BATCH_SIZE]")
+    p.add_argument("--json", action="store_true", help="print machine-readable JSON on stdout")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mmrag", description="Multimodal RAG retriever (text + images, Qdrant)."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("ingest", help="ingest a folder or files into the store")
+    p.add_argument("paths", nargs="+", help="folders or files")
+    p.add_argument("--captions", type=Path, help="JSONL of {image, captions} for image captions")
+    p.add_argument("--files-from", type=Path, help="only these file names (one per line, relative to PATH)")
+    p.add_argument("--limit", type=int, help="ingest at most N files")
+    p.add_argument("--workers", type=int, default=2, help="file-parsing threads")
+    p.add_argument("--chunk-words", type=int, default=160, help="words per text chunk")
+    p.add_argument("--overlap", type=int, default=32, help="words of overlap between chunks")
+    p.add_argument("--max-file-mb", type=float, default=200.0, help="skip files larger than this")
+    _common(p)
+
+    p = sub.add_parser("search", help="search by text or by image")
+    p.add_argument("query", nargs="?", help="text query")
+    p.add_argument("--image", type=Path, help="image query (file)")
+    p.add_argument("--k", type=int, default=10, help="results to return")
+    p.add_argument("--pool", type=int, default=50, help="ANN candidate pool (>= k)")
+    p.add_argument("--modality", choices=["text", "image"], help="only this modality")
+    p.add_argument("--source", help="only chunks from this source path")
+    p.add_argument("--hnsw-ef", type=int, help="HNSW search breadth")
+    _common(p)
+
+    p = sub.add_parser("eval", help="evaluate on a BEIR or image-caption dataset")
+    p.add_argument(
+        "--dataset", type=Path, required=True, help="dataset folder (BEIR or captions.jsonl + images/)"
+    )
+    p.add_argument("--split", help="split (BEIR default train; image-caption default dev)")
+    p.add_argument("--limit", type=int, help="image-caption: first N images")
+    p.add_argument("--queries-from", type=Path, help="BEIR: only these query ids (one per line)")
+    p.add_argument("--k", type=int, default=10, help="nDCG cut-off")
+    p.add_argument("--eval-store", help="index into this store instead of a temporary one")
+    _common(p)
+
+    p = sub.add_parser("info", help="store statistics and encoder")
+    _common(p)
+    return parser
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return Settings.from_env().with_(
+        store=args.store,
+        model=args.model,
+        api_key=args.api_key,
+        collection=args.collection,
+        threads=args.threads,
+        batch_size=args.batch_size,
+    )
+
+
+def _open_store(s: Settings) -> Any:
+    from mmrag.store import QdrantStore
+
+    return QdrantStore.open(s.store, collection=s.collection, api_key=s.api_key)
+
+
+def _encoder(s: Settings, store: Any = None) -> Any:
+    from mmrag.encoders import load_encoder
+
+    spec = s.model or (store.default_spec if store is not None else None) or "lite"
+    return load_encoder(spec, batch_size=s.batch_size, threads=s.threads)
+
+
+def _emit(args: argparse.Namespace, payload: Any, text: str) -> None:
+    print(json.dumps(payload, indent=2, ensure_ascii=False) if args.json else text)
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from mmrag.ingest import ChunkingOptions, IngestOptions, IngestRunner, read_captions
+
+    s = _settings(args)
+    opts = IngestOptions(
+        batch_size=s.batch_size,
+        workers=args.workers,
+        max_file_mb=args.max_file_mb,
+        chunking=ChunkingOptions(words=args.chunk_words, overlap=args.overlap),
+    )
+    captions = read_captions(args.captions) if args.captions else None
+    files = None
+    if args.files_from:
+        if len(args.paths) != 1 or not Path(args.paths[0]).is_dir():
+            raise MmragError("--files-from needs exactly one folder PATH the names are relative to")
+        names = [ln.strip() for ln in args.files_from.read_text().splitlines() if ln.strip()]
+        files = [Path(args.paths[0]) / n for n in names][: args.limit]
+    with _open_store(s) as store:
+        encoder = _encoder(s, store)
+        summary = IngestRunner(encoder, store, opts, progress=not args.quiet).run(
+            args.paths, captions=captions, limit=args.limit, files=files
+        )
+        total = store.count()
+    d = summary.to_dict() | {"store": s.store, "points_in_store": total}
+    lines = [
+        f"files: {summary.files_seen} seen, {summary.files_loaded} loaded, {len(summary.skipped)} skipped",
+        f"chunks: {summary.chunks.get('text', 0)} text, {summary.chunks.get('image', 0)} image "
+        f"({summary.already_stored} already stored)",
+        f"embedded {summary.embedded}, written {summary.written} into {s.store} (vector {summary.vector}); "
+        f"{total} points in store; {summary.seconds:.1f} s",
+    ]
+    lines += [f"  skipped {sk.path}: {sk.reason}" for sk in summary.skipped]
+    _emit(args, d, "\n".join(lines))
+    return 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from mmrag.retriever import Retriever
+
+    if (args.query is None) == (args.image is None):
+        raise MmragError("give a text QUERY or --image FILE (exactly one)")
+    s = _settings(args)
+    with _open_store(s) as store:
+        encoder = _encoder(s, store)
+        retriever = Retriever(encoder, store, pool=args.pool, hnsw_ef=args.hnsw_ef)
+        res = retriever.search_with_timings(
+            args.query,
+            image=args.image,
+            k=args.k,
+            modality=args.modality,
+            filters={"source": str(Path(args.source).resolve())} if args.source else None,
+        )
+    payload = {
+        "query": args.query,
+        "image": str(args.image) if args.image else None,
+        "encoder": encoder.id,
+        "aligned": encoder.aligned,
+        "hits": [h.to_dict() for h in res.hits],
+        "timings_ms": {k: round(v * 1000, 2) for k, v in res.timings.items()},
+    }
+    lines = []
+    if not encoder.aligned and (args.image is not None or args.modality == "image"):
+        lines.append(
+            "note: this encoder's image/text heads are untrained; cross-modal scores are not "
+            "meaningful (train with `mmrag train`)"
+        )
+    for h in res.hits:
+        snippet = (h.chunk.text or h.chunk.image or "").replace("\n", " ")[:110]
+        page = h.chunk.metadata.get("page")
+        where = f"{h.chunk.source}" + (f" p.{page}" if page else "")
+        lines.append(f"{h.final_rank:>2}. {h.dense:.3f} [{h.chunk.modality}] {where}\n    {snippet}")
+    if not res.hits:
+        lines.append("no results (is the store empty? run `mmrag ingest PATH`)")
+    _emit(args, payload, "\n".join(lines))
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from mmrag.eval.datasets import BeirDataset
+    from mmrag.eval.runner import evaluate_beir, evaluate_image_caption, load_for_eval
+
+    s = _settings(args)
+    qids = None
+    if args.queries_from:
+        qids = {ln.strip() for ln in args.queries_from.read_text().splitlines() if ln.strip()}
+    ds = load_for_eval(args.dataset, split=args.split, limit=args.limit, query_ids=qids)
+    encoder = _encoder(s)
+    if isinstance(ds, BeirDataset):
+        report = evaluate_beir(encoder, ds, store=args.eval_store, k=args.k, progress=not args.quiet)
+    else:
+        report = evaluate_image_caption(encoder, ds, store=args.eval_store, progress=not args.quiet)
+    text = "\n".join(f"{k:>16}: {v:.4f}" for k, v in report["metrics"].items())
+    _emit(args, report, f"{report['dataset']} ({report['layout']}), encoder {report['encoder']}\n{text}")
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    s = _settings(args)
+    with _open_store(s) as store:
+        stats = store.stats()
+    lines = [
+        f"store: {stats['location']}",
+        f"points: {stats['points']} {stats['by_modality']}",
+        f"sources: {stats['sources']}",
+        f"default vector: {stats['default_vector']}",
+    ]
+    lines += [
+        f"  vector {n}: dim {v.get('dim')}, model {v.get('spec')}, aligned {v.get('aligned')}"
+        for n, v in stats["vectors"].items()
+    ]
+    _emit(args, stats, "\n".join(lines))
+    return 0
+
+
+COMMANDS = {"ingest": cmd_ingest, "search": cmd_search, "eval": cmd_eval, "info": cmd_info}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        stream=sys.stderr,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return COMMANDS[args.command](args)
+    except MmragError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

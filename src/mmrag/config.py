@@ -1,0 +1,84 @@
+"""Frozen settings. ``MMRAG_*`` environment variables are read here (and in the CLI) only."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from mmrag.errors import ConfigError
+
+DEFAULT_STORE = "./.mmrag"
+DEFAULT_MODEL = "lite"
+DEFAULT_DATA = "../shared/data"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Run-time settings shared by the CLI, the retriever and ingest.
+
+    Attributes:
+        store: Directory of the embedded Qdrant Edge store, or an ``http(s)://`` URL of a
+            Qdrant server (``:memory:`` is accepted for tests only).
+        model: Encoder spec (see :func:`mmrag.encoders.load_encoder`); ``None`` means
+            "the encoder the store was built with", falling back to ``lite``.
+        api_key: Qdrant server API key (server backend only).
+        collection: Collection name on a Qdrant server.
+        threads: torch intra-op threads; 0 keeps torch's default.
+        batch_size: Encoder batch size.
+        data: Root of the shared datasets (tests, eval, demo).
+
+    Example:
+        >>> s = Settings.from_env({"MMRAG_STORE": "/tmp/x"})
+        >>> s.store
+        '/tmp/x'
+    """
+
+    store: str = DEFAULT_STORE
+    model: str | None = None
+    api_key: str | None = None
+    collection: str = "mmrag"
+    threads: int = 0
+    batch_size: int = 32
+    data: str = DEFAULT_DATA
+
+    def __post_init__(self) -> None:
+        if self.threads < 0:
+            raise ConfigError(f"threads must be >= 0 (0 = torch default), got {self.threads}")
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+        if not self.store:
+            raise ConfigError("store must be a directory, an http(s):// URL or ':memory:'")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from ``MMRAG_*`` variables (``os.environ`` by default)."""
+        e = os.environ if env is None else env
+
+        def _int(name: str, default: int) -> int:
+            raw = e.get(name)
+            if raw is None or raw == "":
+                return default
+            try:
+                return int(raw)
+            except ValueError as exc:
+                raise ConfigError(f"{name} must be an integer, got {raw!r}") from exc
+
+        return cls(
+            store=e.get("MMRAG_STORE") or DEFAULT_STORE,
+            model=e.get("MMRAG_MODEL") or None,
+            api_key=e.get("MMRAG_API_KEY") or e.get("QDRANT_API_KEY") or None,
+            collection=e.get("MMRAG_COLLECTION") or "mmrag",
+            threads=_int("MMRAG_THREADS", 0),
+            batch_size=_int("MMRAG_BATCH_SIZE", 32),
+            data=e.get("MMRAG_DATA") or DEFAULT_DATA,
+        )
+
+    def with_(self, **changes: object) -> Settings:
+        """Return a copy with ``changes`` applied, skipping ``None`` values."""
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})  # type: ignore[arg-type]
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data)

@@ -1,0 +1,178 @@
+"""One factory for every encoder family; configs are data (open_clip JSON configs)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from mmrag._lazy import require
+from mmrag.encoders.base import vector_name
+from mmrag.encoders.openclip import (
+    CONFIG_FILE,
+    MMRAG_FILE,
+    WEIGHTS_FILE,
+    OpenClipEncoder,
+    _substitute,
+    weights_digest,
+)
+from mmrag.errors import EncoderError
+
+log = logging.getLogger(__name__)
+
+SPEC_HELP = (
+    "use 'lite' (the built default), 'lite:efficientnet_lite2', 'openclip:<arch>/<pretrained>' "
+    "(e.g. openclip:ViT-B-32/laion2b_s34b_b79k), 'hf-hub:<org>/<repo>', or a checkpoint directory "
+    "written by `mmrag train`"
+)
+
+
+def set_threads(threads: int) -> None:
+    """Set torch's intra-op thread count (0 keeps torch's default).
+
+    With 2 cores shared by Qdrant or Streamlit, 1 thread is often faster than 2: measure.
+    """
+    if threads < 0:
+        raise EncoderError(f"threads must be >= 0, got {threads}")
+    if threads:
+        require("torch", "core").set_num_threads(threads)
+
+
+def load_encoder(spec: str = "lite", *, batch_size: int = 32, threads: int = 0) -> OpenClipEncoder:
+    """Load an encoder from a spec string.
+
+    Args:
+        spec: See the module docstring for the accepted forms.
+        batch_size: Default encoding batch size.
+        threads: torch intra-op threads (0 = torch default).
+
+    Raises:
+        EncoderError: The spec is malformed, a checkpoint is incomplete, or the weights cannot
+            be fetched (this machine may have no hub access: use ``lite`` or a local checkpoint).
+
+    Example:
+        >>> enc = load_encoder("lite")                      # doctest: +SKIP
+        >>> enc.encode_text(["hello"]).shape                # doctest: +SKIP
+        (1, 512)
+    """
+    set_threads(threads)
+    spec = spec.strip()
+    if not spec:
+        raise EncoderError(f"empty encoder spec; {SPEC_HELP}")
+    if spec == "lite" or spec.startswith("lite:"):
+        from mmrag.encoders.lite import build_lite
+
+        tower = spec.partition(":")[2] or "efficientnet_lite0"
+        return build_lite(tower, batch_size=batch_size)
+    if spec.startswith("openclip:"):
+        arch, _, pretrained = spec.removeprefix("openclip:").partition("/")
+        if not arch:
+            raise EncoderError(f"missing architecture in {spec!r}; {SPEC_HELP}")
+        return _load_open_clip(arch, pretrained or None, spec=spec, batch_size=batch_size)
+    if spec.startswith("hf-hub:"):
+        if not spec.removeprefix("hf-hub:"):
+            raise EncoderError(f"missing repository in {spec!r}; {SPEC_HELP}")
+        return _load_open_clip(spec, None, spec=spec, batch_size=batch_size)
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        return load_checkpoint(path, batch_size=batch_size)
+    raise EncoderError(f"unknown encoder spec {spec!r} (not a directory either); {SPEC_HELP}")
+
+
+def _load_open_clip(name: str, pretrained: str | None, *, spec: str, batch_size: int) -> OpenClipEncoder:
+    open_clip = require("open_clip", "core")
+    try:
+        model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=pretrained)
+        tokenizer = open_clip.get_tokenizer(name)
+    except RuntimeError as exc:
+        raise EncoderError(
+            f"open_clip cannot build {name!r} with pretrained={pretrained!r}: {exc}. "
+            f"Check the name with open_clip.list_pretrained(); {SPEC_HELP}"
+        ) from exc
+    except (OSError, ValueError) as exc:
+        # Hub downloads surface as OSError / LocalEntryNotFoundError (an OSError subclass).
+        raise EncoderError(
+            f"cannot fetch {name!r} (pretrained={pretrained!r}): {exc}. Without access to the "
+            "Hugging Face hub, use 'lite' or a local checkpoint directory"
+        ) from exc
+    # An untrained architecture is not "aligned": its scores carry no meaning.
+    aligned = bool(pretrained) or name.startswith("hf-hub:")
+    return OpenClipEncoder(
+        model,
+        preprocess,
+        tokenizer,
+        encoder_id=vector_name(spec),
+        spec=spec,
+        aligned=aligned,
+        batch_size=batch_size,
+        info={"name": name, "pretrained": pretrained},
+    )
+
+
+def load_checkpoint(path: Path, *, batch_size: int = 32) -> OpenClipEncoder:
+    """Load a checkpoint directory written by :meth:`OpenClipEncoder.save`."""
+    cfg_file, weights = path / CONFIG_FILE, path / WEIGHTS_FILE
+    missing = [p.name for p in (cfg_file, weights, path / MMRAG_FILE) if not p.is_file()]
+    if missing:
+        raise EncoderError(
+            f"{path} is not an mmrag checkpoint (missing {', '.join(missing)}); write one with `mmrag train`"
+        )
+    try:
+        cfg = json.loads(cfg_file.read_text())
+        meta: dict[str, Any] = json.loads((path / MMRAG_FILE).read_text())
+        model_cfg = cfg["model_cfg"]
+    except (json.JSONDecodeError, KeyError) as exc:
+        raise EncoderError(
+            f"{path}: malformed checkpoint config ({exc}); re-save it with `mmrag train`"
+        ) from exc
+    safetensors = require("safetensors.torch", "core")
+    open_clip = require("open_clip", "core")
+    if meta.get("name") == "lite":
+        from mmrag.encoders.lite import build_model, lite_transforms
+
+        model = build_model(model_cfg, load_tower_weights=False)
+        preprocess, tokenizer, preprocess_cfg = lite_transforms(model_cfg)
+    else:
+        resolved = _substitute(model_cfg, forward=True)
+        cls = (
+            open_clip.CustomTextCLIP if resolved.get("text_cfg", {}).get("hf_model_name") else open_clip.CLIP
+        )
+        model = cls(**resolved)
+        pcfg = cfg.get("preprocess_cfg") or {}
+        preprocess = open_clip.image_transform(
+            int(pcfg.get("size", model.visual.image_size[0] if hasattr(model.visual, "image_size") else 224)),
+            is_train=False,
+            mean=pcfg.get("mean"),
+            std=pcfg.get("std"),
+        )
+        tok = _substitute(meta.get("tokenizer", {}), forward=True)
+        tokenizer = (
+            open_clip.tokenizer.HFTokenizer(tok["name"], context_length=tok.get("context_length", 77))
+            if tok.get("kind") == "hf"
+            else open_clip.get_tokenizer(tok.get("name", "ViT-B-32"))
+        )
+        preprocess_cfg = pcfg
+    try:
+        state = safetensors.load_file(str(weights))
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise EncoderError(
+            f"{weights}: weights do not fit the config ({exc}); the checkpoint is corrupt"
+        ) from exc
+    digest = weights_digest(weights)
+    return OpenClipEncoder(
+        model,
+        preprocess,
+        tokenizer,
+        encoder_id=f"{vector_name(meta.get('name', 'ckpt'))}-{digest}",
+        spec=str(path.resolve()),
+        aligned=bool(meta.get("aligned", False)),
+        batch_size=batch_size,
+        info={
+            **{k: v for k, v in meta.items() if k not in {"format", "version"}},
+            "model_cfg": model_cfg,
+            "preprocess_cfg": preprocess_cfg,
+            "checkpoint": str(path.resolve()),
+        },
+    )

@@ -1,0 +1,221 @@
+"""open_clip-backed encoders: hub models, mmrag checkpoints and the built ``lite`` default.
+
+One class, :class:`OpenClipEncoder`, wraps any open_clip model (``CLIP`` or ``CustomTextCLIP``)
+with its preprocessing and tokenizer. Checkpoints use open_clip's own ``local-dir`` file names
+(``open_clip_config.json`` + ``open_clip_model.safetensors``) plus ``mmrag.json``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from mmrag._lazy import require
+from mmrag.encoders.base import FloatArray, l2_normalize
+from mmrag.errors import EncoderError
+
+if TYPE_CHECKING:
+    import torch
+    from PIL import Image
+
+log = logging.getLogger(__name__)
+
+CONFIG_FILE = "open_clip_config.json"
+WEIGHTS_FILE = "open_clip_model.safetensors"
+MMRAG_FILE = "mmrag.json"
+# Machine-specific paths are stored as placeholders and resolved at load time, so a
+# checkpoint trained on one machine loads on another.
+PLACEHOLDERS: dict[str, Callable[[], str]] = {}
+
+
+def _register_placeholder(token: str, resolve: Callable[[], str]) -> None:
+    PLACEHOLDERS[token] = resolve
+
+
+def _substitute(obj: Any, forward: bool) -> Any:
+    """Replace placeholder tokens by paths (forward) or paths by tokens (backward)."""
+    if isinstance(obj, dict):
+        return {k: _substitute(v, forward) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_substitute(v, forward) for v in obj]
+    if isinstance(obj, str):
+        for token, resolve in PLACEHOLDERS.items():
+            if forward and obj == token:
+                return resolve()
+            if not forward and obj == resolve():
+                return token
+    return obj
+
+
+class OpenClipEncoder:
+    """A dual encoder over an open_clip model.
+
+    Args:
+        model: An open_clip ``CLIP`` / ``CustomTextCLIP`` module (put in eval mode here).
+        preprocess: Image transform returning a ``(3, H, W)`` tensor.
+        tokenizer: open_clip tokenizer (callable on a list of strings).
+        encoder_id: Stable id (names the store's dense vector).
+        spec: String that reloads this encoder through ``load_encoder``.
+        aligned: Whether image and text heads were trained together.
+        batch_size: Default batch size.
+        info: Extra facts reported by :meth:`describe`.
+
+    Example:
+        >>> enc = load_encoder("lite")                     # doctest: +SKIP
+        >>> enc.encode_text(["a dog on grass"]).shape      # doctest: +SKIP
+        (1, 512)
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        preprocess: Callable[[Image.Image], torch.Tensor],
+        tokenizer: Callable[[list[str]], torch.Tensor],
+        *,
+        encoder_id: str,
+        spec: str,
+        aligned: bool,
+        batch_size: int = 32,
+        info: dict[str, Any] | None = None,
+    ) -> None:
+        if batch_size < 1:
+            raise EncoderError(f"batch_size must be >= 1, got {batch_size}")
+        # open_clip's encode_text / encode_image are not typed; Any keeps mypy honest elsewhere.
+        self.model: Any = model.eval()
+        self.preprocess = preprocess
+        self.tokenizer = tokenizer
+        self.id = encoder_id
+        self.spec = spec
+        self.aligned = aligned
+        self.batch_size = batch_size
+        self.info = dict(info or {})
+        self.dim = int(self._probe_dim())
+        # open_clip modules are not re-entrant across threads (the API and UI share one encoder).
+        self._lock = threading.Lock()
+
+    def _probe_dim(self) -> int:
+        torch = require("torch", "core")
+        with torch.inference_mode():
+            out = self.model.encode_text(self.tokenizer(["probe"]))
+        return int(out.shape[-1])
+
+    # -- text -------------------------------------------------------------------------------
+    def encode_text(self, texts: Sequence[str], *, batch_size: int | None = None) -> FloatArray:
+        """Embed texts; returns an L2-normalised ``(len(texts), dim)`` float32 array."""
+        if isinstance(texts, str):
+            raise TypeError("encode_text takes a list of strings, not a single string")
+        torch = require("torch", "core")
+        bs = batch_size or self.batch_size
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        # Sorting by length keeps padding low inside each batch.
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        with self._lock, torch.inference_mode():
+            for start in range(0, len(order), bs):
+                idx = order[start : start + bs]
+                tokens = self.tokenizer([texts[i] or " " for i in idx])
+                out[idx] = self.model.encode_text(tokens).float().numpy()
+        return l2_normalize(out)
+
+    # -- images -----------------------------------------------------------------------------
+    def _load_batch(self, items: Sequence[Image.Image | str | Path]) -> torch.Tensor:
+        torch = require("torch", "core")
+        pil = require("PIL.Image", "core")
+        tensors = []
+        for item in items:
+            if isinstance(item, str | Path):
+                try:
+                    with pil.open(item) as im:
+                        img = im.convert("RGB")
+                except (OSError, pil.DecompressionBombError, SyntaxError) as exc:
+                    raise EncoderError(f"cannot read image {item}: {exc}") from exc
+            else:
+                img = item.convert("RGB")
+            tensors.append(self.preprocess(img))
+        return torch.stack(tensors)  # type: ignore[no-any-return]
+
+    def _batches(
+        self, images: Sequence[Image.Image | str | Path], bs: int
+    ) -> Iterator[tuple[int, torch.Tensor]]:
+        """Decode and preprocess the next batch on a worker thread while the model runs."""
+        starts = list(range(0, len(images), bs))
+        if not starts:
+            return
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mmrag-img") as pool:
+            pending = pool.submit(self._load_batch, images[starts[0] : starts[0] + bs])
+            for i, start in enumerate(starts):
+                batch = pending.result()
+                if i + 1 < len(starts):
+                    nxt = starts[i + 1]
+                    pending = pool.submit(self._load_batch, images[nxt : nxt + bs])
+                yield start, batch
+
+    def encode_image(
+        self, images: Sequence[Image.Image | str | Path], *, batch_size: int | None = None
+    ) -> FloatArray:
+        """Embed images (PIL images or paths); returns L2-normalised float32 rows."""
+        torch = require("torch", "core")
+        bs = batch_size or self.batch_size
+        out = np.zeros((len(images), self.dim), dtype=np.float32)
+        with self._lock, torch.inference_mode():
+            for start, batch in self._batches(images, bs):
+                out[start : start + len(batch)] = self.model.encode_image(batch).float().numpy()
+        return l2_normalize(out)
+
+    def describe(self) -> dict[str, Any]:
+        """Facts about this encoder for ``mmrag info`` and the UI."""
+        n_params = sum(p.numel() for p in self.model.parameters())
+        return {
+            "id": self.id,
+            "spec": self.spec,
+            "dim": self.dim,
+            "aligned": self.aligned,
+            "parameters": n_params,
+            **self.info,
+        }
+
+    # -- checkpoints ------------------------------------------------------------------------
+    def save(
+        self, directory: str | Path, *, model_cfg: dict[str, Any], extra: dict[str, Any] | None = None
+    ) -> Path:
+        """Write an mmrag checkpoint directory that ``load_encoder(<dir>)`` reloads.
+
+        Args:
+            directory: Target folder (created).
+            model_cfg: The open_clip model config (``embed_dim``, ``vision_cfg``, ``text_cfg``).
+            extra: Facts to keep in ``mmrag.json`` (e.g. the training report path).
+        """
+        safetensors = require("safetensors.torch", "core")
+        path = Path(directory)
+        path.mkdir(parents=True, exist_ok=True)
+        state = {k: v.contiguous() for k, v in self.model.state_dict().items()}
+        safetensors.save_file(state, str(path / WEIGHTS_FILE))
+        preprocess_cfg = self.info.get("preprocess_cfg", {})
+        cfg = {"model_cfg": _substitute(model_cfg, forward=False), "preprocess_cfg": preprocess_cfg}
+        (path / CONFIG_FILE).write_text(json.dumps(cfg, indent=2))
+        meta = {
+            "format": "mmrag-encoder",
+            "version": 1,
+            "name": self.info.get("name", "custom"),
+            "aligned": self.aligned,
+            "tokenizer": _substitute(self.info.get("tokenizer", {}), forward=False),
+            **(extra or {}),
+        }
+        (path / MMRAG_FILE).write_text(json.dumps(meta, indent=2))
+        return path
+
+
+def weights_digest(path: Path) -> str:
+    """Short content hash of a weights file: part of the encoder id of a checkpoint."""
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:10]

@@ -1,0 +1,39 @@
+"""One error hierarchy. Every message says what went wrong and how to fix it."""
+
+from __future__ import annotations
+
+
+class MmragError(Exception):
+    """Base class of every error mmrag raises on purpose."""
+
+
+class ConfigError(MmragError):
+    """A setting or argument is invalid."""
+
+
+class MissingExtraError(MmragError, ImportError):
+    """An optional dependency is not installed."""
+
+
+class EncoderError(MmragError):
+    """An encoder spec cannot be resolved or a model cannot be loaded."""
+
+
+class StoreError(MmragError):
+    """The vector store cannot be opened, read or written."""
+
+
+class DimensionMismatchError(StoreError):
+    """A vector's dimension does not match what the store holds for that encoder."""
+
+
+class StoreLockedError(StoreError):
+    """Another process holds the embedded store's lock."""
+
+
+class LoaderError(MmragError):
+    """A file cannot be read; ingest turns this into a logged skip with the reason."""
+
+
+class DatasetError(MmragError):
+    """An evaluation dataset folder does not have the expected layout."""

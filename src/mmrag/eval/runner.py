@@ -1,0 +1,213 @@
+"""End-to-end evaluation through the real pipeline: encoder → store → retriever → metrics.
+
+* BEIR layout (e.g. SciFact): every corpus document is one text chunk; nDCG@10, Recall@k, MRR.
+* image-caption layout (e.g. Flickr8k): images and captions go into one store; text→image with
+  every caption as a query (one relevant image), image→text with every image as a query (its
+  captions relevant); Recall@1/5/10.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mmrag.encoders.base import DualEncoder, FloatArray
+from mmrag.eval.datasets import BeirDataset, ImageCaptionDataset
+from mmrag.eval.metrics import evaluate, recall_at_k
+from mmrag.retriever import Retriever
+from mmrag.store import QdrantStore
+from mmrag.types import Chunk, chunk_id
+
+log = logging.getLogger(__name__)
+WRITE_BATCH = 256
+
+
+def _index(
+    store: QdrantStore,
+    encoder: DualEncoder,
+    chunks: Sequence[Chunk],
+    embed: Callable[[Sequence[Chunk]], FloatArray],
+    progress: bool,
+    desc: str,
+) -> None:
+    vector = store.ensure_encoder(encoder)
+    from tqdm import tqdm
+
+    with tqdm(total=len(chunks), desc=desc, unit="chunk", disable=not progress, dynamic_ncols=True) as bar:
+        for start in range(0, len(chunks), WRITE_BATCH):
+            batch = chunks[start : start + WRITE_BATCH]
+            store.upsert_chunks(batch, embed(batch), vector)
+            bar.update(len(batch))
+    store.optimize()
+
+
+def _store(location: str | None) -> tuple[QdrantStore, tempfile.TemporaryDirectory[str] | None]:
+    if location:
+        return QdrantStore.open(location), None
+    tmp = tempfile.TemporaryDirectory(prefix="mmrag-eval-")
+    return QdrantStore.open(tmp.name), tmp
+
+
+def evaluate_beir(
+    encoder: DualEncoder,
+    ds: BeirDataset,
+    *,
+    store: str | None = None,
+    k: int = 10,
+    progress: bool = True,
+    hnsw_ef: int | None = None,
+) -> dict[str, Any]:
+    """nDCG@k / Recall@k / MRR of dense retrieval on a BEIR dataset (whole corpus indexed).
+
+    Args:
+        encoder: Encoder under test (its text tower).
+        ds: The dataset (queries restricted as loaded).
+        store: Store location to index into; default a temporary Qdrant Edge directory.
+        k: Depth of the main cut (nDCG@k); Recall@100 is always reported too.
+    """
+    t0 = time.perf_counter()
+    chunks = [
+        Chunk(
+            id=chunk_id(f"beir:{ds.root.name}", ds.doc_text(d), d),
+            modality="text",
+            source=f"{ds.root.name}/{d}",
+            text=ds.doc_text(d) or d,
+            image=None,
+            metadata={"doc_id": d},
+        )
+        for d in ds.corpus
+    ]
+    st, tmp = _store(store)
+    try:
+        _index(
+            st, encoder, chunks, lambda b: encoder.encode_text([c.text or "" for c in b]), progress, "index"
+        )
+        t1 = time.perf_counter()
+        qids = list(ds.qrels)
+        retriever = Retriever(encoder, st, pool=max(100, k), hnsw_ef=hnsw_ef)
+        results = retriever.search_batch([ds.queries[q] for q in qids], k=max(100, k))
+        run = {
+            q: [str(h.chunk.metadata["doc_id"]) for h in hits] for q, hits in zip(qids, results, strict=True)
+        }
+        metrics = evaluate(ds.qrels, run, ks=sorted({1, 5, k, 100}))
+        return {
+            "dataset": str(ds.root),
+            "layout": "beir",
+            "encoder": encoder.id,
+            "queries": len(qids),
+            "corpus": len(chunks),
+            "metrics": metrics,
+            "seconds": {"index": round(t1 - t0, 2), "search": round(time.perf_counter() - t1, 2)},
+        }
+    finally:
+        st.close()
+        if tmp is not None:
+            tmp.cleanup()
+
+
+def evaluate_image_caption(
+    encoder: DualEncoder,
+    ds: ImageCaptionDataset,
+    *,
+    store: str | None = None,
+    progress: bool = True,
+    hnsw_ef: int | None = None,
+) -> dict[str, Any]:
+    """Flickr-protocol Recall@1/5/10 for text→image and image→text."""
+    t0 = time.perf_counter()
+    images = [
+        Chunk(
+            id=chunk_id(f"ic:{ds.root.name}", str(p), "image"),
+            modality="image",
+            source=str(p),
+            text=None,
+            image=str(p),
+            metadata={"image_idx": i},
+        )
+        for i, p in enumerate(ds.images)
+    ]
+    captions: list[Chunk] = []
+    owners: list[int] = []
+    for i, caps in enumerate(ds.captions):
+        for j, cap in enumerate(caps):
+            captions.append(
+                Chunk(
+                    id=chunk_id(f"ic:{ds.root.name}", cap, f"{i}:{j}"),
+                    modality="text",
+                    source=f"{ds.images[i]}#caption{j}",
+                    text=cap,
+                    image=None,
+                    metadata={"image_idx": i},
+                )
+            )
+            owners.append(i)
+    st, tmp = _store(store)
+    try:
+        image_vecs: dict[str, FloatArray] = {}
+
+        def embed_images(batch: Sequence[Chunk]) -> FloatArray:
+            vecs = encoder.encode_image([c.image or "" for c in batch])
+            for c, v in zip(batch, vecs, strict=True):
+                image_vecs[c.id] = v
+            return vecs
+
+        caption_vecs: list[FloatArray] = []
+
+        def embed_captions(batch: Sequence[Chunk]) -> FloatArray:
+            vecs = encoder.encode_text([c.text or "" for c in batch])
+            caption_vecs.append(vecs)
+            return vecs
+
+        _index(st, encoder, images, embed_images, progress, "index images")
+        _index(st, encoder, captions, embed_captions, progress, "index captions")
+        t1 = time.perf_counter()
+        retriever = Retriever(encoder, st, pool=10, hnsw_ef=hnsw_ef)
+        # Queries reuse the vectors computed for indexing: same encoder, same inputs.
+        t2i = retriever.search_vectors(
+            np.concatenate(caption_vecs), k=10, modality="image", filters=None, pool=10
+        )
+        i2t = retriever.search_vectors(
+            np.stack([image_vecs[c.id] for c in images]), k=10, modality="text", filters=None, pool=10
+        )
+        t2i_run = {str(n): [str(h.chunk.metadata["image_idx"]) for h in hits] for n, hits in enumerate(t2i)}
+        t2i_qrels = {str(n): {str(owner): 1} for n, owner in enumerate(owners)}
+        i2t_run: dict[str, list[str]] = {}
+        for i, hits in enumerate(i2t):
+            # A caption hit counts as its image; keep the rank of the first caption of each image.
+            i2t_run[str(i)] = [str(h.chunk.metadata["image_idx"]) for h in hits]
+        i2t_qrels = {str(i): {str(i): 1} for i in range(len(images))}
+        metrics: dict[str, float] = {}
+        for kk in (1, 5, 10):
+            metrics[f"t2i_recall@{kk}"] = recall_at_k(t2i_qrels, t2i_run, kk)
+            metrics[f"i2t_recall@{kk}"] = recall_at_k(i2t_qrels, i2t_run, kk)
+        metrics["rsum"] = 100 * sum(v for key, v in metrics.items() if "recall" in key)
+        return {
+            "dataset": str(ds.root),
+            "layout": "image-caption",
+            "encoder": encoder.id,
+            "aligned": encoder.aligned,
+            "images": len(images),
+            "captions": len(captions),
+            "metrics": metrics,
+            "seconds": {"index": round(t1 - t0, 2), "search": round(time.perf_counter() - t1, 2)},
+        }
+    finally:
+        st.close()
+        if tmp is not None:
+            tmp.cleanup()
+
+
+def load_for_eval(
+    root: Path, *, split: str | None, limit: int | None, query_ids: set[str] | None = None
+) -> BeirDataset | ImageCaptionDataset:
+    from mmrag.eval.datasets import detect_layout
+
+    if detect_layout(root) == "beir":
+        return BeirDataset.load(root, split or "train", query_ids=query_ids)
+    return ImageCaptionDataset.load(root, split, limit=limit)

@@ -1,0 +1,245 @@
+"""One store front, :class:`QdrantStore`, over two interchangeable backends.
+
+``QdrantStore.open("./.mmrag")`` uses embedded Qdrant Edge (the default, no server);
+``QdrantStore.open("http://localhost:6333", api_key=...)`` uses a Qdrant server or cluster.
+This package is the only place that imports qdrant libraries.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+
+from mmrag.errors import ConfigError, DimensionMismatchError, StoreError
+from mmrag.store.base import Backend, Filters, SearchOptions, StoredPoint, StoredRecord
+from mmrag.types import MODALITIES, Chunk
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+    from mmrag.encoders.base import DualEncoder
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Filters", "QdrantStore", "SearchOptions"]
+
+
+def chunk_payload(chunk: Chunk) -> dict[str, Any]:
+    payload: dict[str, Any] = {
+        "modality": chunk.modality,
+        "source": chunk.source,
+        "text": chunk.text,
+        "image": chunk.image,
+        "metadata": dict(chunk.metadata),
+    }
+    if "tenant" in chunk.metadata:
+        payload["tenant"] = chunk.metadata["tenant"]
+    return payload
+
+
+def payload_chunk(point_id: str, payload: Mapping[str, Any]) -> Chunk:
+    return Chunk(
+        id=point_id,
+        modality=payload.get("modality", "text"),
+        source=str(payload.get("source", "")),
+        text=payload.get("text"),
+        image=payload.get("image"),
+        metadata=dict(payload.get("metadata") or {}),
+    )
+
+
+class QdrantStore:
+    """Chunks and their dense vectors in Qdrant; one named vector per encoder id.
+
+    Args:
+        backend: An :class:`~mmrag.store.edge.EdgeBackend` or :class:`~mmrag.store.client.ClientBackend`.
+
+    Example:
+        >>> store = QdrantStore.open("/tmp/mmrag-doc")          # doctest: +SKIP
+        >>> name = store.ensure_encoder(encoder)                 # doctest: +SKIP
+        >>> store.upsert_chunks(chunks, vectors, name)           # doctest: +SKIP
+    """
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+        self._meta = backend.read_meta()
+
+    @classmethod
+    def open(cls, location: str, *, collection: str = "mmrag", api_key: str | None = None) -> QdrantStore:
+        """Open (or create) a store: a directory → Qdrant Edge; ``http(s)://`` or ``:memory:`` → server."""
+        if not location:
+            raise ConfigError("store location is empty; pass a directory or a Qdrant URL")
+        if location.startswith(("http://", "https://")) or location == ":memory:":
+            from mmrag.store.client import ClientBackend
+
+            return cls(ClientBackend(location, collection=collection, api_key=api_key))
+        from mmrag.store.edge import EdgeBackend
+
+        return cls(EdgeBackend(location))
+
+    def __enter__(self) -> QdrantStore:
+        return self
+
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.backend.close()
+
+    @property
+    def location(self) -> str:
+        return self.backend.location
+
+    # -- vectors and encoders ---------------------------------------------------------------
+    @property
+    def vectors(self) -> dict[str, dict[str, Any]]:
+        """Named vectors: ``{name: {"dim", "spec", "encoder_id", "aligned"}}``."""
+        return {k: dict(v) for k, v in self._meta.get("vectors", {}).items()}
+
+    @property
+    def default_vector(self) -> str | None:
+        value = self._meta.get("default_vector")
+        return str(value) if value else None
+
+    @property
+    def default_spec(self) -> str | None:
+        """Encoder spec of the default vector: what `search` loads when no model is given."""
+        name = self.default_vector
+        return str(self.vectors[name]["spec"]) if name and name in self.vectors else None
+
+    def set_default_vector(self, name: str) -> None:
+        if name not in self.vectors:
+            raise StoreError(f"no vector {name!r} in {self.location}; it holds {sorted(self.vectors)}")
+        self._meta["default_vector"] = name
+        self.backend.write_meta(self._meta)
+
+    def ensure_encoder(self, encoder: DualEncoder) -> str:
+        """Return the vector name for ``encoder``, creating it (beside existing ones) if new."""
+        from mmrag.encoders.base import vector_name
+
+        name = vector_name(encoder.id)
+        dims = self.backend.vector_dims()
+        if name in dims:
+            self._check_dim(name, dims[name], encoder)
+            return name
+        log.info("adding vector %s (dim %d) to %s", name, encoder.dim, self.location)
+        self.backend.add_vector(name, encoder.dim)
+        self._meta = self.backend.read_meta() or self._meta
+        self._meta.setdefault("vectors", {})[name] = {
+            "dim": encoder.dim,
+            "spec": encoder.spec,
+            "encoder_id": encoder.id,
+            "aligned": encoder.aligned,
+        }
+        if not self._meta.get("default_vector"):
+            self._meta["default_vector"] = name
+        self.backend.write_meta(self._meta)
+        return name
+
+    def vector_for(self, encoder: DualEncoder) -> str:
+        """The existing vector of ``encoder``; a clear error if the store has none."""
+        from mmrag.encoders.base import vector_name
+
+        name = vector_name(encoder.id)
+        dims = self.backend.vector_dims()
+        if name not in dims:
+            held = ", ".join(f"{k} (model {v.get('spec')})" for k, v in self.vectors.items()) or "nothing"
+            raise StoreError(
+                f"store {self.location} has no vectors for encoder {encoder.id!r}; it holds {held}. "
+                "Search with the model the store was built with (omit --model), or ingest with this one"
+            )
+        self._check_dim(name, dims[name], encoder)
+        return name
+
+    def _check_dim(self, name: str, dim: int, encoder: DualEncoder) -> None:
+        if dim != encoder.dim:
+            raise DimensionMismatchError(
+                f"store {self.location} holds vector {name!r} with dimension {dim}, but encoder "
+                f"{encoder.id!r} produces {encoder.dim}; use another store directory or the original model"
+            )
+
+    # -- data -------------------------------------------------------------------------------
+    def upsert_chunks(self, chunks: Sequence[Chunk], vectors: npt.NDArray[np.float32], vector: str) -> int:
+        """Write chunks with their vectors (idempotent by chunk id). Returns the number written."""
+        if len(chunks) != len(vectors):
+            raise ValueError(f"{len(chunks)} chunks but {len(vectors)} vectors")
+        dims = self.backend.vector_dims()
+        if vector not in dims:
+            raise StoreError(f"no vector {vector!r} in {self.location}; call ensure_encoder first")
+        if len(vectors) and vectors.shape[1] != dims[vector]:
+            raise DimensionMismatchError(
+                f"vectors have dimension {vectors.shape[1]}, {vector!r} holds {dims[vector]}"
+            )
+        points = [
+            StoredPoint(c.id, {vector: v}, chunk_payload(c)) for c, v in zip(chunks, vectors, strict=True)
+        ]
+        self.backend.upsert(points)
+        return len(points)
+
+    def existing_ids(self, ids: Sequence[str]) -> set[str]:
+        """Which of ``ids`` are already stored (used to skip re-embedding)."""
+        return {r.id for r in self.backend.retrieve(ids)}
+
+    def get(self, ids: Sequence[str]) -> list[Chunk]:
+        return [payload_chunk(r.id, r.payload) for r in self.backend.retrieve(ids)]
+
+    def delete(self, ids: Sequence[str]) -> None:
+        self.backend.delete(ids)
+
+    def search(
+        self,
+        vector: str,
+        queries: npt.NDArray[np.float32],
+        limit: int,
+        *,
+        modality: str | None = None,
+        filters: Filters | None = None,
+        options: SearchOptions | None = None,
+    ) -> list[list[tuple[Chunk, float]]]:
+        """ANN search, one result list per query row, best first."""
+        if limit < 1:
+            raise ConfigError(f"limit must be >= 1, got {limit}")
+        if modality is not None and modality not in MODALITIES:
+            raise ConfigError(f"modality must be one of {MODALITIES} or None, got {modality!r}")
+        flt: dict[str, Any] = dict(filters or {})
+        if modality:
+            flt["modality"] = modality
+        if vector not in self.backend.vector_dims():
+            raise StoreError(f"no vector {vector!r} in {self.location}; it holds {sorted(self.vectors)}")
+        queries = np.atleast_2d(np.asarray(queries, dtype=np.float32))
+        results = self.backend.search(vector, queries, limit, flt or None, options or SearchOptions())
+        return [[(payload_chunk(r.id, r.payload), float(r.score or 0.0)) for r in res] for res in results]
+
+    def iter_records(
+        self, filters: Filters | None = None, batch: int = 256, with_vectors: bool = False
+    ) -> Iterator[StoredRecord]:
+        offset: str | None = None
+        while True:
+            records, offset = self.backend.scroll(filters, batch, offset, with_vectors=with_vectors)
+            yield from records
+            if offset is None:
+                return
+
+    def count(self, modality: str | None = None) -> int:
+        return self.backend.count({"modality": modality} if modality else None)
+
+    def optimize(self) -> None:
+        """Build HNSW / merge segments after bulk writes (Edge); a no-op on a server."""
+        self.backend.optimize()
+
+    def stats(self) -> dict[str, Any]:
+        """Counts by modality and source, vectors, default vector: for ``mmrag info`` and the UI."""
+        return {
+            "location": self.location,
+            "points": self.count(),
+            "by_modality": {m: self.count(m) for m in MODALITIES},
+            "sources": len(self.backend.facet("source", limit=100000)),
+            "vectors": self.vectors,
+            "default_vector": self.default_vector,
+        }

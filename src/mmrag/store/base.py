@@ -1,0 +1,82 @@
+"""What every store backend provides; the front (:class:`mmrag.store.QdrantStore`) builds on it."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+# Payload key -> value or list of accepted values; every key must match (AND).
+Filters = Mapping[str, str | int | bool | Sequence[str]]
+# Payload fields that get keyword indexes: they are what filters use.
+INDEXED_KEYWORDS = ("modality", "source", "tenant")
+META_SCHEMA = 1
+UPSERT_BATCH = 256
+
+
+@dataclass(frozen=True, slots=True)
+class StoredPoint:
+    """One point as written: id, one or more named dense vectors, payload."""
+
+    id: str
+    vectors: Mapping[str, Sequence[float] | npt.NDArray[np.float32]]
+    payload: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class StoredRecord:
+    """One point as read back (``score`` set by searches, ``None`` otherwise)."""
+
+    id: str
+    payload: Mapping[str, Any]
+    score: float | None = None
+    vectors: Mapping[str, list[float]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class SearchOptions:
+    """ANN knobs. ``hnsw_ef`` trades latency for recall; ``exact`` scans everything."""
+
+    hnsw_ef: int | None = None
+    exact: bool = False
+
+
+class Backend(Protocol):
+    """The operations both backends (Qdrant Edge, qdrant-client) implement identically."""
+
+    location: str
+
+    def vector_dims(self) -> dict[str, int]: ...
+    def add_vector(self, name: str, dim: int) -> None: ...
+    def upsert(self, points: Sequence[StoredPoint]) -> None: ...
+    def set_vectors(self, name: str, ids: Sequence[str], vectors: npt.NDArray[np.float32]) -> None: ...
+    def search(
+        self,
+        name: str,
+        queries: npt.NDArray[np.float32],
+        limit: int,
+        filters: Filters | None,
+        options: SearchOptions,
+    ) -> list[list[StoredRecord]]: ...
+    def retrieve(self, ids: Sequence[str], with_vectors: bool = False) -> list[StoredRecord]: ...
+    def delete(self, ids: Sequence[str]) -> None: ...
+    def count(self, filters: Filters | None = None) -> int: ...
+    def scroll(
+        self, filters: Filters | None, limit: int, offset: str | None, with_vectors: bool = False
+    ) -> tuple[list[StoredRecord], str | None]: ...
+    def facet(self, key: str, limit: int = 100) -> dict[str, int]: ...
+    def optimize(self) -> None: ...
+    def read_meta(self) -> dict[str, Any]: ...
+    def write_meta(self, meta: Mapping[str, Any]) -> None: ...
+    def close(self) -> None: ...
+
+
+def empty_meta() -> dict[str, Any]:
+    return {"schema": META_SCHEMA, "vectors": {}, "default_vector": None}
+
+
+def as_list(vec: Sequence[float] | npt.NDArray[np.float32]) -> list[float]:
+    return [float(x) for x in np.asarray(vec, dtype=np.float32).tolist()]

@@ -1,0 +1,246 @@
+"""Server backend: ``qdrant-client`` against a Qdrant server or cluster (``:memory:`` in tests).
+
+The logical collection is an alias onto a physical collection ``<name>--<n>``. A server cannot add
+a named vector to a collection either, so :meth:`add_vector` copies into a new physical collection
+and swaps the alias atomically; searches never see a half-copied collection.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from mmrag._lazy import require
+from mmrag.errors import StoreError
+from mmrag.store.base import (
+    INDEXED_KEYWORDS,
+    UPSERT_BATCH,
+    Filters,
+    SearchOptions,
+    StoredPoint,
+    StoredRecord,
+    as_list,
+    empty_meta,
+)
+
+log = logging.getLogger(__name__)
+
+
+def _models() -> Any:
+    return require("qdrant_client.models", "server")
+
+
+def client_filter(filters: Filters | None) -> Any:
+    """Translate mmrag's key→value(s) filter into a qdrant-client ``Filter``."""
+    if not filters:
+        return None
+    m = _models()
+    must = []
+    for key, value in filters.items():
+        match = (
+            m.MatchAny(any=list(value))
+            if isinstance(value, list | tuple | set | frozenset)
+            else m.MatchValue(value=value)
+        )
+        must.append(m.FieldCondition(key=key, match=match))
+    return m.Filter(must=must)
+
+
+def _record(p: Any, score: float | None = None) -> StoredRecord:
+    vec = p.vector if isinstance(p.vector, dict) else {}
+    return StoredRecord(
+        id=str(p.id), payload=dict(p.payload or {}), score=score, vectors={k: list(v) for k, v in vec.items()}
+    )
+
+
+class ClientBackend:
+    """A collection on a Qdrant server (``url``) or qdrant-client's local ``:memory:`` mode."""
+
+    def __init__(
+        self, url: str, *, collection: str = "mmrag", api_key: str | None = None, client: Any = None
+    ) -> None:
+        qc = require("qdrant_client", "server")
+        self.location = f"{url}#{collection}"
+        self.collection = collection
+        if client is not None:
+            self.client = client
+        elif url == ":memory:":
+            self.client = qc.QdrantClient(location=":memory:")
+        else:
+            self.client = qc.QdrantClient(url=url, api_key=api_key, timeout=30)
+        try:
+            aliases = {a.alias_name: a.collection_name for a in self.client.get_aliases().aliases}
+        except Exception as exc:
+            raise StoreError(
+                f"cannot reach Qdrant at {url}: {exc}; check the URL, the API key and "
+                "that the server runs (docker compose up qdrant)"
+            ) from exc
+        self._physical: str | None = aliases.get(collection)
+
+    def close(self) -> None:
+        self.client.close()
+
+    # -- meta: kept in the physical collection's metadata -----------------------------------
+    def read_meta(self) -> dict[str, Any]:
+        if self._physical is None:
+            return empty_meta()
+        meta = self.client.get_collection(self._physical).config.metadata or {}
+        return dict(meta.get("mmrag") or empty_meta())
+
+    def write_meta(self, meta: Mapping[str, Any]) -> None:
+        if self._physical is None:
+            raise StoreError("no collection yet: add a vector first")
+        self.client.update_collection(self._physical, metadata={"mmrag": dict(meta)})
+
+    def vector_dims(self) -> dict[str, int]:
+        if self._physical is None:
+            return {}
+        vectors = self.client.get_collection(self._physical).config.params.vectors or {}
+        return {name: int(p.size) for name, p in vectors.items()} if isinstance(vectors, dict) else {}
+
+    def add_vector(self, name: str, dim: int) -> None:
+        m = _models()
+        dims = {**self.vector_dims(), name: dim}
+        meta = self.read_meta()
+        n = 1 + (int(self._physical.rsplit("--", 1)[1]) if self._physical else 0)
+        new = f"{self.collection}--{n}"
+        self.client.create_collection(
+            new,
+            vectors_config={k: m.VectorParams(size=d, distance=m.Distance.COSINE) for k, d in dims.items()},
+            metadata={"mmrag": meta},
+        )
+        for key in INDEXED_KEYWORDS:
+            # is_tenant co-locates a tenant's points on a server; harmless for the other keys.
+            schema = m.KeywordIndexParams(type="keyword", is_tenant=key == "tenant")
+            with warnings.catch_warnings():
+                # local mode (tests) warns that indexes are no-ops there; a server uses them.
+                warnings.simplefilter("ignore", UserWarning)
+                self.client.create_payload_index(new, key, field_schema=schema)
+        if self._physical is not None:
+            offset: str | None = None
+            while True:
+                records, offset = self.scroll(None, UPSERT_BATCH, offset, with_vectors=True)
+                if records:
+                    self.client.upsert(
+                        new,
+                        [
+                            m.PointStruct(id=r.id, vector=dict(r.vectors), payload=dict(r.payload))
+                            for r in records
+                        ],
+                        wait=True,
+                    )
+                if offset is None:
+                    break
+        ops: list[Any] = []
+        if self._physical is not None:
+            ops.append(m.DeleteAliasOperation(delete_alias=m.DeleteAlias(alias_name=self.collection)))
+        ops.append(
+            m.CreateAliasOperation(
+                create_alias=m.CreateAlias(collection_name=new, alias_name=self.collection)
+            )
+        )
+        self.client.update_collection_aliases(change_aliases_operations=ops)
+        old, self._physical = self._physical, new
+        if old is not None:
+            self.client.delete_collection(old)
+
+    def _need(self) -> str:
+        if self._physical is None:
+            raise StoreError(
+                f"collection {self.collection!r} is empty: ingest something first (mmrag ingest PATH)"
+            )
+        return self.collection
+
+    # -- data -------------------------------------------------------------------------------
+    def upsert(self, points: Sequence[StoredPoint]) -> None:
+        m, coll = _models(), self._need()
+        for start in range(0, len(points), UPSERT_BATCH):
+            batch = points[start : start + UPSERT_BATCH]
+            self.client.upsert(
+                coll,
+                [
+                    m.PointStruct(
+                        id=p.id, vector={k: as_list(v) for k, v in p.vectors.items()}, payload=dict(p.payload)
+                    )
+                    for p in batch
+                ],
+                wait=True,
+            )
+
+    def set_vectors(self, name: str, ids: Sequence[str], vectors: npt.NDArray[np.float32]) -> None:
+        m, coll = _models(), self._need()
+        self.client.update_vectors(
+            coll,
+            [m.PointVectors(id=i, vector={name: as_list(v)}) for i, v in zip(ids, vectors, strict=True)],
+            wait=True,
+        )
+
+    def search(
+        self,
+        name: str,
+        queries: npt.NDArray[np.float32],
+        limit: int,
+        filters: Filters | None,
+        options: SearchOptions,
+    ) -> list[list[StoredRecord]]:
+        m, coll = _models(), self._need()
+        params = m.SearchParams(hnsw_ef=options.hnsw_ef, exact=options.exact)
+        flt = client_filter(filters)
+        reqs = [
+            m.QueryRequest(
+                query=as_list(q), using=name, limit=limit, filter=flt, params=params, with_payload=True
+            )
+            for q in queries
+        ]
+        responses = self.client.query_batch_points(coll, requests=reqs)
+        return [[_record(p, float(p.score)) for p in r.points] for r in responses]
+
+    def retrieve(self, ids: Sequence[str], with_vectors: bool = False) -> list[StoredRecord]:
+        if self._physical is None or not ids:
+            return []
+        return [
+            _record(p)
+            for p in self.client.retrieve(
+                self.collection, list(ids), with_payload=True, with_vectors=with_vectors
+            )
+        ]
+
+    def delete(self, ids: Sequence[str]) -> None:
+        if self._physical is not None and ids:
+            m = _models()
+            self.client.delete(self.collection, m.PointIdsList(points=list(ids)), wait=True)
+
+    def count(self, filters: Filters | None = None) -> int:
+        if self._physical is None:
+            return 0
+        return int(self.client.count(self.collection, count_filter=client_filter(filters), exact=True).count)
+
+    def scroll(
+        self, filters: Filters | None, limit: int, offset: str | None, with_vectors: bool = False
+    ) -> tuple[list[StoredRecord], str | None]:
+        if self._physical is None:
+            return [], None
+        records, nxt = self.client.scroll(
+            self.collection,
+            scroll_filter=client_filter(filters),
+            limit=limit,
+            offset=offset,
+            with_payload=True,
+            with_vectors=with_vectors,
+        )
+        return [_record(r) for r in records], (str(nxt) if nxt is not None else None)
+
+    def facet(self, key: str, limit: int = 100) -> dict[str, int]:
+        if self._physical is None:
+            return {}
+        resp = self.client.facet(self.collection, key=key, limit=limit, exact=True)
+        return {str(h.value): int(h.count) for h in resp.hits}
+
+    def optimize(self) -> None:
+        # A server indexes in the background; nothing to trigger.
+        return None

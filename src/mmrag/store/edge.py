@@ -1,0 +1,270 @@
+"""Embedded backend: Qdrant Edge (Qdrant's Rust engine in-process), one shard per store directory.
+
+Layout of a store directory::
+
+    store.json        schema, named vectors (dim, encoder spec), default vector, active shard
+    shard-<n>/        the active EdgeShard (WAL + segments, exclusive lock)
+
+Qdrant Edge cannot add a named vector to an existing shard, so :meth:`add_vector` copies the
+points into a new shard with the extended config and then switches ``store.json`` to it with an
+atomic rename: a crash before the switch leaves the old shard in use, after it the new one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from mmrag._lazy import require
+from mmrag.errors import StoreError, StoreLockedError
+from mmrag.store.base import (
+    INDEXED_KEYWORDS,
+    UPSERT_BATCH,
+    Filters,
+    SearchOptions,
+    StoredPoint,
+    StoredRecord,
+    as_list,
+    empty_meta,
+)
+
+log = logging.getLogger(__name__)
+META_FILE = "store.json"
+
+
+def _qe() -> Any:
+    return require("qdrant_edge", "core")
+
+
+def edge_filter(filters: Filters | None) -> Any:
+    """Translate mmrag's key→value(s) filter into a Qdrant Edge ``Filter``."""
+    if not filters:
+        return None
+    qe = _qe()
+    must = []
+    for key, value in filters.items():
+        if isinstance(value, list | tuple | set | frozenset):
+            must.append(qe.FieldCondition(key=key, match=qe.MatchAny(any=list(value))))
+        else:
+            must.append(qe.FieldCondition(key=key, match=qe.MatchValue(value)))
+    return qe.Filter(must=must)
+
+
+def _record(p: Any, score: float | None = None) -> StoredRecord:
+    vec = p.vector if isinstance(p.vector, dict) else {}
+    return StoredRecord(
+        id=str(p.id),
+        payload=dict(p.payload or {}),
+        score=score,
+        vectors={k: list(v) for k, v in vec.items() if isinstance(v, list)},
+    )
+
+
+class EdgeBackend:
+    """Qdrant Edge shard in a local directory (created on first use)."""
+
+    def __init__(self, directory: str | Path) -> None:
+        self.root = Path(directory).expanduser()
+        self.location = str(self.root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._meta = self._load_meta()
+        self._shard: Any = None
+        if self._meta.get("shard"):
+            self._shard = self._open(self.root / self._meta["shard"])
+        self._cleanup_stale()
+
+    # -- lifecycle --------------------------------------------------------------------------
+    def _load_meta(self) -> dict[str, Any]:
+        path = self.root / META_FILE
+        if not path.exists():
+            return {**empty_meta(), "shard": None}
+        try:
+            meta: dict[str, Any] = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise StoreError(f"{path} is corrupt ({exc}); restore it from a backup or re-ingest") from exc
+        return meta
+
+    def _open(self, path: Path) -> Any:
+        qe = _qe()
+        try:
+            return qe.EdgeShard.load(str(path))
+        except Exception as exc:
+            if "WouldBlock" in str(exc) or "lock" in str(exc).lower():
+                raise StoreLockedError(
+                    f"store {self.root} is open in another process (Qdrant Edge allows one writer); "
+                    "close that process, or use a Qdrant server (--store http://...) for shared access"
+                ) from exc
+            raise StoreError(f"cannot open Qdrant Edge shard {path}: {exc}") from exc
+
+    def _cleanup_stale(self) -> None:
+        """Remove shard folders a crashed migration left behind (never the active one)."""
+        active = self._meta.get("shard")
+        for child in self.root.glob("shard-*"):
+            if child.is_dir() and child.name != active:
+                log.info("removing stale shard folder %s", child)
+                shutil.rmtree(child, ignore_errors=True)
+
+    def close(self) -> None:
+        if self._shard is not None:
+            self._shard.flush()
+            self._shard.close()
+            self._shard = None
+
+    def read_meta(self) -> dict[str, Any]:
+        return {k: v for k, v in self._meta.items() if k != "shard"}
+
+    def write_meta(self, meta: Mapping[str, Any]) -> None:
+        self._meta = {**meta, "shard": self._meta.get("shard")}
+        self._write_meta_file()
+
+    def _write_meta_file(self) -> None:
+        tmp = self.root / (META_FILE + ".tmp")
+        tmp.write_text(json.dumps(self._meta, indent=2))
+        os.replace(tmp, self.root / META_FILE)  # atomic: readers see the old or the new file
+
+    # -- schema -----------------------------------------------------------------------------
+    def vector_dims(self) -> dict[str, int]:
+        return {name: int(v["dim"]) for name, v in self._meta.get("vectors", {}).items()}
+
+    def _config(self, dims: Mapping[str, int]) -> Any:
+        qe = _qe()
+        return qe.EdgeConfig(
+            vectors={n: qe.EdgeVectorParams(size=d, distance=qe.Distance.Cosine) for n, d in dims.items()}
+        )
+
+    def add_vector(self, name: str, dim: int) -> None:
+        dims = {**self.vector_dims(), name: dim}
+        n = 1 + max(
+            [int(p.name.split("-")[1]) for p in self.root.glob("shard-*") if p.name[6:].isdigit()] or [0]
+        )
+        new_dir = self.root / f"shard-{n}"
+        qe = _qe()
+        new = qe.EdgeShard.create(str(new_dir), self._config(dims))
+        for key in INDEXED_KEYWORDS:
+            new.update(qe.UpdateOperation.create_field_index(key, qe.PayloadSchemaType.Keyword))
+        if self._shard is not None:
+            offset: str | None = None
+            while True:
+                records, offset = self.scroll(None, UPSERT_BATCH, offset, with_vectors=True)
+                if records:
+                    new.update(
+                        qe.UpdateOperation.upsert_points(
+                            [qe.Point(r.id, dict(r.vectors), dict(r.payload)) for r in records]
+                        )
+                    )
+                if offset is None:
+                    break
+        new.flush()
+        old, old_dir = self._shard, self._meta.get("shard")
+        self._shard = new
+        self._meta.setdefault("vectors", {})[name] = {"dim": dim}
+        self._meta["shard"] = new_dir.name
+        self._write_meta_file()  # the switch: from here on the new shard is the store
+        if old is not None:
+            old.close()
+        if old_dir:
+            shutil.rmtree(self.root / old_dir, ignore_errors=True)
+
+    def _need(self) -> Any:
+        if self._shard is None:
+            raise StoreError(f"store {self.root} is empty: ingest something first (mmrag ingest PATH)")
+        return self._shard
+
+    # -- data -------------------------------------------------------------------------------
+    def upsert(self, points: Sequence[StoredPoint]) -> None:
+        qe, shard = _qe(), self._need()
+        for start in range(0, len(points), UPSERT_BATCH):
+            batch = points[start : start + UPSERT_BATCH]
+            shard.update(
+                qe.UpdateOperation.upsert_points(
+                    [
+                        qe.Point(p.id, {k: as_list(v) for k, v in p.vectors.items()}, dict(p.payload))
+                        for p in batch
+                    ]
+                )
+            )
+        shard.flush()
+
+    def set_vectors(self, name: str, ids: Sequence[str], vectors: npt.NDArray[np.float32]) -> None:
+        qe, shard = _qe(), self._need()
+        shard.update(
+            qe.UpdateOperation.update_vectors(
+                [qe.PointVectors(i, {name: as_list(v)}) for i, v in zip(ids, vectors, strict=True)]
+            )
+        )
+        shard.flush()
+
+    def search(
+        self,
+        name: str,
+        queries: npt.NDArray[np.float32],
+        limit: int,
+        filters: Filters | None,
+        options: SearchOptions,
+    ) -> list[list[StoredRecord]]:
+        qe, shard = _qe(), self._need()
+        params = qe.SearchParams(hnsw_ef=options.hnsw_ef, exact=options.exact)
+        flt = edge_filter(filters)
+        reqs = [
+            qe.QueryRequest(
+                limit=limit,
+                query=qe.Query.Nearest(as_list(q), using=name),
+                filter=flt,
+                with_payload=True,
+                params=params,
+            )
+            for q in queries
+        ]
+        results = shard.query_batch(qe.QueryBatchRequest(reqs)) if len(reqs) > 1 else [shard.query(reqs[0])]
+        return [[_record(p, float(p.score)) for p in res] for res in results]
+
+    def retrieve(self, ids: Sequence[str], with_vectors: bool = False) -> list[StoredRecord]:
+        if self._shard is None or not ids:
+            return []
+        return [
+            _record(p) for p in self._shard.retrieve(list(ids), with_payload=True, with_vector=with_vectors)
+        ]
+
+    def delete(self, ids: Sequence[str]) -> None:
+        if self._shard is not None and ids:
+            self._shard.update(_qe().UpdateOperation.delete_points(list(ids)))
+            self._shard.flush()
+
+    def count(self, filters: Filters | None = None) -> int:
+        if self._shard is None:
+            return 0
+        return int(self._shard.count(_qe().CountRequest(exact=True, filter=edge_filter(filters))))
+
+    def scroll(
+        self, filters: Filters | None, limit: int, offset: str | None, with_vectors: bool = False
+    ) -> tuple[list[StoredRecord], str | None]:
+        if self._shard is None:
+            return [], None
+        req = _qe().ScrollRequest(
+            offset=offset,
+            limit=limit,
+            filter=edge_filter(filters),
+            with_payload=True,
+            with_vector=with_vectors,
+        )
+        records, nxt = self._shard.scroll(req)
+        return [_record(r) for r in records], (str(nxt) if nxt is not None else None)
+
+    def facet(self, key: str, limit: int = 100) -> dict[str, int]:
+        if self._shard is None:
+            return {}
+        resp = self._shard.facet(_qe().FacetRequest(key=key, limit=limit, exact=True))
+        return {str(h.value): int(h.count) for h in resp.hits}
+
+    def optimize(self) -> None:
+        if self._shard is not None:
+            self._shard.optimize()
+            self._shard.flush()

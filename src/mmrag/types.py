@@ -1,0 +1,157 @@
+"""Typed records that flow between mmrag's stages.
+
+Stages pass these frozen dataclasses, never dicts, so that every field is named, typed
+and checked by mypy from the loader to the LangChain adapter.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Modality = Literal["text", "image"]
+MODALITIES: tuple[Modality, ...] = ("text", "image")
+
+# A fixed namespace makes chunk ids reproducible across machines and runs.
+_CHUNK_NAMESPACE = uuid.UUID("6f1c2b7e-5d0a-4a8e-9f3b-2c4d6e8f0a1b")
+
+
+def content_hash(data: bytes | str) -> str:
+    """Return the hex SHA-256 of ``data`` (text is hashed as UTF-8)."""
+    raw = data.encode("utf-8") if isinstance(data, str) else data
+    return hashlib.sha256(raw).hexdigest()
+
+
+def chunk_id(source_id: str, content: str, position: int | str) -> str:
+    """Deterministic chunk id: uuid5 of (source id, content hash, position).
+
+    Re-ingesting the same file yields the same ids, so the store upsert is idempotent.
+
+    Example:
+        >>> chunk_id("a.txt", "hello", 0) == chunk_id("a.txt", "hello", 0)
+        True
+    """
+    return str(uuid.uuid5(_CHUNK_NAMESPACE, f"{source_id}\x00{content_hash(content)}\x00{position}"))
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """One retrievable unit: a span of text or one image.
+
+    Attributes:
+        id: Deterministic uuid (see :func:`chunk_id`).
+        modality: ``"text"`` or ``"image"``.
+        source: File path or URI the chunk came from.
+        text: Chunk text; for an image its caption / alt text / OCR text when known.
+        image: Image path (or ``source#page/figure`` for extracted images).
+        metadata: Free-form, JSON-serialisable extra fields (page, heading, position...).
+
+    Example:
+        >>> c = Chunk(id="1", modality="text", source="a.txt", text="hi", image=None)
+        >>> c.modality
+        'text'
+    """
+
+    id: str
+    modality: Modality
+    source: str
+    text: str | None
+    image: str | None
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.modality not in MODALITIES:
+            raise ValueError(f"modality must be one of {MODALITIES}, got {self.modality!r}")
+        if self.modality == "text" and not self.text:
+            raise ValueError("a text chunk needs non-empty text")
+        if self.modality == "image" and not self.image:
+            raise ValueError("an image chunk needs an image path")
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    """A retrieved chunk with every stage's score kept side by side.
+
+    Scores that a stage did not compute are ``None``; no stage overwrites another's.
+
+    Attributes:
+        chunk: The retrieved chunk.
+        dense: Similarity from the dense ANN stage (cosine).
+        sparse: BM25 score from the sparse stage.
+        fused: Score after hybrid fusion (RRF / DBSF).
+        rerank: Cross-encoder score.
+        ann_rank: 1-based rank after the first stage.
+        final_rank: 1-based rank in the returned list.
+        vector: Name of the dense vector that produced ``dense``.
+    """
+
+    chunk: Chunk
+    dense: float | None
+    sparse: float | None
+    fused: float | None
+    rerank: float | None
+    ann_rank: int
+    final_rank: int
+    vector: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Stable JSON form used by ``mmrag search --json`` (documented in the README)."""
+        c = self.chunk
+        return {
+            "id": c.id,
+            "modality": c.modality,
+            "source": c.source,
+            "text": c.text,
+            "image": c.image,
+            "metadata": dict(c.metadata),
+            "scores": {
+                "dense": self.dense,
+                "sparse": self.sparse,
+                "fused": self.fused,
+                "rerank": self.rerank,
+            },
+            "ann_rank": self.ann_rank,
+            "final_rank": self.final_rank,
+            "vector": self.vector,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class SkippedFile:
+    """A file the ingest run did not store, and why."""
+
+    path: str
+    reason: str
+
+
+@dataclass(slots=True)
+class IngestSummary:
+    """What one ingest run did. Serialised by ``mmrag ingest --json``."""
+
+    files_seen: int = 0
+    files_loaded: int = 0
+    chunks: dict[str, int] = field(default_factory=lambda: {"text": 0, "image": 0})
+    embedded: int = 0
+    written: int = 0
+    already_stored: int = 0
+    skipped: list[SkippedFile] = field(default_factory=list)
+    seconds: float = 0.0
+    timings: dict[str, float] = field(default_factory=dict)
+    vector: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "files_seen": self.files_seen,
+            "files_loaded": self.files_loaded,
+            "chunks": dict(self.chunks),
+            "embedded": self.embedded,
+            "written": self.written,
+            "already_stored": self.already_stored,
+            "skipped": [{"path": s.path, "reason": s.reason} for s in self.skipped],
+            "seconds": round(self.seconds, 3),
+            "timings": {k: round(v, 3) for k, v in self.timings.items()},
+            "vector": self.vector,
+        }
