@@ -99,10 +99,10 @@ def _open_store(s: Settings) -> Any:
 
 
 def _encoder(s: Settings, store: Any = None) -> Any:
-    from mmrag.encoders import load_encoder
+    from mmrag.encoders import cached_encoder
 
     spec = s.model or (store.default_spec if store is not None else None) or "lite"
-    return load_encoder(spec, batch_size=s.batch_size, threads=s.threads)
+    return cached_encoder(spec, batch_size=s.batch_size, threads=s.threads)
 
 
 def _emit(args: argparse.Namespace, payload: Any, text: str) -> None:

@@ -11,6 +11,6 @@ Spec strings:
 from __future__ import annotations
 
 from mmrag.encoders.base import DualEncoder, l2_normalize, vector_name
-from mmrag.encoders.factory import load_encoder, set_threads
+from mmrag.encoders.factory import cached_encoder, load_encoder, set_threads
 
-__all__ = ["DualEncoder", "l2_normalize", "load_encoder", "set_threads", "vector_name"]
+__all__ = ["DualEncoder", "cached_encoder", "l2_normalize", "load_encoder", "set_threads", "vector_name"]

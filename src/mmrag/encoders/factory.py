@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from pathlib import Path
@@ -78,6 +79,16 @@ def load_encoder(spec: str = "lite", *, batch_size: int = 32, threads: int = 0) 
     if path.is_dir():
         return load_checkpoint(path, batch_size=batch_size)
     raise EncoderError(f"unknown encoder spec {spec!r} (not a directory either); {SPEC_HELP}")
+
+
+@functools.lru_cache(maxsize=4)
+def cached_encoder(spec: str = "lite", *, batch_size: int = 32, threads: int = 0) -> OpenClipEncoder:
+    """:func:`load_encoder` memoised per process, for long-lived callers (CLI, API, UI).
+
+    Loading takes seconds; a server or a test session that asks for the same spec again gets
+    the same (thread-safe) encoder. A checkpoint rewritten on disk needs a new process.
+    """
+    return load_encoder(spec, batch_size=batch_size, threads=threads)
 
 
 def _load_open_clip(name: str, pretrained: str | None, *, spec: str, batch_size: int) -> OpenClipEncoder:

@@ -1,0 +1,45 @@
+# Two commands do all set-up on a fresh machine:
+#   make demo   venv + install, ingest the sample folder and a Flickr8k slice, run sample queries
+#   make test   venv + install, lint, type-check, run the test suite
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+MMRAG := $(VENV)/bin/mmrag
+export MMRAG_DATA ?= $(abspath ../shared/data)
+export MMRAG_STORE ?= ./.mmrag
+DEMO_IMAGES ?= 200
+
+.PHONY: install demo test lint bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# torch first, from the wheels on this disk; any other version downloads GBs.
+	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(MMRAG) ingest "$(MMRAG_DATA)/ingest_demo"
+	$(MMRAG) ingest "$(MMRAG_DATA)/flickr8k/images" --files-from "$(MMRAG_DATA)/flickr8k/splits/dev.txt" \
+		--limit $(DEMO_IMAGES) --captions "$(MMRAG_DATA)/flickr8k/captions.jsonl"
+	$(MMRAG) info
+	$(MMRAG) search "dense passage retrieval" --k 3
+	$(MMRAG) search "a dog runs through the snow" --k 3 --modality image
+
+lint: install
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests benchmarks
+	$(VENV)/bin/mypy
+
+test: lint
+	$(PY) -m pytest -q
+
+bench: install
+	$(PY) benchmarks/bench_query.py
+
+clean:
+	rm -rf $(VENV) .mmrag .pytest_cache .mypy_cache .ruff_cache
