@@ -85,7 +85,7 @@ def test_limit_and_bad_arguments(tmp_path: Path, folder: Path) -> None:
         IngestOptions(batch_size=0)
     bad = tmp_path / "bad.jsonl"
     bad.write_text("{not json\n")
-    with pytest.raises(ConfigError, match="bad.jsonl:1"):
+    with pytest.raises(ConfigError, match=r"bad\.jsonl:1"):
         read_captions(bad)
 
 
