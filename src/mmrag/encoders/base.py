@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -64,5 +65,9 @@ def vector_name(encoder_id: str) -> str:
         >>> vector_name("openclip:ViT-B-32/openai")
         'openclip-vit-b-32-openai'
     """
-    name = _VECTOR_NAME_RE.sub("-", encoder_id.lower()).strip("-")
-    return name[:64] or "default"
+    name = _VECTOR_NAME_RE.sub("-", encoder_id.lower()).strip("-") or "default"
+    if len(name) > 64:
+        # Keep distinct ids distinct: a cut tail is replaced by a hash of the whole id.
+        digest = hashlib.sha256(encoder_id.encode()).hexdigest()[:10]
+        name = f"{name[:53]}-{digest}"
+    return name

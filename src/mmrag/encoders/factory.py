@@ -96,19 +96,26 @@ def _load_open_clip(name: str, pretrained: str | None, *, spec: str, batch_size:
     try:
         model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=pretrained)
         tokenizer = open_clip.get_tokenizer(name)
-    except RuntimeError as exc:
+    except (RuntimeError, OSError, ValueError) as exc:
+        # open_clip wraps hub download failures (OSError, LocalEntryNotFoundError) in RuntimeError.
+        chain = [exc, exc.__cause__, exc.__context__]
+        if (
+            any(isinstance(e, OSError) for e in chain)
+            or "hub" in str(exc).lower()
+            or "offline" in str(exc).lower()
+        ):
+            raise EncoderError(
+                f"cannot fetch {name!r} (pretrained={pretrained!r}): {exc}. Without access to the "
+                "Hugging Face hub, use 'lite' or a local checkpoint directory"
+            ) from exc
         raise EncoderError(
             f"open_clip cannot build {name!r} with pretrained={pretrained!r}: {exc}. "
-            f"Check the name with open_clip.list_pretrained(); {SPEC_HELP}"
-        ) from exc
-    except (OSError, ValueError) as exc:
-        # Hub downloads surface as OSError / LocalEntryNotFoundError (an OSError subclass).
-        raise EncoderError(
-            f"cannot fetch {name!r} (pretrained={pretrained!r}): {exc}. Without access to the "
-            "Hugging Face hub, use 'lite' or a local checkpoint directory"
+            f"Check the name with open_clip.list_models() / list_pretrained(); {SPEC_HELP}"
         ) from exc
     # An untrained architecture is not "aligned": its scores carry no meaning.
     aligned = bool(pretrained) or name.startswith("hf-hub:")
+    model_cfg = open_clip.get_model_config(name) if not name.startswith("hf-hub:") else None
+    pcfg = open_clip.get_model_preprocess_cfg(model)
     return OpenClipEncoder(
         model,
         preprocess,
@@ -117,7 +124,13 @@ def _load_open_clip(name: str, pretrained: str | None, *, spec: str, batch_size:
         spec=spec,
         aligned=aligned,
         batch_size=batch_size,
-        info={"name": name, "pretrained": pretrained},
+        info={
+            "name": name,
+            "pretrained": pretrained,
+            "model_cfg": model_cfg,
+            "preprocess_cfg": {k: (list(v) if isinstance(v, tuple) else v) for k, v in pcfg.items()},
+            "tokenizer": {"kind": "open_clip", "name": name, "context_length": int(model.context_length)},
+        },
     )
 
 
@@ -138,6 +151,7 @@ def load_checkpoint(path: Path, *, batch_size: int = 32) -> OpenClipEncoder:
             f"{path}: malformed checkpoint config ({exc}); re-save it with `mmrag train`"
         ) from exc
     safetensors = require("safetensors.torch", "core")
+    safetensors_lib = require("safetensors", "core")
     open_clip = require("open_clip", "core")
     if meta.get("name") == "lite":
         from mmrag.encoders.lite import build_model, lite_transforms
@@ -151,23 +165,30 @@ def load_checkpoint(path: Path, *, batch_size: int = 32) -> OpenClipEncoder:
         )
         model = cls(**resolved)
         pcfg = cfg.get("preprocess_cfg") or {}
+        size = pcfg.get("size") or getattr(model.visual, "image_size", 224)
         preprocess = open_clip.image_transform(
-            int(pcfg.get("size", model.visual.image_size[0] if hasattr(model.visual, "image_size") else 224)),
+            tuple(size) if isinstance(size, list | tuple) else int(size),
             is_train=False,
             mean=pcfg.get("mean"),
             std=pcfg.get("std"),
+            resize_mode=pcfg.get("resize_mode"),
+            interpolation=pcfg.get("interpolation"),
         )
         tok = _substitute(meta.get("tokenizer", {}), forward=True)
         tokenizer = (
             open_clip.tokenizer.HFTokenizer(tok["name"], context_length=tok.get("context_length", 77))
             if tok.get("kind") == "hf"
-            else open_clip.get_tokenizer(tok.get("name", "ViT-B-32"))
+            else open_clip.get_tokenizer(
+                tok.get("name", "ViT-B-32"),
+                context_length=tok.get("context_length")
+                or resolved.get("text_cfg", {}).get("context_length"),
+            )
         )
         preprocess_cfg = pcfg
     try:
         state = safetensors.load_file(str(weights))
         model.load_state_dict(state)
-    except RuntimeError as exc:
+    except (RuntimeError, safetensors_lib.SafetensorError) as exc:
         raise EncoderError(
             f"{weights}: weights do not fit the config ({exc}); the checkpoint is corrupt"
         ) from exc

@@ -104,11 +104,12 @@ def _load_image_tower_weights(trunk: Any, image_tower: str) -> None:
 
 def build_model(model_cfg: dict[str, Any], *, load_tower_weights: bool) -> Any:
     """Instantiate the open_clip model of a lite config; optionally load the pretrained towers."""
-    open_clip = require("open_clip", "core")
-    torch = require("torch", "core")
-    # The MiniLM folder is local; never let transformers reach for the hub.
+    # The MiniLM folder is local; never let transformers reach for the hub. (Effective only if
+    # huggingface_hub is not imported yet; the local path alone already avoids the network.)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    open_clip = require("open_clip", "core")
+    torch = require("torch", "core")
     transformers = require("transformers", "core")
     # The load report lists MiniLM's unused pooler weights: expected, and noise on a CLI.
     transformers.logging.set_verbosity_error()

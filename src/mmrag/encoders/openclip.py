@@ -103,8 +103,14 @@ class OpenClipEncoder:
 
     def _probe_dim(self) -> int:
         torch = require("torch", "core")
-        with torch.inference_mode():
-            out = self.model.encode_text(self.tokenizer(["probe"]))
+        try:
+            with torch.inference_mode():
+                out = self.model.encode_text(self.tokenizer(["probe"]))
+        except (RuntimeError, IndexError, ValueError) as exc:
+            raise EncoderError(
+                f"encoder {self.id!r}: the tokenizer does not fit the model ({exc}); "
+                "check the tokenizer / context_length recorded in the checkpoint's mmrag.json"
+            ) from exc
         return int(out.shape[-1])
 
     # -- text -------------------------------------------------------------------------------
@@ -193,6 +199,8 @@ class OpenClipEncoder:
             extra: Facts to keep in ``mmrag.json`` (e.g. the training report path).
         """
         safetensors = require("safetensors.torch", "core")
+        if not model_cfg:
+            raise EncoderError(f"cannot save encoder {self.id!r}: its open_clip model config is unknown")
         path = Path(directory)
         path.mkdir(parents=True, exist_ok=True)
         state = {k: v.contiguous() for k, v in self.model.state_dict().items()}

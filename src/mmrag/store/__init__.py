@@ -69,8 +69,18 @@ class QdrantStore:
         self._meta = backend.read_meta()
 
     @classmethod
-    def open(cls, location: str, *, collection: str = "mmrag", api_key: str | None = None) -> QdrantStore:
-        """Open (or create) a store: a directory → Qdrant Edge; ``http(s)://`` or ``:memory:`` → server."""
+    def open(
+        cls,
+        location: str,
+        *,
+        collection: str = "mmrag",
+        api_key: str | None = None,
+        indexing_threshold_kb: int | None = None,
+    ) -> QdrantStore:
+        """Open (or create) a store: a directory → Qdrant Edge; ``http(s)://`` or ``:memory:`` → server.
+
+        ``indexing_threshold_kb`` (Edge, new stores only): segment size above which HNSW is built.
+        """
         if not location:
             raise ConfigError("store location is empty; pass a directory or a Qdrant URL")
         if location.startswith(("http://", "https://")) or location == ":memory:":
@@ -79,7 +89,7 @@ class QdrantStore:
             return cls(ClientBackend(location, collection=collection, api_key=api_key))
         from mmrag.store.edge import EdgeBackend
 
-        return cls(EdgeBackend(location))
+        return cls(EdgeBackend(location, indexing_threshold_kb=indexing_threshold_kb))
 
     def __enter__(self) -> QdrantStore:
         return self
@@ -210,9 +220,18 @@ class QdrantStore:
         flt: dict[str, Any] = dict(filters or {})
         if modality:
             flt["modality"] = modality
-        if vector not in self.backend.vector_dims():
+        dims = self.backend.vector_dims()
+        if not dims:
+            raise StoreError(f"store {self.location} is empty: ingest something first (mmrag ingest PATH)")
+        if vector not in dims:
             raise StoreError(f"no vector {vector!r} in {self.location}; it holds {sorted(self.vectors)}")
         queries = np.atleast_2d(np.asarray(queries, dtype=np.float32))
+        if queries.shape[1] != dims[vector]:
+            raise DimensionMismatchError(
+                f"query vectors have dimension {queries.shape[1]}, vector {vector!r} holds {dims[vector]}"
+            )
+        if len(queries) == 0:
+            return []
         results = self.backend.search(vector, queries, limit, flt or None, options or SearchOptions())
         return [[(payload_chunk(r.id, r.payload), float(r.score or 0.0)) for r in res] for res in results]
 

@@ -12,6 +12,7 @@ atomic rename: a crash before the switch leaves the old shard in use, after it t
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
@@ -69,19 +70,43 @@ def _record(p: Any, score: float | None = None) -> StoredRecord:
 
 
 class EdgeBackend:
-    """Qdrant Edge shard in a local directory (created on first use)."""
+    """Qdrant Edge shard in a local directory (created on first use).
 
-    def __init__(self, directory: str | Path) -> None:
+    Args:
+        directory: Store folder.
+        indexing_threshold_kb: Vector data (KB) per segment above which ``optimize()`` builds
+            HNSW; ``None`` keeps Qdrant's default (below it, search is an exact scan). Fixed when
+            the shard is created (recorded in ``store.json``).
+    """
+
+    def __init__(self, directory: str | Path, *, indexing_threshold_kb: int | None = None) -> None:
         self.root = Path(directory).expanduser()
         self.location = str(self.root)
         self.root.mkdir(parents=True, exist_ok=True)
+        self._lock = self._acquire_lock()
         self._meta = self._load_meta()
+        if indexing_threshold_kb is not None and not self._meta.get("shard"):
+            self._meta["indexing_threshold_kb"] = int(indexing_threshold_kb)
         self._shard: Any = None
         if self._meta.get("shard"):
             self._shard = self._open(self.root / self._meta["shard"])
         self._cleanup_stale()
 
     # -- lifecycle --------------------------------------------------------------------------
+    def _acquire_lock(self) -> Any:
+        """One process per store, from the first open on (Edge's own WAL lock exists only once a
+        shard does, and a second process must never clean up a shard being created)."""
+        fh = (self.root / ".lock").open("a+")
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            fh.close()
+            raise StoreLockedError(
+                f"store {self.root} is open in another process (Qdrant Edge allows one writer); "
+                "close that process, or use a Qdrant server (--store http://...) for shared access"
+            ) from exc
+        return fh
+
     def _load_meta(self) -> dict[str, Any]:
         path = self.root / META_FILE
         if not path.exists():
@@ -117,6 +142,9 @@ class EdgeBackend:
             self._shard.flush()
             self._shard.close()
             self._shard = None
+        if not self._lock.closed:
+            fcntl.flock(self._lock, fcntl.LOCK_UN)
+            self._lock.close()
 
     def read_meta(self) -> dict[str, Any]:
         return {k: v for k, v in self._meta.items() if k != "shard"}
@@ -136,8 +164,12 @@ class EdgeBackend:
 
     def _config(self, dims: Mapping[str, int]) -> Any:
         qe = _qe()
+        threshold = self._meta.get("indexing_threshold_kb")
         return qe.EdgeConfig(
-            vectors={n: qe.EdgeVectorParams(size=d, distance=qe.Distance.Cosine) for n, d in dims.items()}
+            vectors={n: qe.EdgeVectorParams(size=d, distance=qe.Distance.Cosine) for n, d in dims.items()},
+            optimizers=qe.EdgeOptimizersConfig(indexing_threshold=threshold)
+            if threshold is not None
+            else None,
         )
 
     def add_vector(self, name: str, dim: int) -> None:
@@ -211,6 +243,8 @@ class EdgeBackend:
         options: SearchOptions,
     ) -> list[list[StoredRecord]]:
         qe, shard = _qe(), self._need()
+        if len(queries) == 0:
+            return []
         params = qe.SearchParams(hnsw_ef=options.hnsw_ef, exact=options.exact)
         flt = edge_filter(filters)
         reqs = [
