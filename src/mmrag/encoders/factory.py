@@ -165,7 +165,7 @@ def load_checkpoint(path: Path, *, batch_size: int = 32) -> OpenClipEncoder:
         )
         model = cls(**resolved)
         pcfg = cfg.get("preprocess_cfg") or {}
-        size = pcfg.get("size") or getattr(model.visual, "image_size", 224)
+        size: Any = pcfg.get("size") or getattr(model.visual, "image_size", 224)
         preprocess = open_clip.image_transform(
             tuple(size) if isinstance(size, list | tuple) else int(size),
             is_train=False,
