@@ -1,0 +1,1 @@
+"""REST API (FastAPI, extra ``api``). Not implemented yet: tracked by the interfaces issue."""

@@ -1,0 +1,1 @@
+"""Streamlit app (extra ``ui``). Not implemented yet: tracked by the Streamlit issue."""
