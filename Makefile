@@ -40,6 +40,7 @@ test: lint
 
 bench: install
 	$(PY) benchmarks/bench_query.py
+	$(PY) benchmarks/report.py
 
 clean:
 	rm -rf $(VENV) .mmrag .pytest_cache .mypy_cache .ruff_cache
