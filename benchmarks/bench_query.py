@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
@@ -115,26 +114,27 @@ def latency(directory: str, encoder: object, queries: list[str], hnsw_ef: int | 
     }
 
 
+_RSS_PROBE = """
+import contextlib, io, sys
+from mmrag.cli import main
+with contextlib.redirect_stdout(io.StringIO()):
+    code = main(["search", "dense passage retrieval", "--store", sys.argv[1], "--quiet", "--json"])
+hwm = [ln for ln in open("/proc/self/status") if ln.startswith("VmHWM")][0].split()[1]
+print(hwm)
+sys.exit(code)
+"""
+
+
 def search_rss_mb(directory: str) -> float:
-    """Peak RSS of a real `mmrag search` process (model load + query), via getrusage of the child."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "mmrag.cli",
-            "search",
-            "dense passage retrieval",
-            "--store",
-            directory,
-            "--quiet",
-            "--json",
-        ],
-        check=True,
-        capture_output=True,
+    """Peak RSS of a real `mmrag search` run (model load + query) in a fresh process.
+
+    Read from the child's own VmHWM: getrusage(RUSAGE_CHILDREN) would also count the pages a
+    forked child shares with this (large) parent before it execs.
+    """
+    out = subprocess.run(
+        [sys.executable, "-c", _RSS_PROBE, directory], check=True, capture_output=True, text=True
     )
-    after = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return max(before, after) / 1024.0
+    return int(out.stdout.strip().splitlines()[-1]) / 1024.0
 
 
 def main() -> None:

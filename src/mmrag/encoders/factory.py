@@ -14,6 +14,7 @@ from mmrag.encoders.openclip import (
     CONFIG_FILE,
     MMRAG_FILE,
     WEIGHTS_FILE,
+    DynamicHFTokenizer,
     OpenClipEncoder,
     _substitute,
     weights_digest,
@@ -176,7 +177,7 @@ def load_checkpoint(path: Path, *, batch_size: int = 32) -> OpenClipEncoder:
         )
         tok = _substitute(meta.get("tokenizer", {}), forward=True)
         tokenizer = (
-            open_clip.tokenizer.HFTokenizer(tok["name"], context_length=tok.get("context_length", 77))
+            DynamicHFTokenizer(tok["name"], context_length=tok.get("context_length", 77))
             if tok.get("kind") == "hf"
             else open_clip.get_tokenizer(
                 tok.get("name", "ViT-B-32"),

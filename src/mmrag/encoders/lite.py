@@ -17,7 +17,7 @@ import os
 from typing import Any
 
 from mmrag._lazy import require
-from mmrag.encoders.openclip import OpenClipEncoder, _register_placeholder
+from mmrag.encoders.openclip import DynamicHFTokenizer, OpenClipEncoder, _register_placeholder
 from mmrag.errors import EncoderError
 
 log = logging.getLogger(__name__)
@@ -138,7 +138,7 @@ def lite_transforms(model_cfg: dict[str, Any]) -> tuple[Any, Any, dict[str, Any]
     open_clip = require("open_clip", "core")
     size = int(model_cfg["vision_cfg"]["image_size"])
     preprocess = open_clip.image_transform(size, is_train=False, mean=LITE_MEAN, std=LITE_STD)
-    tokenizer = open_clip.tokenizer.HFTokenizer(minilm_path(), context_length=TEXT_CONTEXT)
+    tokenizer = DynamicHFTokenizer(minilm_path(), context_length=TEXT_CONTEXT)
     preprocess_cfg = {"size": size, "mean": list(LITE_MEAN), "std": list(LITE_STD)}
     return preprocess, tokenizer, preprocess_cfg
 

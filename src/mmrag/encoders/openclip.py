@@ -55,6 +55,33 @@ def _substitute(obj: Any, forward: bool) -> Any:
     return obj
 
 
+class DynamicHFTokenizer:
+    """A Hugging Face tokenizer for open_clip HF text towers that pads to the longest text.
+
+    open_clip's ``HFTokenizer`` always pads to ``context_length`` (256 for MiniLM), so a four-word
+    query costs as much as a full abstract. HF towers build their attention mask from the pad id,
+    so padding to the longest text in the batch gives the same embeddings at a fraction of the cost.
+
+    Args:
+        name_or_path: Tokenizer folder or hub name.
+        context_length: Truncation length in tokens.
+    """
+
+    def __init__(self, name_or_path: str, context_length: int) -> None:
+        transformers = require("transformers", "core")
+        self.tokenizer = transformers.AutoTokenizer.from_pretrained(name_or_path)
+        self.context_length = context_length
+
+    def __call__(self, texts: str | Sequence[str]) -> torch.Tensor:
+        batch = [texts] if isinstance(texts, str) else list(texts)
+        # open_clip's HFTokenizer cleans whitespace the same way.
+        cleaned = [" ".join(t.split()) for t in batch]
+        enc = self.tokenizer(
+            cleaned, return_tensors="pt", padding="longest", truncation=True, max_length=self.context_length
+        )
+        return enc.input_ids  # type: ignore[no-any-return]
+
+
 class OpenClipEncoder:
     """A dual encoder over an open_clip model.
 
