@@ -35,7 +35,8 @@ hnsw_ef = {r["hnsw_ef"] or "Qdrant default"}.
 | total | {m["total_p50"]:.1f} | {m["total_p95"]:.1f} |
 
 * **p95 total / 50 ms limit = {p95_ratio:.2f}** ({ok(p95_ratio)}).
-* ANN recall@10 against exact search on the same store: {m["recall@10"]:.3f}.
+* ANN recall@10 against exact search on the same store: {m["recall@10"]:.3f}
+  ({r.get("indexed_vectors", "?")} of {r["points"]} vectors in the HNSW index after `optimize()`).
 * **Peak RSS of a `mmrag search` process (model load + one query) / 1.5 GB = {rss_ratio:.2f}**
   ({float(r["search_peak_rss_mb"]):.0f} MB, median of {r["repeats"]}; {ok(rss_ratio)}).
 """

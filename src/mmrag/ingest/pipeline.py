@@ -12,9 +12,11 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
@@ -132,9 +134,19 @@ class IngestRunner:
     def _read(
         self, files: list[Path], captions: Mapping[str, Sequence[str]] | None, summary: IngestSummary
     ) -> Iterator[list[Chunk]]:
+        # Executor.map would submit every file at once and hold all parsed chunks in memory;
+        # a bounded window of futures keeps file order and memory flat in the number of files.
+        window = 4 * self.options.workers
         with ThreadPoolExecutor(self.options.workers, thread_name_prefix="mmrag-read") as pool:
-            # map() keeps file order and bounds work in flight to the iterator's consumption.
-            for path, result in zip(files, pool.map(lambda p: self._load(p, captions), files), strict=True):
+            inflight: deque[tuple[Path, Future[list[Chunk] | SkippedFile]]] = deque()
+            todo = iter(files)
+            for path in islice(todo, window):
+                inflight.append((path, pool.submit(self._load, path, captions)))
+            while inflight:
+                path, future = inflight.popleft()
+                result = future.result()
+                for nxt in islice(todo, 1):
+                    inflight.append((nxt, pool.submit(self._load, nxt, captions)))
                 summary.files_seen += 1
                 if isinstance(result, SkippedFile):
                     log.warning("skipped %s: %s", path, result.reason)

@@ -261,4 +261,5 @@ class QdrantStore:
             "sources": len(self.backend.facet("source", limit=100000)),
             "vectors": self.vectors,
             "default_vector": self.default_vector,
+            "indexed_vectors": self.backend.indexed_vectors(),
         }

@@ -241,6 +241,11 @@ class ClientBackend:
         resp = self.client.facet(self.collection, key=key, limit=limit, exact=True)
         return {str(h.value): int(h.count) for h in resp.hits}
 
+    def indexed_vectors(self) -> int:
+        if self._physical is None:
+            return 0
+        return int(self.client.get_collection(self._physical).indexed_vectors_count or 0)
+
     def optimize(self) -> None:
         # A server indexes in the background; nothing to trigger.
         return None

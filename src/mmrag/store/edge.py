@@ -298,6 +298,10 @@ class EdgeBackend:
         resp = self._shard.facet(_qe().FacetRequest(key=key, limit=limit, exact=True))
         return {str(h.value): int(h.count) for h in resp.hits}
 
+    def indexed_vectors(self) -> int:
+        """Vectors inside an HNSW index (0 while Qdrant still scans: small collections)."""
+        return 0 if self._shard is None else int(self._shard.info().indexed_vectors_count)
+
     def optimize(self) -> None:
         if self._shard is not None:
             self._shard.optimize()
