@@ -8,10 +8,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,11 +48,13 @@ def _index(
     store.optimize()
 
 
-def _store(location: str | None) -> tuple[QdrantStore, tempfile.TemporaryDirectory[str] | None]:
-    if location:
-        return QdrantStore.open(location), None
-    tmp = tempfile.TemporaryDirectory(prefix="mmrag-eval-")
-    return QdrantStore.open(tmp.name), tmp
+@contextlib.contextmanager
+def _store(location: str | None) -> Iterator[QdrantStore]:
+    """The given store, or a temporary Qdrant Edge directory removed afterwards."""
+    with contextlib.ExitStack() as stack:
+        path = location or stack.enter_context(tempfile.TemporaryDirectory(prefix="mmrag-eval-"))
+        with QdrantStore.open(path) as st:
+            yield st
 
 
 def evaluate_beir(
@@ -83,8 +86,7 @@ def evaluate_beir(
         )
         for d in ds.corpus
     ]
-    st, tmp = _store(store)
-    try:
+    with _store(store) as st:
         _index(
             st, encoder, chunks, lambda b: encoder.encode_text([c.text or "" for c in b]), progress, "index"
         )
@@ -105,10 +107,6 @@ def evaluate_beir(
             "metrics": metrics,
             "seconds": {"index": round(t1 - t0, 2), "search": round(time.perf_counter() - t1, 2)},
         }
-    finally:
-        st.close()
-        if tmp is not None:
-            tmp.cleanup()
 
 
 def evaluate_image_caption(
@@ -147,8 +145,7 @@ def evaluate_image_caption(
                 )
             )
             owners.append(i)
-    st, tmp = _store(store)
-    try:
+    with _store(store) as st:
         image_vecs: dict[str, FloatArray] = {}
 
         def embed_images(batch: Sequence[Chunk]) -> FloatArray:
@@ -197,10 +194,6 @@ def evaluate_image_caption(
             "metrics": metrics,
             "seconds": {"index": round(t1 - t0, 2), "search": round(time.perf_counter() - t1, 2)},
         }
-    finally:
-        st.close()
-        if tmp is not None:
-            tmp.cleanup()
 
 
 def load_for_eval(

@@ -15,7 +15,7 @@ import numpy as np
 import numpy.typing as npt
 
 from mmrag.errors import ConfigError, DimensionMismatchError, StoreError
-from mmrag.store.base import Backend, Filters, SearchOptions, StoredPoint, StoredRecord
+from mmrag.store.base import Backend, Filters, SearchOptions, StoredPoint, StoredRecord, scroll_all
 from mmrag.types import MODALITIES, Chunk
 
 if TYPE_CHECKING:
@@ -238,12 +238,8 @@ class QdrantStore:
     def iter_records(
         self, filters: Filters | None = None, batch: int = 256, with_vectors: bool = False
     ) -> Iterator[StoredRecord]:
-        offset: str | None = None
-        while True:
-            records, offset = self.backend.scroll(filters, batch, offset, with_vectors=with_vectors)
-            yield from records
-            if offset is None:
-                return
+        for page in scroll_all(self.backend, filters, batch, with_vectors=with_vectors):
+            yield from page
 
     def count(self, modality: str | None = None) -> int:
         return self.backend.count({"modality": modality} if modality else None)

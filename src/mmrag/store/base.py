@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -81,3 +81,31 @@ def empty_meta() -> dict[str, Any]:
 
 def as_list(vec: Sequence[float] | npt.NDArray[np.float32]) -> list[float]:
     return [float(x) for x in np.asarray(vec, dtype=np.float32).tolist()]
+
+
+def build_filter(filters: Filters | None, models: Any) -> Any:
+    """mmrag's key→value(s) filter as a Qdrant ``Filter`` of ``models`` (qdrant_edge or
+    qdrant_client.models: both name the classes and their fields the same way)."""
+    if not filters:
+        return None
+    must = []
+    for key, value in filters.items():
+        if isinstance(value, list | tuple | set | frozenset):
+            match = models.MatchAny(any=list(value))
+        else:
+            match = models.MatchValue(value=value)
+        must.append(models.FieldCondition(key=key, match=match))
+    return models.Filter(must=must)
+
+
+def scroll_all(
+    backend: Backend, filters: Filters | None = None, batch: int = UPSERT_BATCH, with_vectors: bool = False
+) -> Iterator[list[StoredRecord]]:
+    """Every stored point, one page at a time (pages of ``batch`` records)."""
+    offset: str | None = None
+    while True:
+        records, offset = backend.scroll(filters, batch, offset, with_vectors=with_vectors)
+        if records:
+            yield records
+        if offset is None:
+            return

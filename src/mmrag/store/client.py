@@ -25,7 +25,9 @@ from mmrag.store.base import (
     StoredPoint,
     StoredRecord,
     as_list,
+    build_filter,
     empty_meta,
+    scroll_all,
 )
 
 log = logging.getLogger(__name__)
@@ -37,18 +39,7 @@ def _models() -> Any:
 
 def client_filter(filters: Filters | None) -> Any:
     """Translate mmrag's key→value(s) filter into a qdrant-client ``Filter``."""
-    if not filters:
-        return None
-    m = _models()
-    must = []
-    for key, value in filters.items():
-        match = (
-            m.MatchAny(any=list(value))
-            if isinstance(value, list | tuple | set | frozenset)
-            else m.MatchValue(value=value)
-        )
-        must.append(m.FieldCondition(key=key, match=match))
-    return m.Filter(must=must)
+    return build_filter(filters, _models())
 
 
 def _record(p: Any, score: float | None = None) -> StoredRecord:
@@ -122,20 +113,15 @@ class ClientBackend:
                 warnings.simplefilter("ignore", UserWarning)
                 self.client.create_payload_index(new, key, field_schema=schema)
         if self._physical is not None:
-            offset: str | None = None
-            while True:
-                records, offset = self.scroll(None, UPSERT_BATCH, offset, with_vectors=True)
-                if records:
-                    self.client.upsert(
-                        new,
-                        [
-                            m.PointStruct(id=r.id, vector=dict(r.vectors), payload=dict(r.payload))
-                            for r in records
-                        ],
-                        wait=True,
-                    )
-                if offset is None:
-                    break
+            for records in scroll_all(self, with_vectors=True):
+                self.client.upsert(
+                    new,
+                    [
+                        m.PointStruct(id=r.id, vector=dict(r.vectors), payload=dict(r.payload))
+                        for r in records
+                    ],
+                    wait=True,
+                )
         ops: list[Any] = []
         if self._physical is not None:
             ops.append(m.DeleteAliasOperation(delete_alias=m.DeleteAlias(alias_name=self.collection)))

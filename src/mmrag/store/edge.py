@@ -34,7 +34,9 @@ from mmrag.store.base import (
     StoredPoint,
     StoredRecord,
     as_list,
+    build_filter,
     empty_meta,
+    scroll_all,
 )
 
 log = logging.getLogger(__name__)
@@ -47,16 +49,7 @@ def _qe() -> Any:
 
 def edge_filter(filters: Filters | None) -> Any:
     """Translate mmrag's key→value(s) filter into a Qdrant Edge ``Filter``."""
-    if not filters:
-        return None
-    qe = _qe()
-    must = []
-    for key, value in filters.items():
-        if isinstance(value, list | tuple | set | frozenset):
-            must.append(qe.FieldCondition(key=key, match=qe.MatchAny(any=list(value))))
-        else:
-            must.append(qe.FieldCondition(key=key, match=qe.MatchValue(value)))
-    return qe.Filter(must=must)
+    return build_filter(filters, _qe())
 
 
 def _record(p: Any, score: float | None = None) -> StoredRecord:
@@ -183,17 +176,12 @@ class EdgeBackend:
         for key in INDEXED_KEYWORDS:
             new.update(qe.UpdateOperation.create_field_index(key, qe.PayloadSchemaType.Keyword))
         if self._shard is not None:
-            offset: str | None = None
-            while True:
-                records, offset = self.scroll(None, UPSERT_BATCH, offset, with_vectors=True)
-                if records:
-                    new.update(
-                        qe.UpdateOperation.upsert_points(
-                            [qe.Point(r.id, dict(r.vectors), dict(r.payload)) for r in records]
-                        )
+            for records in scroll_all(self, with_vectors=True):
+                new.update(
+                    qe.UpdateOperation.upsert_points(
+                        [qe.Point(r.id, dict(r.vectors), dict(r.payload)) for r in records]
                     )
-                if offset is None:
-                    break
+                )
         new.flush()
         old, old_dir = self._shard, self._meta.get("shard")
         self._shard = new
