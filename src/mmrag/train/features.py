@@ -1,0 +1,157 @@
+"""Frozen-tower features, computed once and cached on disk.
+
+Training the projection heads of a ``lite`` model only needs the towers' outputs: the pooled
+EfficientNet trunk features of each image and the mean-pooled MiniLM features of each text.
+Extracting them is the slow part on a CPU (tens of images per second), so they are computed once
+and cached under a key made of the towers' weights and preprocessing plus the content of every
+input file (or text): a rerun with the same data loads them in seconds, a changed file or tower
+recomputes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from mmrag._lazy import require
+from mmrag.encoders.openclip import OpenClipEncoder
+from mmrag.errors import ConfigError
+
+log = logging.getLogger(__name__)
+F32 = npt.NDArray[np.float32]
+DEFAULT_CACHE = Path(".cache") / "features"
+
+
+def check_lite(encoder: OpenClipEncoder) -> None:
+    """Head training on cached features needs the lite layout (timm trunk + HF text tower)."""
+    model = encoder.model
+    ok = hasattr(model, "visual") and hasattr(model.visual, "trunk") and hasattr(model.visual.head, "proj")
+    ok = ok and hasattr(model, "text") and hasattr(model.text, "transformer") and hasattr(model.text, "proj")
+    if not ok:
+        raise ConfigError(
+            f"encoder {encoder.id!r} is not a lite-family model (timm image trunk + HF text tower with "
+            "linear heads); cached-feature head training supports `lite` and `lite:efficientnet_lite2`"
+        )
+
+
+def tower_key(encoder: OpenClipEncoder) -> str:
+    """Identity of the frozen towers: their weights and the image preprocessing."""
+    torch = require("torch", "core")
+    check_lite(encoder)
+    h = hashlib.sha256()
+    h.update(json.dumps(encoder.info.get("preprocess_cfg", {}), sort_keys=True).encode())
+    with torch.no_grad():
+        for module in (encoder.model.visual.trunk, encoder.model.text.transformer):
+            for name, tensor in module.state_dict().items():
+                h.update(name.encode())
+                h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def _file_digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def image_features(
+    encoder: OpenClipEncoder, paths: Sequence[Path], *, batch_size: int = 64, progress: bool = True
+) -> F32:
+    """Pooled trunk features (before the image head) of every image."""
+    torch = require("torch", "core")
+    check_lite(encoder)
+    from tqdm import tqdm
+
+    trunk = encoder.model.visual.trunk.eval()
+    out: list[F32] = []
+    with (
+        torch.inference_mode(),
+        tqdm(
+            total=len(paths), desc="image features", unit="img", disable=not progress, dynamic_ncols=True
+        ) as bar,
+    ):
+        for _, batch in encoder._batches(list(paths), batch_size):
+            out.append(trunk(batch).float().numpy())
+            bar.update(len(batch))
+    return np.concatenate(out) if out else np.zeros((0, 0), dtype=np.float32)
+
+
+def text_features(
+    encoder: OpenClipEncoder, texts: Sequence[str], *, batch_size: int = 256, progress: bool = True
+) -> F32:
+    """Mean-pooled text-tower features (before the text head) of every text."""
+    torch = require("torch", "core")
+    check_lite(encoder)
+    from tqdm import tqdm
+
+    text = encoder.model.text.eval()
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # less padding per batch
+    result: F32 | None = None
+    with (
+        torch.inference_mode(),
+        tqdm(
+            total=len(texts), desc="text features", unit="text", disable=not progress, dynamic_ncols=True
+        ) as bar,
+    ):
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            ids = encoder.tokenizer([texts[i] for i in idx])
+            mask = (ids != text.config.pad_token_id).long()
+            pooled = text.pooler(text.transformer(input_ids=ids, attention_mask=mask), mask).float().numpy()
+            if result is None:
+                result = np.zeros((len(texts), pooled.shape[1]), dtype=np.float32)
+            result[idx] = pooled
+            bar.update(len(idx))
+    return result if result is not None else np.zeros((0, 0), dtype=np.float32)
+
+
+class FeatureCache:
+    """Disk cache of frozen-tower features keyed by towers + input content.
+
+    Args:
+        root: Cache folder (default ``.cache/features``).
+
+    Example:
+        >>> cache = FeatureCache()                                   # doctest: +SKIP
+        >>> feats = cache.images(encoder, paths)                     # doctest: +SKIP
+    """
+
+    def __init__(self, root: str | Path = DEFAULT_CACHE, *, progress: bool = True) -> None:
+        self.root = Path(root)
+        self.progress = progress
+        self.hits = 0
+        self.misses = 0
+
+    def _load_or(self, key: str, compute: Any) -> F32:
+        path = self.root / f"{key}.npy"
+        if path.exists():
+            self.hits += 1
+            return np.load(path)  # type: ignore[no-any-return]
+        self.misses += 1
+        feats = compute()
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp.npy")
+        np.save(tmp, feats)
+        tmp.replace(path)  # atomic: an interrupted run never leaves a truncated cache entry
+        return feats  # type: ignore[no-any-return]
+
+    def images(self, encoder: OpenClipEncoder, paths: Sequence[Path], *, towers: str | None = None) -> F32:
+        h = hashlib.sha256((towers or tower_key(encoder)).encode())
+        for p in paths:
+            h.update(_file_digest(Path(p)).encode())
+        return self._load_or(
+            f"img-{h.hexdigest()[:24]}", lambda: image_features(encoder, paths, progress=self.progress)
+        )
+
+    def texts(self, encoder: OpenClipEncoder, texts: Sequence[str], *, towers: str | None = None) -> F32:
+        h = hashlib.sha256((towers or tower_key(encoder)).encode())
+        for t in texts:
+            h.update(hashlib.sha256(t.encode()).digest())
+        return self._load_or(
+            f"txt-{h.hexdigest()[:24]}", lambda: text_features(encoder, texts, progress=self.progress)
+        )
