@@ -97,3 +97,15 @@ def test_oversized_file_is_skipped(tmp_path: Path, folder: Path) -> None:
         )
     reasons = {Path(s.path).name: s.reason for s in summary.skipped}
     assert "over the 1 MB limit" in reasons["big.txt"]
+
+
+def test_a_second_encoder_embeds_everything_again_beside_the_first(tmp_path: Path, folder: Path) -> None:
+    first = _run(tmp_path / "s", folder, HashEncoder())
+    second = _run(tmp_path / "s", folder, HashEncoder(dim=32, encoder_id="hash-other"))
+    assert second["embedded"] == second["written"] == first["written"]
+    assert second["already_stored"] == 0 and second["count"] == first["count"]
+    third = _run(tmp_path / "s", folder, HashEncoder(dim=32, encoder_id="hash-other"))
+    assert third["embedded"] == 0
+    with QdrantStore.open(str(tmp_path / "s")) as store:
+        assert set(store.vectors) == {"hash-test", "hash-other"}
+        assert store.default_vector == "hash-test"  # switching the default is an explicit decision

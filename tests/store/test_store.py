@@ -331,3 +331,22 @@ def test_iter_records_with_filters_and_vectors(
     for r in records:
         # Stored cosine vectors are normalised; ours already are, so they come back as written.
         np.testing.assert_allclose(r.vectors[name], vectors[index[r.id]], atol=1e-5)
+
+
+def test_second_encoder_writes_beside_the_first_without_dropping_it(store: QdrantStore) -> None:
+    """Re-embedding stored chunks with a new encoder adds its vector; the old vector stays searchable."""
+    from mmrag.types import chunk_id
+
+    first, second = FakeEncoder(), FakeEncoder(id="fake-b", dim=6)
+    chunks = [Chunk(chunk_id("s", f"t{i}", i), "text", "s.txt", f"t{i}", None, {}) for i in range(5)]
+    a, b = unit_vectors(5, first.dim, seed=1), unit_vectors(5, second.dim, seed=2)
+    name_a = store.ensure_encoder(first)
+    store.upsert_chunks(chunks, a, name_a)
+    name_b = store.ensure_encoder(second)
+    assert store.existing_ids([c.id for c in chunks], name_b) == set()
+    assert store.existing_ids([c.id for c in chunks], name_a) == {c.id for c in chunks}
+    store.upsert_chunks(chunks, b, name_b)
+    assert store.count() == 5
+    for name, vecs in ((name_a, a), (name_b, b)):
+        [row] = store.search(name, vecs[3:4], 1)
+        assert row[0][0].id == chunks[3].id and row[0][1] == pytest.approx(1.0, abs=1e-5)

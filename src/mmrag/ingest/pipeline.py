@@ -214,7 +214,7 @@ class IngestRunner:
     def _embed_and_write(
         self, batch: list[Chunk], vector: str, summary: IngestSummary, timings: dict[str, float]
     ) -> None:
-        stored = self.store.existing_ids([c.id for c in batch])
+        stored = self.store.existing_ids([c.id for c in batch], vector)
         summary.already_stored += len(stored)
         todo = [c for c in batch if c.id not in stored]
         if not todo:

@@ -186,15 +186,24 @@ class QdrantStore:
             raise DimensionMismatchError(
                 f"vectors have dimension {vectors.shape[1]}, {vector!r} holds {dims[vector]}"
             )
-        points = [
-            StoredPoint(c.id, {vector: v}, chunk_payload(c)) for c, v in zip(chunks, vectors, strict=True)
-        ]
-        self.backend.upsert(points)
-        return len(points)
+        # Qdrant's upsert replaces a whole point, so a chunk already stored under another encoder's
+        # vector gets only this vector set; upserting it would drop the other vectors.
+        present = {r.id for r in self.backend.retrieve([c.id for c in chunks])}
+        new = [i for i, c in enumerate(chunks) if c.id not in present]
+        old = [i for i, c in enumerate(chunks) if c.id in present]
+        if new:
+            self.backend.upsert(
+                [StoredPoint(chunks[i].id, {vector: vectors[i]}, chunk_payload(chunks[i])) for i in new]
+            )
+        if old:
+            self.backend.set_vectors(vector, [chunks[i].id for i in old], vectors[old])
+        return len(chunks)
 
-    def existing_ids(self, ids: Sequence[str]) -> set[str]:
-        """Which of ``ids`` are already stored (used to skip re-embedding)."""
-        return {r.id for r in self.backend.retrieve(ids)}
+    def existing_ids(self, ids: Sequence[str], vector: str | None = None) -> set[str]:
+        """Which of ``ids`` are already stored (with ``vector``, when given): used to skip re-embedding."""
+        if vector is None:
+            return {r.id for r in self.backend.retrieve(ids)}
+        return {r.id for r in self.backend.retrieve(ids, with_vectors=True) if vector in r.vectors}
 
     def get(self, ids: Sequence[str]) -> list[Chunk]:
         return [payload_chunk(r.id, r.payload) for r in self.backend.retrieve(ids)]

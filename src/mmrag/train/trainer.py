@@ -51,9 +51,9 @@ class TrainConfig:
     strategy: Strategy = "semi_hard"
     margin: float = 0.2
     distance: Distance = "cosine"
-    epochs: int = 40
-    batch_size: int = 128
-    lr: float = 1e-3
+    epochs: int = 60
+    batch_size: int = 256
+    lr: float = 3e-3
     weight_decay: float = 1e-4
     input_dropout: float = 0.5
     patience: int = 6
