@@ -1,5 +1,6 @@
 # Two commands do all set-up on a fresh machine:
-#   make demo   venv + install, ingest the sample folder and a Flickr8k slice, run sample queries
+#   make demo   venv + install, train the lite heads if no checkpoint, ingest the sample folder and a
+#               Flickr8k slice, run sample queries
 #   make test   venv + install, lint, type-check, run the test suite
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -9,6 +10,7 @@ MMRAG := $(VENV)/bin/mmrag
 export MMRAG_DATA ?= $(abspath ../shared/data)
 export MMRAG_STORE ?= ./.mmrag
 DEMO_IMAGES ?= 200
+CKPT ?= checkpoints/lite-flickr8k
 
 .PHONY: install demo test lint bench clean
 
@@ -23,12 +25,16 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed
 
 demo: install
-	$(MMRAG) ingest "$(MMRAG_DATA)/ingest_demo"
+	@if [ -f "$(CKPT)/mmrag.json" ]; then echo "demo: using the trained checkpoint $(CKPT)"; else \
+	  echo "demo: no trained checkpoint at $(CKPT), so training the lite heads on Flickr8k train now"; \
+	  echo "      (tower features are extracted once and cached in .cache/features: ~8 min the first time)"; \
+	  $(MMRAG) train --dataset "$(MMRAG_DATA)/flickr8k" --out "$(CKPT)"; fi
+	$(MMRAG) ingest "$(MMRAG_DATA)/ingest_demo" --model "$(CKPT)"
 	$(MMRAG) ingest "$(MMRAG_DATA)/flickr8k/images" --files-from "$(MMRAG_DATA)/flickr8k/splits/dev.txt" \
-		--limit $(DEMO_IMAGES) --captions "$(MMRAG_DATA)/flickr8k/captions.jsonl"
+		--limit $(DEMO_IMAGES) --captions "$(MMRAG_DATA)/flickr8k/captions.jsonl" --model "$(CKPT)"
 	$(MMRAG) info
-	$(MMRAG) search "dense passage retrieval" --k 3
-	$(MMRAG) search "a dog runs through the snow" --k 3 --modality image
+	$(MMRAG) search "dense passage retrieval" --k 3 --model "$(CKPT)"
+	$(MMRAG) search "a dog runs through the snow" --k 3 --modality image --model "$(CKPT)"
 
 lint: install
 	$(VENV)/bin/ruff check src tests benchmarks
@@ -40,6 +46,7 @@ test: lint
 
 bench: install
 	$(PY) benchmarks/bench_query.py
+	$(PY) benchmarks/train_sweep.py
 	$(PY) benchmarks/report.py
 
 clean:

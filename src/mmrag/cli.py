@@ -96,6 +96,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dropout", type=float, default=0.5, help="input dropout on cached features")
     p.add_argument("--patience", type=int, default=6, help="early stopping on dev t2i Recall@10")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--train-text-head",
+        action="store_true",
+        help="also train the text head (default: locked, so text->text search stays MiniLM's)",
+    )
     p.add_argument("--limit", type=int, help="first N images of each split (quick runs)")
     p.add_argument("--cache", type=Path, help="feature cache folder [default .cache/features]")
     _common(p)
@@ -249,6 +254,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         input_dropout=args.dropout,
         patience=args.patience,
         seed=args.seed,
+        lock_text=not args.train_text_head,
     )
     report = train_image_caption(
         args.dataset,

@@ -45,6 +45,9 @@ class TrainConfig:
         input_dropout: Dropout on the cached tower features (the main regulariser on 6k images).
         patience: Epochs without dev improvement before stopping.
         seed: Seeds torch and numpy.
+        lock_text: Keep the text head fixed (LiT-style "locked text"): the untrained lite text head is
+            an isometry of MiniLM, so text→text search keeps MiniLM's quality exactly while the image
+            head learns to map images into that space.
     """
 
     loss: Literal["triplet", "infonce"] = "triplet"
@@ -58,6 +61,7 @@ class TrainConfig:
     input_dropout: float = 0.5
     patience: int = 6
     seed: int = 0
+    lock_text: bool = True
 
     def __post_init__(self) -> None:
         if self.loss not in ("triplet", "infonce"):
@@ -145,6 +149,7 @@ def train_heads(
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     heads = LiteHeads(encoder, cfg.input_dropout).train()
+    heads.text_proj.requires_grad_(not cfg.lock_text)
     loss_fn: nn.Module
     if cfg.loss == "infonce":
         loss_fn = InfoNCELoss(heads)
