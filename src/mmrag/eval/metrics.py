@@ -99,6 +99,21 @@ def recall_at_k(qrels: Qrels, run: Run, k: int) -> float:
     return _mean_over_queries(qrels, run, one)
 
 
+def success_at_k(qrels: Qrels, run: Run, k: int) -> float:
+    """Fraction of queries with at least one relevant doc in the top ``k`` (Flickr image→text R@k).
+
+    Example:
+        >>> success_at_k({"q": {"a": 1, "b": 1}}, {"q": ["x", "b", "a"]}, 2)
+        1.0
+    """
+    _check_k(k)
+
+    def per_query(judged: dict[str, int], ranked: list[str]) -> float:
+        return 1.0 if any(doc in judged for doc in ranked[:k]) else 0.0
+
+    return _mean_over_queries(qrels, run, per_query)
+
+
 def _dcg(gains: Sequence[int]) -> float:
     # rank r (1-based) is discounted by log2(r + 1); enumerate gives r - 1.
     return sum(gain / math.log2(i + 2) for i, gain in enumerate(gains))

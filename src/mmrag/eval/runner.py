@@ -20,7 +20,7 @@ import numpy as np
 
 from mmrag.encoders.base import DualEncoder, FloatArray
 from mmrag.eval.datasets import BeirDataset, ImageCaptionDataset
-from mmrag.eval.metrics import evaluate, recall_at_k
+from mmrag.eval.metrics import evaluate, recall_at_k, success_at_k
 from mmrag.retriever import Retriever
 from mmrag.store import QdrantStore
 from mmrag.types import Chunk, chunk_id
@@ -174,15 +174,17 @@ def evaluate_image_caption(
         )
         t2i_run = {str(n): [str(h.chunk.metadata["image_idx"]) for h in hits] for n, hits in enumerate(t2i)}
         t2i_qrels = {str(n): {str(owner): 1} for n, owner in enumerate(owners)}
-        i2t_run: dict[str, list[str]] = {}
-        for i, hits in enumerate(i2t):
-            # A caption hit counts as its image; keep the rank of the first caption of each image.
-            i2t_run[str(i)] = [str(h.chunk.metadata["image_idx"]) for h in hits]
-        i2t_qrels = {str(i): {str(i): 1} for i in range(len(images))}
+        # image→text ranks caption chunks; an image scores at k when any of its captions is in the
+        # top k (Flickr protocol), so the run keeps caption ids: mapping hits to image ids first
+        # would collapse repeated images and let the top k reach past k captions.
+        i2t_run = {str(i): [h.chunk.id for h in hits] for i, hits in enumerate(i2t)}
+        i2t_qrels: dict[str, dict[str, int]] = {str(i): {} for i in range(len(images))}
+        for caption, owner in zip(captions, owners, strict=True):
+            i2t_qrels[str(owner)][caption.id] = 1
         metrics: dict[str, float] = {}
         for kk in (1, 5, 10):
             metrics[f"t2i_recall@{kk}"] = recall_at_k(t2i_qrels, t2i_run, kk)
-            metrics[f"i2t_recall@{kk}"] = recall_at_k(i2t_qrels, i2t_run, kk)
+            metrics[f"i2t_recall@{kk}"] = success_at_k(i2t_qrels, i2t_run, kk)
         metrics["rsum"] = 100 * sum(v for key, v in metrics.items() if "recall" in key)
         return {
             "dataset": str(ds.root),
