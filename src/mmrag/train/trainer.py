@@ -211,6 +211,7 @@ def train_heads(
             break
     if best_state is not None:
         heads.load_state_dict(best_state)
+    heads.text_proj.requires_grad_(True)  # the lock was for this run only
     encoder.aligned = True
     return {
         "config": asdict(cfg),
