@@ -61,6 +61,18 @@ def test_feature_cache_and_features_reproduce_the_encoder(tmp_path: Path, data_d
     shutil.copy(src[0], paths[1])  # a changed file is a new key
     cache.images(enc, paths, towers=key)
     assert cache.misses == 2
+    # Each tower has its own key: a changed image trunk keeps the cached text features valid.
+    trunk_param = next(enc.model.visual.trunk.parameters())
+    saved = trunk_param.detach().clone()
+    with torch.no_grad():
+        trunk_param.add_(1.0)
+    try:
+        changed = tower_key(enc)
+    finally:
+        with torch.no_grad():
+            trunk_param.copy_(saved)
+    assert changed.text == key.text and changed.image != key.image
+    assert tower_key(enc) == key
     texts = ["a dog runs on the beach", "two children play football"]
     tf = cache.texts(enc, texts, towers=key)
     with torch.no_grad():

@@ -15,7 +15,7 @@ import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -41,18 +41,31 @@ def check_lite(encoder: OpenClipEncoder) -> None:
         )
 
 
-def tower_key(encoder: OpenClipEncoder) -> str:
-    """Identity of the frozen towers: their weights and the image preprocessing."""
+class TowerKeys(NamedTuple):
+    """Identity of each frozen tower: image features and text features are cached separately, so
+    a new image tower (e.g. Lite2) reuses the cached text features and vice versa."""
+
+    image: str
+    text: str
+
+
+def _digest(module: Any, extra: Any) -> str:
     torch = require("torch", "core")
-    check_lite(encoder)
-    h = hashlib.sha256()
-    h.update(json.dumps(encoder.info.get("preprocess_cfg", {}), sort_keys=True).encode())
+    h = hashlib.sha256(json.dumps(extra, sort_keys=True).encode())
     with torch.no_grad():
-        for module in (encoder.model.visual.trunk, encoder.model.text.transformer):
-            for name, tensor in module.state_dict().items():
-                h.update(name.encode())
-                h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        for name, tensor in module.state_dict().items():
+            h.update(name.encode())
+            h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()[:16]
+
+
+def tower_key(encoder: OpenClipEncoder) -> TowerKeys:
+    """Keys of the frozen towers: weights plus image preprocessing / tokenizer settings."""
+    check_lite(encoder)
+    return TowerKeys(
+        image=_digest(encoder.model.visual.trunk, encoder.info.get("preprocess_cfg", {})),
+        text=_digest(encoder.model.text.transformer, encoder.info.get("tokenizer", {})),
+    )
 
 
 def _file_digest(path: Path) -> str:
@@ -140,16 +153,20 @@ class FeatureCache:
         tmp.replace(path)  # atomic: an interrupted run never leaves a truncated cache entry
         return feats  # type: ignore[no-any-return]
 
-    def images(self, encoder: OpenClipEncoder, paths: Sequence[Path], *, towers: str | None = None) -> F32:
-        h = hashlib.sha256((towers or tower_key(encoder)).encode())
+    def images(
+        self, encoder: OpenClipEncoder, paths: Sequence[Path], *, towers: TowerKeys | None = None
+    ) -> F32:
+        h = hashlib.sha256((towers or tower_key(encoder)).image.encode())
         for p in paths:
             h.update(_file_digest(Path(p)).encode())
         return self._load_or(
             f"img-{h.hexdigest()[:24]}", lambda: image_features(encoder, paths, progress=self.progress)
         )
 
-    def texts(self, encoder: OpenClipEncoder, texts: Sequence[str], *, towers: str | None = None) -> F32:
-        h = hashlib.sha256((towers or tower_key(encoder)).encode())
+    def texts(
+        self, encoder: OpenClipEncoder, texts: Sequence[str], *, towers: TowerKeys | None = None
+    ) -> F32:
+        h = hashlib.sha256((towers or tower_key(encoder)).text.encode())
         for t in texts:
             h.update(hashlib.sha256(t.encode()).digest())
         return self._load_or(

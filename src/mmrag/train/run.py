@@ -10,12 +10,12 @@ import numpy as np
 
 from mmrag.encoders import load_encoder
 from mmrag.eval.datasets import ImageCaptionDataset
-from mmrag.train.features import FeatureCache, tower_key
+from mmrag.train.features import FeatureCache, TowerKeys, tower_key
 from mmrag.train.trainer import Pairs, TrainConfig, train_heads, write_report
 
 
 def dataset_pairs(
-    encoder: Any, cache: FeatureCache, towers: str, root: Path, split: str, limit: int | None = None
+    encoder: Any, cache: FeatureCache, towers: TowerKeys, root: Path, split: str, limit: int | None = None
 ) -> Pairs:
     """Cached features of one split of an image-caption dataset."""
     ds = ImageCaptionDataset.load(root, split, limit=limit)
