@@ -38,6 +38,7 @@ def main() -> None:
     ap.add_argument("--cache", type=Path, default=REPO / ".cache" / "features")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "train_sweep.json")
     ap.add_argument("--only", type=int, nargs="*", help="indexes into the run list")
+    ap.add_argument("--base", default="lite", help="encoder spec to train, e.g. lite:efficientnet_lite2")
     args = ap.parse_args()
 
     from mmrag.encoders import load_encoder
@@ -45,7 +46,7 @@ def main() -> None:
     from mmrag.train.run import dataset_pairs
     from mmrag.train.trainer import TrainConfig, train_heads
 
-    encoder = load_encoder("lite")
+    encoder = load_encoder(args.base)
     cache = FeatureCache(args.cache)
     towers = tower_key(encoder)
     t = time.perf_counter()
@@ -71,6 +72,7 @@ def main() -> None:
         results.append(row)
         print(json.dumps(row), flush=True)
     out = {
+        "base": args.base,
         "train_images": len(train.images),
         "dev_images": len(dev.images),
         "feature_seconds": round(feature_seconds, 1),

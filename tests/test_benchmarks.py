@@ -50,3 +50,43 @@ def test_query_benchmark_smoke(tmp_path: Path, data_dir: Path) -> None:
         timeout=60,
     )
     assert "p95 total / 50 ms limit" in md.read_text()
+
+
+@pytest.mark.slow
+def test_train_sweep_smoke(tmp_path: Path, data_dir: Path) -> None:
+    out = tmp_path / "results" / "train_sweep.json"
+    env = {"MMRAG_DATA": str(data_dir), "PATH": "/usr/bin:/bin"}
+    cmd = [
+        sys.executable,
+        str(REPO / "benchmarks" / "train_sweep.py"),
+        "--limit",
+        "30",
+        "--epochs",
+        "2",
+        "--only",
+        "4",
+        "6",
+        "--cache",
+        str(tmp_path / "cache"),
+        "--out",
+        str(out),
+    ]
+    subprocess.run(cmd, check=True, capture_output=True, env=env, timeout=600)
+    result = json.loads(out.read_text())
+    assert result["base"] == "lite" and [r["loss"] for r in result["runs"]] == ["triplet", "infonce"]
+    assert all(0 <= r["t2i_recall@10"] <= 1 for r in result["runs"])
+    md = tmp_path / "BENCHMARKS.md"
+    subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "benchmarks" / "report.py"),
+            "--results",
+            str(out.parent),
+            "--output",
+            str(md),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    assert "Triplet head training" in md.read_text()
