@@ -56,10 +56,13 @@ def train_section(r: dict[str, Any]) -> str:
             f"{run['train_seconds']:.0f} |"
         )
     table = "\n".join(rows)
-    return f"""## Triplet head training: Flickr8k dev recall of the `lite` encoder
+    base = r.get("base", "lite")
+    tower = "EfficientNet-Lite2 (260 px)" if "lite2" in base else "EfficientNet-Lite0"
+    return f"""## Triplet head training: Flickr8k dev recall of the `{base}` encoder
 
-Command: `python benchmarks/train_sweep.py` (features cached in `.cache/features`; loading them took
-{r["feature_seconds"]} s in this run, extraction ~6-8 min cold). Frozen EfficientNet-Lite0 + MiniLM towers,
+Command: `python benchmarks/train_sweep.py --base {base}` (features cached in `.cache/features`;
+loading them took
+{r["feature_seconds"]} s in this run, extraction ~6-8 min cold). Frozen {tower} + MiniLM towers,
 linear heads to 512-d trained on {r["train_images"]:,} train images x 5 captions, input dropout 0.5,
 batch 256,
 AdamW lr 3e-3, early stopping on dev t2i R@10 (patience 6, at most {r["epochs"]} epochs).
@@ -87,8 +90,7 @@ def main() -> None:
         data = json.loads(q.read_text())
         machine = data["machine"]
         sections.append(query_section(data))
-    t = args.results / "train_sweep.json"
-    if t.exists():
+    for t in sorted(args.results.glob("train_sweep*.json")):
         sections.append(train_section(json.loads(t.read_text())))
     if not sections:
         sys.exit("no results in benchmarks/results/: run `make bench` first")
