@@ -47,6 +47,7 @@ test: lint
 bench: install
 	$(PY) benchmarks/bench_query.py
 	$(PY) benchmarks/train_sweep.py
+	$(PY) benchmarks/train_sweep.py --base lite:efficientnet_lite2 --out benchmarks/results/train_sweep_lite2.json
 	$(PY) benchmarks/report.py
 
 clean:
