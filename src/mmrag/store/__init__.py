@@ -203,7 +203,7 @@ class QdrantStore:
         """Which of ``ids`` are already stored (with ``vector``, when given): used to skip re-embedding."""
         if vector is None:
             return {r.id for r in self.backend.retrieve(ids)}
-        return {r.id for r in self.backend.retrieve(ids, with_vectors=True) if vector in r.vectors}
+        return {r.id for r in self.backend.retrieve(ids, with_vectors=[vector]) if vector in r.vectors}
 
     def get(self, ids: Sequence[str]) -> list[Chunk]:
         return [payload_chunk(r.id, r.payload) for r in self.backend.retrieve(ids)]

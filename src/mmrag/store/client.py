@@ -72,6 +72,7 @@ class ClientBackend:
                 "that the server runs (docker compose up qdrant)"
             ) from exc
         self._physical: str | None = aliases.get(collection)
+        self._dims: dict[str, int] | None = None
 
     def close(self) -> None:
         self.client.close()
@@ -89,10 +90,14 @@ class ClientBackend:
         self.client.update_collection(self._physical, metadata={"mmrag": dict(meta)})
 
     def vector_dims(self) -> dict[str, int]:
+        # Read once per physical collection (like the alias in __init__): every search and write
+        # checks dims, and on a server each get_collection is a network round trip.
         if self._physical is None:
             return {}
-        vectors = self.client.get_collection(self._physical).config.params.vectors or {}
-        return {name: int(p.size) for name, p in vectors.items()} if isinstance(vectors, dict) else {}
+        if self._dims is None:
+            vectors = self.client.get_collection(self._physical).config.params.vectors or {}
+            self._dims = {n: int(p.size) for n, p in vectors.items()} if isinstance(vectors, dict) else {}
+        return dict(self._dims)
 
     def add_vector(self, name: str, dim: int) -> None:
         m = _models()
@@ -131,7 +136,7 @@ class ClientBackend:
             )
         )
         self.client.update_collection_aliases(change_aliases_operations=ops)
-        old, self._physical = self._physical, new
+        old, self._physical, self._dims = self._physical, new, None
         if old is not None:
             self.client.delete_collection(old)
 
@@ -186,7 +191,7 @@ class ClientBackend:
         responses = self.client.query_batch_points(coll, requests=reqs)
         return [[_record(p, float(p.score)) for p in r.points] for r in responses]
 
-    def retrieve(self, ids: Sequence[str], with_vectors: bool = False) -> list[StoredRecord]:
+    def retrieve(self, ids: Sequence[str], with_vectors: bool | list[str] = False) -> list[StoredRecord]:
         if self._physical is None or not ids:
             return []
         return [

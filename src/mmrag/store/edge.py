@@ -52,6 +52,13 @@ def edge_filter(filters: Filters | None) -> Any:
     return build_filter(filters, _qe())
 
 
+def _locked(root: Path) -> StoreLockedError:
+    return StoreLockedError(
+        f"store {root} is open in another process (Qdrant Edge allows one writer); "
+        "close that process, or use a Qdrant server (--store http://...) for shared access"
+    )
+
+
 def _record(p: Any, score: float | None = None) -> StoredRecord:
     vec = p.vector if isinstance(p.vector, dict) else {}
     return StoredRecord(
@@ -94,10 +101,7 @@ class EdgeBackend:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as exc:
             fh.close()
-            raise StoreLockedError(
-                f"store {self.root} is open in another process (Qdrant Edge allows one writer); "
-                "close that process, or use a Qdrant server (--store http://...) for shared access"
-            ) from exc
+            raise _locked(self.root) from exc
         return fh
 
     def _load_meta(self) -> dict[str, Any]:
@@ -116,10 +120,7 @@ class EdgeBackend:
             return qe.EdgeShard.load(str(path))
         except Exception as exc:
             if "WouldBlock" in str(exc) or "lock" in str(exc).lower():
-                raise StoreLockedError(
-                    f"store {self.root} is open in another process (Qdrant Edge allows one writer); "
-                    "close that process, or use a Qdrant server (--store http://...) for shared access"
-                ) from exc
+                raise _locked(self.root) from exc
             raise StoreError(f"cannot open Qdrant Edge shard {path}: {exc}") from exc
 
     def _cleanup_stale(self) -> None:
@@ -248,7 +249,7 @@ class EdgeBackend:
         results = shard.query_batch(qe.QueryBatchRequest(reqs)) if len(reqs) > 1 else [shard.query(reqs[0])]
         return [[_record(p, float(p.score)) for p in res] for res in results]
 
-    def retrieve(self, ids: Sequence[str], with_vectors: bool = False) -> list[StoredRecord]:
+    def retrieve(self, ids: Sequence[str], with_vectors: bool | list[str] = False) -> list[StoredRecord]:
         if self._shard is None or not ids:
             return []
         return [
