@@ -16,7 +16,7 @@ import numpy as np
 
 from mmrag.errors import ConfigError
 from mmrag.store import Filters, QdrantStore, SearchOptions
-from mmrag.types import MODALITIES, Hit
+from mmrag.types import Hit
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -153,8 +153,6 @@ class Retriever:
         """Search with precomputed query vectors (rows of ``qvecs``), one hit list per row."""
         if k < 1:
             raise ConfigError(f"k must be >= 1, got {k}")
-        if modality is not None and modality not in MODALITIES:
-            raise ConfigError(f"modality must be one of {MODALITIES}, got {modality!r}")
         size = max(k, pool if pool is not None else self.pool)
         results = self.store.search(
             self.vector, qvecs, size, modality=modality, filters=filters, options=self.options
