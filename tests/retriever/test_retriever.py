@@ -98,3 +98,14 @@ def test_bad_arguments(setup: tuple[Retriever, HashEncoder, list[Path]], tmp_pat
         Retriever(enc, retriever.store, pool=0)
     with pytest.raises(StoreError, match="no vectors for encoder"):
         Retriever(HashEncoder(encoder_id="other"), retriever.store)
+
+
+def test_unavailable_stage_is_a_clear_error(tmp_path: Path) -> None:
+    enc = HashEncoder()
+    with QdrantStore.open(str(tmp_path / "s")) as store:
+        store.ensure_encoder(enc)
+        r = Retriever(enc, store)
+        for stage in ("hybrid", "rerank"):
+            if not r.capabilities[stage]:
+                with pytest.raises(ConfigError, match=stage):
+                    r.search("x", **{stage: True})

@@ -73,6 +73,11 @@ class Retriever:
                 "encoder %s has untrained image/text heads: cross-modal scores are not meaningful", encoder.id
             )
 
+    @property
+    def capabilities(self) -> dict[str, bool]:
+        """Which optional stages this retriever can run (``hybrid``: BM25 + dense; ``rerank``)."""
+        return {"hybrid": False, "rerank": False}
+
     def search(
         self,
         query: str | None = None,
@@ -82,10 +87,19 @@ class Retriever:
         modality: str | None = None,
         filters: Filters | None = None,
         pool: int | None = None,
+        hybrid: bool | None = None,
+        rerank: bool | None = None,
     ) -> list[Hit]:
         """Search by text or by image (exactly one); returns up to ``k`` hits, best first."""
         return self.search_with_timings(
-            query, image=image, k=k, modality=modality, filters=filters, pool=pool
+            query,
+            image=image,
+            k=k,
+            modality=modality,
+            filters=filters,
+            pool=pool,
+            hybrid=hybrid,
+            rerank=rerank,
         ).hits
 
     def search_with_timings(
@@ -97,9 +111,19 @@ class Retriever:
         modality: str | None = None,
         filters: Filters | None = None,
         pool: int | None = None,
+        hybrid: bool | None = None,
+        rerank: bool | None = None,
     ) -> SearchResult:
+        """Like :meth:`search`, plus per-stage timings in seconds.
+
+        ``hybrid`` / ``rerank``: ``None`` uses the retriever's default; ``True`` asks for the stage and raises
+        :class:`ConfigError` when this retriever cannot run it (see :attr:`capabilities`).
+        """
         if (query is None) == (image is None):
             raise ConfigError("pass a text query or an image, exactly one of them")
+        for stage, wanted in (("hybrid", hybrid), ("rerank", rerank)):
+            if wanted and not self.capabilities[stage]:
+                raise ConfigError(f"{stage} search is not available in this retriever")
         if query is not None and not query.strip():
             raise ConfigError("the text query is empty")
         t0 = time.perf_counter()
