@@ -103,6 +103,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--limit", type=int, help="first N images of each split (quick runs)")
     p.add_argument("--cache", type=Path, help="feature cache folder [default .cache/features]")
+    p.add_argument(
+        "--from-store",
+        action="store_true",
+        help="closed loop on --store: mine hard negatives from it, train from its default encoder, "
+        "re-embed it into a new vector, evaluate both on the dataset's dev split, switch only if better",
+    )
+    p.add_argument("--mine-k", type=int, default=10, help="mined negatives per caption (--from-store)")
+    p.add_argument("--mined-weight", type=float, default=1.0, help="weight of the mined-negative term")
     _common(p)
 
     p = sub.add_parser("info", help="store statistics and encoder")
@@ -256,6 +264,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         seed=args.seed,
         lock_text=not args.train_text_head,
     )
+    if args.from_store:
+        return _closed_loop(args, s, cfg)
     report = train_image_caption(
         args.dataset,
         args.out,
@@ -279,6 +289,40 @@ def cmd_train(args: argparse.Namespace) -> int:
         report,
         "\n".join(lines),
     )
+    return 0
+
+
+def _closed_loop(args: argparse.Namespace, s: Settings, cfg: Any) -> int:
+    from mmrag.train.closed_loop import closed_loop
+
+    with _open_store(s) as store:
+        report = closed_loop(
+            store,
+            args.dataset,
+            args.out,
+            cfg,
+            base=s.model,
+            mine_k=args.mine_k,
+            mined_weight=args.mined_weight,
+            cache_dir=args.cache,
+            limit=args.limit,
+            progress=not args.quiet,
+        )
+    loop = report["closed_loop"]
+    keys = ("t2i_recall@1", "t2i_recall@5", "t2i_recall@10")
+    lines = [
+        f"checkpoint: {report['checkpoint']}",
+        f"mined: {loop['mining']}",
+        f"re-embedded: {loop['reembed']}",
+        f"old vector {loop['old_vector']} vs new vector {loop['new_vector']} "
+        f"({loop['new']['queries']} dev captions over {loop['new']['images_in_store']} stored images):",
+    ]
+    lines += [f"{k:>16}: {loop['old'][k]:.4f} -> {loop['new'][k]:.4f}" for k in keys]
+    lines.append(
+        ("switched the default vector: " if loop["switched"] else "kept the default vector: ")
+        + loop["reason"]
+    )
+    _emit(args, report, "\n".join(lines))
     return 0
 
 

@@ -87,6 +87,27 @@ class Pairs:
             raise ConfigError("caption owners must index the images")
 
 
+@dataclass(frozen=True, slots=True)
+class HardNegatives:
+    """Negatives mined from an index for each train caption (see :mod:`mmrag.train.closed_loop`).
+
+    ``features`` holds the tower features of every mined image; ``index[n]`` lists rows of ``features``
+    that are hard negatives of caption ``n`` (``-1`` pads the rows that found fewer).
+    """
+
+    features: F32
+    index: npt.NDArray[np.int64]
+    weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.index.ndim != 2:
+            raise ConfigError(f"hard-negative index must be (captions, k), got shape {self.index.shape}")
+        if self.index.size and self.index.max() >= len(self.features):
+            raise ConfigError("hard-negative index points past the mined features")
+        if self.weight <= 0:
+            raise ConfigError(f"hard-negative weight must be > 0, got {self.weight}")
+
+
 class LiteHeads(nn.Module):
     """The lite model's projection heads over cached features: anchors = texts, positives = images."""
 
@@ -138,11 +159,19 @@ def recall_report(heads: LiteHeads, dev: Pairs) -> dict[str, float]:
 
 
 def train_heads(
-    encoder: OpenClipEncoder, train: Pairs, dev: Pairs, cfg: TrainConfig, *, progress: bool = True
+    encoder: OpenClipEncoder,
+    train: Pairs,
+    dev: Pairs,
+    cfg: TrainConfig,
+    *,
+    hard_negatives: HardNegatives | None = None,
+    progress: bool = True,
 ) -> dict[str, Any]:
     """Train the heads of ``encoder`` in place; returns the report (history, best dev metrics).
 
-    The best epoch on dev (by t2i Recall@10, then rsum) is restored before returning.
+    The best epoch on dev (by t2i Recall@10, then rsum) is restored before returning. With
+    ``hard_negatives`` (index-mined, one row per train caption) each step adds a triplet term whose
+    negative is one of the caption's mined images, on top of the in-batch strategy.
     """
     from tqdm import tqdm
 
@@ -157,6 +186,14 @@ def train_heads(
         loss_fn = TripletLoss(
             heads, margin=cfg.margin, distance=cfg.distance, strategy=cfg.strategy, seed=cfg.seed
         )
+    if hard_negatives is not None:
+        if cfg.loss != "triplet":
+            raise ConfigError("index-mined hard negatives are used with the triplet loss (--loss triplet)")
+        if len(hard_negatives.index) != len(train.texts):
+            raise ConfigError(
+                f"{len(hard_negatives.index)} hard-negative rows for {len(train.texts)} train captions"
+            )
+        mined_t = torch.from_numpy(hard_negatives.features)
     params = [p for p in heads.parameters() if p.requires_grad] + [
         p for n, p in loss_fn.named_parameters() if not n.startswith("model.")
     ]
@@ -187,6 +224,10 @@ def train_heads(
                 loss = loss_fn(anchors, positives, images_t[(img_idx + shift) % len(train.images)])
             else:
                 loss = loss_fn(anchors, positives)
+            if hard_negatives is not None:
+                loss = loss + hard_negatives.weight * _mined_term(
+                    heads, anchors, positives, mined_t, hard_negatives.index[cap_idx], cfg, rng
+                )
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -224,6 +265,30 @@ def train_heads(
         "train_seconds": round(time.perf_counter() - t0, 1),
         "history": history,
     }
+
+
+def _mined_term(
+    heads: LiteHeads,
+    anchors: Tensor,
+    positives: Tensor,
+    mined: Tensor,
+    rows: npt.NDArray[np.int64],
+    cfg: TrainConfig,
+    rng: np.random.Generator,
+) -> Tensor:
+    """Triplet loss of each caption against one random index-mined negative image of its own."""
+    pick = np.full(len(rows), -1, dtype=np.int64)
+    for i, row in enumerate(rows):
+        valid = row[row >= 0]
+        if len(valid):
+            pick[i] = rng.choice(valid)
+    keep = np.flatnonzero(pick >= 0)
+    if len(keep) == 0:
+        return anchors.new_zeros(())
+    a = heads.embed_anchor(anchors[keep])
+    p = heads.embed_positive(positives[keep])
+    n = heads.embed_positive(mined[pick[keep]])
+    return TripletLoss.loss_from_embeddings(a, p, n, cfg.margin, cfg.distance, "given")
 
 
 def plot_curve(report: dict[str, Any], path: Path) -> Path:

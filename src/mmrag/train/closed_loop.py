@@ -1,0 +1,314 @@
+"""The closed loop: mine hard negatives from the live index, train, re-embed beside the old vector,
+evaluate both on labelled dev data, and switch the store's default vector only if the new one wins.
+
+``mmrag train --from-store`` runs :func:`closed_loop`. The steps, in order:
+
+1. Load the encoder of the store's default vector (a lite-family checkpoint or ``lite``).
+2. **Mine**: embed every train caption with that encoder (from cached tower features), search the
+   store's image points with it, and keep the top ``mine_k`` images that are not the caption's own
+   image as its hard negatives (one static round, as in ANCE). The negatives are images the index
+   really holds, i.e. the confusions users see.
+3. **Train** the heads from the store's encoder: the in-batch strategy of ``cfg`` plus, per caption,
+   a triplet term against one of its mined negatives; early stopping on the dev split's features.
+4. **Re-embed** every point of the store into a new named vector (the new checkpoint's id) beside the
+   old one; nothing is deleted.
+5. **Evaluate** both vectors through the store itself: each dev caption whose image is in the store is
+   a text→image query (Flickr protocol, Recall@1/5/10 over the store's image points).
+6. **Decide**: switch the default vector when the new one has the higher text→image Recall@10 (ties:
+   the higher R@1+R@5+R@10); otherwise keep the old default and say why. Both vectors stay stored.
+
+The mined negatives come from whatever the store holds. When it holds the dev images, the dev images
+are seen as negatives (never their labels) — a transductive use of the index that the report records.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import torch
+
+from mmrag.encoders import load_encoder
+from mmrag.encoders.openclip import OpenClipEncoder
+from mmrag.errors import ConfigError, StoreError
+from mmrag.eval.datasets import ImageCaptionDataset
+from mmrag.store import QdrantStore
+from mmrag.train.features import FeatureCache, check_lite, tower_key
+from mmrag.train.run import dataset_pairs
+from mmrag.train.trainer import HardNegatives, LiteHeads, TrainConfig, train_heads, write_report
+from mmrag.types import Chunk
+
+log = logging.getLogger(__name__)
+F32 = npt.NDArray[np.float32]
+KS = (1, 5, 10)
+
+
+def _image_key(path: str | Path) -> str:
+    """Store payloads keep the path as ingested (relative or absolute): match on the resolved path."""
+    return str(Path(path).resolve())
+
+
+def _store_images(store: QdrantStore) -> dict[str, str]:
+    """Resolved image path → point id, for every image point whose file exists."""
+    out: dict[str, str] = {}
+    for rec in store.iter_records({"modality": "image"}):
+        image = rec.payload.get("image")
+        if image and Path(image).is_file():
+            out[_image_key(image)] = rec.id
+    return out
+
+
+def _search_images(
+    store: QdrantStore, vector: str, queries: F32, k: int, batch: int = 512
+) -> list[list[str]]:
+    """Image paths of the top ``k`` image points for each query row."""
+    out: list[list[str]] = []
+    for start in range(0, len(queries), batch):
+        res = store.search(vector, queries[start : start + batch], k, modality="image")
+        out += [[_image_key(c.image) for c, _ in hits if c.image] for hits in res]
+    return out
+
+
+def mine_negatives(
+    store: QdrantStore,
+    vector: str,
+    caption_vectors: F32,
+    owners: Sequence[str],
+    k: int,
+) -> tuple[list[str], npt.NDArray[np.int64], dict[str, Any]]:
+    """Hard negatives of each caption from the index: its top-``k`` image hits minus its own image.
+
+    Args:
+        store: The live store.
+        vector: The named vector to search (the current encoder's).
+        caption_vectors: One normalised query vector per caption.
+        owners: Resolved path of each caption's own image (its known positive).
+        k: How many hits to keep per caption (after dropping the positive).
+
+    Returns:
+        The mined image paths, a ``(captions, k)`` index into them (``-1`` pads), and counts.
+    """
+    if k < 1:
+        raise ConfigError(f"mine_k must be >= 1, got {k}")
+    hits = _search_images(store, vector, caption_vectors, k + 1)
+    paths: dict[str, int] = {}
+    index = np.full((len(hits), k), -1, dtype=np.int64)
+    dropped = 0
+    for n, row in enumerate(hits):
+        kept = [p for p in row if p != owners[n]]
+        dropped += len(row) - len(kept)
+        for j, p in enumerate(kept[:k]):
+            index[n, j] = paths.setdefault(p, len(paths))
+    stats = {"captions": len(hits), "k": k, "unique_images": len(paths), "positives_dropped": dropped}
+    return list(paths), index, stats
+
+
+def store_recall(
+    store: QdrantStore, vector: str, encoder: OpenClipEncoder, ds: ImageCaptionDataset
+) -> dict[str, Any]:
+    """Text→image Recall@1/5/10 through the store: dev captions as queries, their image the one relevant
+    point; captions whose image the store does not hold are left out (and counted)."""
+    held = _store_images(store)
+    queries: list[str] = []
+    targets: list[str] = []
+    for image, caps in zip(ds.images, ds.captions, strict=True):
+        key = _image_key(image)
+        if key in held:
+            queries += list(caps)
+            targets += [key] * len(caps)
+    if not queries:
+        raise StoreError(
+            f"the store holds none of the {len(ds.images)} images of {ds.root}; the closed loop evaluates "
+            "on labelled images that are in the store (ingest them with their captions first)"
+        )
+    t0 = time.perf_counter()
+    qvecs = encoder.encode_text(queries)
+    hits = _search_images(store, vector, qvecs, max(KS))
+    ranks = np.array([row.index(t) if t in row else max(KS) for row, t in zip(hits, targets, strict=True)])
+    out: dict[str, Any] = {f"t2i_recall@{k}": float((ranks < k).mean()) for k in KS}
+    out["rsum"] = 100 * sum(out[f"t2i_recall@{k}"] for k in KS)
+    out.update(queries=len(queries), images_in_store=len(held), seconds=round(time.perf_counter() - t0, 1))
+    return out
+
+
+def reembed(
+    store: QdrantStore, encoder: OpenClipEncoder, vector: str, *, batch: int = 64, progress: bool = True
+) -> dict[str, int]:
+    """Embed every point of ``store`` with ``encoder`` into ``vector`` (existing points keep their other
+    vectors). Image points whose file is gone cannot be re-embedded and are counted."""
+    from tqdm import tqdm
+
+    from mmrag.store import payload_chunk
+
+    done = missing = 0
+    total = store.count()
+    pending: dict[str, list[Chunk]] = {"text": [], "image": []}
+
+    def flush(modality: str) -> None:
+        nonlocal done
+        chunks = pending[modality]
+        if not chunks:
+            return
+        if modality == "text":
+            vecs = encoder.encode_text([c.text or "" for c in chunks])
+        else:
+            vecs = encoder.encode_image([c.image for c in chunks if c.image])
+        store.upsert_chunks(chunks, vecs, vector)
+        done += len(chunks)
+        bar.update(len(chunks))
+        pending[modality] = []
+
+    with tqdm(total=total, desc="re-embed", unit="pt", disable=not progress, dynamic_ncols=True) as bar:
+        for rec in store.iter_records():
+            chunk = payload_chunk(rec.id, rec.payload)
+            if chunk.modality == "image" and not (chunk.image and Path(chunk.image).is_file()):
+                missing += 1
+                bar.update(1)
+                continue
+            pending[chunk.modality].append(chunk)
+            if len(pending[chunk.modality]) >= batch:
+                flush(chunk.modality)
+        flush("text")
+        flush("image")
+    return {"points": total, "reembedded": done, "missing_image_files": missing}
+
+
+def _better(new: dict[str, Any], old: dict[str, Any]) -> tuple[bool, str]:
+    key = "t2i_recall@10"
+    if new[key] > old[key] or (new[key] == old[key] and new["rsum"] > old["rsum"]):
+        return (
+            True,
+            f"new {key} {new[key]:.4f} > old {old[key]:.4f} (rsum {new['rsum']:.1f} vs {old['rsum']:.1f})",
+        )
+    return False, (
+        f"new {key} {new[key]:.4f} is not better than old {old[key]:.4f} "
+        f"(rsum {new['rsum']:.1f} vs {old['rsum']:.1f}); keeping the old default"
+    )
+
+
+def closed_loop(
+    store: QdrantStore,
+    root: Path,
+    out: Path,
+    cfg: TrainConfig,
+    *,
+    base: str | None = None,
+    mine_k: int = 10,
+    mined_weight: float = 1.0,
+    train_split: str = "train",
+    dev_split: str = "dev",
+    cache_dir: Path | None = None,
+    limit: int | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Mine → train → re-embed into a new vector → evaluate old and new → switch only if better.
+
+    Args:
+        store: The live store (its default vector is the starting encoder).
+        root: Labelled image-caption dataset: ``train_split`` pairs to train on, ``dev_split`` to decide.
+        out: Checkpoint directory for the new encoder (with ``closed_loop.json``).
+        cfg: Head-training settings (triplet loss).
+        base: Encoder spec to start from (default: the spec of the store's default vector).
+        mine_k: Mined negatives kept per train caption.
+        mined_weight: Weight of the mined-negative triplet term.
+
+    Returns:
+        The report: mining counts, old/new metrics, the decision and its reason, timings.
+    """
+    t0 = time.perf_counter()
+    spec = base or store.default_spec
+    if not spec:
+        raise StoreError(f"store {store.location} is empty: ingest labelled images first")
+    old_vector = store.default_vector
+    old_enc = load_encoder(spec)
+    if not isinstance(old_enc, OpenClipEncoder):
+        raise ConfigError(f"the closed loop trains lite-family encoders; {spec!r} is not one")
+    check_lite(old_enc)
+    old_vector = store.vector_for(old_enc)
+    dev_ds = ImageCaptionDataset.load(root, dev_split)
+    old_metrics = store_recall(store, old_vector, old_enc, dev_ds)
+    log.info("old vector %s on %s: %s", old_vector, dev_split, old_metrics)
+
+    # mine with the current encoder: caption vectors from cached text features through its heads
+    cache = FeatureCache(cache_dir or Path(".cache") / "features", progress=progress)
+    towers = tower_key(old_enc)
+    train = dataset_pairs(old_enc, cache, towers, root, train_split, limit)
+    dev = dataset_pairs(old_enc, cache, towers, root, dev_split, limit)
+    heads = LiteHeads(old_enc, 0.0).eval()
+    with torch.inference_mode():
+        cap_vecs = heads.embed_anchor(torch.from_numpy(train.texts)).numpy()
+    train_ds = ImageCaptionDataset.load(root, train_split, limit=limit)
+    owners = [_image_key(train_ds.images[i]) for i in train.owners]
+    t_mine = time.perf_counter()
+    paths, index, mine_stats = mine_negatives(store, old_vector, cap_vecs, owners, mine_k)
+    mined_features = cache.images(old_enc, [Path(p) for p in paths], towers=towers)
+    mine_stats["seconds"] = round(time.perf_counter() - t_mine, 1)
+    log.info("mined %s", mine_stats)
+
+    new_enc = load_encoder(spec)  # a fresh copy: training changes its heads in place
+    assert isinstance(new_enc, OpenClipEncoder)
+    report = train_heads(
+        new_enc,
+        train,
+        dev,
+        cfg,
+        hard_negatives=HardNegatives(mined_features, index, mined_weight),
+        progress=progress,
+    )
+    summary = {k: report[k] for k in ("config", "dev_before", "dev_best", "best_epoch", "train_seconds")}
+    new_enc.save(
+        out,
+        model_cfg=new_enc.info["model_cfg"],
+        extra={"training": {**summary, "dataset": str(root), "base": spec, "closed_loop": mine_stats}},
+    )
+    trained = load_encoder(str(out))  # what users will load, not the in-memory copy
+    assert isinstance(trained, OpenClipEncoder)
+    new_vector = store.ensure_encoder(trained)
+    if new_vector == old_vector:
+        raise ConfigError(
+            f"the trained encoder has the same id as the old one ({trained.id}); nothing to compare"
+        )
+    t_embed = time.perf_counter()
+    embed_stats = reembed(store, trained, new_vector, progress=progress)
+    store.optimize()
+    embed_info: dict[str, Any] = {**embed_stats, "seconds": round(time.perf_counter() - t_embed, 1)}
+    new_metrics = store_recall(store, new_vector, trained, dev_ds)
+    switched, reason = _better(new_metrics, old_metrics)
+    if switched:
+        store.set_default_vector(new_vector)
+    log.info("closed loop: %s", reason)
+    report.update(
+        {
+            "checkpoint": str(out.resolve()),
+            "base": spec,
+            "dataset": str(root),
+            "closed_loop": {
+                "store": store.location,
+                "old_vector": old_vector,
+                "new_vector": new_vector,
+                "old": old_metrics,
+                "new": new_metrics,
+                "switched": switched,
+                "reason": reason,
+                "default_vector": store.default_vector,
+                "mining": {**mine_stats, "weight": mined_weight},
+                "reembed": embed_info,
+                "transductive_note": (
+                    "negatives were mined from the store's own images; their labels were not used"
+                ),
+            },
+            "wall_seconds": round(time.perf_counter() - t0, 1),
+        }
+    )
+    write_report(report, out)
+    (out / "closed_loop.json").write_text(json.dumps(report["closed_loop"], indent=2))
+    return report
+
+
+__all__ = ["closed_loop", "mine_negatives", "reembed", "store_recall"]
