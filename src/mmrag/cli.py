@@ -111,6 +111,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--mine-k", type=int, default=10, help="mined negatives per caption (--from-store)")
     p.add_argument("--mined-weight", type=float, default=1.0, help="weight of the mined-negative term")
+    p.add_argument(
+        "--text-dataset", type=Path, help="BEIR folder to tune the text head on jointly (e.g. scifact)"
+    )
+    p.add_argument("--text-triplets", type=Path, help="its triplets file with train/val folds")
+    p.add_argument("--text-weight", type=float, default=1.0, help="weight of the text triplet term")
     _common(p)
 
     p = sub.add_parser("info", help="store statistics and encoder")
@@ -273,15 +278,22 @@ def cmd_train(args: argparse.Namespace) -> int:
         base=s.model or "lite",
         cache_dir=args.cache,
         limit=args.limit,
+        text_beir=args.text_dataset,
+        text_triplets=args.text_triplets,
+        text_weight=args.text_weight,
         progress=not args.quiet,
     )
     best, before = report["dev_best"], report["dev_before"]
-    keys = ("t2i_recall@1", "t2i_recall@5", "t2i_recall@10", "i2t_recall@1", "i2t_recall@5", "i2t_recall@10")
+    keys: tuple[str, ...] = (
+        "t2i_recall@1", "t2i_recall@5", "t2i_recall@10", "i2t_recall@1", "i2t_recall@5", "i2t_recall@10",
+    )  # fmt: skip
     lines = [
         f"checkpoint: {report['checkpoint']} (best epoch {report['best_epoch']} of {report['epochs_run']})",
         f"features: {report['feature_cache']} ; training {report['train_seconds']} s; "
         f"wall {report['wall_seconds']} s",
     ]
+    if "text_ndcg@10" in best:
+        keys = (*keys, "text_ndcg@10")
     lines += [f"{k:>16}: {before[k]:.4f} -> {best[k]:.4f}" for k in keys]
     lines.append(f"use it: mmrag ingest PATH --model {report['checkpoint']}")
     _emit(

@@ -9,8 +9,10 @@ from typing import Any
 import numpy as np
 
 from mmrag.encoders import load_encoder
+from mmrag.errors import ConfigError
 from mmrag.eval.datasets import ImageCaptionDataset
 from mmrag.train.features import FeatureCache, TowerKeys, tower_key
+from mmrag.train.text import scifact_text_data
 from mmrag.train.trainer import Pairs, TrainConfig, train_heads, write_report
 
 
@@ -38,9 +40,15 @@ def train_image_caption(
     train_split: str = "train",
     dev_split: str = "dev",
     limit: int | None = None,
+    text_beir: Path | None = None,
+    text_triplets: Path | None = None,
+    text_weight: float = 1.0,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Extract (or load cached) tower features, train the heads, save checkpoint + report to ``out``.
+
+    With ``text_beir`` + ``text_triplets`` (e.g. SciFact and its train triplets) the text head is tuned
+    on the train fold in the same run and the report carries nDCG@10 on the held-out val fold.
 
     Returns the training report with the checkpoint path, the feature-cache hits and wall times.
     """
@@ -50,8 +58,17 @@ def train_image_caption(
     towers = tower_key(encoder)
     train = dataset_pairs(encoder, cache, towers, root, train_split, limit)
     dev = dataset_pairs(encoder, cache, towers, root, dev_split, limit)
+    text_train = text_dev = None
+    if (text_beir is None) != (text_triplets is None):
+        raise ConfigError("joint text tuning needs both a BEIR folder and its triplets file")
+    if text_beir is not None and text_triplets is not None:
+        text_train, text_dev = scifact_text_data(
+            encoder, cache, towers, text_beir, text_triplets, weight=text_weight
+        )
     t_features = time.perf_counter() - t0
-    report = train_heads(encoder, train, dev, cfg, progress=progress)
+    report = train_heads(
+        encoder, train, dev, cfg, text_triplets=text_train, text_dev=text_dev, progress=progress
+    )
     summary = {k: report[k] for k in ("config", "dev_before", "dev_best", "best_epoch", "train_seconds")}
     encoder.save(
         out,
@@ -63,6 +80,8 @@ def train_image_caption(
             "checkpoint": str(out.resolve()),
             "base": base,
             "dataset": str(root),
+            "text_dataset": str(text_beir) if text_beir else None,
+            "text_triplets": len(text_train.anchor) if text_train else 0,
             "feature_cache": {"hits": cache.hits, "misses": cache.misses, "seconds": round(t_features, 1)},
             "wall_seconds": round(time.perf_counter() - t0, 1),
         }

@@ -23,6 +23,7 @@ from mmrag.encoders.openclip import OpenClipEncoder
 from mmrag.errors import ConfigError
 from mmrag.train.features import check_lite
 from mmrag.train.losses import Distance, InfoNCELoss, Strategy, TripletLoss
+from mmrag.train.text import TextDev, TextTriplets
 
 log = logging.getLogger(__name__)
 F32 = npt.NDArray[np.float32]
@@ -165,6 +166,8 @@ def train_heads(
     cfg: TrainConfig,
     *,
     hard_negatives: HardNegatives | None = None,
+    text_triplets: TextTriplets | None = None,
+    text_dev: TextDev | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Train the heads of ``encoder`` in place; returns the report (history, best dev metrics).
@@ -172,6 +175,11 @@ def train_heads(
     The best epoch on dev (by t2i Recall@10, then rsum) is restored before returning. With
     ``hard_negatives`` (index-mined, one row per train caption) each step adds a triplet term whose
     negative is one of the caption's mined images, on top of the in-batch strategy.
+
+    With ``text_triplets`` (joint run, needs ``lock_text=False``) each step also adds a text→text triplet
+    term on a batch of (query, relevant doc, hard negative) rows, mined in-batch with ``cfg.strategy``;
+    with ``text_dev`` its nDCG@10 is measured every epoch and the best epoch is chosen by
+    t2i Recall@10 + nDCG@10, so neither side is traded away unseen.
     """
     from tqdm import tqdm
 
@@ -194,13 +202,24 @@ def train_heads(
                 f"{len(hard_negatives.index)} hard-negative rows for {len(train.texts)} train captions"
             )
         mined_t = torch.from_numpy(hard_negatives.features)
+    if text_triplets is not None and cfg.lock_text:
+        raise ConfigError("text triplets tune the text head: unlock it (lock_text=False, --train-text-head)")
     params = [p for p in heads.parameters() if p.requires_grad] + [
         p for n, p in loss_fn.named_parameters() if not n.startswith("model.")
     ]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     captions_of = [np.flatnonzero(train.owners == i) for i in range(len(train.images))]
     images_t, texts_t = torch.from_numpy(train.images), torch.from_numpy(train.texts)
-    before = recall_report(heads, dev)
+
+    def evaluate() -> dict[str, float]:
+        metrics = recall_report(heads, dev)
+        if text_dev is not None:
+            heads.eval()
+            metrics["text_ndcg@10"] = text_dev.ndcg(heads.text_proj)
+            heads.train()
+        return metrics
+
+    before = evaluate()
     best_key, best_state, best_epoch, stale = (-1.0, -1.0), None, 0, 0
     history: list[dict[str, Any]] = []
     t0 = time.perf_counter()
@@ -228,11 +247,13 @@ def train_heads(
                 loss = loss + hard_negatives.weight * _mined_term(
                     heads, anchors, positives, mined_t, hard_negatives.index[cap_idx], cfg, rng
                 )
+            if text_triplets is not None:
+                loss = loss + text_triplets.weight * _text_term(heads, text_triplets, cfg, rng)
             opt.zero_grad()
             loss.backward()
             opt.step()
             losses.append(float(loss.detach()))
-        metrics = recall_report(heads, dev)
+        metrics = evaluate()
         history.append(
             {
                 "epoch": epoch,
@@ -241,7 +262,7 @@ def train_heads(
                 "seconds": round(time.perf_counter() - t0, 1),
             }
         )
-        key = (metrics["t2i_recall@10"], metrics["rsum"])
+        key = (metrics["t2i_recall@10"] + metrics.get("text_ndcg@10", 0.0), metrics["rsum"])
         if key > best_key:
             best_key, best_epoch, stale = key, epoch, 0
             best_state = {k: v.detach().clone() for k, v in heads.state_dict().items()}
@@ -289,6 +310,20 @@ def _mined_term(
     p = heads.embed_positive(positives[keep])
     n = heads.embed_positive(mined[pick[keep]])
     return TripletLoss.loss_from_embeddings(a, p, n, cfg.margin, cfg.distance, "given")
+
+
+def _text_term(heads: LiteHeads, tt: TextTriplets, cfg: TrainConfig, rng: np.random.Generator) -> Tensor:
+    """Text→text triplet loss on a random batch of (query, relevant doc, hard negative) rows."""
+    rows = rng.choice(len(tt.anchor), size=min(cfg.batch_size, len(tt.anchor)), replace=False)
+    q = torch.from_numpy(tt.queries[tt.anchor[rows]])
+    p = torch.from_numpy(tt.docs[tt.positive[rows]])
+    n = torch.from_numpy(tt.docs[tt.negative[rows]])
+    a, pe, ne = heads.embed_anchor(q), heads.embed_anchor(p), heads.embed_anchor(n)
+    if cfg.strategy == "given":
+        return TripletLoss.loss_from_embeddings(a, pe, ne, cfg.margin, cfg.distance, "given")
+    return TripletLoss.loss_from_embeddings(
+        a, pe, ne, cfg.margin, cfg.distance, cfg.strategy, positives_mask=tt.positives_mask(rows)
+    )
 
 
 def plot_curve(report: dict[str, Any], path: Path) -> Path:
