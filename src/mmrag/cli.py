@@ -115,6 +115,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--text-dataset", type=Path, help="BEIR folder to tune the text head on jointly (e.g. scifact)"
     )
     p.add_argument("--text-triplets", type=Path, help="its triplets file with train/val folds")
+    p.add_argument(
+        "--unfreeze-blocks",
+        type=int,
+        default=0,
+        help="second stage: also train the last N image-trunk blocks (BatchNorm frozen) [0 = heads only]",
+    )
+    p.add_argument("--unfreeze-epochs", type=int, default=8, help="epochs of the unfrozen stage")
+    p.add_argument("--backbone-lr", type=float, default=1e-4, help="learning rate of the unfrozen blocks")
     p.add_argument("--text-weight", type=float, default=1.0, help="weight of the text triplet term")
     _common(p)
 
@@ -268,6 +276,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         patience=args.patience,
         seed=args.seed,
         lock_text=not args.train_text_head,
+        unfreeze_blocks=args.unfreeze_blocks,
+        unfreeze_epochs=args.unfreeze_epochs,
+        backbone_lr=args.backbone_lr,
     )
     if args.from_store:
         return _closed_loop(args, s, cfg)

@@ -222,6 +222,8 @@ def closed_loop(
         The report: mining counts, old/new metrics, the decision and its reason, timings.
     """
     t0 = time.perf_counter()
+    if cfg.unfreeze_blocks:
+        raise ConfigError("the closed loop trains the heads only (mined negatives are pooled features)")
     spec = base or store.default_spec
     if not spec:
         raise StoreError(f"store {store.location} is empty: ingest labelled images first")

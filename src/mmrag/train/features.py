@@ -172,3 +172,23 @@ class FeatureCache:
         return self._load_or(
             f"txt-{h.hexdigest()[:24]}", lambda: text_features(encoder, texts, progress=self.progress)
         )
+
+    def block_inputs(
+        self,
+        encoder: OpenClipEncoder,
+        paths: Sequence[Path],
+        n_blocks: int,
+        *,
+        towers: TowerKeys | None = None,
+    ) -> npt.NDArray[np.float16]:
+        """Cached input of the last ``n_blocks`` trunk blocks per image (see :mod:`mmrag.train.finetune`)."""
+        from mmrag.train.finetune import block_input_features
+
+        h = hashlib.sha256(f"{(towers or tower_key(encoder)).image}-blocks{n_blocks}".encode())
+        for p in paths:
+            h.update(_file_digest(Path(p)).encode())
+        feats = self._load_or(
+            f"blk{n_blocks}-{h.hexdigest()[:24]}",
+            lambda: block_input_features(encoder, paths, n_blocks, progress=self.progress),
+        )
+        return feats.astype(np.float16, copy=False)

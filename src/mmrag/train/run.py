@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -12,22 +13,44 @@ from mmrag.encoders import load_encoder
 from mmrag.errors import ConfigError
 from mmrag.eval.datasets import ImageCaptionDataset
 from mmrag.train.features import FeatureCache, TowerKeys, tower_key
+from mmrag.train.finetune import TrunkTop, pooled_from_blocks
 from mmrag.train.text import scifact_text_data
 from mmrag.train.trainer import Pairs, TrainConfig, train_heads, write_report
+
+
+def _split(root: Path, split: str, limit: int | None) -> tuple[ImageCaptionDataset, list[str], Any]:
+    ds = ImageCaptionDataset.load(root, split, limit=limit)
+    captions = [c for caps in ds.captions for c in caps]
+    owners = np.array([i for i, caps in enumerate(ds.captions) for _ in caps], dtype=np.int64)
+    return ds, captions, owners
 
 
 def dataset_pairs(
     encoder: Any, cache: FeatureCache, towers: TowerKeys, root: Path, split: str, limit: int | None = None
 ) -> Pairs:
     """Cached features of one split of an image-caption dataset."""
-    ds = ImageCaptionDataset.load(root, split, limit=limit)
-    captions = [c for caps in ds.captions for c in caps]
-    owners = np.array([i for i, caps in enumerate(ds.captions) for _ in caps], dtype=np.int64)
+    ds, captions, owners = _split(root, split, limit)
     return Pairs(
         images=cache.images(encoder, list(ds.images), towers=towers),
         texts=cache.texts(encoder, captions, towers=towers),
         owners=owners,
     )
+
+
+def block_pairs(
+    encoder: Any,
+    cache: FeatureCache,
+    towers: TowerKeys,
+    root: Path,
+    split: str,
+    top: TrunkTop,
+    limit: int | None,
+) -> tuple[Pairs, Pairs]:
+    """(pooled pairs, block-input pairs) of one split: both from the one block-input cache."""
+    ds, captions, owners = _split(root, split, limit)
+    blocks = cache.block_inputs(encoder, list(ds.images), len(top.blocks), towers=towers)
+    texts = cache.texts(encoder, captions, towers=towers)
+    return Pairs(pooled_from_blocks(top, blocks), texts, owners), Pairs(blocks, texts, owners)
 
 
 def train_image_caption(
@@ -56,8 +79,14 @@ def train_image_caption(
     encoder = load_encoder(base)  # a fresh model: training changes its heads in place
     cache = FeatureCache(cache_dir or Path(".cache") / "features", progress=progress)
     towers = tower_key(encoder)
-    train = dataset_pairs(encoder, cache, towers, root, train_split, limit)
-    dev = dataset_pairs(encoder, cache, towers, root, dev_split, limit)
+    top = train_blocks = dev_blocks = None
+    if cfg.unfreeze_blocks:
+        top = TrunkTop(encoder.model.visual.trunk, cfg.unfreeze_blocks)
+        train, train_blocks = block_pairs(encoder, cache, towers, root, train_split, top, limit)
+        dev, dev_blocks = block_pairs(encoder, cache, towers, root, dev_split, top, limit)
+    else:
+        train = dataset_pairs(encoder, cache, towers, root, train_split, limit)
+        dev = dataset_pairs(encoder, cache, towers, root, dev_split, limit)
     text_train = text_dev = None
     if (text_beir is None) != (text_triplets is None):
         raise ConfigError("joint text tuning needs both a BEIR folder and its triplets file")
@@ -69,6 +98,29 @@ def train_image_caption(
     report = train_heads(
         encoder, train, dev, cfg, text_triplets=text_train, text_dev=text_dev, progress=progress
     )
+    if top is not None and train_blocks is not None and dev_blocks is not None:
+        stage2_cfg = replace(
+            cfg,
+            lr=cfg.unfreeze_head_lr,
+            epochs=cfg.unfreeze_epochs,
+            patience=min(cfg.patience, cfg.unfreeze_epochs),
+        )
+        stage2 = train_heads(
+            encoder,
+            train_blocks,
+            dev_blocks,
+            stage2_cfg,
+            text_triplets=text_train,
+            text_dev=text_dev,
+            image_top=top,
+            progress=progress,
+        )
+        report = {
+            **stage2,
+            "stage1": {k: v for k, v in report.items() if k != "config"},
+            "dev_before": report["dev_before"],
+            "train_seconds": round(report["train_seconds"] + stage2["train_seconds"], 1),
+        }
     summary = {k: report[k] for k in ("config", "dev_before", "dev_best", "best_epoch", "train_seconds")}
     encoder.save(
         out,

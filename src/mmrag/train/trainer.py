@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from mmrag.encoders.openclip import OpenClipEncoder
 from mmrag.errors import ConfigError
 from mmrag.train.features import check_lite
+from mmrag.train.finetune import TrunkTop
 from mmrag.train.losses import Distance, InfoNCELoss, Strategy, TripletLoss
 from mmrag.train.text import TextDev, TextTriplets
 
@@ -46,6 +47,11 @@ class TrainConfig:
         input_dropout: Dropout on the cached tower features (the main regulariser on 6k images).
         patience: Epochs without dev improvement before stopping.
         seed: Seeds torch and numpy.
+        unfreeze_blocks: After the heads-only stage, also train the last ``n`` image-trunk blocks (and the
+            trunk's head conv) on cached block inputs, BatchNorm frozen; 0 = heads only.
+        unfreeze_epochs: Maximum epochs of that second stage.
+        backbone_lr: Learning rate of the unfrozen blocks.
+        unfreeze_head_lr: Learning rate of the heads in the second stage.
         lock_text: Keep the text head fixed (LiT-style "locked text"): the untrained lite text head is
             an isometry of MiniLM, so text→text search keeps MiniLM's quality exactly while the image
             head learns to map images into that space.
@@ -63,8 +69,14 @@ class TrainConfig:
     patience: int = 6
     seed: int = 0
     lock_text: bool = True
+    unfreeze_blocks: int = 0
+    unfreeze_epochs: int = 8
+    backbone_lr: float = 1e-4
+    unfreeze_head_lr: float = 3e-4
 
     def __post_init__(self) -> None:
+        if self.unfreeze_blocks < 0 or self.unfreeze_epochs < 1 or self.backbone_lr <= 0:
+            raise ConfigError("unfreeze_blocks >= 0, unfreeze_epochs >= 1 and backbone_lr > 0 are required")
         if self.loss not in ("triplet", "infonce"):
             raise ConfigError(f"loss must be 'triplet' or 'infonce', got {self.loss!r}")
         if self.epochs < 1 or self.batch_size < 2 or self.lr <= 0 or self.patience < 1:
@@ -77,7 +89,7 @@ class TrainConfig:
 class Pairs:
     """Cached features of an image-caption split: ``owners[i]`` is the image of caption ``i``."""
 
-    images: F32
+    images: npt.NDArray[np.floating[Any]]  # pooled features, or cached block inputs when unfreezing
     texts: F32
     owners: npt.NDArray[np.int64]
 
@@ -112,17 +124,28 @@ class HardNegatives:
 class LiteHeads(nn.Module):
     """The lite model's projection heads over cached features: anchors = texts, positives = images."""
 
-    def __init__(self, encoder: OpenClipEncoder, input_dropout: float) -> None:
+    def __init__(
+        self, encoder: OpenClipEncoder, input_dropout: float, image_top: TrunkTop | None = None
+    ) -> None:
         super().__init__()
         check_lite(encoder)
         self.text_proj: nn.Module = encoder.model.text.proj
         self.image_proj: nn.Module = encoder.model.visual.head.proj
+        self.image_top = image_top
         self.drop = nn.Dropout(input_dropout)
+
+    def train(self, mode: bool = True) -> LiteHeads:
+        super().train(mode)
+        if self.image_top is not None:
+            self.image_top.freeze_batchnorm()
+        return self
 
     def embed_anchor(self, x: Tensor) -> Tensor:
         return nn.functional.normalize(self.text_proj(self.drop(x)), dim=-1)
 
     def embed_positive(self, x: Tensor) -> Tensor:
+        if self.image_top is not None:
+            x = self.image_top(x.float())
         return nn.functional.normalize(self.image_proj(self.drop(x)), dim=-1)
 
 
@@ -154,7 +177,12 @@ def recall_report(heads: LiteHeads, dev: Pairs) -> dict[str, float]:
     heads.eval()
     with torch.inference_mode():
         t = heads.embed_anchor(torch.from_numpy(dev.texts)).numpy()
-        i = heads.embed_positive(torch.from_numpy(dev.images)).numpy()
+        i = np.concatenate(
+            [
+                heads.embed_positive(torch.from_numpy(np.ascontiguousarray(dev.images[s : s + 256]))).numpy()
+                for s in range(0, len(dev.images), 256)
+            ]
+        )
     heads.train()
     return caption_recall(t, i, dev.owners)
 
@@ -168,6 +196,7 @@ def train_heads(
     hard_negatives: HardNegatives | None = None,
     text_triplets: TextTriplets | None = None,
     text_dev: TextDev | None = None,
+    image_top: TrunkTop | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Train the heads of ``encoder`` in place; returns the report (history, best dev metrics).
@@ -180,12 +209,16 @@ def train_heads(
     term on a batch of (query, relevant doc, hard negative) rows, mined in-batch with ``cfg.strategy``;
     with ``text_dev`` its nDCG@10 is measured every epoch and the best epoch is chosen by
     t2i Recall@10 + nDCG@10, so neither side is traded away unseen.
+
+    With ``image_top`` (see :mod:`mmrag.train.finetune`) ``train.images`` / ``dev.images`` are cached block
+    inputs and those blocks train too, at ``cfg.backbone_lr``. The state before the first epoch competes
+    with every epoch, so a stage that only makes dev worse leaves the model as it was.
     """
     from tqdm import tqdm
 
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
-    heads = LiteHeads(encoder, cfg.input_dropout).train()
+    heads = LiteHeads(encoder, cfg.input_dropout, image_top).train()
     heads.text_proj.requires_grad_(not cfg.lock_text)
     loss_fn: nn.Module
     if cfg.loss == "infonce":
@@ -204,10 +237,16 @@ def train_heads(
         mined_t = torch.from_numpy(hard_negatives.features)
     if text_triplets is not None and cfg.lock_text:
         raise ConfigError("text triplets tune the text head: unlock it (lock_text=False, --train-text-head)")
-    params = [p for p in heads.parameters() if p.requires_grad] + [
+    top_ids = {id(p) for p in image_top.parameters()} if image_top is not None else set()
+    params = [p for p in heads.parameters() if p.requires_grad and id(p) not in top_ids] + [
         p for n, p in loss_fn.named_parameters() if not n.startswith("model.")
     ]
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    groups: list[dict[str, Any]] = [{"params": params}]
+    if image_top is not None:
+        groups.append(
+            {"params": [p for p in image_top.parameters() if p.requires_grad], "lr": cfg.backbone_lr}
+        )
+    opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     captions_of = [np.flatnonzero(train.owners == i) for i in range(len(train.images))]
     images_t, texts_t = torch.from_numpy(train.images), torch.from_numpy(train.texts)
 
@@ -219,8 +258,12 @@ def train_heads(
             heads.train()
         return metrics
 
+    def selection_key(m: dict[str, float]) -> tuple[float, float]:
+        return (m["t2i_recall@10"] + m.get("text_ndcg@10", 0.0), m["rsum"])
+
     before = evaluate()
-    best_key, best_state, best_epoch, stale = (-1.0, -1.0), None, 0, 0
+    best_key, best_epoch, stale = selection_key(before), 0, 0
+    best_state = {k: v.detach().clone() for k, v in heads.state_dict().items()}
     history: list[dict[str, Any]] = []
     t0 = time.perf_counter()
     for epoch in range(1, cfg.epochs + 1):
@@ -262,7 +305,7 @@ def train_heads(
                 "seconds": round(time.perf_counter() - t0, 1),
             }
         )
-        key = (metrics["t2i_recall@10"] + metrics.get("text_ndcg@10", 0.0), metrics["rsum"])
+        key = selection_key(metrics)
         if key > best_key:
             best_key, best_epoch, stale = key, epoch, 0
             best_state = {k: v.detach().clone() for k, v in heads.state_dict().items()}
@@ -271,8 +314,7 @@ def train_heads(
         log.info("epoch %d loss %.4f dev %s", epoch, history[-1]["loss"], metrics)
         if stale >= cfg.patience:
             break
-    if best_state is not None:
-        heads.load_state_dict(best_state)
+    heads.load_state_dict(best_state)
     heads.text_proj.requires_grad_(True)  # the lock was for this run only
     encoder.aligned = True
     return {
@@ -280,7 +322,7 @@ def train_heads(
         "train": {"images": len(train.images), "captions": len(train.texts)},
         "dev": {"images": len(dev.images), "captions": len(dev.texts)},
         "dev_before": before,
-        "dev_best": history[best_epoch - 1] if history else {},
+        "dev_best": history[best_epoch - 1] if best_epoch else {"epoch": 0, **before},
         "best_epoch": best_epoch,
         "epochs_run": len(history),
         "train_seconds": round(time.perf_counter() - t0, 1),
