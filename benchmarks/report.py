@@ -78,6 +78,67 @@ Untrained heads score chance (t2i R@10 0.008). "ep" = best / run epochs; "s" = w
 """
 
 
+def _recall_cells(m: dict[str, Any]) -> str:
+    keys = ("t2i_recall@1", "t2i_recall@5", "t2i_recall@10", "i2t_recall@1", "i2t_recall@5", "i2t_recall@10")
+    return " | ".join(f"{m[k]:.3f}" for k in keys)
+
+
+def extras_section(r: dict[str, Any]) -> str:
+    out = ["## Beyond the heads: joint text tuning, unfrozen trunk blocks, the closed loop\n"]
+    out.append(
+        "Command: `python benchmarks/train_extras.py joint|unfreeze|loop [--base SPEC]`; Flickr8k dev recall "
+        "(exact search on the head embeddings, or through the store for the loop), SciFact nDCG@10 on the "
+        "val fold of the train queries (86 queries, whole corpus).\n"
+    )
+    head = "| run | t2i R@1 | t2i R@5 | t2i R@10 | i2t R@1 | i2t R@5 | i2t R@10 |"
+    sep = "|---|---|---|---|---|---|---|"
+    for key, res in sorted(r.items()):
+        kind = key.split(":")[0]
+        if kind == "joint":
+            out.append(
+                f"### Joint run (`{res['base']}`): {res['text_triplets']} SciFact train-fold triplets "
+                "(BM25 hard negatives) beside the caption-image triplets\n"
+            )
+            out.append(head[:-1] + " | SciFact nDCG@10 | s |\n" + sep + "---|---|")
+            first = res["runs"][0]["before"]
+            out.append(f"| untrained heads | {_recall_cells(first)} | {first['text_ndcg@10']:.3f} | - |")
+            for run in res["runs"]:
+                b = run["best"]
+                secs = f"{run['train_seconds']:.0f}"
+                out.append(f"| {run['run']} | {_recall_cells(b)} | {b['text_ndcg@10']:.3f} | {secs} |")
+            out.append("")
+        elif kind == "unfreeze":
+            out.append(f"### Unfreezing the last {res['blocks']} image-trunk block(s) of `{res['base']}`\n")
+            out.append(head + "\n" + sep)
+            out.append(f"| heads only | {_recall_cells(res['heads_only'])} |")
+            out.append(
+                f"| + last {res['blocks']} block(s), BatchNorm frozen | {_recall_cells(res['unfrozen'])} |"
+            )
+            out.append(
+                f"\nTraining {res['train_seconds']:.0f} s in all; wall {res['wall_seconds']:.0f} s "
+                f"including features ({res['feature_cache']}).\n"
+            )
+        elif kind == "loop":
+            o, n, mine = res["old"], res["new"], res["mining"]
+            out.append(f"### Closed loop (`mmrag train --from-store`, `{res['base']}`)\n")
+            out.append(
+                f"Store: the {o['images_in_store']} Flickr8k dev images, ingested with a checkpoint of the "
+                f"default recipe ({res['ingest_seconds']:.0f} s). Mined {mine['k']} negatives for each of "
+                f"{mine['captions']:,} train captions ({mine['unique_images']} distinct images, "
+                f"{mine['positives_dropped']} known positives dropped); re-embedded "
+                f"{res['reembed']['reembedded']} points into `{res['new_vector']}` beside "
+                f"`{res['old_vector']}`. "
+                f"{o['queries']:,} dev captions as queries through the store:\n"
+            )
+            out.append("| vector | t2i R@1 | t2i R@5 | t2i R@10 |\n|---|---|---|---|")
+            for name, m in (("old (default before)", o), ("new (mined negatives)", n)):
+                cells = " | ".join(f"{m[f't2i_recall@{k}']:.3f}" for k in (1, 5, 10))
+                out.append(f"| {name} | {cells} |")
+            verdict = "switched the default vector" if res["switched"] else "kept the old default"
+            out.append(f"\nDecision: **{verdict}**: {res['reason']}. Wall {res['wall_seconds']:.0f} s.\n")
+    return "\n".join(out) + "\n"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--results", type=Path, default=RESULTS)
@@ -92,6 +153,9 @@ def main() -> None:
         sections.append(query_section(data))
     for t in sorted(args.results.glob("train_sweep*.json")):
         sections.append(train_section(json.loads(t.read_text())))
+    extras = args.results / "train_extras.json"
+    if extras.exists():
+        sections.append(extras_section(json.loads(extras.read_text())))
     if not sections:
         sys.exit("no results in benchmarks/results/: run `make bench` first")
     header = f"""# Benchmarks

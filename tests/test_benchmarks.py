@@ -56,3 +56,19 @@ def test_train_sweep_smoke(tmp_path: Path, data_dir: Path) -> None:
     assert result["base"] == "lite" and [r["loss"] for r in result["runs"]] == ["triplet", "infonce"]
     assert all(0 <= r["t2i_recall@10"] <= 1 for r in result["runs"])
     assert "Triplet head training" in _report(out.parent, tmp_path)
+
+
+@pytest.mark.slow
+def test_train_extras_smoke(tmp_path: Path, data_dir: Path) -> None:
+    out = tmp_path / "results" / "train_extras.json"
+    common = ["--limit", "12", "--epochs", "2", "--cache", str(tmp_path / "cache")]
+    _script("train_extras.py", ["unfreeze", *common, "--unfreeze-epochs", "1"], data_dir, out)
+    result = _script("train_extras.py", ["loop", *common, "--mine-k", "3"], data_dir, out)
+    assert set(result) == {"unfreeze", "loop"}
+    assert (
+        result["unfreeze"]["unfrozen"]["t2i_recall@10"] >= result["unfreeze"]["heads_only"]["t2i_recall@10"]
+    )
+    loop = result["loop"]
+    assert loop["old"]["queries"] == 60 and loop["switched"] == (loop["default_vector"] == loop["new_vector"])
+    md = _report(out.parent, tmp_path)
+    assert "Closed loop" in md and "Unfreezing the last 1" in md
