@@ -18,9 +18,7 @@ from mmrag.types import Chunk, chunk_id, content_hash
 
 OPTS = ChunkingOptions()
 # The one file of ingest_demo that cannot be loaded without OCR: a scan with no text layer.
-EXPECTED_FAILURES = (
-    {} if ocr.available() else {"pdf/scanned-table-no-text-layer.pdf": "no text layer"}
-)
+EXPECTED_FAILURES = {} if ocr.available() else {"pdf/scanned-table-no-text-layer.pdf": "no text layer"}
 PHOTO = "images/photos/2419221084_01a14176b4.jpg"
 
 

@@ -322,6 +322,7 @@ def verify(store: QdrantStore, ledger: Ledger, *, repair: bool = False) -> Verif
     rep.ledger_chunks = len(ledger_ids)
     seen: set[str] = set()
     bad_sources: set[str] = set()
+    untracked: dict[str, list[str]] = {}
     for point_id, names in store.iter_vector_names():
         seen.add(point_id)
         source = ledger_ids.get(point_id)
@@ -333,7 +334,8 @@ def verify(store: QdrantStore, ledger: Ledger, *, repair: bool = False) -> Verif
             rep.missing_vectors[v] = rep.missing_vectors.get(v, 0) + 1
             bad_sources.add(source)
         for v in names - expected:
-            rep.untracked_vectors[v] = rep.untracked_vectors.get(v, 0) + 1
+            untracked.setdefault(v, []).append(point_id)
+    rep.untracked_vectors = {v: len(ids) for v, ids in untracked.items()}
     rep.store_points = len(seen)
     for cid, source in ledger_ids.items():
         if cid not in seen:
@@ -349,7 +351,11 @@ def verify(store: QdrantStore, ledger: Ledger, *, repair: bool = False) -> Verif
         for source in sorted(bad_sources):
             store.delete(by_source[source])
         ledger.forget(sorted(bad_sources))
+        for v, ids in untracked.items():
+            store.delete_vector([i for i in ids if ledger_ids[i] not in bad_sources], v)
         rep.repaired["deleted_untracked_points"] = len(rep.missing_in_ledger)
         rep.repaired["forgotten_sources"] = len(bad_sources)
-        rep.repaired["untracked_vectors_left"] = sum(rep.untracked_vectors.values())
+        rep.repaired["deleted_untracked_vectors"] = sum(rep.untracked_vectors.values())
+        # What counts after a repair is the state it left.
+        rep.ok = verify(store, ledger).ok
     return rep
