@@ -56,3 +56,12 @@ def test_train_sweep_smoke(tmp_path: Path, data_dir: Path) -> None:
     assert result["base"] == "lite" and [r["loss"] for r in result["runs"]] == ["triplet", "infonce"]
     assert all(0 <= r["t2i_recall@10"] <= 1 for r in result["runs"])
     assert "Triplet head training" in _report(out.parent, tmp_path)
+
+
+@pytest.mark.slow
+def test_ingest_benchmark_smoke(tmp_path: Path, data_dir: Path) -> None:
+    out = tmp_path / "results" / "ingest.json"
+    result = _script("bench_ingest.py", ["--images", "4", "--abstracts", "4"], data_dir, out)
+    assert result["images"]["items"] == 4 and result["text"]["files"] == 4
+    assert result["images"]["ratio"] > 0 and result["text"]["ratio"] > 0 and result["peak_rss_mb"] > 100
+    assert "Ingest throughput" in _report(out.parent, tmp_path)

@@ -440,7 +440,11 @@ def _load_image(
 
     bad = (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, EOFError, ValueError)
     try:
-        with Image.open(io.BytesIO(data)) as img:
+        with warnings.catch_warnings():
+            # Pillow warns about big images on open; the explicit limit below decides instead.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+        with img:
             width, height = img.size  # from the header: no pixels decoded yet
             if width * height > opts.max_image_pixels:
                 raise LoaderError(
