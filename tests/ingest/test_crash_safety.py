@@ -103,7 +103,16 @@ def test_sigkill_at_random_points_never_breaks_ledger_equals_store(tmp_path: Pat
         proc = subprocess.Popen(
             _cmd(folder, store_dir), cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
         )
-        time.sleep(rng.uniform(0.8, 3.5))
+        # Start the clock once this run writes to the ledger (imports take long on a busy machine),
+        # then kill at a random point of the writing.
+        wal = store_dir / "ledger.sqlite-wal"
+        before = wal.stat().st_mtime_ns if wal.exists() else 0
+        deadline = time.monotonic() + 60
+        while proc.poll() is None and time.monotonic() < deadline:
+            if wal.exists() and wal.stat().st_mtime_ns != before:
+                break
+            time.sleep(0.02)
+        time.sleep(rng.uniform(0.0, 1.5))
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
             kills += 1
