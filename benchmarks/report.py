@@ -139,6 +139,26 @@ def extras_section(r: dict[str, Any]) -> str:
     return "\n".join(out) + "\n"
 
 
+def ingest_section(r: dict[str, Any]) -> str:
+    rows = []
+    for key in ("images", "text"):
+        x = r[key]
+        rows.append(
+            f"| {key} | {x['items']} | {x['raw_per_s']} {x['unit']} | {x['end_to_end_per_s']} {x['unit']} "
+            f"| {x['ratio']:.2f} (target >= {r['target_ratio']}) |"
+        )
+    return f"""## Ingest throughput (`benchmarks/bench_ingest.py`)
+
+Encoder `{r["encoder"]}`, {r["threads"]} torch thread(s), batch {r["batch"]}, median of {r["repeats"]} run(s).
+End to end = `IngestRunner` into a fresh Qdrant Edge store (check, hash, parse, embed, write, ledger);
+raw = the encoder alone on the same items, in the same run. Peak RSS {r["peak_rss_mb"]} MB.
+
+| items | n | raw encoder | end to end | end-to-end / raw |
+|---|---|---|---|---|
+{chr(10).join(rows)}
+"""
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--results", type=Path, default=RESULTS)
@@ -151,6 +171,11 @@ def main() -> None:
         data = json.loads(q.read_text())
         machine = data["machine"]
         sections.append(query_section(data))
+    ing = args.results / "ingest.json"
+    if ing.exists():
+        data = json.loads(ing.read_text())
+        machine = machine or data["machine"]
+        sections.append(ingest_section(data))
     for t in sorted(args.results.glob("train_sweep*.json")):
         sections.append(train_section(json.loads(t.read_text())))
     extras = args.results / "train_extras.json"

@@ -72,3 +72,12 @@ def test_train_extras_smoke(tmp_path: Path, data_dir: Path) -> None:
     assert loop["old"]["queries"] == 60 and loop["switched"] == (loop["default_vector"] == loop["new_vector"])
     md = _report(out.parent, tmp_path)
     assert "Closed loop" in md and "Unfreezing the last 1" in md
+
+
+@pytest.mark.slow
+def test_ingest_benchmark_smoke(tmp_path: Path, data_dir: Path) -> None:
+    out = tmp_path / "results" / "ingest.json"
+    result = _script("bench_ingest.py", ["--images", "4", "--abstracts", "4"], data_dir, out)
+    assert result["images"]["items"] == 4 and result["text"]["files"] == 4
+    assert result["images"]["ratio"] > 0 and result["text"]["ratio"] > 0 and result["peak_rss_mb"] > 100
+    assert "Ingest throughput" in _report(out.parent, tmp_path)

@@ -1,4 +1,4 @@
-"""The ``mmrag`` command: ingest | search | eval | train | info.
+"""The ``mmrag`` command: ingest | search | eval | train | info | verify.
 
 Every command takes ``--store`` (env ``MMRAG_STORE``) and ``--model`` (env ``MMRAG_MODEL``);
 ``--json`` prints stable, documented JSON on stdout (progress and logs go to stderr).
@@ -50,9 +50,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--files-from", type=Path, help="only these file names (one per line, relative to PATH)")
     p.add_argument("--limit", type=int, help="ingest at most N files")
     p.add_argument("--workers", type=int, default=2, help="file-parsing threads")
-    p.add_argument("--chunk-words", type=int, default=160, help="words per text chunk")
-    p.add_argument("--overlap", type=int, default=32, help="words of overlap between chunks")
+    p.add_argument(
+        "--chunk-tokens",
+        type=int,
+        help="tokens per text chunk, counted with the encoder's tokenizer [default: its context length]",
+    )
+    p.add_argument("--chunk-words", type=int, help="count chunks in words instead of tokens (e.g. 160)")
+    p.add_argument("--overlap", type=int, default=32, help="overlap between chunks (tokens, or words)")
     p.add_argument("--max-file-mb", type=float, default=200.0, help="skip files larger than this")
+    p.add_argument(
+        "--max-image-mpx", type=float, default=64.0, help="skip images over this many megapixels (bombs)"
+    )
+    p.add_argument("--prune", action="store_true", help="delete chunks of files that no longer exist")
+    p.add_argument("--no-ocr", action="store_true", help="do not OCR scans (tesseract)")
+    p.add_argument("--no-pdf-images", action="store_true", help="do not store figures of PDF pages")
+    p.add_argument("--report", type=Path, help="write the run summary with every skip reason as JSON")
+    p.add_argument("--ledger", help="ingest ledger (SQLite) [default: in the store dir; server: ~/.cache]")
+    _common(p)
+
+    p = sub.add_parser("verify", help="check that the ingest ledger and the store agree")
+    p.add_argument("--repair", action="store_true", help="undo interrupted writes and fix disagreements")
+    p.add_argument("--ledger", help="ingest ledger (SQLite) [default: in the store dir; server: ~/.cache]")
     _common(p)
 
     p = sub.add_parser("search", help="search by text or by image")
@@ -110,6 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
         "re-embed it into a new vector, evaluate both on the dataset's dev split, switch only if better",
     )
     p.add_argument("--mine-k", type=int, default=10, help="mined negatives per caption (--from-store)")
+    p.add_argument("--ledger", help="the store's ingest ledger (--from-store) [default: as `mmrag ingest`]")
     p.add_argument("--mined-weight", type=float, default=1.0, help="weight of the mined-negative term")
     p.add_argument(
         "--text-dataset", type=Path, help="BEIR folder to tune the text head on jointly (e.g. scifact)"
@@ -159,16 +178,16 @@ def _emit(args: argparse.Namespace, payload: Any, text: str) -> None:
     print(json.dumps(payload, indent=2, ensure_ascii=False) if args.json else text)
 
 
+def _ledger(args: argparse.Namespace, s: Settings, store: Any) -> Any:
+    from mmrag.ingest.ledger import Ledger, default_ledger_path
+
+    return Ledger(args.ledger or default_ledger_path(store, s.collection))
+
+
 def cmd_ingest(args: argparse.Namespace) -> int:
     from mmrag.ingest import ChunkingOptions, IngestOptions, IngestRunner, read_captions
 
     s = _settings(args)
-    opts = IngestOptions(
-        batch_size=s.batch_size,
-        workers=args.workers,
-        max_file_mb=args.max_file_mb,
-        chunking=ChunkingOptions(words=args.chunk_words, overlap=args.overlap),
-    )
     captions = read_captions(args.captions) if args.captions else None
     files = None
     if args.files_from:
@@ -178,17 +197,40 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         files = [Path(args.paths[0]) / n for n in names][: args.limit]
     with _open_store(s) as store:
         encoder = _encoder(s, store)
-        summary = IngestRunner(encoder, store, opts, progress=not args.quiet).run(
-            args.paths, captions=captions, limit=args.limit, files=files
+        if args.chunk_words is not None:
+            chunking = ChunkingOptions(words=args.chunk_words, overlap=args.overlap)
+        else:
+            chunking = ChunkingOptions.for_encoder(
+                encoder, overlap=args.overlap, max_tokens=args.chunk_tokens
+            )
+        opts = IngestOptions(
+            batch_size=s.batch_size,
+            workers=args.workers,
+            max_file_mb=args.max_file_mb,
+            chunking=chunking,
+            prune=args.prune,
+            ocr=not args.no_ocr,
+            pdf_images=not args.no_pdf_images,
+            max_image_pixels=int(args.max_image_mpx * 1e6),
         )
+        with _ledger(args, s, store) as ledger:
+            summary = IngestRunner(encoder, store, opts, progress=not args.quiet, ledger=ledger).run(
+                args.paths, captions=captions, limit=args.limit, files=files
+            )
         total = store.count()
     d = summary.to_dict() | {"store": s.store, "points_in_store": total}
+    if args.report:
+        args.report.parent.mkdir(parents=True, exist_ok=True)
+        args.report.write_text(json.dumps(d, indent=2, ensure_ascii=False))
     lines = [
         f"files: {summary.files_seen} seen, {summary.files_loaded} loaded, {len(summary.skipped)} skipped",
         f"chunks: {summary.chunks.get('text', 0)} text, {summary.chunks.get('image', 0)} image "
         f"({summary.already_stored} already stored)",
         f"embedded {summary.embedded}, written {summary.written} into {s.store} (vector {summary.vector}); "
         f"{total} points in store; {summary.seconds:.1f} s",
+        f"files: {summary.files_new} new, {summary.files_changed} changed, "
+        f"{summary.files_unchanged} unchanged; {summary.deleted} stale chunks deleted, "
+        f"{summary.pruned} files pruned",
     ]
     lines += [f"  skipped {sk.path}: {sk.reason}" for sk in summary.skipped]
     _emit(args, d, "\n".join(lines))
@@ -318,7 +360,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def _closed_loop(args: argparse.Namespace, s: Settings, cfg: Any) -> int:
     from mmrag.train.closed_loop import closed_loop
 
-    with _open_store(s) as store:
+    with _open_store(s) as store, _ledger(args, s, store) as ledger:
         report = closed_loop(
             store,
             args.dataset,
@@ -329,6 +371,7 @@ def _closed_loop(args: argparse.Namespace, s: Settings, cfg: Any) -> int:
             mined_weight=args.mined_weight,
             cache_dir=args.cache,
             limit=args.limit,
+            ledger=ledger,
             progress=not args.quiet,
         )
     loop = report["closed_loop"]
@@ -347,6 +390,27 @@ def _closed_loop(args: argparse.Namespace, s: Settings, cfg: Any) -> int:
     )
     _emit(args, report, "\n".join(lines))
     return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from mmrag.ingest.ledger import verify
+
+    s = _settings(args)
+    with _open_store(s) as store, _ledger(args, s, store) as ledger:
+        rep = verify(store, ledger, repair=args.repair)
+    d = rep.to_dict()
+    lines = [
+        f"ledger: {d['ledger_sources']} files, {d['ledger_chunks']} chunks; "
+        f"store: {d['store_points']} points",
+        f"pending (interrupted) writes: {d['pending']}",
+        f"missing in store: {d['missing_in_store']}; missing in ledger: {d['missing_in_ledger']}",
+        f"missing vectors: {d['missing_vectors']}; untracked vectors: {d['untracked_vectors']}",
+        "OK: ledger == store" if rep.ok else "MISMATCH (run `mmrag verify --repair`)",
+    ]
+    if rep.repaired:
+        lines.append(f"repaired: {d['repaired']}")
+    _emit(args, d, "\n".join(lines))
+    return 0 if rep.ok or args.repair else 1
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -373,6 +437,7 @@ COMMANDS = {
     "eval": cmd_eval,
     "train": cmd_train,
     "info": cmd_info,
+    "verify": cmd_verify,
 }
 
 

@@ -141,6 +141,13 @@ class IngestSummary:
     seconds: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)
     vector: str = ""
+    # Ledger bookkeeping (added by the batch-ingestion work; older keys above are unchanged).
+    files_new: int = 0
+    files_changed: int = 0
+    files_unchanged: int = 0
+    deleted: int = 0
+    pruned: int = 0
+    recovered: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -154,4 +161,10 @@ class IngestSummary:
             "seconds": round(self.seconds, 3),
             "timings": {k: round(v, 3) for k, v in self.timings.items()},
             "vector": self.vector,
+            "files_new": self.files_new,
+            "files_changed": self.files_changed,
+            "files_unchanged": self.files_unchanged,
+            "deleted": self.deleted,
+            "pruned": self.pruned,
+            "recovered": dict(self.recovered),
         }

@@ -11,13 +11,14 @@ from pathlib import Path
 import pytest
 
 from mmrag.errors import ConfigError, LoaderError
+from mmrag.ingest import ocr
 from mmrag.ingest.chunking import ChunkingOptions
 from mmrag.ingest.loaders import IMAGE_EXTENSIONS, TEXT_EXTENSIONS, iter_files, load_file
 from mmrag.types import Chunk, chunk_id, content_hash
 
 OPTS = ChunkingOptions()
-# The one file of ingest_demo that cannot be loaded: a scan with no text layer (needs OCR).
-EXPECTED_FAILURES = {"pdf/scanned-table-no-text-layer.pdf": "no text layer"}
+# The one file of ingest_demo that cannot be loaded without OCR: a scan with no text layer.
+EXPECTED_FAILURES = {} if ocr.available() else {"pdf/scanned-table-no-text-layer.pdf": "no text layer"}
 PHOTO = "images/photos/2419221084_01a14176b4.jpg"
 
 
@@ -89,6 +90,8 @@ def test_chunk_records_are_well_formed(demo: Path, loaded: dict[str, list[Chunk]
             if c.modality == "text":
                 assert c.text and c.text == c.text.strip() and c.image is None
                 assert len(c.text.split()) <= OPTS.words
+            elif c.metadata["format"] == "pdf":  # a figure drawn on a PDF page
+                assert c.image == f"{c.source}#page={c.metadata['page']}&image={c.metadata['figure']}"
             else:
                 assert c.image == c.source and c.metadata["format"] == "image"
 
@@ -123,8 +126,9 @@ def test_html_title_and_hidden_xbrl_dropped(loaded: dict[str, list[Chunk] | Load
 def test_markdown_heading_metadata(loaded: dict[str, list[Chunk] | LoaderError]) -> None:
     chunks = _chunks(loaded, "markdown/codeblock.md")
     assert [c.metadata.get("heading") for c in chunks] == ["HTML Example", "XML Example"]
+    # A pipe table stays one block with its rows on their own lines.
     assert _chunks(loaded, "markdown/simple-table.md")[0].text == (
-        "Item | Price | # In stock ---|---|--- Juicy Apples | 1.99 | 739 Bananas | 1.89 | 6"
+        "Item | Price | # In stock\n---|---|---\nJuicy Apples | 1.99 | 739\nBananas | 1.89 | 6"
     )
 
 
@@ -308,7 +312,7 @@ def test_markdown_headings_skip_code_fences(tmp_path: Path) -> None:
     chunks = load_file(path, opts=OPTS)
     assert [(c.metadata.get("heading"), c.text) for c in chunks] == [
         (None, "intro line"),
-        ("Install", "# Install\n\n```sh # not a heading pip install x ```"),
+        ("Install", "# Install\n\n```sh\n# not a heading\npip install x\n```"),
         ("Setup", "Setup\n\nrun it"),
     ]
 

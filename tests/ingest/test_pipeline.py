@@ -53,14 +53,15 @@ def test_ingest_summary_and_idempotent_rerun(tmp_path: Path, folder: Path) -> No
     assert enc.text_calls + enc.image_calls == calls  # nothing re-embedded
 
 
-def test_edited_file_adds_only_its_new_chunks(tmp_path: Path, folder: Path) -> None:
+def test_edited_file_replaces_only_its_chunks(tmp_path: Path, folder: Path) -> None:
     enc = HashEncoder()
     first = _run(tmp_path / "s", folder, enc)
     (folder / "b.md").write_text("# Title\n\nSomething else entirely now.\n")
     second = _run(tmp_path / "s", folder, enc)
     assert second["embedded"] == 1 and second["written"] == 1
-    # Stale chunks of the edited file are the ledger's job (batch-ingestion issue); nothing is lost.
-    assert second["count"] == first["count"] + 1
+    assert second["files_changed"] == 1 and second["files_unchanged"] == 3
+    assert second["deleted"] == 1  # the old version of b.md's chunk: the ledger's job
+    assert second["count"] == first["count"]
 
 
 def test_captions_attach_to_images(tmp_path: Path, folder: Path) -> None:

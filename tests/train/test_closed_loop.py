@@ -96,3 +96,32 @@ def test_closed_loop_adds_a_vector_and_decides_by_the_numbers(tmp_path: Path, da
     saved = json.loads((tmp_path / "ckpt" / "closed_loop.json").read_text())
     assert saved["switched"] == loop["switched"]
     assert load_encoder(str(tmp_path / "ckpt")).aligned
+
+
+def test_closed_loop_keeps_the_ledger_in_step(tmp_path: Path, data_dir: Path) -> None:
+    """Through the CLI: ingest (with its ledger), close the loop; `mmrag verify` finds ledger == store."""
+    import subprocess
+    import sys
+
+    root = data_dir / "flickr8k"
+    names = tmp_path / "names.txt"
+    names.write_text("\n".join((root / "splits" / "dev.txt").read_text().split()[:10]))
+    store = tmp_path / "store"
+    run = [sys.executable, "-m", "mmrag.cli"]
+    common = ["--store", str(store), "--quiet"]
+    subprocess.run(
+        [*run, "ingest", str(root / "images"), "--files-from", str(names), "--captions",
+         str(root / "captions.jsonl"), *common],
+        check=True, capture_output=True, timeout=600,
+    )  # fmt: skip
+    out = subprocess.run(
+        [*run, "train", "--from-store", "--dataset", str(root), "--out", str(tmp_path / "ckpt"),
+         "--limit", "10", "--epochs", "2", "--mine-k", "2", "--cache", str(tmp_path / "cache"),
+         "--json", *common],
+        check=True, capture_output=True, timeout=600, text=True,
+    )  # fmt: skip
+    loop = json.loads(out.stdout)["closed_loop"]
+    assert loop["reembed"]["reembedded"] == 10 and loop["reembed"]["incomplete_sources"] == []
+    verify = subprocess.run([*run, "verify", "--json", *common], capture_output=True, timeout=600, text=True)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    assert json.loads(verify.stdout)["ok"] is True

@@ -1,11 +1,14 @@
 """Ingest: loaders (one per format), chunking, and the reader → mapper → writer runner."""
 
 from mmrag.ingest.chunking import ChunkingOptions, split_text
+from mmrag.ingest.ledger import Ledger, VerifyReport, verify
 from mmrag.ingest.loaders import (
     IMAGE_EXTENSIONS,
     SUPPORTED_EXTENSIONS,
     TEXT_EXTENSIONS,
+    LoadOptions,
     iter_files,
+    load_document,
     load_file,
 )
 from mmrag.ingest.pipeline import IngestOptions, IngestRunner, read_captions
@@ -17,8 +20,13 @@ __all__ = [
     "ChunkingOptions",
     "IngestOptions",
     "IngestRunner",
+    "Ledger",
+    "LoadOptions",
+    "VerifyReport",
     "iter_files",
+    "load_document",
     "load_file",
     "read_captions",
     "split_text",
+    "verify",
 ]

@@ -1,14 +1,20 @@
 """Split long text into overlapping, word-bounded chunks.
 
-Chunks are measured in words rather than model tokens so that chunking needs no tokenizer
-and gives the same result whatever encoder is configured later; 160 words keeps English text
-inside the 256-token context of MiniLM-class text towers.
+By default chunks are measured in words (no tokenizer needed; 160 words keeps English text
+inside the 256-token context of MiniLM-class text towers). :meth:`ChunkingOptions.for_encoder`
+measures them in the encoder's own tokens instead, up to its context length, so that no chunk
+is truncated by the text tower and none wastes half the window (CJK, code, numbers tokenize
+to many more tokens per word than English prose).
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+import threading
+from bisect import bisect_left, bisect_right
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 from mmrag.errors import ConfigError
 
@@ -39,10 +45,13 @@ class ChunkingOptions:
     """How :func:`split_text` cuts text.
 
     Attributes:
-        words: Maximum number of words in one chunk.
-        overlap: Number of words repeated at the start of a chunk from the end of the previous
-            one, so that a sentence cut by a boundary is still whole in one of the two chunks.
-            Must satisfy ``0 <= overlap < words``.
+        words: Maximum number of words in one chunk (when ``max_tokens`` is unset).
+        overlap: Amount repeated at the start of a chunk from the end of the previous one, so
+            that a sentence cut by a boundary is still whole in one of the two chunks; in words,
+            or in tokens when ``max_tokens`` is set. Must be below the chunk size.
+        max_tokens: Chunk size in tokens of ``token_counter`` (overrides ``words``).
+        token_counter: Returns the number of tokens of each word (no special tokens).
+        tokenizer_id: Names the tokenizer (part of the ingest ledger's fingerprint).
 
     Raises:
         ConfigError: If ``words`` is not a positive integer or ``overlap`` is out of range.
@@ -55,6 +64,48 @@ class ChunkingOptions:
 
     words: int = 160
     overlap: int = 32
+    max_tokens: int | None = None
+    token_counter: Callable[[Sequence[str]], list[int]] | None = field(
+        default=None, compare=False, repr=False
+    )
+    tokenizer_id: str = ""
+
+    @property
+    def budget(self) -> int:
+        """Chunk size in its unit (tokens when ``max_tokens`` is set, else words)."""
+        return self.max_tokens if self.max_tokens is not None else self.words
+
+    def weights(self, words: Sequence[str]) -> list[int]:
+        """Size of each word in the budget's unit."""
+        if self.max_tokens is None or self.token_counter is None:
+            return [1] * len(words)
+        return [max(1, n) for n in self.token_counter(words)]
+
+    @classmethod
+    def for_encoder(
+        cls, encoder: Any, *, overlap: int = 32, max_tokens: int | None = None
+    ) -> ChunkingOptions:
+        """Token-aware options from an encoder's Hugging Face tokenizer and context length.
+
+        Falls back to word counting (with a logged reason) for encoders without one.
+
+        Args:
+            encoder: An encoder whose ``tokenizer`` wraps a HF tokenizer (``.tokenizer``) and has
+                ``.context_length`` (the lite MiniLM text tower, HF open_clip towers).
+            overlap: Overlap in tokens.
+            max_tokens: Chunk size; default the context length minus the 2 special tokens.
+        """
+        counter = hf_token_counter(getattr(encoder, "tokenizer", None))
+        if counter is None:
+            import logging
+
+            logging.getLogger(__name__).info(
+                "encoder %s exposes no HF tokenizer; chunking by words", getattr(encoder, "id", "?")
+            )
+            return cls(overlap=min(overlap, 159))
+        count, context, name = counter
+        size = max_tokens if max_tokens is not None else max(8, context - 2)
+        return cls(overlap=overlap, max_tokens=size, token_counter=count, tokenizer_id=name)
 
     def __post_init__(self) -> None:
         # bool is an int subclass; ChunkingOptions(words=True) is a bug, not a 1-word chunk.
@@ -62,11 +113,54 @@ class ChunkingOptions:
             raise ConfigError(f"chunk words must be a positive integer, got {self.words!r}")
         if not isinstance(self.overlap, int) or isinstance(self.overlap, bool):
             raise ConfigError(f"chunk overlap must be an integer, got {self.overlap!r}")
-        if not 0 <= self.overlap < self.words:
+        if self.max_tokens is not None:
+            if not isinstance(self.max_tokens, int) or self.max_tokens < 1:
+                raise ConfigError(f"chunk max_tokens must be a positive integer, got {self.max_tokens!r}")
+            if self.token_counter is None:
+                raise ConfigError("chunk max_tokens needs a token_counter (use ChunkingOptions.for_encoder)")
+        if not 0 <= self.overlap < self.budget:
+            unit = "max_tokens" if self.max_tokens is not None else "words"
             raise ConfigError(
-                f"chunk overlap must satisfy 0 <= overlap < words (words={self.words}), "
+                f"chunk overlap must satisfy 0 <= overlap < {unit} ({unit}={self.budget}), "
                 f"got overlap={self.overlap}; lower the overlap or raise the chunk size"
             )
+
+
+def hf_token_counter(
+    tokenizer: Any,
+) -> tuple[Callable[[Sequence[str]], list[int]], int, str] | None:
+    """``(per-word token counter, context length, name)`` for an mmrag/open_clip HF tokenizer.
+
+    The counter uses its own copy of the fast tokenizer's backend (no truncation, no padding)
+    behind a lock, so reader threads never race the encoder's tokenizer, and caches per word:
+    WordPiece/BPE pre-tokenize on whitespace, so a text's tokens are the sum of its words'.
+    """
+    hf = getattr(tokenizer, "tokenizer", None)
+    context = getattr(tokenizer, "context_length", None)
+    backend = getattr(hf, "backend_tokenizer", None)
+    if backend is None or not isinstance(context, int):
+        return None
+    from tokenizers import Tokenizer
+
+    own = Tokenizer.from_str(backend.to_str())
+    own.no_truncation()
+    own.no_padding()
+    cache: dict[str, int] = {}
+    lock = threading.Lock()
+
+    def count(words: Sequence[str]) -> list[int]:
+        with lock:
+            missing = list({w for w in words if w not in cache})
+            if missing:
+                for w, enc in zip(missing, own.encode_batch(missing, add_special_tokens=False), strict=True):
+                    cache[w] = len(enc.ids)
+                if len(cache) > 500_000:  # bound memory on huge vocabularies of one-off strings
+                    cache.clear()
+                    return [len(e.ids) for e in own.encode_batch(list(words), add_special_tokens=False)]
+            return [cache[w] for w in words]
+
+    name = str(getattr(hf, "name_or_path", "hf"))
+    return count, context, name.rsplit("/", 1)[-1]
 
 
 def _split_word(word: str) -> list[str]:
@@ -143,17 +237,37 @@ def split_text(text: str, opts: ChunkingOptions) -> list[str]:
     """
     words, seps = _tokens(text)
     n = len(words)
+    if n == 0:
+        return []
+    budget = opts.budget
+    cum = [0]
+    for w in opts.weights(words):
+        cum.append(cum[-1] + w)
     chunks: list[str] = []
     lo = 0
     while lo < n:
-        hi = min(lo + opts.words, n)
+        # The longest window from lo within budget (at least one word, even an oversized one).
+        hi = min(max(bisect_right(cum, cum[lo] + budget) - 1, lo + 1), n)
         if hi < n:
             # Never cut before the window is half full, and always past the overlap, so every
             # chunk adds new words and the loop terminates.
-            floor = lo + max(opts.overlap, opts.words // 2)
-            hi = _cut(words, seps, hi, floor)
+            floor = max(bisect_right(cum, cum[lo] + max(opts.overlap, budget // 2)) - 1, lo)
+            hi = _cut(words, seps, hi, min(floor, hi - 1))
         chunks.append(_render(words, seps, lo, hi))
         if hi >= n:
             break
-        lo = hi - opts.overlap
+        lo = max(bisect_left(cum, cum[hi] - opts.overlap), lo + 1)
     return chunks
+
+
+def normalize(text: str) -> str:
+    """``text`` as :func:`split_text` renders it: invisible characters dropped, spaces and single
+    newlines folded, blank lines kept as paragraph breaks."""
+    words, seps = _tokens(text)
+    return _render(words, seps, 0, len(words))
+
+
+def measure(text: str, opts: ChunkingOptions) -> int:
+    """Size of ``text`` in the unit of ``opts`` (tokens or words)."""
+    words, _ = _tokens(text)
+    return sum(opts.weights(words)) if words else 0

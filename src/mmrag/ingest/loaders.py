@@ -16,15 +16,29 @@ import re
 import struct
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from mmrag._lazy import require
 from mmrag.errors import ConfigError, LoaderError
+from mmrag.ingest import ocr
 from mmrag.ingest.chunking import ChunkingOptions, split_text
+from mmrag.ingest.markdown import chunk_markdown
 from mmrag.types import Chunk, chunk_id, content_hash
 
-__all__ = ["IMAGE_EXTENSIONS", "SUPPORTED_EXTENSIONS", "TEXT_EXTENSIONS", "iter_files", "load_file"]
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "LOADER_VERSION",
+    "SUPPORTED_EXTENSIONS",
+    "TEXT_EXTENSIONS",
+    "LoadOptions",
+    "Loaded",
+    "caption_for",
+    "iter_files",
+    "load_document",
+    "load_file",
+]
 
 log = logging.getLogger(__name__)
 
@@ -33,15 +47,48 @@ IMAGE_EXTENSIONS: frozenset[str] = frozenset(
     {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
 )
 SUPPORTED_EXTENSIONS: frozenset[str] = TEXT_EXTENSIONS | IMAGE_EXTENSIONS
+# Bumped whenever a loader's output changes, so that the ingest ledger re-ingests old files.
+LOADER_VERSION = 2
+# Document scans are mostly bright, unsaturated paper; photos rarely are. Only those are OCR'd.
+_DOC_BRIGHT_FRACTION = 0.55
+_OCR_MIN_WORDS = 5
+_CAPTION_CHARS = 400
+
+
+@dataclass(frozen=True, slots=True)
+class LoadOptions:
+    """How files become chunks.
+
+    Attributes:
+        chunking: Text chunk size and overlap.
+        ocr: OCR PDF pages without a text layer and document-like images (needs tesseract).
+        pdf_images: Store images embedded in PDF pages as image chunks.
+        max_image_pixels: Larger images are skipped as possible decompression bombs.
+    """
+
+    chunking: ChunkingOptions = field(default_factory=ChunkingOptions)
+    ocr: bool = True
+    pdf_images: bool = True
+    max_image_pixels: int = 64_000_000
+
+    def ocr_available(self) -> bool:
+        return self.ocr and ocr.available()
+
+
+@dataclass(slots=True)
+class Loaded:
+    """One file's chunks, plus decoded images keyed by chunk id (figures extracted from PDFs
+    and already-checked photos) so that the encoder does not decode them again."""
+
+    chunks: list[Chunk]
+    images: dict[str, Any] = field(default_factory=dict)
+
 
 _CAPTION_SIDECARS = (".txt", ".caption")
 _UNICODE_BOMS = (b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff")
 # U+0080-U+009F never occur in real text; they betray UTF-8 that was decoded as Latin-1 and
 # re-encoded (mojibake such as "â\x80\x93" for an en dash).
 _C1_CONTROLS = re.compile(r"[\x80-\x9f]")
-_ATX_HEADING = re.compile(r"^ {0,3}(#{1,6})[ \t]+(.+?)[ \t#]*$")
-_SETEXT_UNDERLINE = re.compile(r"^ {0,3}(=+|-+)[ \t]*$")
-_FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
 # Boilerplate that repeats on every page of a site and would crowd out the content; ix:header
 # is the hidden block of XBRL facts at the top of every SEC inline-XBRL filing.
 _HTML_DROP = ("script", "style", "noscript", "template", "nav", "header", "footer", "ix:header")
@@ -81,13 +128,16 @@ def iter_files(root: Path) -> Iterator[Path]:
 
 
 def load_file(
-    path: Path, *, opts: ChunkingOptions, captions: Mapping[str, Sequence[str]] | None = None
+    path: Path,
+    *,
+    opts: ChunkingOptions | LoadOptions,
+    captions: Mapping[str, Sequence[str]] | None = None,
 ) -> list[Chunk]:
     """Load one file as chunks, choosing the loader by its lower-cased extension.
 
     Args:
         path: The file to load.
-        opts: How text is cut into chunks.
+        opts: How text is cut into chunks (or the full :class:`LoadOptions`).
         captions: Optional image captions keyed by file name (``"1000268201_693b08cb0e.jpg"``);
             without an entry, a sidecar ``<stem>.txt`` or ``<stem>.caption`` is used if present.
 
@@ -102,19 +152,45 @@ def load_file(
         >>> chunks = load_file(Path("notes.md"), opts=ChunkingOptions())  # doctest: +SKIP
     """
     path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix not in SUPPORTED_EXTENSIONS:
-        raise LoaderError(f"unsupported extension {suffix!r}" if suffix else "file has no extension")
     try:
         data = path.read_bytes()
     except OSError as exc:
+        if path.suffix.lower() not in SUPPORTED_EXTENSIONS:
+            raise LoaderError(_unsupported(path)) from exc
         raise LoaderError(f"cannot read file: {exc.strerror or exc}") from exc
+    load_opts = opts if isinstance(opts, LoadOptions) else LoadOptions(chunking=opts)
+    return load_document(path, data, opts=load_opts, captions=captions).chunks
+
+
+def _unsupported(path: Path) -> str:
+    suffix = path.suffix.lower()
+    return f"unsupported extension {suffix!r}" if suffix else "file has no extension"
+
+
+def load_document(
+    path: Path,
+    data: bytes,
+    *,
+    opts: LoadOptions,
+    captions: Mapping[str, Sequence[str]] | None = None,
+    source: str | None = None,
+) -> Loaded:
+    """Parse already-read file bytes (the ingest reader hashes them first) into chunks.
+
+    Raises:
+        LoaderError: As :func:`load_file`.
+    """
+    suffix = path.suffix.lower()
+    if suffix not in SUPPORTED_EXTENSIONS:
+        raise LoaderError(_unsupported(path))
     if not data:
         raise LoaderError("empty file")
-    source = str(path.resolve())
+    source = source or str(path.resolve())
     if suffix in IMAGE_EXTENSIONS:
-        return _load_image(path, source, data, captions)
-    return _TEXT_LOADERS[suffix](source, data, opts)
+        return _load_image(path, source, data, captions, opts)
+    if suffix == ".pdf":
+        return _load_pdf(source, data, opts)
+    return Loaded(_TEXT_LOADERS[suffix](source, data, opts.chunking))
 
 
 # --------------------------------------------------------------------------- text decoding
@@ -214,40 +290,29 @@ def _load_text(source: str, data: bytes, opts: ChunkingOptions) -> list[Chunk]:
     return _text_chunks(source, [(text, {})], fmt="text", file_hash=content_hash(data), opts=opts)
 
 
-def _markdown_sections(text: str) -> list[tuple[str, dict[str, Any]]]:
-    """Split markdown at ATX and setext headings (outside code fences), keeping heading lines."""
-    sections: list[tuple[str, dict[str, Any]]] = []
-    current: list[str] = []
-    meta: dict[str, Any] = {}
-    fence: str | None = None
-    for line in text.splitlines():
-        opened = _FENCE.match(line)
-        if opened and (fence is None or opened.group(1).startswith(fence)):
-            # Headings inside code blocks ("# comment" in a shell snippet) are not headings.
-            fence = opened.group(1)[:3] if fence is None else None
-        heading = None
-        if fence is None:
-            atx = _ATX_HEADING.match(line)
-            if atx:
-                heading = atx.group(2).strip()
-            elif _SETEXT_UNDERLINE.match(line) and current and current[-1].strip():
-                heading = current.pop().strip()
-                line = heading
-        if heading is not None:
-            if any(s.strip() for s in current):
-                sections.append(("\n".join(current), meta))
-            current, meta = [], {"heading": heading}
-        current.append(line)
-    if any(s.strip() for s in current):
-        sections.append(("\n".join(current), meta))
-    return sections
-
-
 def _load_markdown(source: str, data: bytes, opts: ChunkingOptions) -> list[Chunk]:
     text = _decode_text(data)
-    return _text_chunks(
-        source, _markdown_sections(text), fmt="markdown", file_hash=content_hash(data), opts=opts
-    )
+    pieces = chunk_markdown(text, opts)
+    return _chunks_from_pieces(source, pieces, fmt="markdown", file_hash=content_hash(data))
+
+
+def _chunks_from_pieces(
+    source: str, pieces: Sequence[tuple[str, Mapping[str, Any]]], *, fmt: str, file_hash: str
+) -> list[Chunk]:
+    chunks = [
+        Chunk(
+            id=chunk_id(source, text, position),
+            modality="text",
+            source=source,
+            text=text,
+            image=None,
+            metadata={"format": fmt, "position": position, "file_hash": file_hash, **meta},
+        )
+        for position, (text, meta) in enumerate(pieces)
+    ]
+    if not chunks:
+        raise LoaderError(f"no text found in {fmt} file")
+    return chunks
 
 
 def _load_html(source: str, data: bytes, opts: ChunkingOptions) -> list[Chunk]:
@@ -293,44 +358,56 @@ def _load_html(source: str, data: bytes, opts: ChunkingOptions) -> list[Chunk]:
     return _text_chunks(source, [(text, extra)], fmt="html", file_hash=content_hash(data), opts=opts)
 
 
-def _load_pdf(source: str, data: bytes, opts: ChunkingOptions) -> list[Chunk]:
-    pdfium = require("pypdfium2", "pdf")
-    try:
-        doc = pdfium.PdfDocument(data)
-    except pdfium.PdfiumError as exc:
-        if "password" in str(exc).lower():
-            raise LoaderError("encrypted PDF (password required)") from exc
-        raise LoaderError(f"corrupt or unreadable PDF: {exc}") from exc
-    pages: list[tuple[str, dict[str, Any]]] = []
-    try:
-        for index in range(len(doc)):
-            page = doc[index]
-            textpage = page.get_textpage()
-            try:
-                pages.append((textpage.get_text_bounded(), {"page": index + 1}))
-            finally:
-                textpage.close()
-                page.close()
-    except pdfium.PdfiumError as exc:
-        raise LoaderError(f"cannot extract PDF text: {exc}") from exc
-    finally:
-        doc.close()
-    if not any(text.strip() for text, _ in pages):
-        raise LoaderError("PDF has no text layer (OCR not available in this version)")
-    return _text_chunks(
-        source,
-        pages,
-        fmt="pdf",
-        file_hash=content_hash(data),
-        opts=opts,
-        id_position=lambda _pos, local, extra: f"p{extra['page']}:{local}",
-    )
+def _load_pdf(source: str, data: bytes, opts: LoadOptions) -> Loaded:
+    from mmrag.ingest.pdf import page_metadata, read_pdf
+
+    pages = read_pdf(data, figures=opts.pdf_images, use_ocr=opts.ocr, max_pixels=opts.max_image_pixels)
+    file_hash = content_hash(data)
+    chunks: list[Chunk] = []
+    if any(p.text.strip() for p in pages):
+        chunks = _text_chunks(
+            source,
+            [(p.text, page_metadata(p)) for p in pages],
+            fmt="pdf",
+            file_hash=file_hash,
+            opts=opts.chunking,
+            id_position=lambda _pos, local, extra: f"p{extra['page']}:{local}",
+        )
+    images: dict[str, Any] = {}
+    for p in pages:
+        for k, (image, caption, bounds) in enumerate(p.figures):
+            ref = f"{source}#page={p.number}&image={k + 1}"
+            cid = chunk_id(source, f"{file_hash}:{ref}", f"p{p.number}:img{k + 1}")
+            images[cid] = image
+            chunks.append(
+                Chunk(
+                    id=cid,
+                    modality="image",
+                    source=source,
+                    text=caption or None,
+                    image=ref,
+                    metadata={
+                        "format": "pdf",
+                        "position": len(chunks),
+                        "file_hash": file_hash,
+                        "page": p.number,
+                        "figure": k + 1,
+                        "bbox": [round(v, 1) for v in bounds],
+                        "width": image.width,
+                        "height": image.height,
+                        "caption_source": "page_text" if caption else None,
+                    },
+                )
+            )
+    if not chunks:
+        raise LoaderError("no text or figures found in PDF")
+    return Loaded(chunks, images)
 
 
 # --------------------------------------------------------------------------- images
 
 
-def _caption_for(path: Path, captions: Mapping[str, Sequence[str]] | None) -> tuple[str | None, str | None]:
+def caption_for(path: Path, captions: Mapping[str, Sequence[str]] | None) -> tuple[str | None, str | None]:
     """Return ``(caption, where it came from)`` from the mapping, else a sidecar file."""
     if captions is not None:
         known = [" ".join(c.split()) for c in captions.get(path.name, ())]
@@ -353,23 +430,44 @@ def _caption_for(path: Path, captions: Mapping[str, Sequence[str]] | None) -> tu
 
 
 def _load_image(
-    path: Path, source: str, data: bytes, captions: Mapping[str, Sequence[str]] | None
-) -> list[Chunk]:
+    path: Path,
+    source: str,
+    data: bytes,
+    captions: Mapping[str, Sequence[str]] | None,
+    opts: LoadOptions,
+) -> Loaded:
     from PIL import Image, UnidentifiedImageError  # Pillow is core; imported late to keep startup light
 
     bad = (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, EOFError, ValueError)
     try:
-        with Image.open(io.BytesIO(data)) as img:
+        with warnings.catch_warnings():
+            # Pillow warns about big images on open; the explicit limit below decides instead.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+        with img:
+            width, height = img.size  # from the header: no pixels decoded yet
+            if width * height > opts.max_image_pixels:
+                raise LoaderError(
+                    f"image is {width}x{height} = {width * height / 1e6:.0f} Mpx, over the "
+                    f"{opts.max_image_pixels / 1e6:g} Mpx limit (possible decompression bomb)"
+                )
             img.verify()  # checks structure (PNG CRCs...) without decoding pixels
         # verify() leaves the image unusable, and truncated JPEGs only fail on a full decode.
-        with Image.open(io.BytesIO(data)) as img:
-            img.load()
-            width, height = img.size
-            kind = img.format
-    except (*bad, struct.error) as exc:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as img:
+                img.load()
+                kind = img.format
+                decoded = img.convert("RGB")
+    except LoaderError:
+        raise
+    except (*bad, struct.error, Image.DecompressionBombWarning) as exc:
         raise LoaderError(f"corrupt image: {exc}") from exc
-    caption, caption_source = _caption_for(path, captions)
+    caption, caption_source = caption_for(path, captions)
     file_hash = content_hash(data)
+    ocr_text = _ocr_document_image(decoded) if opts.ocr_available() else ""
+    if caption is None and ocr_text:
+        caption, caption_source = " ".join(ocr_text.split())[:_CAPTION_CHARS], "ocr"
     meta: dict[str, Any] = {
         "format": "image",
         "position": 0,
@@ -380,24 +478,57 @@ def _load_image(
     }
     if caption_source:
         meta["caption_source"] = caption_source
-    return [
-        Chunk(
-            id=chunk_id(source, file_hash, 0),
-            modality="image",
-            source=source,
-            text=caption,
-            image=source,
-            metadata=meta,
-        )
-    ]
+    image_chunk = Chunk(
+        id=chunk_id(source, file_hash, 0),
+        modality="image",
+        source=source,
+        text=caption,
+        image=source,
+        metadata=meta,
+    )
+    chunks = [image_chunk]
+    if ocr_text:
+        # The scan's words as searchable text too (positions after the image's 0).
+        pieces = split_text(ocr_text, opts.chunking)
+        chunks += [
+            Chunk(
+                id=chunk_id(source, piece, f"ocr:{i}"),
+                modality="text",
+                source=source,
+                text=piece,
+                image=None,
+                metadata={"format": "image", "position": i + 1, "file_hash": file_hash, "ocr": True},
+            )
+            for i, piece in enumerate(pieces)
+        ]
+    return Loaded(chunks, {image_chunk.id: decoded})
 
 
-# Images are not here: they need the path (for captions), so load_file calls _load_image itself.
+def _looks_like_document(image: Any) -> bool:
+    """Mostly bright, unsaturated pixels: a page scan or a table, not a photo."""
+    small = image.copy()
+    small.thumbnail((256, 256))
+    hsv = small.convert("HSV")
+    hist_v = hsv.getchannel("V").histogram()
+    hist_s = hsv.getchannel("S").histogram()
+    total = max(1, sum(hist_v))
+    bright = sum(hist_v[200:]) / total
+    grey = sum(hist_s[:40]) / total
+    return bool(bright >= _DOC_BRIGHT_FRACTION and grey >= _DOC_BRIGHT_FRACTION)
+
+
+def _ocr_document_image(image: Any) -> str:
+    if not _looks_like_document(image):
+        return ""
+    text = ocr.ocr_image(image)
+    return text if len(text.split()) >= _OCR_MIN_WORDS else ""
+
+
+# Images and PDFs are not here: they return decoded images too (see load_document).
 _TEXT_LOADERS: dict[str, Callable[[str, bytes, ChunkingOptions], list[Chunk]]] = {
     ".txt": _load_text,
     ".md": _load_markdown,
     ".markdown": _load_markdown,
     ".html": _load_html,
     ".htm": _load_html,
-    ".pdf": _load_pdf,
 }

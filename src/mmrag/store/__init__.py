@@ -8,7 +8,7 @@ This package is the only place that imports qdrant libraries.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -175,8 +175,19 @@ class QdrantStore:
             )
 
     # -- data -------------------------------------------------------------------------------
-    def upsert_chunks(self, chunks: Sequence[Chunk], vectors: npt.NDArray[np.float32], vector: str) -> int:
-        """Write chunks with their vectors (idempotent by chunk id). Returns the number written."""
+    def upsert_chunks(
+        self,
+        chunks: Sequence[Chunk],
+        vectors: npt.NDArray[np.float32],
+        vector: str,
+        *,
+        present: Collection[str] | None = None,
+    ) -> int:
+        """Write chunks with their vectors (idempotent by chunk id). Returns the number written.
+
+        ``present``: ids of ``chunks`` already stored, when the caller just looked them up (see
+        :meth:`presence`); saves reading them again.
+        """
         if len(chunks) != len(vectors):
             raise ValueError(f"{len(chunks)} chunks but {len(vectors)} vectors")
         dims = self.backend.vector_dims()
@@ -188,7 +199,8 @@ class QdrantStore:
             )
         # Qdrant's upsert replaces a whole point, so a chunk already stored under another encoder's
         # vector gets only this vector set; upserting it would drop the other vectors.
-        present = {r.id for r in self.backend.retrieve([c.id for c in chunks])}
+        if present is None:
+            present = {r.id for r in self.backend.retrieve([c.id for c in chunks])}
         new = [i for i, c in enumerate(chunks) if c.id not in present]
         old = [i for i, c in enumerate(chunks) if c.id in present]
         if new:
@@ -204,6 +216,25 @@ class QdrantStore:
         if vector is None:
             return {r.id for r in self.backend.retrieve(ids)}
         return {r.id for r in self.backend.retrieve(ids, with_vectors=[vector]) if vector in r.vectors}
+
+    def presence(self, ids: Sequence[str], vector: str) -> tuple[set[str], set[str]]:
+        """``(stored ids, stored ids that carry vector)`` in one read: what ingest skips/updates."""
+        records = self.backend.retrieve(ids, with_vectors=[vector])
+        return {r.id for r in records}, {r.id for r in records if vector in r.vectors}
+
+    def vectors_of(self, ids: Sequence[str]) -> dict[str, set[str]]:
+        """Names of the dense vectors each stored id carries (ids not stored are absent)."""
+        return {r.id: set(r.vectors) for r in self.backend.retrieve(ids, with_vectors=True)}
+
+    def iter_vector_names(self, batch: int = 256) -> Iterator[tuple[str, set[str]]]:
+        """Every stored point id with the names of its dense vectors (for ``mmrag verify``)."""
+        for page in scroll_all(self.backend, None, batch, with_vectors=True):
+            for r in page:
+                yield r.id, set(r.vectors)
+
+    def delete_vector(self, ids: Sequence[str], vector: str) -> None:
+        """Remove one named vector from the given points (the points and other vectors stay)."""
+        self.backend.delete_vectors(vector, ids)
 
     def get(self, ids: Sequence[str]) -> list[Chunk]:
         return [payload_chunk(r.id, r.payload) for r in self.backend.retrieve(ids)]

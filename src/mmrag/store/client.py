@@ -206,6 +206,12 @@ class ClientBackend:
             m = _models()
             self.client.delete(self.collection, m.PointIdsList(points=list(ids)), wait=True)
 
+    def delete_vectors(self, name: str, ids: Sequence[str]) -> None:
+        """Remove one named vector from points, keeping the points and their other vectors."""
+        if self._physical is not None and ids:
+            m = _models()
+            self.client.delete_vectors(self.collection, [name], m.PointIdsList(points=list(ids)), wait=True)
+
     def count(self, filters: Filters | None = None) -> int:
         if self._physical is None:
             return 0

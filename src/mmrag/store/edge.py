@@ -261,6 +261,12 @@ class EdgeBackend:
             self._shard.update(_qe().UpdateOperation.delete_points(list(ids)))
             self._shard.flush()
 
+    def delete_vectors(self, name: str, ids: Sequence[str]) -> None:
+        """Remove one named vector from points, keeping the points and their other vectors."""
+        if self._shard is not None and ids:
+            self._shard.update(_qe().UpdateOperation.delete_vectors(list(ids), [name]))
+            self._shard.flush()
+
     def count(self, filters: Filters | None = None) -> int:
         if self._shard is None:
             return 0

@@ -28,7 +28,7 @@ import logging
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -43,6 +43,9 @@ from mmrag.train.features import FeatureCache, check_lite, tower_key
 from mmrag.train.run import dataset_pairs
 from mmrag.train.trainer import HardNegatives, LiteHeads, TrainConfig, train_heads, write_report
 from mmrag.types import Chunk
+
+if TYPE_CHECKING:
+    from mmrag.ingest.ledger import Ledger
 
 log = logging.getLogger(__name__)
 F32 = npt.NDArray[np.float32]
@@ -137,28 +140,48 @@ def store_recall(
     return out
 
 
+def _figure_images(source: str, cache: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Decoded figures of a PDF by chunk id (figure chunks have no image file of their own)."""
+    if source not in cache:
+        from mmrag.errors import MmragError
+        from mmrag.ingest.loaders import LoadOptions, load_document
+
+        path = Path(source)
+        try:
+            cache[source] = load_document(path, path.read_bytes(), opts=LoadOptions(ocr=False)).images
+        except (OSError, MmragError) as exc:
+            log.warning("cannot re-read figures of %s: %s", source, exc)
+            cache[source] = {}
+    return cache[source]
+
+
 def reembed(
     store: QdrantStore, encoder: OpenClipEncoder, vector: str, *, batch: int = 64, progress: bool = True
-) -> dict[str, int]:
+) -> dict[str, Any]:
     """Embed every point of ``store`` with ``encoder`` into ``vector`` (existing points keep their other
-    vectors). Image points whose file is gone cannot be re-embedded and are counted."""
+    vectors). Image files are read again; figures extracted from PDFs are re-extracted from their PDF.
+    Images that can no longer be read are counted, and their sources listed as incomplete."""
     from tqdm import tqdm
 
     from mmrag.store import payload_chunk
 
     done = missing = 0
     total = store.count()
-    pending: dict[str, list[Chunk]] = {"text": [], "image": []}
+    pending: dict[str, list[tuple[Chunk, Any]]] = {"text": [], "image": []}
+    sources: set[str] = set()
+    incomplete: set[str] = set()
+    figures: dict[str, dict[str, Any]] = {}
 
     def flush(modality: str) -> None:
         nonlocal done
-        chunks = pending[modality]
-        if not chunks:
+        items = pending[modality]
+        if not items:
             return
+        chunks = [c for c, _ in items]
         if modality == "text":
             vecs = encoder.encode_text([c.text or "" for c in chunks])
         else:
-            vecs = encoder.encode_image([c.image for c in chunks if c.image])
+            vecs = encoder.encode_image([img for _, img in items])
         store.upsert_chunks(chunks, vecs, vector)
         done += len(chunks)
         bar.update(len(chunks))
@@ -167,16 +190,30 @@ def reembed(
     with tqdm(total=total, desc="re-embed", unit="pt", disable=not progress, dynamic_ncols=True) as bar:
         for rec in store.iter_records():
             chunk = payload_chunk(rec.id, rec.payload)
-            if chunk.modality == "image" and not (chunk.image and Path(chunk.image).is_file()):
-                missing += 1
-                bar.update(1)
-                continue
-            pending[chunk.modality].append(chunk)
+            sources.add(chunk.source)
+            image: Any = None
+            if chunk.modality == "image":
+                if chunk.image and Path(chunk.image).is_file():
+                    image = chunk.image
+                elif chunk.source.lower().endswith(".pdf"):
+                    image = _figure_images(chunk.source, figures).get(chunk.id)
+                if image is None:
+                    missing += 1
+                    incomplete.add(chunk.source)
+                    bar.update(1)
+                    continue
+            pending[chunk.modality].append((chunk, image))
             if len(pending[chunk.modality]) >= batch:
                 flush(chunk.modality)
         flush("text")
         flush("image")
-    return {"points": total, "reembedded": done, "missing_image_files": missing}
+    return {
+        "points": total,
+        "reembedded": done,
+        "missing_images": missing,
+        "complete_sources": sorted(sources - incomplete),
+        "incomplete_sources": sorted(incomplete),
+    }
 
 
 def _better(new: dict[str, Any], old: dict[str, Any]) -> tuple[bool, str]:
@@ -205,6 +242,7 @@ def closed_loop(
     dev_split: str = "dev",
     cache_dir: Path | None = None,
     limit: int | None = None,
+    ledger: Ledger | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Mine → train → re-embed into a new vector → evaluate old and new → switch only if better.
@@ -278,6 +316,10 @@ def closed_loop(
         )
     t_embed = time.perf_counter()
     embed_stats = reembed(store, trained, new_vector, progress=progress)
+    complete = embed_stats.pop("complete_sources")
+    if ledger is not None:
+        ledger.add_vector(complete, new_vector)
+    embed_stats["sources"] = len(complete) + len(embed_stats["incomplete_sources"])
     store.optimize()
     embed_info: dict[str, Any] = {**embed_stats, "seconds": round(time.perf_counter() - t_embed, 1)}
     new_metrics = store_recall(store, new_vector, trained, dev_ds)

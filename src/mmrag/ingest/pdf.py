@@ -1,0 +1,130 @@
+"""PDF loader (pypdfium2): text per page, embedded figures as image chunks, OCR for scans.
+
+* Pages with a text layer give text chunks tagged with their page number.
+* Images drawn on a page (pypdfium2 page objects) become image chunks, decoded here and handed
+  to the encoder in memory; their caption is the page text just below (else above) the figure.
+  Icons and rules (small images) and a page-sized scan behind a text layer are not figures.
+* Pages without a text layer are rendered at 300 dpi and OCR'd (Tesseract) when available;
+  otherwise they are skipped, and a PDF with no text at all fails with a reason naming what to
+  install.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from mmrag._lazy import require
+from mmrag.errors import LoaderError
+from mmrag.ingest import ocr
+
+# pdfium is not thread-safe: one document at a time across the reader's worker threads.
+PDFIUM_LOCK = threading.Lock()
+_CAPTION_BAND = 72.0  # points (1 inch) above/below a figure searched for its caption
+_CAPTION_CHARS = 400
+_MIN_FIGURE_PX = 64
+_MIN_FIGURE_AREA = 0.01  # of the page
+_SCAN_AREA = 0.85  # an image covering this much of a page with text is the scan behind it
+
+
+@dataclass(slots=True)
+class PdfPage:
+    number: int
+    text: str
+    ocr: bool = False
+    figures: list[tuple[Any, str, tuple[float, float, float, float]]] = field(default_factory=list)
+
+
+def _caption(textpage: Any, bounds: tuple[float, float, float, float], width: float, height: float) -> str:
+    # The figure's own column (a little wider): in two-column layouts the other column's text
+    # at the same height is not about the figure.
+    left, bottom, right, top = bounds
+    x0, x1 = max(0.0, left - 18), min(width, right + 18)
+    below = textpage.get_text_bounded(left=x0, bottom=max(0.0, bottom - _CAPTION_BAND), right=x1, top=bottom)
+    text = " ".join(str(below).split())
+    if not text:
+        above = textpage.get_text_bounded(left=x0, bottom=top, right=x1, top=min(height, top + _CAPTION_BAND))
+        text = " ".join(str(above).split())
+    return text[:_CAPTION_CHARS]
+
+
+def _figures(
+    page: Any, textpage: Any, has_text: bool, max_pixels: int
+) -> list[tuple[Any, str, tuple[float, float, float, float]]]:
+    raw = require("pypdfium2.raw", "pdf")
+    width, height = page.get_size()
+    page_area = max(1.0, width * height)
+    out: list[tuple[Any, str, tuple[float, float, float, float]]] = []
+    for obj in page.get_objects(filter=(raw.FPDF_PAGEOBJ_IMAGE,), max_depth=3):
+        bounds = tuple(float(v) for v in obj.get_bounds())
+        area = max(0.0, bounds[2] - bounds[0]) * max(0.0, bounds[3] - bounds[1]) / page_area
+        if area < _MIN_FIGURE_AREA or (has_text and area >= _SCAN_AREA):
+            continue
+        try:
+            px_w, px_h = obj.get_px_size()
+        except Exception:  # noqa: BLE001  pdfium raises bare errors for broken image streams
+            continue
+        if min(px_w, px_h) < _MIN_FIGURE_PX or px_w * px_h > max_pixels:
+            continue
+        try:
+            image = obj.get_bitmap(render=False).to_pil().convert("RGB")
+        except Exception:  # noqa: BLE001  one undecodable figure must not lose the page text
+            continue
+        out.append((image, _caption(textpage, bounds, width, height), bounds))  # type: ignore[arg-type]
+    return out
+
+
+def read_pdf(data: bytes, *, figures: bool, use_ocr: bool, max_pixels: int) -> list[PdfPage]:
+    """Pages of a PDF with their text (from the text layer or OCR) and figures.
+
+    Raises:
+        LoaderError: Corrupt, encrypted or text-less PDFs (the reason says which).
+    """
+    pdfium = require("pypdfium2", "pdf")
+    pages: list[PdfPage] = []
+    scans: list[tuple[int, Any]] = []
+    with PDFIUM_LOCK:
+        try:
+            doc = pdfium.PdfDocument(data)
+        except pdfium.PdfiumError as exc:
+            if "password" in str(exc).lower():
+                raise LoaderError("encrypted PDF (password required)") from exc
+            raise LoaderError(f"corrupt or unreadable PDF: {exc}") from exc
+        try:
+            for index in range(len(doc)):
+                page = doc[index]
+                textpage = page.get_textpage()
+                try:
+                    text = str(textpage.get_text_bounded())
+                    entry = PdfPage(index + 1, text)
+                    has_text = bool(text.strip())
+                    if figures:
+                        entry.figures = _figures(page, textpage, has_text, max_pixels)
+                    if not has_text and use_ocr and ocr.available():
+                        width, height = page.get_size()
+                        # Cap the render so a huge page box cannot become a decompression bomb.
+                        scale = min(ocr.PDF_RENDER_SCALE, (max_pixels / max(1.0, width * height)) ** 0.5)
+                        scans.append((len(pages), page.render(scale=scale, grayscale=True).to_pil()))
+                    pages.append(entry)
+                finally:
+                    textpage.close()
+                    page.close()
+        except pdfium.PdfiumError as exc:
+            raise LoaderError(f"cannot extract PDF text: {exc}") from exc
+        finally:
+            doc.close()
+    # OCR outside the lock: tesseract runs as a subprocess and may take seconds per page.
+    for i, image in scans:
+        pages[i].text = ocr.ocr_image(image)
+        pages[i].ocr = True
+    if not any(p.text.strip() for p in pages) and not any(p.figures for p in pages):
+        if use_ocr and not ocr.available():
+            raise LoaderError(f"PDF has no text layer and {ocr.unavailable_reason()}")
+        raise LoaderError("PDF has no text layer" + (" and OCR found no text" if use_ocr else ""))
+    return pages
+
+
+def page_metadata(page: PdfPage) -> Mapping[str, Any]:
+    return {"page": page.number, "ocr": True} if page.ocr else {"page": page.number}

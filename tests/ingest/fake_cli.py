@@ -1,0 +1,43 @@
+"""Run the real ``mmrag`` CLI in a subprocess with the fake HashEncoder (for the SIGKILL test).
+
+Only the encoder is swapped (``mmrag.cli._encoder``): the CLI, runner, ledger and Qdrant Edge
+store are the real ones. ``MMRAG_FAKE_ENCODE_DELAY`` (seconds per encoder call) stretches the
+run so that kills land in every stage.
+
+Usage: python -m tests.ingest.fake_cli ingest FOLDER --store DIR ...
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from mmrag import cli
+from tests.fakes import HashEncoder
+
+
+class SlowHashEncoder(HashEncoder):
+    def __init__(self, delay: float) -> None:
+        super().__init__()
+        self.delay = delay
+
+    def encode_text(self, texts: Sequence[str], *, batch_size: int | None = None) -> Any:
+        time.sleep(self.delay)
+        return super().encode_text(texts, batch_size=batch_size)
+
+    def encode_image(self, images: Sequence[Any], *, batch_size: int | None = None) -> Any:
+        time.sleep(self.delay)
+        return super().encode_image(images, batch_size=batch_size)
+
+
+def main() -> int:
+    delay = float(os.environ.get("MMRAG_FAKE_ENCODE_DELAY", "0"))
+    cli._encoder = lambda s, store=None: SlowHashEncoder(delay)  # type: ignore[assignment]
+    return cli.main(sys.argv[1:])
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
