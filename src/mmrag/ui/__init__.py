@@ -34,6 +34,8 @@ def streamlit_command(host: str = "127.0.0.1", port: int = 8501) -> list[str]:
         "none",
         "--browser.gatherUsageStats",
         "false",
+        "--client.toolbarMode",
+        "minimal",
     ]
 
 

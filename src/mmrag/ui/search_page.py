@@ -149,36 +149,44 @@ def _pool_chart(outcome: QueryOutcome) -> None:
         horizontal=True,
         key="chart_score",
     )
+    shown_label, rest_label = f"top {outcome.k} (shown)", "rest of the pool"
     rows: list[dict[str, Any]] = [
         {
             "rank": h.final_rank,
             "score": getattr(h, score),
-            "set": f"top {outcome.k} (shown)" if h.final_rank <= outcome.k else "rest of the pool",
+            "set": shown_label if h.final_rank <= outcome.k else rest_label,
         }
         for h in outcome.pool
         if getattr(h, score) is not None
     ]
     data = alt.Data(values=rows)  # type: ignore[no-untyped-call]
-    color = alt.Color("set:N", title=None, legend=alt.Legend(orient="bottom"))
+    color = alt.Color(
+        "set:N",
+        scale=alt.Scale(domain=[shown_label, rest_label], range=["#d1495b", "#8d99ae"]),
+        legend=alt.Legend(orient="top", title=None),
+    )
     by_rank = (
-        alt.Chart(data)
+        alt.Chart(data, title=f"{score} score by rank in the pool")
         .mark_bar()
-        .encode(x=alt.X("rank:O", title="rank in pool"), y=alt.Y("score:Q", title=score), color=color)
-        .properties(height=220, title=f"{score} score by rank")
+        .encode(
+            x=alt.X("rank:O", title="rank", axis=alt.Axis(labelOverlap=True)),
+            y=alt.Y("score:Q", title=score),
+            color=color,
+            tooltip=["rank:O", "score:Q"],
+        )
     )
     hist = (
-        alt.Chart(data)
+        alt.Chart(data, title=f"{score} score histogram")
         .mark_bar()
         .encode(
             x=alt.X("score:Q", bin=alt.Bin(maxbins=20), title=score),
-            y=alt.Y("count():Q", title="candidates"),
+            y=alt.Y("count():Q", title="candidates", stack=True),
             color=color,
         )
-        .properties(height=220, title=f"{score} score histogram")
     )
     left, right = st.columns(2)
-    left.altair_chart(by_rank, width="stretch")
-    right.altair_chart(hist, width="stretch")
+    left.altair_chart(by_rank, width="stretch", height=260)
+    right.altair_chart(hist, width="stretch", height=260)
 
 
 def _scores_line(hit: Hit) -> str:
