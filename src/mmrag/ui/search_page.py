@@ -33,6 +33,7 @@ from mmrag.ui.service import (
 
 IMAGE_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "gif"]
 SNIPPET_CHARS = 700
+MAX_SOURCE_OPTIONS = 1000  # a store of thousands of photos has one source per photo
 
 
 def render(settings: Settings) -> None:
@@ -47,8 +48,8 @@ def render(settings: Settings) -> None:
             return
         encoder = encoder_for(settings, encoder_spec(settings, store))
         caps = build_retriever(encoder, store).capabilities
-        sources = facet(store, "source")
-        tenants = facet(store, "tenant")
+        sources = facet(store, "source", limit=MAX_SOURCE_OPTIONS)
+        tenants = facet(store, "tenant", limit=MAX_SOURCE_OPTIONS)
         root = common_root(list(sources))
         req = _form(caps, sources, tenants, root)
         if req is not None:

@@ -183,8 +183,8 @@ def run_query(retriever: Retriever, req: QueryRequest) -> QueryOutcome:
             modality=req.modality,
             filters=req.filters() or None,
             pool=size,
-            hybrid=req.hybrid or None,
-            rerank=req.rerank or None,
+            hybrid=req.hybrid,  # False turns a stage off even where the retriever's default is on
+            rerank=req.rerank,
         )
         hits, timings = res.hits, dict(res.timings)
     return QueryOutcome(
