@@ -309,7 +309,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
-    import subprocess
+    import os
 
     from mmrag._lazy import require
     from mmrag.ui import app_environment, streamlit_command
@@ -319,10 +319,11 @@ def cmd_ui(args: argparse.Namespace) -> int:
     if not s.store.startswith(("http://", "https://")) and s.store != ":memory:":
         s = s.with_(store=str(Path(s.store).expanduser().resolve()))
     print(f"mmrag ui: http://{args.host}:{args.port} (store {s.store}); Ctrl-C stops it", file=sys.stderr)
-    try:
-        return subprocess.call(streamlit_command(args.host, args.port), env=app_environment(s))
-    except KeyboardInterrupt:
-        return 0
+    sys.stderr.flush()
+    # exec, not a child process: a signal sent to `mmrag ui` (Ctrl-C, a supervisor's SIGTERM) reaches
+    # Streamlit itself instead of orphaning it
+    cmd = streamlit_command(args.host, args.port)
+    os.execve(cmd[0], cmd, app_environment(s))
 
 
 COMMANDS = {

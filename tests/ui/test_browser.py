@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -61,6 +62,7 @@ def server(ui_store: Path, tmp_path: Path) -> Iterator[str]:
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
+        start_new_session=True,  # its own process group: nothing of it can outlive the test
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -78,11 +80,14 @@ def server(ui_store: Path, tmp_path: Path) -> Iterator[str]:
     finally:
         proc.terminate()
         try:
-            proc.wait(timeout=15)
+            proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
-            proc.kill()
+            os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
         log.close()
+    # `mmrag ui` execs Streamlit, so stopping the process we started stopped the server itself
+    with pytest.raises(OSError):
+        urllib.request.urlopen(f"{url}/_stcore/health", timeout=2)
 
 
 def test_text_and_image_query_in_chromium(
