@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -148,6 +149,7 @@ def test_locked_store_and_bad_model_are_messages(
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
+        env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)),
     )
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "ready"
