@@ -1,4 +1,4 @@
-"""The ``mmrag`` command: ingest | search | eval | train | info | verify.
+"""The ``mmrag`` command: ingest | search | eval | train | info | verify | ui.
 
 Every command takes ``--store`` (env ``MMRAG_STORE``) and ``--model`` (env ``MMRAG_MODEL``);
 ``--json`` prints stable, documented JSON on stdout (progress and logs go to stderr).
@@ -146,6 +146,14 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
 
     p = sub.add_parser("info", help="store statistics and encoder")
+    _common(p)
+
+    p = sub.add_parser("ui", help="start the Streamlit app (extra 'ui') on the store")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    p.add_argument("--port", type=int, default=8501, help="port to listen on")
+    p.add_argument(
+        "--ingest-root", help="folder the app may ingest from [env MMRAG_INGEST_ROOT; default: cwd and data]"
+    )
     _common(p)
     return parser
 
@@ -431,6 +439,24 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ui(args: argparse.Namespace) -> int:
+    import os
+
+    from mmrag._lazy import require
+    from mmrag.ui import app_environment, streamlit_command
+
+    require("streamlit", "ui")
+    s = _settings(args).with_(ingest_root=args.ingest_root)
+    if not s.store.startswith(("http://", "https://")) and s.store != ":memory:":
+        s = s.with_(store=str(Path(s.store).expanduser().resolve()))
+    print(f"mmrag ui: http://{args.host}:{args.port} (store {s.store}); Ctrl-C stops it", file=sys.stderr)
+    sys.stderr.flush()
+    # exec, not a child process: a signal sent to `mmrag ui` (Ctrl-C, a supervisor's SIGTERM) reaches
+    # Streamlit itself instead of orphaning it
+    cmd = streamlit_command(args.host, args.port)
+    os.execve(cmd[0], cmd, app_environment(s))
+
+
 COMMANDS = {
     "ingest": cmd_ingest,
     "search": cmd_search,
@@ -438,6 +464,7 @@ COMMANDS = {
     "train": cmd_train,
     "info": cmd_info,
     "verify": cmd_verify,
+    "ui": cmd_ui,
 }
 
 

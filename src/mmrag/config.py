@@ -28,6 +28,8 @@ class Settings:
         threads: torch intra-op threads; 0 keeps torch's default.
         batch_size: Encoder batch size.
         data: Root of the shared datasets (tests, eval, demo).
+        ingest_root: Folder the UI may ingest server-side folders from; ``None``: the working
+            directory and ``data``.
 
     Example:
         >>> s = Settings.from_env({"MMRAG_STORE": "/tmp/x"})
@@ -42,6 +44,7 @@ class Settings:
     threads: int = 0
     batch_size: int = 32
     data: str = DEFAULT_DATA
+    ingest_root: str | None = None
 
     def __post_init__(self) -> None:
         if self.threads < 0:
@@ -73,6 +76,7 @@ class Settings:
             threads=_int("MMRAG_THREADS", 0),
             batch_size=_int("MMRAG_BATCH_SIZE", 32),
             data=e.get("MMRAG_DATA") or DEFAULT_DATA,
+            ingest_root=e.get("MMRAG_INGEST_ROOT") or None,
         )
 
     def with_(self, **changes: object) -> Settings:
