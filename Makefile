@@ -12,7 +12,22 @@ export MMRAG_STORE ?= ./.mmrag
 DEMO_IMAGES ?= 200
 CKPT ?= checkpoints/lite-flickr8k
 
-.PHONY: install demo test lint bench clean
+.PHONY: install sysdeps demo test lint bench clean
+
+# System packages from Debian: tesseract (OCR of scans), chromium (the UI's browser test),
+# docker-compose (validates docker-compose*.yml). Installed when missing and we may (root or sudo);
+# otherwise the tests that need them skip and say why.
+sysdeps:
+	@missing=""; \
+	command -v tesseract >/dev/null || missing="$$missing tesseract-ocr tesseract-ocr-eng"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	command -v docker-compose >/dev/null || missing="$$missing docker-compose"; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ]; then SUDO=""; elif command -v sudo >/dev/null; then SUDO="sudo -n"; else \
+	  echo "sysdeps: cannot install$$missing (not root, no sudo); the tests that need them will skip"; exit 0; fi; \
+	echo "sysdeps: installing$$missing"; \
+	$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null \
+	  || echo "sysdeps: apt-get failed; the tests that need$$missing will skip"
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +37,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $@
 
-install: $(VENV)/.installed
+install: sysdeps $(VENV)/.installed
 
 demo: install
 	@if [ -f "$(CKPT)/mmrag.json" ]; then echo "demo: using the trained checkpoint $(CKPT)"; else \
@@ -48,6 +63,10 @@ bench: install
 	$(PY) benchmarks/bench_query.py
 	$(PY) benchmarks/train_sweep.py
 	$(PY) benchmarks/train_sweep.py --base lite:efficientnet_lite2 --out benchmarks/results/train_sweep_lite2.json
+	$(PY) benchmarks/train_extras.py joint
+	$(PY) benchmarks/train_extras.py unfreeze
+	$(PY) benchmarks/train_extras.py loop
+	$(PY) benchmarks/bench_ingest.py
 	$(PY) benchmarks/report.py
 
 clean:
