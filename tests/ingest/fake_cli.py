@@ -2,7 +2,9 @@
 
 Only the encoder is swapped (``mmrag.cli._encoder``): the CLI, runner, ledger and Qdrant Edge
 store are the real ones. ``MMRAG_FAKE_ENCODE_DELAY`` (seconds per encoder call) stretches the
-run so that kills land in every stage.
+run so that kills land in every stage. ``MMRAG_FAKE_KILL_AT=op:n`` makes the process SIGKILL itself
+right after the n-th ``op`` (``upsert`` / ``delete``: store writes; ``begin``: a ledger intent), so a
+test can put the crash exactly inside the write protocol instead of hoping a timer lands there.
 
 Usage: python -m tests.ingest.fake_cli ingest FOLDER --store DIR ...
 """
@@ -10,6 +12,7 @@ Usage: python -m tests.ingest.fake_cli ingest FOLDER --store DIR ...
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -33,7 +36,34 @@ class SlowHashEncoder(HashEncoder):
         return super().encode_image(images, batch_size=batch_size)
 
 
+def _kill_after(owner: Any, name: str, n: int) -> None:
+    original = getattr(owner, name)
+    calls = 0
+
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        nonlocal calls
+        out = original(*args, **kwargs)
+        calls += 1
+        if calls == n:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return out
+
+    setattr(owner, name, wrapped)
+
+
 def main() -> int:
+    kill_at = os.environ.get("MMRAG_FAKE_KILL_AT")
+    if kill_at:
+        from mmrag.ingest.ledger import Ledger
+        from mmrag.store import QdrantStore
+
+        op, n = kill_at.split(":")
+        owner, name = {
+            "upsert": (QdrantStore, "upsert_chunks"),
+            "delete": (QdrantStore, "delete"),
+            "begin": (Ledger, "begin"),
+        }[op]
+        _kill_after(owner, name, int(n))
     delay = float(os.environ.get("MMRAG_FAKE_ENCODE_DELAY", "0"))
     cli._encoder = lambda s, store=None: SlowHashEncoder(delay)  # type: ignore[assignment]
     return cli.main(sys.argv[1:])

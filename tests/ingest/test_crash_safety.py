@@ -99,26 +99,34 @@ def test_sigkill_at_random_points_never_breaks_ledger_equals_store(tmp_path: Pat
         if round_ == 4:
             (folder / "note-5.txt").unlink()
             (folder / "war-and-peace-chapter1.txt").write_text("A much shorter chapter now.")
+        if round_ > 0:  # every round has a changed file, so each chosen crash point is reached
+            (folder / f"note-{6 + round_ % 6}.txt").write_text(f"Round {round_} rewrote this. " * 25)
         _versions(folder, versions)
+        # Half the rounds crash at a chosen point of the write protocol (deterministic), half at a
+        # random moment of the run (whatever it was doing then).
+        env_round = dict(env)
+        if round_ % 2 == 0:
+            op = rng.choice(["upsert", "delete", "begin"])
+            env_round["MMRAG_FAKE_KILL_AT"] = f"{op}:1"
         proc = subprocess.Popen(
-            _cmd(folder, store_dir), cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+            _cmd(folder, store_dir), cwd=REPO, env=env_round, stdout=subprocess.PIPE, stderr=subprocess.PIPE
         )
-        # Start the clock once this run writes to the ledger (imports take long on a busy machine),
-        # then kill at a random point of the writing.
-        wal = store_dir / "ledger.sqlite-wal"
-        before = wal.stat().st_mtime_ns if wal.exists() else 0
-        deadline = time.monotonic() + 60
-        while proc.poll() is None and time.monotonic() < deadline:
-            if wal.exists() and wal.stat().st_mtime_ns != before:
-                break
-            time.sleep(0.02)
-        time.sleep(rng.uniform(0.0, 1.5))
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-            kills += 1
+        if round_ % 2 == 1:
+            # Start the clock once this run writes to the ledger (imports take long on a busy machine).
+            wal = store_dir / "ledger.sqlite-wal"
+            before = wal.stat().st_mtime_ns if wal.exists() else 0
+            deadline = time.monotonic() + 60
+            while proc.poll() is None and time.monotonic() < deadline:
+                if wal.exists() and wal.stat().st_mtime_ns != before:
+                    break
+                time.sleep(0.02)
+            time.sleep(rng.uniform(0.0, 1.5))
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGKILL)
         proc.communicate(timeout=60)
+        kills += proc.returncode == -signal.SIGKILL
         _check(store_dir, versions, recovered)
-    assert kills >= ROUNDS // 2, "the runs finished before the kills; raise the fake encoder delay"
+    assert kills >= (ROUNDS + 1) // 2, "the chosen crash points were not reached"
     # Some kills landed between a file's intent and its commit (else this tests nothing).
     assert sum(1 for n in recovered if n) >= 2, recovered
 
