@@ -53,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--chunk-words", type=int, default=160, help="words per text chunk")
     p.add_argument("--overlap", type=int, default=32, help="words of overlap between chunks")
     p.add_argument("--max-file-mb", type=float, default=200.0, help="skip files larger than this")
+    p.add_argument("--tenant", help="owner of the ingested chunks (needed when MMRAG_TENANCY=1)")
     _common(p)
 
     p = sub.add_parser("search", help="search by text or by image")
@@ -63,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--modality", choices=["text", "image"], help="only this modality")
     p.add_argument("--source", help="only chunks from this source path")
     p.add_argument("--hnsw-ef", type=int, help="HNSW search breadth")
+    p.add_argument("--tenant", help="search only this tenant's chunks (needed when MMRAG_TENANCY=1)")
     _common(p)
 
     p = sub.add_parser("eval", help="evaluate on a BEIR or image-caption dataset")
@@ -107,6 +109,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("info", help="store statistics and encoder")
     _common(p)
+
+    p = sub.add_parser("serve", help="run the REST API (extra 'api'; see mmrag.api)")
+    p.add_argument("--host", default="127.0.0.1", help="bind address (0.0.0.0 in a container)")
+    p.add_argument("--port", type=int, default=8000)
+    _common(p)
     return parser
 
 
@@ -124,7 +131,7 @@ def _settings(args: argparse.Namespace) -> Settings:
 def _open_store(s: Settings) -> Any:
     from mmrag.store import QdrantStore
 
-    return QdrantStore.open(s.store, collection=s.collection, api_key=s.api_key)
+    return QdrantStore.open(s.store, collection=s.collection, api_key=s.api_key, tenancy=s.tenancy)
 
 
 def _encoder(s: Settings, store: Any = None) -> Any:
@@ -147,6 +154,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         workers=args.workers,
         max_file_mb=args.max_file_mb,
         chunking=ChunkingOptions(words=args.chunk_words, overlap=args.overlap),
+        tenant=args.tenant,
     )
     captions = read_captions(args.captions) if args.captions else None
     files = None
@@ -180,6 +188,9 @@ def cmd_search(args: argparse.Namespace) -> int:
     if (args.query is None) == (args.image is None):
         raise MmragError("give a text QUERY or --image FILE (exactly one)")
     s = _settings(args)
+    filters: dict[str, str] = {"source": str(Path(args.source).resolve())} if args.source else {}
+    if args.tenant:
+        filters["tenant"] = args.tenant
     with _open_store(s) as store:
         encoder = _encoder(s, store)
         retriever = Retriever(encoder, store, pool=args.pool, hnsw_ef=args.hnsw_ef)
@@ -188,7 +199,7 @@ def cmd_search(args: argparse.Namespace) -> int:
             image=args.image,
             k=args.k,
             modality=args.modality,
-            filters={"source": str(Path(args.source).resolve())} if args.source else None,
+            filters=filters or None,
         )
     payload = {
         "query": args.query,
@@ -300,12 +311,20 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from mmrag.api import serve
+
+    serve(_settings(args), host=args.host, port=args.port)
+    return 0
+
+
 COMMANDS = {
     "ingest": cmd_ingest,
     "search": cmd_search,
     "eval": cmd_eval,
     "train": cmd_train,
     "info": cmd_info,
+    "serve": cmd_serve,
 }
 
 

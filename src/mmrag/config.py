@@ -28,6 +28,7 @@ class Settings:
         threads: torch intra-op threads; 0 keeps torch's default.
         batch_size: Encoder batch size.
         data: Root of the shared datasets (tests, eval, demo).
+        tenancy: Multi-tenant store: every search must name one tenant (``MMRAG_TENANCY=1``).
 
     Example:
         >>> s = Settings.from_env({"MMRAG_STORE": "/tmp/x"})
@@ -42,6 +43,7 @@ class Settings:
     threads: int = 0
     batch_size: int = 32
     data: str = DEFAULT_DATA
+    tenancy: bool = False
 
     def __post_init__(self) -> None:
         if self.threads < 0:
@@ -73,6 +75,7 @@ class Settings:
             threads=_int("MMRAG_THREADS", 0),
             batch_size=_int("MMRAG_BATCH_SIZE", 32),
             data=e.get("MMRAG_DATA") or DEFAULT_DATA,
+            tenancy=(e.get("MMRAG_TENANCY") or "0").strip().lower() in {"1", "true", "yes", "on"},
         )
 
     def with_(self, **changes: object) -> Settings:

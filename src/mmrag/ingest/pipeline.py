@@ -22,10 +22,11 @@ from pathlib import Path
 import numpy as np
 
 from mmrag.encoders.base import DualEncoder
-from mmrag.errors import ConfigError, LoaderError
+from mmrag.errors import ConfigError, LoaderError, TenancyError
 from mmrag.ingest.chunking import ChunkingOptions
 from mmrag.ingest.loaders import SUPPORTED_EXTENSIONS, iter_files, load_file
 from mmrag.store import QdrantStore
+from mmrag.tenancy import with_tenant
 from mmrag.types import Chunk, IngestSummary, SkippedFile
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,7 @@ class IngestOptions:
         max_file_mb: Files larger than this are skipped with a reason.
         chunking: Text chunk size and overlap.
         optimize: Build the HNSW index after the run (Qdrant Edge).
+        tenant: Owner of the ingested chunks (payload key ``tenant``; see :mod:`mmrag.tenancy`).
     """
 
     batch_size: int = 32
@@ -48,6 +50,7 @@ class IngestOptions:
     max_file_mb: float = 200.0
     chunking: ChunkingOptions = field(default_factory=ChunkingOptions)
     optimize: bool = True
+    tenant: str | None = None
 
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.workers < 1:
@@ -169,6 +172,9 @@ class IngestRunner:
         t_start = time.perf_counter()
         summary = IngestSummary()
         timings = {"read": 0.0, "embed_text": 0.0, "embed_image": 0.0, "write": 0.0}
+        tenant = self.options.tenant
+        if tenant is None and self.store.tenancy:
+            raise TenancyError(f"store {self.store.location} is multi-tenant: ingest with a tenant")
         vector = self.store.ensure_encoder(self.encoder)
         summary.vector = vector
         todo = list(files) if files is not None else self._files(roots, limit)
@@ -187,7 +193,8 @@ class IngestRunner:
                 self._embed_and_write(batch, vector, summary, timings)
 
         t_read = time.perf_counter()
-        for chunks in self._read(todo, captions, summary):
+        for read in self._read(todo, captions, summary):
+            chunks = with_tenant(read, tenant) if tenant is not None else read
             new = [c for c in chunks if c.id not in seen_ids]  # the same chunk twice in one run
             seen_ids.update(c.id for c in new)
             for c in new:

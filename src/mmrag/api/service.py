@@ -1,0 +1,383 @@
+"""What the REST API does, without HTTP: open the store once, search, ingest, stats, tenants.
+
+The API process holds the store for its lifetime (an Edge store's directory lock is exclusive, so a
+CLI ``mmrag ingest`` into the same directory fails with StoreLockedError while it runs: ingest through
+``POST /ingest`` instead). Concurrency inside the process:
+
+* the encoder's vector is created in the store at start-up (:meth:`QdrantStore.ensure_encoder`), so
+  no request ever triggers the shard copy-and-swap that adding a vector needs;
+* searches run concurrently with each other and with an ingest: Qdrant Edge's shard takes
+  concurrent queries, upserts and ``optimize`` from several threads (checked by
+  ``tests/api/test_concurrency.py``), and a server handles its own concurrency;
+* ingests are serialised by one lock; a second ingest while one runs is refused (409), not queued.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import io
+import logging
+import os
+import re
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mmrag.config import Settings
+from mmrag.errors import ConfigError, MmragError, TenancyError
+from mmrag.ingest import IngestOptions, IngestRunner
+from mmrag.retriever import Retriever
+from mmrag.store import QdrantStore
+from mmrag.tenancy import check_tenant
+from mmrag.types import MODALITIES, IngestSummary
+
+if TYPE_CHECKING:
+    from mmrag.encoders.base import DualEncoder
+
+log = logging.getLogger(__name__)
+
+
+class ApiError(MmragError):
+    """An error with an HTTP status; the app renders it as ``{"error": reason}``."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who a request is: ``tenant`` is set when its API key belongs to one tenant."""
+
+    tenant: str | None = None
+
+
+def _env_float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from exc
+    if value <= 0:
+        raise ConfigError(f"{name} must be > 0, got {raw!r}")
+    return value
+
+
+def parse_tenant_keys(raw: str | None) -> dict[str, str]:
+    """``"acme:KEY1,globex:KEY2"`` → ``{"KEY1": "acme", "KEY2": "globex"}``."""
+    out: dict[str, str] = {}
+    for item in (raw or "").split(","):
+        if not item.strip():
+            continue
+        tenant, sep, key = item.strip().partition(":")
+        if not sep or not key:
+            raise ConfigError(f"MMRAG_TENANT_KEYS entries are TENANT:KEY, got {item.strip()!r}")
+        out[key] = check_tenant(tenant)
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class ApiConfig:
+    """REST API settings (env ``MMRAG_SERVE_*`` and friends; see :meth:`from_env`).
+
+    Attributes:
+        api_key: Key every request (but ``/health`` and the docs) must send as ``X-API-Key``;
+            ``None`` with no ``tenant_keys`` leaves the API open (bind it to loopback then).
+        tenant_keys: API key → tenant; a request with such a key can only read and write that tenant.
+        ingest_root: Server-side folders ``POST /ingest`` may read (``path=``); ``None`` disables paths.
+        upload_dir: Where uploaded files are kept (chunks point at them).
+        max_upload_mb: Largest request body.
+        search_timeout_s / ingest_timeout_s: Per-request time limits (504 after them).
+        workers: Threads that run searches and ingests off the event loop.
+        max_k / max_pool: Caps on ``k`` and ``pool``.
+    """
+
+    api_key: str | None = None
+    tenant_keys: Mapping[str, str] = field(default_factory=dict)
+    ingest_root: Path | None = None
+    upload_dir: Path | None = None
+    max_upload_mb: float = 20.0
+    search_timeout_s: float = 30.0
+    ingest_timeout_s: float = 600.0
+    workers: int = 4
+    max_k: int = 100
+    max_pool: int = 1000
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> ApiConfig:
+        e = os.environ if env is None else env
+        root = e.get("MMRAG_INGEST_ROOT")
+        upload = e.get("MMRAG_UPLOAD_DIR")
+        return cls(
+            api_key=e.get("MMRAG_SERVE_API_KEY") or None,
+            tenant_keys=parse_tenant_keys(e.get("MMRAG_TENANT_KEYS")),
+            ingest_root=Path(root).resolve() if root else None,
+            upload_dir=Path(upload) if upload else None,
+            max_upload_mb=_env_float(e, "MMRAG_MAX_UPLOAD_MB", 20.0),
+            search_timeout_s=_env_float(e, "MMRAG_SEARCH_TIMEOUT", 30.0),
+            ingest_timeout_s=_env_float(e, "MMRAG_INGEST_TIMEOUT", 600.0),
+            workers=int(_env_float(e, "MMRAG_API_WORKERS", 4)),
+        )
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 1024 * 1024)
+
+
+_SAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def safe_name(name: str) -> str:
+    """A client's file name reduced to a harmless basename (no folders, no dot-files)."""
+    base = _SAFE.sub("_", Path(name.replace("\\", "/")).name).lstrip(".")
+    return base[:120] or "upload"
+
+
+class Service:
+    """One store, one encoder, one retriever, shared by every request.
+
+    Args:
+        settings: Store location, model, tenancy (``mmrag.config.Settings``).
+        config: API settings.
+        encoder: Injected encoder (tests); default: ``settings.model``, else the store's, else ``lite``.
+        store: Injected store; default: opened from ``settings``.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        config: ApiConfig,
+        *,
+        encoder: DualEncoder | None = None,
+        store: QdrantStore | None = None,
+    ) -> None:
+        self.settings = settings
+        self.config = config
+        self.store = store or QdrantStore.open(
+            settings.store, collection=settings.collection, api_key=settings.api_key, tenancy=settings.tenancy
+        )
+        if settings.tenancy and not self.store.tenancy:
+            self.store.enable_tenancy()
+        if encoder is None:
+            from mmrag.encoders import cached_encoder
+
+            spec = settings.model or self.store.default_spec or "lite"
+            encoder = cached_encoder(spec, batch_size=settings.batch_size, threads=settings.threads)
+        self.encoder = encoder
+        self.vector = self.store.ensure_encoder(encoder)  # before any request: no vector swap later
+        if self.store.tenancy:
+            self.store.enable_tenancy()  # persist the flag now that the store has a vector
+        self.retriever = Retriever(encoder, self.store)
+        self._ingest_lock = threading.Lock()
+        if config.upload_dir is not None:
+            self.upload_dir = config.upload_dir
+        elif (
+            isinstance(self.store.location, str)
+            and "://" not in self.store.location
+            and not (self.store.location.startswith(":memory:"))
+        ):
+            self.upload_dir = Path(self.store.location) / "uploads"
+        else:
+            self.upload_dir = Path("mmrag-uploads")
+
+    def close(self) -> None:
+        self.store.close()
+
+    # -- auth and tenants -------------------------------------------------------------------
+    @property
+    def auth_enabled(self) -> bool:
+        return bool(self.config.api_key or self.config.tenant_keys)
+
+    def authenticate(self, key: str | None) -> Principal:
+        if not self.auth_enabled:
+            return Principal()
+        if key:
+            if self.config.api_key and hmac.compare_digest(key.encode(), self.config.api_key.encode()):
+                return Principal()
+            for known, tenant in self.config.tenant_keys.items():
+                if hmac.compare_digest(key.encode(), known.encode()):
+                    return Principal(tenant)
+        raise ApiError(401, "missing or wrong API key: send it in the X-API-Key header")
+
+    def tenant_for(self, principal: Principal, requested: str | None) -> str | None:
+        """The tenant a request acts as; refuses any attempt to reach another tenant's data."""
+        if requested is not None and requested != "":
+            check_tenant(requested)
+        else:
+            requested = None
+        if principal.tenant is not None:
+            if requested is not None and requested != principal.tenant:
+                raise ApiError(403, f"this API key belongs to tenant {principal.tenant!r}, not {requested!r}")
+            return principal.tenant
+        if requested is None and self.store.tenancy:
+            raise TenancyError("this store is multi-tenant: pass tenant=NAME")
+        return requested
+
+    # -- search -----------------------------------------------------------------------------
+    def search(
+        self,
+        principal: Principal,
+        *,
+        query: str | None,
+        image: bytes | None,
+        k: int,
+        pool: int | None,
+        modality: str | None,
+        source: str | None,
+        filters: Mapping[str, Any] | None,
+        tenant: str | None,
+        hybrid: bool | None,
+        rerank: bool | None,
+    ) -> dict[str, Any]:
+        if not 1 <= k <= self.config.max_k:
+            raise ConfigError(f"k must be between 1 and {self.config.max_k}, got {k}")
+        if pool is not None and not 1 <= pool <= self.config.max_pool:
+            raise ConfigError(f"pool must be between 1 and {self.config.max_pool}, got {pool}")
+        if modality is not None and modality not in MODALITIES:
+            raise ConfigError(f"modality must be one of {MODALITIES}, got {modality!r}")
+        flt: dict[str, Any] = {}
+        for key, value in (filters or {}).items():
+            if key == "tenant":
+                raise ConfigError("filter on tenants with the tenant field, not inside filters")
+            if key in ("modality",):
+                raise ConfigError("use the modality field, not a modality filter")
+            ok = isinstance(value, str | int | bool) or (
+                isinstance(value, list) and value and all(isinstance(v, str) for v in value)
+            )
+            if not ok:
+                raise ConfigError(f"filter {key!r}: expected a string, number, bool or list of strings")
+            flt[str(key)] = value
+        if source:
+            flt["source"] = source
+        who = self.tenant_for(principal, tenant)
+        if who is not None:
+            flt["tenant"] = who
+        if query is not None and not query.strip():
+            query = None
+        if (query is None) == (image is None):
+            raise ConfigError("send a text query or an image, exactly one of them")
+        img = _open_image(image) if image is not None else None
+        res = self.retriever.search_with_timings(
+            query,
+            image=img,
+            k=k,
+            modality=modality,
+            filters=flt or None,
+            pool=pool,
+            hybrid=hybrid,
+            rerank=rerank,
+        )
+        return {
+            "query": query,
+            "image": image is not None,
+            "tenant": who,
+            "encoder": self.encoder.id,
+            "aligned": bool(getattr(self.encoder, "aligned", False)),
+            "hits": [h.to_dict() for h in res.hits],
+            "timings_ms": {n: round(v * 1000, 3) for n, v in res.timings.items()},
+        }
+
+    # -- ingest -----------------------------------------------------------------------------
+    def save_upload(self, tenant: str | None, name: str, data: bytes) -> Path:
+        """Keep an uploaded file (content-addressed, so a re-upload is an idempotent re-ingest)."""
+        digest = hashlib.sha256(data).hexdigest()[:16]
+        folder = self.upload_dir / (tenant or "_shared") / digest
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / safe_name(name)
+        if not path.exists():
+            tmp = path.with_name(path.name + ".part")
+            tmp.write_bytes(data)
+            os.replace(tmp, path)
+        return path.resolve()
+
+    def resolve_server_path(self, raw: str) -> Path:
+        root = self.config.ingest_root
+        if root is None:
+            raise ApiError(403, "server-side paths are disabled: set MMRAG_INGEST_ROOT, or upload files")
+        path = Path(raw)
+        path = (path if path.is_absolute() else root / path).resolve()
+        if not path.is_relative_to(root):
+            raise ApiError(403, f"path {raw!r} is outside the allowed ingest root")
+        if not path.exists():
+            raise ConfigError(f"path {raw!r} does not exist under the ingest root")
+        return path
+
+    def ingest(
+        self, principal: Principal, *, tenant: str | None, files: Sequence[Path], paths: Sequence[Path]
+    ) -> dict[str, Any]:
+        if not files and not paths:
+            raise ConfigError("send files or a server-side path to ingest")
+        who = self.tenant_for(principal, tenant)
+        if not self._ingest_lock.acquire(blocking=False):
+            raise ApiError(409, "another ingest is running; retry when it has finished")
+        try:
+            runner = IngestRunner(
+                self.encoder,
+                self.store,
+                IngestOptions(batch_size=self.settings.batch_size, tenant=who),
+                progress=False,
+            )
+            summary = IngestSummary()
+            if files:
+                summary = runner.run([], files=list(files))
+            for p in paths:
+                _merge(summary, runner.run([p]))
+        finally:
+            self._ingest_lock.release()
+        return summary.to_dict() | {"tenant": who}
+
+    # -- stats ------------------------------------------------------------------------------
+    def stats(self, principal: Principal, tenant: str | None) -> dict[str, Any]:
+        who = self.tenant_for(principal, tenant)
+        if who is None:
+            return self.store.stats()
+        flt = {"tenant": who}
+        return {
+            "location": self.store.location,
+            "tenant": who,
+            "points": self.store.count(filters=flt),
+            "by_modality": {m: self.store.count(m, filters=flt) for m in MODALITIES},
+            "vectors": self.store.vectors,
+            "default_vector": self.store.default_vector,
+            "tenancy": self.store.tenancy,
+        }
+
+    def health(self) -> dict[str, Any]:
+        return {
+            "status": "ok",
+            "encoder": self.encoder.id,
+            "vector": self.vector,
+            "capabilities": self.retriever.capabilities,
+            "tenancy": self.store.tenancy,
+            "auth": self.auth_enabled,
+        }
+
+
+def _merge(into: IngestSummary, other: IngestSummary) -> None:
+    into.files_seen += other.files_seen
+    into.files_loaded += other.files_loaded
+    for m, n in other.chunks.items():
+        into.chunks[m] = into.chunks.get(m, 0) + n
+    into.embedded += other.embedded
+    into.written += other.written
+    into.already_stored += other.already_stored
+    into.skipped.extend(other.skipped)
+    into.seconds += other.seconds
+    into.vector = other.vector or into.vector
+
+
+def _open_image(data: bytes) -> Any:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        img = Image.open(io.BytesIO(data))
+        img.load()
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise ConfigError(f"the uploaded image cannot be read: {exc}") from exc
+    return img.convert("RGB")
