@@ -21,7 +21,7 @@ from typing import Annotated, Any, TypeVar
 from mmrag._lazy import require
 
 require("fastapi", "api")
-require("multipart", "api")
+require("python_multipart", "api")
 
 from fastapi import Depends, FastAPI, File, Form, Query, Request, UploadFile  # noqa: E402
 from fastapi.exceptions import RequestValidationError  # noqa: E402
@@ -165,6 +165,7 @@ def create_app(service: Service) -> FastAPI:
         lifespan=lifespan,
         responses=ERRORS,
     )
+    app.state.service = service
     app.add_middleware(BodyLimit, limit=cfg.max_upload_bytes)
     key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="API key (when configured)")
 
