@@ -131,7 +131,14 @@ def _settings(args: argparse.Namespace) -> Settings:
 def _open_store(s: Settings) -> Any:
     from mmrag.store import QdrantStore
 
-    return QdrantStore.open(s.store, collection=s.collection, api_key=s.api_key, tenancy=s.tenancy)
+    return QdrantStore.open(
+        s.store,
+        collection=s.collection,
+        api_key=s.api_key,
+        tenancy=s.tenancy,
+        shards=s.shards or None,
+        replication=s.replication or None,
+    )
 
 
 def _encoder(s: Settings, store: Any = None) -> Any:

@@ -68,8 +68,8 @@ AppFactory = Callable[..., Any]
 
 @pytest.fixture
 def make_app(tmp_path: Path) -> AppFactory:
-    def make(tenancy: bool = False, encoder: Any = None, **config: Any) -> Any:
-        settings = Settings(store=str(tmp_path / "store"), tenancy=tenancy)
+    def make(tenancy: bool = False, encoder: Any = None, store: str | None = None, **config: Any) -> Any:
+        settings = Settings(store=store or str(tmp_path / "store"), tenancy=tenancy)
         return build_app(settings, ApiConfig(**config), encoder=encoder or HashEncoder())
 
     return make

@@ -92,8 +92,19 @@ def test_search_ingest_auth_and_limits(make_app: AppFactory, docs: Path, client_
         assert {"/search", "/ingest", "/stats", "/health"} <= set(schema["paths"])
 
 
-def test_tenants_cannot_read_each_other(make_app: AppFactory, tmp_path: Path, client_for: Any) -> None:
-    app = make_app(tenancy=True, api_key="admin", tenant_keys={"key-a": "acme", "key-g": "globex"})
+@pytest.mark.parametrize("backend", ["edge", "server"])
+def test_tenants_cannot_read_each_other(
+    make_app: AppFactory, tmp_path: Path, client_for: Any, backend: str
+) -> None:
+    """Edge store, and the server code path (qdrant-client, local ``:memory:`` mode)."""
+    if backend == "server":
+        pytest.importorskip("qdrant_client", reason="the server extra is not installed")
+    app = make_app(
+        tenancy=True,
+        api_key="admin",
+        tenant_keys={"key-a": "acme", "key-g": "globex"},
+        store=":memory:" if backend == "server" else None,
+    )
     shared = ("files", ("shared.txt", b"the quarterly secret plan is shared", "text/plain"))
     with (
         serve(app) as url,
@@ -137,14 +148,20 @@ def test_tenants_cannot_read_each_other(make_app: AppFactory, tmp_path: Path, cl
         hits = admin.post("/search", data={"query": "secret plan", "tenant": "globex"}).json()["hits"]
         assert {h["metadata"]["tenant"] for h in hits} == {"globex"}
         assert admin.post("/ingest", files=[shared]).status_code == 400  # ingest needs a tenant too
+        direct(app.state.service.store)
 
-    # the flag is in the store itself: a direct search without a tenant is refused
-    with QdrantStore.open(str(tmp_path / "store")) as store:
-        assert store.tenancy
-        vec = HashEncoder().encode_text(["secret"])
-        with pytest.raises(TenancyError):
-            store.search(store.default_vector or "", vec, 5)
-        assert len(store.search(store.default_vector or "", vec, 5, filters={"tenant": "acme"})[0]) == 2
+    if backend == "edge":
+        with QdrantStore.open(str(tmp_path / "store")) as store:  # reopened: the flag persisted
+            direct(store)
+
+
+def direct(store: QdrantStore) -> None:
+    """The tenancy flag is in the store itself: a direct search without a tenant is refused."""
+    assert store.tenancy
+    vec = HashEncoder().encode_text(["secret"])
+    with pytest.raises(TenancyError):
+        store.search(store.default_vector or "", vec, 5)
+    assert len(store.search(store.default_vector or "", vec, 5, filters={"tenant": "acme"})[0]) == 2
 
 
 class SlowEncoder(HashEncoder):

@@ -58,7 +58,13 @@ def test_no_server_errors(served: tuple[str, Any], mode: str) -> None:
             continue  # no parameters: there is no invalid input to send
 
         @given(case=op.as_strategy(generation_mode=GenerationMode(mode)))
-        @settings(max_examples=10, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+        @settings(
+            max_examples=10,
+            deadline=None,
+            suppress_health_check=list(HealthCheck),
+            derandomize=True,
+            database=None,
+        )
         def fuzz(case: Any) -> None:
             for key in (KEY, "fuzz-acme", None):
                 headers = {"X-API-Key": key} if key else {}

@@ -160,7 +160,12 @@ class Service:
         self.settings = settings
         self.config = config
         self.store = store or QdrantStore.open(
-            settings.store, collection=settings.collection, api_key=settings.api_key, tenancy=settings.tenancy
+            settings.store,
+            collection=settings.collection,
+            api_key=settings.api_key,
+            tenancy=settings.tenancy,
+            shards=settings.shards or None,
+            replication=settings.replication or None,
         )
         if settings.tenancy and not self.store.tenancy:
             self.store.enable_tenancy()

@@ -78,12 +78,16 @@ class QdrantStore:
         api_key: str | None = None,
         indexing_threshold_kb: int | None = None,
         tenancy: bool = False,
+        shards: int | None = None,
+        replication: int | None = None,
     ) -> QdrantStore:
         """Open (or create) a store: a directory → Qdrant Edge; ``http(s)://`` or ``:memory:`` → server.
 
         ``indexing_threshold_kb`` (Edge, new stores only): segment size above which HNSW is built.
         ``tenancy``: make the store multi-tenant (see :meth:`enable_tenancy`); a store already
         marked multi-tenant stays so whatever this says.
+        ``shards`` / ``replication`` (server, new collections only): shard number and replication
+        factor on a Qdrant cluster.
         """
         if not location:
             raise ConfigError("store location is empty; pass a directory or a Qdrant URL")
@@ -91,7 +95,11 @@ class QdrantStore:
         if location.startswith(("http://", "https://")) or location == ":memory:":
             from mmrag.store.client import ClientBackend
 
-            store = cls(ClientBackend(location, collection=collection, api_key=api_key))
+            store = cls(
+                ClientBackend(
+                    location, collection=collection, api_key=api_key, shards=shards, replication=replication
+                )
+            )
         else:
             from mmrag.store.edge import EdgeBackend
 

@@ -60,10 +60,15 @@ class ClientBackend:
         api_key: str | None = None,
         client: Any = None,
         async_client: Any = None,
+        shards: int | None = None,
+        replication: int | None = None,
     ) -> None:
         qc = require("qdrant_client", "server")
         self.location = f"{url}#{collection}"
         self.collection = collection
+        # Cluster layout of collections this backend creates (None: the server's default, 1).
+        self.shards = shards
+        self.replication = replication
         if client is not None:
             self.client = client
         elif url == ":memory:":
@@ -122,6 +127,8 @@ class ClientBackend:
             new,
             vectors_config={k: m.VectorParams(size=d, distance=m.Distance.COSINE) for k, d in dims.items()},
             metadata={"mmrag": meta},
+            shard_number=self.shards,
+            replication_factor=self.replication,
         )
         for key in INDEXED_KEYWORDS:
             # is_tenant co-locates a tenant's points on a server; harmless for the other keys.
