@@ -95,6 +95,11 @@ class ApiConfig:
         max_upload_mb: Largest request body.
         search_timeout_s / ingest_timeout_s: Per-request time limits (504 after them).
         workers: Threads that run searches and ingests off the event loop.
+        ingest_batch_size: Chunks per encoder call during an API ingest. The encoder runs one call
+            at a time (it holds a lock), so a search waits for at most one such batch: small
+            batches keep search latency low while an ingest runs, at some cost to ingest speed.
+        ingest_yield_s: Before each batch, an ingest waits up to this long for in-flight searches
+            to finish (searches first; the bound keeps the ingest moving under constant load).
         max_k / max_pool: Caps on ``k`` and ``pool``.
     """
 
@@ -106,6 +111,8 @@ class ApiConfig:
     search_timeout_s: float = 30.0
     ingest_timeout_s: float = 600.0
     workers: int = 4
+    ingest_batch_size: int = 2
+    ingest_yield_s: float = 0.5
     max_k: int = 100
     max_pool: int = 1000
 
@@ -123,6 +130,8 @@ class ApiConfig:
             search_timeout_s=_env_float(e, "MMRAG_SEARCH_TIMEOUT", 30.0),
             ingest_timeout_s=_env_float(e, "MMRAG_INGEST_TIMEOUT", 600.0),
             workers=int(_env_float(e, "MMRAG_API_WORKERS", 4)),
+            ingest_batch_size=int(_env_float(e, "MMRAG_INGEST_BATCH", 2)),
+            ingest_yield_s=_env_float(e, "MMRAG_INGEST_YIELD", 0.5),
         )
 
     @property
@@ -180,6 +189,8 @@ class Service:
             self.store.enable_tenancy()  # persist the flag now that the store has a vector
         self.retriever = Retriever(encoder, self.store)
         self._ingest_lock = threading.Lock()
+        self._gate = threading.Condition()  # searches in flight; ingest batches yield to them
+        self._searching = 0
         if config.upload_dir is not None:
             self.upload_dir = config.upload_dir
         elif (
@@ -268,16 +279,23 @@ class Service:
         if (query is None) == (image is None):
             raise ConfigError("send a text query or an image, exactly one of them")
         img = _open_image(image) if image is not None else None
-        res = self.retriever.search_with_timings(
-            query,
-            image=img,
-            k=k,
-            modality=modality,
-            filters=flt or None,
-            pool=pool,
-            hybrid=hybrid,
-            rerank=rerank,
-        )
+        with self._gate:
+            self._searching += 1
+        try:
+            res = self.retriever.search_with_timings(
+                query,
+                image=img,
+                k=k,
+                modality=modality,
+                filters=flt or None,
+                pool=pool,
+                hybrid=hybrid,
+                rerank=rerank,
+            )
+        finally:
+            with self._gate:
+                self._searching -= 1
+                self._gate.notify_all()
         return {
             "query": query,
             "image": image is not None,
@@ -323,9 +341,9 @@ class Service:
             raise ApiError(409, "another ingest is running; retry when it has finished")
         try:
             runner = IngestRunner(
-                self.encoder,
+                _YieldingEncoder(self),
                 self.store,
-                IngestOptions(batch_size=self.settings.batch_size, tenant=who),
+                IngestOptions(batch_size=self.config.ingest_batch_size, tenant=who),
                 progress=False,
             )
             summary = IngestSummary()
@@ -362,6 +380,31 @@ class Service:
             "tenancy": self.store.tenancy,
             "auth": self.auth_enabled,
         }
+
+
+class _YieldingEncoder:
+    """The service's encoder for ingest: each call first lets in-flight searches finish (bounded wait)."""
+
+    def __init__(self, service: Service) -> None:
+        self._svc = service
+        enc = service.encoder
+        self.id, self.dim, self.spec, self.aligned = enc.id, enc.dim, enc.spec, enc.aligned
+
+    def _yield(self) -> None:
+        svc = self._svc
+        with svc._gate:
+            svc._gate.wait_for(lambda: svc._searching == 0, timeout=svc.config.ingest_yield_s)
+
+    def encode_text(self, texts: Sequence[str], *, batch_size: int | None = None) -> Any:
+        self._yield()
+        return self._svc.encoder.encode_text(texts, batch_size=batch_size)
+
+    def encode_image(self, images: Sequence[Any], *, batch_size: int | None = None) -> Any:
+        self._yield()
+        return self._svc.encoder.encode_image(images, batch_size=batch_size)
+
+    def describe(self) -> dict[str, Any]:
+        return self._svc.encoder.describe()
 
 
 def _merge(into: IngestSummary, other: IngestSummary) -> None:
