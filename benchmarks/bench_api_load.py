@@ -8,12 +8,13 @@ under MMRAG_INGEST_ROOT), then runs at the same time:
 * `--clients` asyncio + httpx clients, each sending `--searches` `POST /search` requests (real SciFact
   queries, k = 10) back to back.
 
-Reports errors (any non-200), client-side latency p50/p95 (all searches, and those that overlapped
-the ingest), throughput, and checks the store afterwards: the stored point ids must equal exactly
+First, as a same-run reference, the clients run `--baseline` searches each with no ingest. Reports
+errors (any non-200), client-side latency p50/p95 (all searches, those that overlapped the ingest,
+and the baseline), throughput, and checks the store afterwards: the stored point ids must equal exactly
 the chunk ids the loaders produce for all ingested files (nothing lost, nothing duplicated).
 
 Usage: python benchmarks/bench_api_load.py [--clients 8] [--searches 200] [--base-docs 300]
-       [--ingest-docs 300] [--model lite] [--out benchmarks/results/api_load.json]
+       [--ingest-docs 300] [--baseline 50] [--model lite] [--out benchmarks/results/api_load.json]
 """
 
 from __future__ import annotations
@@ -94,6 +95,20 @@ async def client_loop(
         out.append((t0, time.perf_counter(), status, err))
 
 
+async def run_baseline(url: str, queries: list[str], clients: int, searches: int) -> list[float]:
+    """The same clients with no ingest running: the same-run reference for the latencies under ingest."""
+    results: list[tuple[float, float, int, str]] = []
+    limits = httpx.Limits(max_connections=clients + 2)
+    async with httpx.AsyncClient(
+        base_url=url, headers={"X-API-Key": KEY}, timeout=120, limits=limits
+    ) as http:
+        await asyncio.gather(*(client_loop(http, queries, searches, c * 17, results) for c in range(clients)))
+    bad = [e for _, _, s, e in results if s != 200]
+    if bad:
+        raise SystemExit(f"baseline searches failed: {bad[:3]}")
+    return [(b - a) * 1000 for a, b, _, _ in results]
+
+
 async def run_load(
     url: str, more: Path, queries: list[str], clients: int, searches: int
 ) -> tuple[list[tuple[float, float, int, str]], dict[str, Any], float, float]:
@@ -125,6 +140,7 @@ def main() -> None:
     ap.add_argument("--searches", type=int, default=200, help="searches per client")
     ap.add_argument("--base-docs", type=int, default=300, help="abstracts ingested before the load")
     ap.add_argument("--ingest-docs", type=int, default=300, help="abstracts ingested during the load")
+    ap.add_argument("--baseline", type=int, default=50, help="searches per client before the ingest starts")
     ap.add_argument("--model", default="lite", help="encoder spec for the server")
     ap.add_argument("--workers", type=int, default=4, help="API worker threads (MMRAG_API_WORKERS)")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "api_load.json")
@@ -165,6 +181,9 @@ def main() -> None:
             r = httpx.post(f"{url}/ingest", data={"path": base.name}, headers={"X-API-Key": KEY}, timeout=900)
             r.raise_for_status()
             base_summary = r.json()
+            baseline = (
+                asyncio.run(run_baseline(url, queries, args.clients, args.baseline)) if args.baseline else []
+            )
             t_start = time.perf_counter()
             results, summary, t_in0, t_in1 = asyncio.run(
                 run_load(url, more, queries, args.clients, args.searches)
@@ -208,6 +227,14 @@ def main() -> None:
             "p50": round(pct(during, 50), 1),
             "p95": round(pct(during, 95), 1),
         },
+        "baseline_no_ingest_ms": {
+            "n": len(baseline),
+            "p50": round(pct(baseline, 50), 1),
+            "p95": round(pct(baseline, 95), 1),
+        },
+        "p95_ratio_during_ingest_to_baseline": round(pct(during, 95) / pct(baseline, 95), 2)
+        if baseline
+        else None,
         "searches_per_s": round(len(results) / wall, 1),
         "wall_s": round(wall, 1),
         "ingest": {

@@ -8,6 +8,7 @@ Settings: the usual ``MMRAG_STORE`` / ``MMRAG_MODEL`` / ``MMRAG_TENANCY`` plus t
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
 from mmrag._lazy import require
@@ -24,6 +25,13 @@ def serve(settings: Settings, *, host: str = "127.0.0.1", port: int = 8000) -> N
     from mmrag.api.app import build_app
     from mmrag.api.service import ApiConfig
 
-    app = build_app(settings, ApiConfig.from_env())
+    config = ApiConfig.from_env()
+    if host not in ("127.0.0.1", "localhost", "::1") and not (config.api_key or config.tenant_keys):
+        logging.getLogger("mmrag.api").warning(
+            "serving on %s without an API key: anyone who can reach it can read and write the store; "
+            "set MMRAG_SERVE_API_KEY",
+            host,
+        )
+    app = build_app(settings, config)
     # One process: an embedded Edge store admits one process, and the encoder is loaded once.
     uvicorn.run(app, host=host, port=port, workers=1, log_level="info", timeout_graceful_shutdown=10)
