@@ -17,7 +17,7 @@ pytest.importorskip("fastapi", reason="the api extra is not installed")
 uvicorn = pytest.importorskip("uvicorn", reason="the api extra is not installed")
 
 from mmrag.api.app import build_app  # noqa: E402
-from mmrag.api.service import ApiConfig  # noqa: E402
+from mmrag.api.config import ApiConfig  # noqa: E402
 from mmrag.config import Settings  # noqa: E402
 from tests.fakes import HashEncoder  # noqa: E402
 

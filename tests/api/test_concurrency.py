@@ -5,7 +5,8 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from mmrag.api.service import ApiConfig, Principal, Service
+from mmrag.api.config import ApiConfig
+from mmrag.api.service import Principal, Service
 from mmrag.config import Settings
 from tests.fakes import HashEncoder
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from mmrag.api.service import ApiConfig, parse_tenant_keys, safe_name
+from mmrag.api.config import ApiConfig, parse_tenant_keys, safe_name
 from mmrag.errors import ConfigError, TenancyError
 
 

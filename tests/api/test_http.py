@@ -35,9 +35,11 @@ def test_search_ingest_auth_and_limits(make_app: AppFactory, docs: Path, client_
             r = anon.request(method, path, headers={"X-API-Key": "wrong"})
             assert r.status_code == 401
 
+        (docs / "leak.txt").symlink_to(docs.parent.parent / "secret.txt")
+        (docs.parent.parent / "secret.txt").write_text("outside the ingest root")
         r = c.post("/ingest", data={"path": "docs"})
         assert r.status_code == 200, r.text
-        assert r.json()["written"] == 3
+        assert r.json()["written"] == 3 and r.json()["files_seen"] == 3  # the symlink out is left out
         for outside in ("/etc", "../..", str(docs.parent.parent)):
             r = c.post("/ingest", data={"path": outside})
             assert r.status_code == 403 and "outside" in r.json()["error"]

@@ -17,7 +17,7 @@ from schemathesis import GenerationMode  # noqa: E402
 from schemathesis.checks import not_a_server_error  # noqa: E402
 
 from mmrag.api.app import build_app  # noqa: E402
-from mmrag.api.service import ApiConfig  # noqa: E402
+from mmrag.api.config import ApiConfig  # noqa: E402
 from mmrag.config import Settings  # noqa: E402
 from tests.api.conftest import DOCS, serve  # noqa: E402
 from tests.fakes import HashEncoder  # noqa: E402

@@ -23,7 +23,7 @@ def serve(settings: Settings, *, host: str = "127.0.0.1", port: int = 8000) -> N
     """Open the store, load the encoder and serve the API until interrupted."""
     uvicorn = require("uvicorn", "api")
     from mmrag.api.app import build_app
-    from mmrag.api.service import ApiConfig
+    from mmrag.api.config import ApiConfig
 
     config = ApiConfig.from_env()
     if host not in ("127.0.0.1", "localhost", "::1") and not (config.api_key or config.tenant_keys):

@@ -31,7 +31,8 @@ from pydantic import BaseModel  # noqa: E402
 from starlette.exceptions import HTTPException as StarletteHTTPException  # noqa: E402
 from starlette.types import ASGIApp, Receive, Scope, Send  # noqa: E402
 
-from mmrag.api.service import ApiConfig, ApiError, Principal, Service  # noqa: E402
+from mmrag.api.config import ApiConfig  # noqa: E402
+from mmrag.api.service import ApiError, Principal, Service  # noqa: E402
 from mmrag.errors import ConfigError, MissingExtraError, MmragError, StoreError  # noqa: E402
 
 log = logging.getLogger(__name__)
