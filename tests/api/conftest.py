@@ -70,6 +70,8 @@ AppFactory = Callable[..., Any]
 def make_app(tmp_path: Path) -> AppFactory:
     def make(tenancy: bool = False, encoder: Any = None, store: str | None = None, **config: Any) -> Any:
         settings = Settings(store=store or str(tmp_path / "store"), tenancy=tenancy)
+        if store is not None:  # a server store: uploads go to a folder of the test's own
+            config.setdefault("upload_dir", tmp_path / "uploads")
         return build_app(settings, ApiConfig(**config), encoder=encoder or HashEncoder())
 
     return make

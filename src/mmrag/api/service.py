@@ -101,14 +101,11 @@ class Service:
         self._searching = 0
         if config.upload_dir is not None:
             self.upload_dir = config.upload_dir
-        elif (
-            isinstance(self.store.location, str)
-            and "://" not in self.store.location
-            and not (self.store.location.startswith(":memory:"))
-        ):
-            self.upload_dir = Path(self.store.location) / "uploads"
+        elif "://" in self.store.location or self.store.location.startswith(":memory:"):
+            # A server store has no local folder of its own: keep uploads in the user's data dir.
+            self.upload_dir = Path.home() / ".local" / "share" / "mmrag" / "uploads"
         else:
-            self.upload_dir = Path("mmrag-uploads")
+            self.upload_dir = Path(self.store.location) / "uploads"
 
     def close(self) -> None:
         self.store.close()
