@@ -159,6 +159,42 @@ raw = the encoder alone on the same items, in the same run. Peak RSS {r["peak_rs
 """
 
 
+def api_section(r: dict[str, Any]) -> str:
+    lat, during, ing = r["latency_ms"], r["latency_during_ingest_ms"], r["ingest"]
+    cmd = (
+        f"python benchmarks/bench_api_load.py --clients {r['clients']} --searches {r['searches_per_client']} "
+        f"--base-docs {r.get('base_docs', '?')} --ingest-docs {r.get('ingest_docs', '?')}"
+    )
+    base = r.get("baseline_no_ingest_ms") or {"n": 0, "p50": "-", "p95": "-"}
+    row = (
+        f"| {r['searches']} | {r['errors']} | {lat['p50']} | {lat['p95']} | "
+        f"{during['n']} / {during['p50']} / {during['p95']} | {base['n']} / {base['p50']} / {base['p95']} | "
+        f"{r['searches_per_s']} |"
+    )
+    head = "| searches | errors | p50 ms | p95 ms | during ingest: n / p50 / p95 ms | "
+    head += "no ingest (same run): n / p50 / p95 ms | searches/s |"
+    ratio = r.get("p95_ratio_during_ingest_to_baseline")
+    return f"""## REST API under load: searches while an ingest writes into the same store
+
+Command: `{cmd}` (loopback only).
+`mmrag serve` (model `{r["model"]}`, {r["api_workers"]} API worker threads, torch threads 1) over a
+Qdrant Edge store holding {r["base_ingest_written"]} chunks of SciFact abstracts; {r["clients"]} asyncio +
+httpx clients send {r["searches_per_client"]} real SciFact queries each (k = 10) while `POST /ingest` adds
+{ing["files"]} more abstracts ({ing["written"]} chunks, {ing["seconds"]} s).
+
+{head}
+|---|---|---|---|---|---|---|
+{row}
+
+* p95 during the ingest / p95 with no ingest (same run, same clients) = {ratio}.
+* With {r["clients"]} clients kept busy, latency is mostly queueing (searches/s x latency ~ clients,
+  Little's law): the encoder runs one call at a time.
+* After the run the store holds {r["points_after"]} points; the loaders give {r["expected_points"]}
+  chunk ids for the ingested files: lost {r["lost_points"]}, unexpected {r["unexpected_points"]},
+  ids unique: {r["stored_ids_unique"]}.
+"""
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--results", type=Path, default=RESULTS)
@@ -181,6 +217,9 @@ def main() -> None:
     extras = args.results / "train_extras.json"
     if extras.exists():
         sections.append(extras_section(json.loads(extras.read_text())))
+    api = args.results / "api_load.json"
+    if api.exists():
+        sections.append(api_section(json.loads(api.read_text())))
     if not sections:
         sys.exit("no results in benchmarks/results/: run `make bench` first")
     header = f"""# Benchmarks

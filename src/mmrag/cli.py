@@ -66,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-pdf-images", action="store_true", help="do not store figures of PDF pages")
     p.add_argument("--report", type=Path, help="write the run summary with every skip reason as JSON")
     p.add_argument("--ledger", help="ingest ledger (SQLite) [default: in the store dir; server: ~/.cache]")
+    p.add_argument("--tenant", help="owner of the ingested chunks (needed when MMRAG_TENANCY=1)")
     _common(p)
 
     p = sub.add_parser("verify", help="check that the ingest ledger and the store agree")
@@ -81,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--modality", choices=["text", "image"], help="only this modality")
     p.add_argument("--source", help="only chunks from this source path")
     p.add_argument("--hnsw-ef", type=int, help="HNSW search breadth")
+    p.add_argument("--tenant", help="search only this tenant's chunks (needed when MMRAG_TENANCY=1)")
     _common(p)
 
     p = sub.add_parser("eval", help="evaluate on a BEIR or image-caption dataset")
@@ -154,6 +156,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--ingest-root", help="folder the app may ingest from [env MMRAG_INGEST_ROOT; default: cwd and data]"
     )
+
+    p = sub.add_parser("serve", help="run the REST API (extra 'api'; see mmrag.api)")
+    p.add_argument("--host", default="127.0.0.1", help="bind address (0.0.0.0 in a container)")
+    p.add_argument("--port", type=int, default=8000)
     _common(p)
     return parser
 
@@ -172,7 +178,14 @@ def _settings(args: argparse.Namespace) -> Settings:
 def _open_store(s: Settings) -> Any:
     from mmrag.store import QdrantStore
 
-    return QdrantStore.open(s.store, collection=s.collection, api_key=s.api_key)
+    return QdrantStore.open(
+        s.store,
+        collection=s.collection,
+        api_key=s.api_key,
+        tenancy=s.tenancy,
+        shards=s.shards or None,
+        replication=s.replication or None,
+    )
 
 
 def _encoder(s: Settings, store: Any = None) -> Any:
@@ -220,6 +233,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
             ocr=not args.no_ocr,
             pdf_images=not args.no_pdf_images,
             max_image_pixels=int(args.max_image_mpx * 1e6),
+            tenant=args.tenant,
         )
         with _ledger(args, s, store) as ledger:
             summary = IngestRunner(encoder, store, opts, progress=not args.quiet, ledger=ledger).run(
@@ -251,6 +265,9 @@ def cmd_search(args: argparse.Namespace) -> int:
     if (args.query is None) == (args.image is None):
         raise MmragError("give a text QUERY or --image FILE (exactly one)")
     s = _settings(args)
+    filters: dict[str, str] = {"source": str(Path(args.source).resolve())} if args.source else {}
+    if args.tenant:
+        filters["tenant"] = args.tenant
     with _open_store(s) as store:
         encoder = _encoder(s, store)
         retriever = Retriever(encoder, store, pool=args.pool, hnsw_ef=args.hnsw_ef)
@@ -259,7 +276,7 @@ def cmd_search(args: argparse.Namespace) -> int:
             image=args.image,
             k=args.k,
             modality=args.modality,
-            filters={"source": str(Path(args.source).resolve())} if args.source else None,
+            filters=filters or None,
         )
     payload = {
         "query": args.query,
@@ -457,6 +474,13 @@ def cmd_ui(args: argparse.Namespace) -> int:
     os.execve(cmd[0], cmd, app_environment(s))
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from mmrag.api import serve
+
+    serve(_settings(args), host=args.host, port=args.port)
+    return 0
+
+
 COMMANDS = {
     "ingest": cmd_ingest,
     "search": cmd_search,
@@ -465,6 +489,7 @@ COMMANDS = {
     "info": cmd_info,
     "verify": cmd_verify,
     "ui": cmd_ui,
+    "serve": cmd_serve,
 }
 
 

@@ -30,6 +30,9 @@ class Settings:
         data: Root of the shared datasets (tests, eval, demo).
         ingest_root: Folder the UI may ingest server-side folders from; ``None``: the working
             directory and ``data``.
+        tenancy: Multi-tenant store: every search must name one tenant (``MMRAG_TENANCY=1``).
+        shards / replication: Shard number and replication factor of collections created on a Qdrant
+            cluster (``MMRAG_SHARDS``, ``MMRAG_REPLICATION_FACTOR``; 0 = the server's default).
 
     Example:
         >>> s = Settings.from_env({"MMRAG_STORE": "/tmp/x"})
@@ -45,10 +48,15 @@ class Settings:
     batch_size: int = 32
     data: str = DEFAULT_DATA
     ingest_root: str | None = None
+    tenancy: bool = False
+    shards: int = 0
+    replication: int = 0
 
     def __post_init__(self) -> None:
         if self.threads < 0:
             raise ConfigError(f"threads must be >= 0 (0 = torch default), got {self.threads}")
+        if self.shards < 0 or self.replication < 0:
+            raise ConfigError("shards and replication must be >= 0 (0 = the server's default)")
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
         if not self.store:
@@ -77,6 +85,9 @@ class Settings:
             batch_size=_int("MMRAG_BATCH_SIZE", 32),
             data=e.get("MMRAG_DATA") or DEFAULT_DATA,
             ingest_root=e.get("MMRAG_INGEST_ROOT") or None,
+            shards=_int("MMRAG_SHARDS", 0),
+            replication=_int("MMRAG_REPLICATION_FACTOR", 0),
+            tenancy=(e.get("MMRAG_TENANCY") or "0").strip().lower() in {"1", "true", "yes", "on"},
         )
 
     def with_(self, **changes: object) -> Settings:

@@ -11,6 +11,10 @@ class ConfigError(MmragError):
     """A setting or argument is invalid."""
 
 
+class TenancyError(ConfigError):
+    """A request on a multi-tenant store does not name exactly one tenant."""
+
+
 class MissingExtraError(MmragError, ImportError):
     """An optional dependency is not installed."""
 

@@ -70,6 +70,21 @@ def _outside(path: Path, root: Path) -> str | None:
     return str(real)
 
 
+_TENANT_SEP = "\x00tenant="
+
+
+def ledger_source(source: str, tenant: str | None) -> str:
+    """The ledger key of a file: its path, plus the tenant when ingested for one (the same file may
+    be stored once per tenant, each copy with its own chunk ids and ledger entry)."""
+    return source if tenant is None else f"{source}{_TENANT_SEP}{tenant}"
+
+
+def split_ledger_source(key: str) -> tuple[str, str | None]:
+    """``(path, tenant)`` of a ledger key made by :func:`ledger_source`."""
+    path, sep, tenant = key.partition(_TENANT_SEP)
+    return path, (tenant if sep else None)
+
+
 def process_file(
     path: Path,
     root: Path,
@@ -79,10 +94,20 @@ def process_file(
     captions: Mapping[str, Sequence[str]] | None,
     known: Mapping[str, LedgerEntry],
     vector: str,
+    tenant: str | None = None,
 ) -> FileResult:
-    """Check, hash and (unless unchanged) parse one file."""
+    """Check, hash and (unless unchanged) parse one file; with ``tenant``, the chunks are the tenant's
+    copies (:func:`mmrag.tenancy.with_tenant`) and the ledger key names the tenant."""
     t0 = time.perf_counter()
-    res = _process(path, root, opts, max_bytes, captions, known, vector)
+    res = _process(path, root, opts, max_bytes, captions, known, vector, tenant)
+    if tenant is not None and res.chunks:
+        from mmrag.tenancy import with_tenant
+
+        owned = with_tenant(res.chunks, tenant)
+        res.images = {
+            n.id: res.images[o.id] for o, n in zip(res.chunks, owned, strict=True) if o.id in res.images
+        }
+        res.chunks = owned
     res.seconds = time.perf_counter() - t0
     return res
 
@@ -99,42 +124,42 @@ def _process(
     captions: Mapping[str, Sequence[str]] | None,
     known: Mapping[str, LedgerEntry],
     vector: str,
+    tenant: str | None = None,
 ) -> FileResult:
     source = str(path.resolve())
+    key = ledger_source(source, tenant)
     suffix = path.suffix.lower()
     if suffix not in SUPPORTED_EXTENSIONS:
-        return _skip(path, source, f"unsupported extension {suffix or '(none)'!r}")
+        return _skip(path, key, f"unsupported extension {suffix or '(none)'!r}")
     target = _outside(path, root)
     if target is not None:
-        return _skip(path, source, f"symlink points outside the ingest root (to {target})")
+        return _skip(path, key, f"symlink points outside the ingest root (to {target})")
     try:
         st = path.stat()
     except OSError as exc:  # a dangling symlink, or a file removed since the walk
-        return _skip(path, source, f"cannot stat: {exc.strerror or exc}")
+        return _skip(path, key, f"cannot stat: {exc.strerror or exc}")
     if st.st_size > max_bytes:
-        return _skip(
-            path, source, f"file is {st.st_size / 1e6:.1f} MB, over the {max_bytes / 1e6:g} MB limit"
-        )
+        return _skip(path, key, f"file is {st.st_size / 1e6:.1f} MB, over the {max_bytes / 1e6:g} MB limit")
     if st.st_size == 0:
-        return _skip(path, source, "empty file")
+        return _skip(path, key, "empty file")
     try:
         with path.open("rb") as fh:
             # Read at most one byte past the limit: the file may have grown since stat().
             data = fh.read(max_bytes + 1)
     except OSError as exc:
-        return _skip(path, source, f"cannot read file: {exc.strerror or exc}")
+        return _skip(path, key, f"cannot read file: {exc.strerror or exc}")
     if len(data) > max_bytes:
-        return _skip(path, source, f"file grew past the {max_bytes / 1e6:g} MB limit while reading")
+        return _skip(path, key, f"file grew past the {max_bytes / 1e6:g} MB limit while reading")
     digest = hashlib.sha256(data).hexdigest()
     caption = caption_for(path, captions)[0] if suffix in IMAGE_EXTENSIONS else None
     params = params_fingerprint(opts, caption)
-    entry = known.get(source)
+    entry = known.get(key)
     if entry is not None and (entry.hash, entry.params) == (digest, params) and vector in entry.vectors:
-        return FileResult(path, source, "unchanged", digest, params)
+        return FileResult(path, key, "unchanged", digest, params)
     try:
         doc = load_document(path, data, opts=opts, captions=captions, source=source)
     except LoaderError as exc:
-        return _skip(path, source, str(exc))
+        return _skip(path, key, str(exc))
     except (MemoryError, RecursionError) as exc:  # pathological input; keep going
-        return _skip(path, source, f"loader ran out of resources: {type(exc).__name__}")
-    return FileResult(path, source, "load", digest, params, doc.chunks, doc.images)
+        return _skip(path, key, f"loader ran out of resources: {type(exc).__name__}")
+    return FileResult(path, key, "load", digest, params, doc.chunks, doc.images)

@@ -28,9 +28,9 @@ from typing import Any
 import numpy as np
 
 from mmrag.encoders.base import DualEncoder
-from mmrag.errors import ConfigError
+from mmrag.errors import ConfigError, TenancyError
 from mmrag.ingest.chunking import ChunkingOptions
-from mmrag.ingest.files import FileResult, process_file
+from mmrag.ingest.files import FileResult, ledger_source, process_file, split_ledger_source
 from mmrag.ingest.ledger import Ledger, LedgerEntry, default_ledger_path
 from mmrag.ingest.loaders import LoadOptions, iter_files
 from mmrag.store import QdrantStore
@@ -54,6 +54,7 @@ class IngestOptions:
         pdf_images: Store images embedded in PDF pages as image chunks.
         max_image_pixels: Images (and PDF pages rendered for OCR) above this many pixels are
             skipped as possible decompression bombs.
+        tenant: Owner of the ingested chunks (payload key ``tenant``; see :mod:`mmrag.tenancy`).
     """
 
     batch_size: int = 32
@@ -65,6 +66,7 @@ class IngestOptions:
     ocr: bool = True
     pdf_images: bool = True
     max_image_pixels: int = 64_000_000
+    tenant: str | None = None
 
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.workers < 1:
@@ -164,6 +166,7 @@ class IngestRunner:
         captions: Mapping[str, Sequence[str]] | None,
         known: Mapping[str, LedgerEntry],
         vector: str,
+        tenant: str | None = None,
     ) -> Iterator[FileResult]:
         # Executor.map would submit every file at once and hold all parsed chunks in memory;
         # a bounded window of futures keeps file order and memory flat in the number of files.
@@ -182,6 +185,7 @@ class IngestRunner:
                 captions=captions,
                 known=known,
                 vector=vector,
+                tenant=tenant,
             )
 
         with ThreadPoolExecutor(self.options.workers, thread_name_prefix="mmrag-read") as pool:
@@ -227,6 +231,9 @@ class IngestRunner:
         summary = IngestSummary()
         timings = {"read": 0.0, "parse": 0.0, "embed_text": 0.0, "embed_image": 0.0, "write": 0.0}
         timings["ledger"] = 0.0
+        tenant = self.options.tenant
+        if tenant is None and self.store.tenancy:
+            raise TenancyError(f"store {self.store.location} is multi-tenant: ingest with a tenant")
         vector = self.store.ensure_encoder(self.encoder)
         summary.vector = vector
         t = time.perf_counter()
@@ -247,7 +254,7 @@ class IngestRunner:
         seen: set[str] = set()
 
         t_read = time.perf_counter()
-        for res in self._read(todo, captions, known, vector):
+        for res in self._read(todo, captions, known, vector, tenant):
             timings["read"] += time.perf_counter() - t_read
             timings["parse"] += res.seconds
             summary.files_seen += 1
@@ -277,7 +284,7 @@ class IngestRunner:
             bar.close()
         if self.options.prune:
             t = time.perf_counter()
-            summary.pruned = self._prune(ledger, roots, seen, known, vector)
+            summary.pruned = self._prune(ledger, roots, seen, known, vector, tenant)
             timings["prune"] = time.perf_counter() - t
         if self.options.optimize and (summary.written or summary.deleted):
             t = time.perf_counter()
@@ -288,14 +295,22 @@ class IngestRunner:
         return summary
 
     def _prune(
-        self, ledger: Ledger, roots: list[Path], seen: set[str], known: Mapping[str, LedgerEntry], vector: str
+        self,
+        ledger: Ledger,
+        roots: list[Path],
+        seen: set[str],
+        known: Mapping[str, LedgerEntry],
+        vector: str,
+        tenant: str | None = None,
     ) -> int:
         prefixes = [str(r.resolve()) for r in roots]
-        gone = [
-            s
-            for s in known
-            if s not in seen and any(s == p or s.startswith(p.rstrip(os.sep) + os.sep) for p in prefixes)
-        ]
+        gone = []
+        for key in known:
+            path, owner = split_ledger_source(key)
+            if key in seen or owner != tenant:  # another tenant's copy of a file is not ours to prune
+                continue
+            if any(path == p or path.startswith(p.rstrip(os.sep) + os.sep) for p in prefixes):
+                gone.append(key)
         for source in gone:
             ids = ledger.chunk_ids(source)
             ledger.begin([(source, vector, [])])
@@ -303,6 +318,12 @@ class IngestRunner:
             ledger.forget([source])
             log.info("pruned %s (%d chunks): the file no longer exists", source, len(ids))
         return len(gone)
+
+
+def _ledger_key(chunk: Chunk) -> str:
+    """The ledger entry a chunk belongs to: its file, per tenant (see :func:`ledger_source`)."""
+    tenant = chunk.metadata.get("tenant")
+    return ledger_source(chunk.source, tenant if isinstance(tenant, str) else None)
 
 
 class _RunState:
@@ -352,7 +373,7 @@ class _RunState:
 
     def _write(self, batch: list[Chunk]) -> None:
         store, t = self.runner.store, time.perf_counter()
-        sources = list(dict.fromkeys(c.source for c in batch))
+        sources = list(dict.fromkeys(_ledger_key(c) for c in batch))
         starting = [s for s in sources if not self.open[s].begun]
         self.ledger.begin([(s, self.vector, self.open[s].ids) for s in starting])
         for s in starting:
@@ -373,7 +394,7 @@ class _RunState:
             self.timings["write"] += time.perf_counter() - t
         for c in batch:
             self.images.pop(c.id, None)
-            self.open[c.source].remaining -= 1
+            self.open[_ledger_key(c)].remaining -= 1
         done = [s for s in sources if self.open[s].remaining == 0]
         if not done:
             return

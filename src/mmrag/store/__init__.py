@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from mmrag.errors import ConfigError, DimensionMismatchError, StoreError
+from mmrag.errors import ConfigError, DimensionMismatchError, StoreError, TenancyError
 from mmrag.store.base import Backend, Filters, SearchOptions, StoredPoint, StoredRecord, scroll_all
 from mmrag.types import MODALITIES, Chunk
 
@@ -67,6 +67,7 @@ class QdrantStore:
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
         self._meta = backend.read_meta()
+        self._tenancy = bool(self._meta.get("tenancy"))
 
     @classmethod
     def open(
@@ -76,20 +77,36 @@ class QdrantStore:
         collection: str = "mmrag",
         api_key: str | None = None,
         indexing_threshold_kb: int | None = None,
+        tenancy: bool = False,
+        shards: int | None = None,
+        replication: int | None = None,
     ) -> QdrantStore:
         """Open (or create) a store: a directory → Qdrant Edge; ``http(s)://`` or ``:memory:`` → server.
 
         ``indexing_threshold_kb`` (Edge, new stores only): segment size above which HNSW is built.
+        ``tenancy``: make the store multi-tenant (see :meth:`enable_tenancy`); a store already
+        marked multi-tenant stays so whatever this says.
+        ``shards`` / ``replication`` (server, new collections only): shard number and replication
+        factor on a Qdrant cluster.
         """
         if not location:
             raise ConfigError("store location is empty; pass a directory or a Qdrant URL")
+        store: QdrantStore
         if location.startswith(("http://", "https://")) or location == ":memory:":
             from mmrag.store.client import ClientBackend
 
-            return cls(ClientBackend(location, collection=collection, api_key=api_key))
-        from mmrag.store.edge import EdgeBackend
+            store = cls(
+                ClientBackend(
+                    location, collection=collection, api_key=api_key, shards=shards, replication=replication
+                )
+            )
+        else:
+            from mmrag.store.edge import EdgeBackend
 
-        return cls(EdgeBackend(location, indexing_threshold_kb=indexing_threshold_kb))
+            store = cls(EdgeBackend(location, indexing_threshold_kb=indexing_threshold_kb))
+        if tenancy:
+            store.enable_tenancy()
+        return store
 
     def __enter__(self) -> QdrantStore:
         return self
@@ -141,6 +158,8 @@ class QdrantStore:
         log.info("adding vector %s (dim %d) to %s", name, encoder.dim, self.location)
         self.backend.add_vector(name, encoder.dim)
         self._meta = self.backend.read_meta() or self._meta
+        if self._tenancy:
+            self._meta["tenancy"] = True
         self._meta.setdefault("vectors", {})[name] = {
             "dim": encoder.dim,
             "spec": encoder.spec,
@@ -172,6 +191,33 @@ class QdrantStore:
             raise DimensionMismatchError(
                 f"store {self.location} holds vector {name!r} with dimension {dim}, but encoder "
                 f"{encoder.id!r} produces {encoder.dim}; use another store directory or the original model"
+            )
+
+    # -- tenancy ----------------------------------------------------------------------------
+    @property
+    def tenancy(self) -> bool:
+        """Whether every search must carry a ``tenant`` filter (multi-tenant store)."""
+        return self._tenancy
+
+    def enable_tenancy(self) -> None:
+        """Make this store multi-tenant: from now on every search must name one tenant.
+
+        Recorded in the store's metadata once it holds a vector, so it outlives this process and
+        cannot be switched off by forgetting a setting.
+        """
+        self._tenancy = True
+        if self.backend.vector_dims() and not self._meta.get("tenancy"):
+            self._meta["tenancy"] = True
+            self.backend.write_meta(self._meta)
+
+    def _check_tenant(self, filters: Filters | None) -> None:
+        if not self._tenancy:
+            return
+        tenant = (filters or {}).get("tenant")
+        if not isinstance(tenant, str) or not tenant:
+            raise TenancyError(
+                f"store {self.location} is multi-tenant: every search must filter on exactly one "
+                f"tenant (filters={{'tenant': NAME}}), got {tenant!r}"
             )
 
     # -- data -------------------------------------------------------------------------------
@@ -242,21 +288,20 @@ class QdrantStore:
     def delete(self, ids: Sequence[str]) -> None:
         self.backend.delete(ids)
 
-    def search(
+    def _prepare(
         self,
         vector: str,
         queries: npt.NDArray[np.float32],
         limit: int,
-        *,
-        modality: str | None = None,
-        filters: Filters | None = None,
-        options: SearchOptions | None = None,
-    ) -> list[list[tuple[Chunk, float]]]:
-        """ANN search, one result list per query row, best first."""
+        modality: str | None,
+        filters: Filters | None,
+    ) -> tuple[npt.NDArray[np.float32], dict[str, Any]]:
+        """Check a search's arguments; return the 2-D query matrix and the payload filter."""
         if limit < 1:
             raise ConfigError(f"limit must be >= 1, got {limit}")
         if modality is not None and modality not in MODALITIES:
             raise ConfigError(f"modality must be one of {MODALITIES} or None, got {modality!r}")
+        self._check_tenant(filters)
         flt: dict[str, Any] = dict(filters or {})
         if modality:
             flt["modality"] = modality
@@ -270,9 +315,53 @@ class QdrantStore:
             raise DimensionMismatchError(
                 f"query vectors have dimension {queries.shape[1]}, vector {vector!r} holds {dims[vector]}"
             )
+        return queries, flt
+
+    def search(
+        self,
+        vector: str,
+        queries: npt.NDArray[np.float32],
+        limit: int,
+        *,
+        modality: str | None = None,
+        filters: Filters | None = None,
+        options: SearchOptions | None = None,
+    ) -> list[list[tuple[Chunk, float]]]:
+        """ANN search, one result list per query row, best first."""
+        queries, flt = self._prepare(vector, queries, limit, modality, filters)
         if len(queries) == 0:
             return []
         results = self.backend.search(vector, queries, limit, flt or None, options or SearchOptions())
+        return [[(payload_chunk(r.id, r.payload), float(r.score or 0.0)) for r in res] for res in results]
+
+    @property
+    def supports_async(self) -> bool:
+        """Whether :meth:`asearch` awaits the backend's own async client (a Qdrant server)."""
+        return getattr(self.backend, "async_client", None) is not None
+
+    async def asearch(
+        self,
+        vector: str,
+        queries: npt.NDArray[np.float32],
+        limit: int,
+        *,
+        modality: str | None = None,
+        filters: Filters | None = None,
+        options: SearchOptions | None = None,
+    ) -> list[list[tuple[Chunk, float]]]:
+        """:meth:`search` on the event loop through qdrant-client's ``AsyncQdrantClient``.
+
+        Only for backends with :attr:`supports_async` (server stores); the embedded Edge store is
+        synchronous, so callers run :meth:`search` in a worker thread instead.
+        """
+        if not self.supports_async:
+            raise StoreError(f"store {self.location} has no async client; call search() in a thread")
+        queries, flt = self._prepare(vector, queries, limit, modality, filters)
+        if len(queries) == 0:
+            return []
+        results = await self.backend.asearch(  # type: ignore[attr-defined]
+            vector, queries, limit, flt or None, options or SearchOptions()
+        )
         return [[(payload_chunk(r.id, r.payload), float(r.score or 0.0)) for r in res] for res in results]
 
     def iter_records(
@@ -281,8 +370,9 @@ class QdrantStore:
         for page in scroll_all(self.backend, filters, batch, with_vectors=with_vectors):
             yield from page
 
-    def count(self, modality: str | None = None) -> int:
-        return self.backend.count({"modality": modality} if modality else None)
+    def count(self, modality: str | None = None, *, filters: Filters | None = None) -> int:
+        flt: dict[str, Any] = {**(filters or {}), **({"modality": modality} if modality else {})}
+        return self.backend.count(flt or None)
 
     def optimize(self) -> None:
         """Build HNSW / merge segments after bulk writes (Edge); a no-op on a server."""
@@ -297,5 +387,6 @@ class QdrantStore:
             "sources": len(self.backend.facet("source", limit=100000)),
             "vectors": self.vectors,
             "default_vector": self.default_vector,
+            "tenancy": self.tenancy,
             "indexed_vectors": self.backend.indexed_vectors(),
         }

@@ -53,11 +53,22 @@ class ClientBackend:
     """A collection on a Qdrant server (``url``) or qdrant-client's local ``:memory:`` mode."""
 
     def __init__(
-        self, url: str, *, collection: str = "mmrag", api_key: str | None = None, client: Any = None
+        self,
+        url: str,
+        *,
+        collection: str = "mmrag",
+        api_key: str | None = None,
+        client: Any = None,
+        async_client: Any = None,
+        shards: int | None = None,
+        replication: int | None = None,
     ) -> None:
         qc = require("qdrant_client", "server")
         self.location = f"{url}#{collection}"
         self.collection = collection
+        # Cluster layout of collections this backend creates (None: the server's default, 1).
+        self.shards = shards
+        self.replication = replication
         if client is not None:
             self.client = client
         elif url == ":memory:":
@@ -72,10 +83,17 @@ class ClientBackend:
                 "that the server runs (docker compose up qdrant)"
             ) from exc
         self._physical: str | None = aliases.get(collection)
+        # A server gets an AsyncQdrantClient for awaitable searches (LangChain ainvoke); local
+        # ``:memory:`` mode keeps its points in this process's sync client, so it has none
+        # unless one sharing them is injected.
+        self.async_client: Any = async_client
+        if async_client is None and url != ":memory:":
+            self.async_client = qc.AsyncQdrantClient(url=url, api_key=api_key, timeout=30)
         self._dims: dict[str, int] | None = None
 
     def close(self) -> None:
         self.client.close()
+        # AsyncQdrantClient.close is a coroutine; its HTTP pool is released with the process.
 
     # -- meta: kept in the physical collection's metadata -----------------------------------
     def read_meta(self) -> dict[str, Any]:
@@ -109,6 +127,8 @@ class ClientBackend:
             new,
             vectors_config={k: m.VectorParams(size=d, distance=m.Distance.COSINE) for k, d in dims.items()},
             metadata={"mmrag": meta},
+            shard_number=self.shards,
+            replication_factor=self.replication,
         )
         for key in INDEXED_KEYWORDS:
             # is_tenant co-locates a tenant's points on a server; harmless for the other keys.
@@ -171,6 +191,24 @@ class ClientBackend:
             wait=True,
         )
 
+    def _requests(
+        self,
+        name: str,
+        queries: npt.NDArray[np.float32],
+        limit: int,
+        filters: Filters | None,
+        options: SearchOptions,
+    ) -> list[Any]:
+        m = _models()
+        params = m.SearchParams(hnsw_ef=options.hnsw_ef, exact=options.exact)
+        flt = client_filter(filters)
+        return [
+            m.QueryRequest(
+                query=as_list(q), using=name, limit=limit, filter=flt, params=params, with_payload=True
+            )
+            for q in queries
+        ]
+
     def search(
         self,
         name: str,
@@ -179,16 +217,27 @@ class ClientBackend:
         filters: Filters | None,
         options: SearchOptions,
     ) -> list[list[StoredRecord]]:
-        m, coll = _models(), self._need()
-        params = m.SearchParams(hnsw_ef=options.hnsw_ef, exact=options.exact)
-        flt = client_filter(filters)
-        reqs = [
-            m.QueryRequest(
-                query=as_list(q), using=name, limit=limit, filter=flt, params=params, with_payload=True
-            )
-            for q in queries
-        ]
-        responses = self.client.query_batch_points(coll, requests=reqs)
+        coll = self._need()
+        responses = self.client.query_batch_points(
+            coll, requests=self._requests(name, queries, limit, filters, options)
+        )
+        return [[_record(p, float(p.score)) for p in r.points] for r in responses]
+
+    async def asearch(
+        self,
+        name: str,
+        queries: npt.NDArray[np.float32],
+        limit: int,
+        filters: Filters | None,
+        options: SearchOptions,
+    ) -> list[list[StoredRecord]]:
+        """:meth:`search` through the async client (awaits the network, no thread)."""
+        if self.async_client is None:
+            raise StoreError(f"{self.location} has no async client (local ':memory:' mode)")
+        coll = self._need()
+        responses = await self.async_client.query_batch_points(
+            coll, requests=self._requests(name, queries, limit, filters, options)
+        )
         return [[_record(p, float(p.score)) for p in r.points] for r in responses]
 
     def retrieve(self, ids: Sequence[str], with_vectors: bool | list[str] = False) -> list[StoredRecord]:

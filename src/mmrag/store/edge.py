@@ -175,7 +175,11 @@ class EdgeBackend:
         qe = _qe()
         new = qe.EdgeShard.create(str(new_dir), self._config(dims))
         for key in INDEXED_KEYWORDS:
-            new.update(qe.UpdateOperation.create_field_index(key, qe.PayloadSchemaType.Keyword))
+            # is_tenant: Qdrant keeps each tenant's points together (the tenant index, as on a server).
+            schema = (
+                qe.KeywordIndexParams(is_tenant=True) if key == "tenant" else qe.PayloadSchemaType.Keyword
+            )
+            new.update(qe.UpdateOperation.create_field_index(key, schema))
         if self._shard is not None:
             for records in scroll_all(self, with_vectors=True):
                 new.update(

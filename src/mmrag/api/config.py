@@ -1,0 +1,104 @@
+"""REST API settings (``MMRAG_SERVE_*`` and friends) and upload-name sanitising."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mmrag.errors import ConfigError
+from mmrag.tenancy import check_tenant
+
+
+def _env_float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from exc
+    if value <= 0:
+        raise ConfigError(f"{name} must be > 0, got {raw!r}")
+    return value
+
+
+def parse_tenant_keys(raw: str | None) -> dict[str, str]:
+    """``"acme:KEY1,globex:KEY2"`` → ``{"KEY1": "acme", "KEY2": "globex"}``."""
+    out: dict[str, str] = {}
+    for item in (raw or "").split(","):
+        if not item.strip():
+            continue
+        tenant, sep, key = item.strip().partition(":")
+        if not sep or not key:
+            raise ConfigError(f"MMRAG_TENANT_KEYS entries are TENANT:KEY, got {item.strip()!r}")
+        out[key] = check_tenant(tenant)
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class ApiConfig:
+    """REST API settings (env ``MMRAG_SERVE_*`` and friends; see :meth:`from_env`).
+
+    Attributes:
+        api_key: Key every request (but ``/health`` and the docs) must send as ``X-API-Key``;
+            ``None`` with no ``tenant_keys`` leaves the API open (bind it to loopback then).
+        tenant_keys: API key → tenant; a request with such a key can only read and write that tenant.
+        ingest_root: Server-side folders ``POST /ingest`` may read (``path=``); ``None`` disables paths.
+        upload_dir: Where uploaded files are kept (chunks point at them).
+        max_upload_mb: Largest request body.
+        search_timeout_s / ingest_timeout_s: Per-request time limits (504 after them).
+        workers: Threads that run searches and ingests off the event loop.
+        ingest_batch_size: Chunks per encoder call during an API ingest. The encoder runs one call
+            at a time (it holds a lock), so a search waits for at most one such batch: small
+            batches keep search latency low while an ingest runs, at some cost to ingest speed.
+        ingest_yield_s: Before each batch, an ingest waits up to this long for in-flight searches
+            to finish (searches first; the bound keeps the ingest moving under constant load).
+        max_k / max_pool: Caps on ``k`` and ``pool``.
+    """
+
+    api_key: str | None = None
+    tenant_keys: Mapping[str, str] = field(default_factory=dict)
+    ingest_root: Path | None = None
+    upload_dir: Path | None = None
+    max_upload_mb: float = 20.0
+    search_timeout_s: float = 30.0
+    ingest_timeout_s: float = 600.0
+    workers: int = 4
+    ingest_batch_size: int = 2
+    ingest_yield_s: float = 0.5
+    max_k: int = 100
+    max_pool: int = 1000
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> ApiConfig:
+        e = os.environ if env is None else env
+        root = e.get("MMRAG_INGEST_ROOT")
+        upload = e.get("MMRAG_UPLOAD_DIR")
+        return cls(
+            api_key=e.get("MMRAG_SERVE_API_KEY") or None,
+            tenant_keys=parse_tenant_keys(e.get("MMRAG_TENANT_KEYS")),
+            ingest_root=Path(root).resolve() if root else None,
+            upload_dir=Path(upload) if upload else None,
+            max_upload_mb=_env_float(e, "MMRAG_MAX_UPLOAD_MB", 20.0),
+            search_timeout_s=_env_float(e, "MMRAG_SEARCH_TIMEOUT", 30.0),
+            ingest_timeout_s=_env_float(e, "MMRAG_INGEST_TIMEOUT", 600.0),
+            workers=int(_env_float(e, "MMRAG_API_WORKERS", 4)),
+            ingest_batch_size=int(_env_float(e, "MMRAG_INGEST_BATCH", 2)),
+            ingest_yield_s=_env_float(e, "MMRAG_INGEST_YIELD", 0.5),
+        )
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 1024 * 1024)
+
+
+_SAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def safe_name(name: str) -> str:
+    """A client's file name reduced to a harmless basename (no folders, no dot-files)."""
+    base = _SAFE.sub("_", Path(name.replace("\\", "/")).name).lstrip(".")
+    return base[:120] or "upload"

@@ -1,0 +1,255 @@
+"""LangChain adapter: :class:`MmragRetriever`, a ``BaseRetriever`` over a :class:`~mmrag.retriever.Retriever`.
+
+Needs only ``langchain-core`` (extra ``langchain``). Each hit becomes a ``Document`` whose
+``page_content`` is the chunk text (for an image: its caption / alt text, empty when it has none)
+and whose ``metadata`` keeps the chunk id, modality, source, image path, page and every score.
+
+Async: with a Qdrant server store, ``ainvoke`` encodes the query in a worker thread (the encoder is
+CPU-bound torch code) and awaits the search on qdrant-client's ``AsyncQdrantClient``. The embedded
+Edge store has no async API: there the whole blocking search runs in a bounded thread pool
+(``max_workers`` threads), so the event loop never blocks and at most that many searches run at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from mmrag._lazy import require
+from mmrag.errors import ConfigError
+from mmrag.retriever.core import Retriever
+from mmrag.types import Hit
+
+require("langchain_core", "langchain")
+
+from langchain_core.callbacks import (  # noqa: E402
+    AsyncCallbackManagerForRetrieverRun,
+    CallbackManager,
+    CallbackManagerForRetrieverRun,
+)
+from langchain_core.documents import Document  # noqa: E402
+from langchain_core.retrievers import BaseRetriever  # noqa: E402
+from langchain_core.runnables import RunnableConfig  # noqa: E402
+from langchain_core.runnables.config import get_config_list  # noqa: E402
+from pydantic import ConfigDict, PrivateAttr  # noqa: E402
+
+__all__ = ["MmragRetriever", "hit_to_document"]
+
+
+def hit_to_document(hit: Hit) -> Document:
+    """One hit as a LangChain ``Document`` (text or caption as content; ids, paths, scores as metadata)."""
+    c = hit.chunk
+    meta: dict[str, Any] = {k: v for k, v in c.metadata.items() if isinstance(k, str)}
+    meta.update(
+        id=c.id,
+        modality=c.modality,
+        source=c.source,
+        image=c.image,
+        page=c.metadata.get("page"),
+        dense=hit.dense,
+        sparse=hit.sparse,
+        fused=hit.fused,
+        rerank=hit.rerank,
+        ann_rank=hit.ann_rank,
+        final_rank=hit.final_rank,
+        vector=hit.vector,
+    )
+    return Document(page_content=c.text or "", metadata=meta, id=c.id)
+
+
+def _hits(results: list[list[tuple[Any, float]]], k: int, vector: str) -> list[list[Hit]]:
+    # The dense-only ranking of Retriever.search_vectors, for the async path that bypasses it.
+    return [
+        [
+            Hit(
+                chunk=c,
+                dense=s,
+                sparse=None,
+                fused=None,
+                rerank=None,
+                ann_rank=i + 1,
+                final_rank=i + 1,
+                vector=vector,
+            )
+            for i, (c, s) in enumerate(res[:k])
+        ]
+        for res in results
+    ]
+
+
+class MmragRetriever(BaseRetriever):
+    """mmrag search as a LangChain retriever.
+
+    Args:
+        retriever: The mmrag :class:`~mmrag.retriever.Retriever` (encoder + store) to query.
+        k: Documents per query.
+        pool: ANN candidate pool (``None``: the retriever's).
+        modality: Only ``"text"`` or ``"image"`` chunks (``None``: both).
+        filters: Payload filter, mmrag's ``{key: value | [values]}`` form (keys ``source``,
+            ``modality``, ``tenant``, ... ANDed); per-call ``filters=`` are merged over it.
+        tenant: Only this tenant's chunks (required by a multi-tenant store).
+        hybrid: Ask for hybrid (BM25 + dense) search; ``None``: the retriever's default.
+        rerank: Ask for reranking; ``None``: the retriever's default.
+        max_workers: Threads for blocking work in ``ainvoke`` (encoder; Edge searches).
+
+    Per call: ``invoke(query, image=PATH_OR_PIL, filters={...}, k=N)``; with ``image=`` the text
+    query must be empty (an image query).
+
+    Example:
+        >>> r = MmragRetriever(retriever=Retriever(load_encoder("lite"), store), k=3)  # doctest: +SKIP
+        >>> [d.metadata["source"] for d in r.invoke("dense passage retrieval")]      # doctest: +SKIP
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    retriever: Retriever
+    k: int = 4
+    pool: int | None = None
+    modality: str | None = None
+    filters: dict[str, Any] | None = None
+    tenant: str | None = None
+    hybrid: bool | None = None
+    rerank: bool | None = None
+    max_workers: int = 4
+
+    _executor: ThreadPoolExecutor | None = PrivateAttr(default=None)
+
+    # -- helpers ----------------------------------------------------------------------------
+    def _filters(self, extra: Mapping[str, Any] | None) -> dict[str, Any] | None:
+        flt: dict[str, Any] = {**(self.filters or {}), **(extra or {})}
+        if self.tenant is not None:
+            if flt.get("tenant", self.tenant) != self.tenant:
+                raise ConfigError(
+                    f"this retriever is bound to tenant {self.tenant!r}; a filter on tenant "
+                    f"{flt['tenant']!r} would read another tenant's data"
+                )
+            flt["tenant"] = self.tenant
+        return flt or None
+
+    def _pool(self) -> ThreadPoolExecutor:
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(self.max_workers, thread_name_prefix="mmrag-lc")
+        return self._executor
+
+    @staticmethod
+    def _query(query: str, image: Any) -> str | None:
+        if image is not None and query.strip():
+            raise ConfigError("pass a text query or image=..., not both (invoke('', image=path))")
+        return None if image is not None else query
+
+    def _search(
+        self, query: str, image: Any, filters: Mapping[str, Any] | None, k: int | None
+    ) -> list[Document]:
+        hits = self.retriever.search(
+            self._query(query, image),
+            image=image,
+            k=k or self.k,
+            modality=self.modality,
+            filters=self._filters(filters),
+            pool=self.pool,
+            hybrid=self.hybrid,
+            rerank=self.rerank,
+        )
+        return [hit_to_document(h) for h in hits]
+
+    def _dense_only(self) -> bool:
+        # The async store path ranks by dense score alone; any other stage goes through Retriever.
+        caps = self.retriever.capabilities
+        return not (self.hybrid or self.rerank) and not any(caps.values())
+
+    # -- BaseRetriever ----------------------------------------------------------------------
+    def _get_relevant_documents(
+        self,
+        query: str,
+        *,
+        run_manager: CallbackManagerForRetrieverRun,
+        image: str | Path | Any = None,
+        filters: Mapping[str, Any] | None = None,
+        k: int | None = None,
+    ) -> list[Document]:
+        return self._search(query, image, filters, k)
+
+    async def _aget_relevant_documents(
+        self,
+        query: str,
+        *,
+        run_manager: AsyncCallbackManagerForRetrieverRun,
+        image: str | Path | Any = None,
+        filters: Mapping[str, Any] | None = None,
+        k: int | None = None,
+    ) -> list[Document]:
+        loop = asyncio.get_running_loop()
+        store = self.retriever.store
+        if not (store.supports_async and self._dense_only()):
+            return await loop.run_in_executor(self._pool(), self._search, query, image, filters, k)
+        text = self._query(query, image)
+        if text is not None and not text.strip():
+            raise ConfigError("the text query is empty")
+        enc = self.retriever.encoder
+        if text is not None:
+            qvec = await loop.run_in_executor(self._pool(), enc.encode_text, [text])
+        else:
+            qvec = await loop.run_in_executor(self._pool(), enc.encode_image, [image])
+        kk = k or self.k
+        if kk < 1:
+            raise ConfigError(f"k must be >= 1, got {kk}")
+        results = await store.asearch(
+            self.retriever.vector,
+            qvec,
+            max(kk, self.pool or self.retriever.pool),
+            modality=self.modality,
+            filters=self._filters(filters),
+            options=self.retriever.options,
+        )
+        return [hit_to_document(h) for h in _hits(results, kk, self.retriever.vector)[0]]
+
+    def batch(
+        self,
+        inputs: list[str],
+        config: RunnableConfig | list[RunnableConfig] | None = None,
+        *,
+        return_exceptions: bool = False,
+        **kwargs: Any,
+    ) -> list[list[Document]]:
+        """Many text queries in one encoder pass and one batched store query.
+
+        Falls back to LangChain's per-input batch when a stage that
+        :meth:`Retriever.search_batch` does not run (hybrid, rerank) is asked for, or for per-call
+        arguments.
+        """
+        if not inputs:
+            return []
+        if kwargs or not self._dense_only():
+            return super().batch(inputs, config, return_exceptions=return_exceptions, **kwargs)
+        configs = get_config_list(config, len(inputs))
+        runs: list[CallbackManagerForRetrieverRun] = []
+        for text, cfg in zip(inputs, configs, strict=True):
+            manager = CallbackManager.configure(
+                cfg.get("callbacks"),
+                None,
+                inheritable_tags=cfg.get("tags"),
+                local_tags=self.tags,
+                inheritable_metadata=cfg.get("metadata"),
+                local_metadata=self.metadata,
+            )
+            runs.append(manager.on_retriever_start(None, text, name=cfg.get("run_name") or self.get_name()))
+        try:
+            for text in inputs:
+                if not isinstance(text, str) or not text.strip():
+                    raise ConfigError(f"batch takes non-empty text queries, got {text!r}")
+            results = self.retriever.search_batch(
+                list(inputs), k=self.k, modality=self.modality, filters=self._filters(None), pool=self.pool
+            )
+        except Exception as exc:
+            for run in runs:
+                run.on_retriever_error(exc)
+            if return_exceptions:
+                return [exc for _ in inputs]  # type: ignore[misc]
+            raise
+        docs = [[hit_to_document(h) for h in hits] for hits in results]
+        for run, d in zip(runs, docs, strict=True):
+            run.on_retriever_end(d)
+        return docs
