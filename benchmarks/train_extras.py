@@ -19,6 +19,7 @@ import json
 import os
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,7 @@ KEYS = (
 
 
 def _metrics(m: dict[str, Any]) -> dict[str, float]:
-    return {k: round(float(m[k]), 4) for k in (*KEYS, "text_ndcg@10") if k in m}
+    return {k: round(float(m[k]), 4) for k in (*KEYS, "text_ndcg@10", "text_ndcg@10_unseen_docs") if k in m}
 
 
 def joint(args: argparse.Namespace) -> dict[str, Any]:
@@ -55,18 +56,17 @@ def joint(args: argparse.Namespace) -> dict[str, Any]:
     tt, tdev = scifact_text_data(
         encoder, cache, towers, DATA / "scifact", DATA / "triplets" / "scifact_train_triplets.jsonl"
     )
+
     features = round(time.perf_counter() - t0, 1)
     start = {k: v.clone() for k, v in encoder.model.state_dict().items()}
     rows = []
-    for name, lock, text in (
-        ("locked text (default)", True, False),
-        ("joint: + SciFact triplets", False, True),
-    ):
+    plan: list[tuple[str, bool, float | None]] = [("locked text (default)", True, None)]
+    plan += [(f"joint: + SciFact triplets, weight {w:g}", False, w) for w in args.text_weights]
+    for name, lock, weight in plan:
         encoder.model.load_state_dict(start)
         cfg = TrainConfig(epochs=args.epochs, lock_text=lock, margin=args.margin)
-        rep = train_heads(
-            encoder, train, dev, cfg, text_triplets=tt if text else None, text_dev=tdev, progress=False
-        )
+        text = replace(tt, weight=weight) if weight is not None else None
+        rep = train_heads(encoder, train, dev, cfg, text_triplets=text, text_dev=tdev, progress=False)
         rows.append(
             {
                 "run": name,
@@ -81,6 +81,7 @@ def joint(args: argparse.Namespace) -> dict[str, Any]:
         "base": args.base,
         "text_triplets": len(tt.anchor),
         "val_queries": len(tdev.query_ids),
+        "val_queries_unseen_docs": len(tdev.unseen),
         "feature_seconds": features,
         "runs": rows,
     }
@@ -139,7 +140,7 @@ def loop(args: argparse.Namespace) -> dict[str, Any]:
                 store,
                 root,
                 Path(tmp) / "new",
-                cfg,
+                replace(cfg, lr=args.loop_lr),
                 cache_dir=args.cache,
                 limit=args.limit,
                 mine_k=args.mine_k,
@@ -147,6 +148,7 @@ def loop(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "base": args.base,
         "start_checkpoint": "default recipe" if not args.start else str(args.start),
+        "lr": args.loop_lr,
         "ingest_seconds": ingest_seconds,
         **rep["closed_loop"],
         "wall_seconds": rep["wall_seconds"],
@@ -160,8 +162,12 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=60)
     ap.add_argument("--margin", type=float, default=0.2)
     ap.add_argument("--blocks", type=int, default=1, help="unfreeze: trunk blocks to train")
+    ap.add_argument(
+        "--text-weights", type=float, nargs="+", default=[1.0, 0.25], help="joint: text term weights"
+    )
     ap.add_argument("--unfreeze-epochs", type=int, default=8)
     ap.add_argument("--mine-k", type=int, default=10, help="loop: mined negatives per caption")
+    ap.add_argument("--loop-lr", type=float, default=3e-4, help="loop: fine-tuning learning rate")
     ap.add_argument("--start", type=Path, help="loop: start from this checkpoint instead of training one")
     ap.add_argument("--limit", type=int, default=None, help="first N images per split (smoke runs)")
     ap.add_argument("--cache", type=Path, default=REPO / ".cache" / "features")

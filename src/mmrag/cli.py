@@ -112,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--distance", choices=["cosine", "euclidean"], default="cosine")
     p.add_argument("--epochs", type=int, default=60)
     p.add_argument("--train-batch", type=int, default=256, help="pairs per training step")
-    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--lr", type=float, help="AdamW learning rate [3e-3; --from-store: 3e-4, fine-tuning]")
     p.add_argument("--dropout", type=float, default=0.5, help="input dropout on cached features")
     p.add_argument("--patience", type=int, default=6, help="early stopping on dev t2i Recall@10")
     p.add_argument("--seed", type=int, default=0)
@@ -338,7 +338,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         distance=args.distance,
         epochs=args.epochs,
         batch_size=args.train_batch,
-        lr=args.lr,
+        lr=args.lr if args.lr is not None else (3e-4 if args.from_store else 3e-3),
         input_dropout=args.dropout,
         patience=args.patience,
         seed=args.seed,

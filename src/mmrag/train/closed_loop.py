@@ -299,6 +299,7 @@ def closed_loop(
         dev,
         cfg,
         hard_negatives=HardNegatives(mined_features, index, mined_weight),
+        start_competes=False,  # always produce a candidate: the store evaluation below decides
         progress=progress,
     )
     summary = {k: report[k] for k in ("config", "dev_before", "dev_best", "best_epoch", "train_seconds")}

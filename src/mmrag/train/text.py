@@ -65,14 +65,17 @@ class TextDev:
     query_ids: list[str]
     doc_ids: list[str]
     qrels: dict[str, dict[str, int]]
+    unseen: frozenset[str] = frozenset()  # queries none of whose relevant docs is a training positive
 
-    def ndcg(self, head: nn.Module, k: int = 10) -> float:
+    def ndcg(self, head: nn.Module, k: int = 10, *, only: frozenset[str] | None = None) -> float:
+        """nDCG@k over the whole corpus; ``only``: restricted to these query ids."""
         with torch.inference_mode():
             q = nn.functional.normalize(head(torch.from_numpy(self.queries)), dim=-1)
             d = nn.functional.normalize(head(torch.from_numpy(self.docs)), dim=-1)
             top = torch.topk(q @ d.T, k, dim=1).indices.numpy()
-        run = {qid: [self.doc_ids[j] for j in top[n]] for n, qid in enumerate(self.query_ids)}
-        return ndcg_at_k(self.qrels, run, k)
+        keep = set(self.query_ids) if only is None else set(only)
+        run = {qid: [self.doc_ids[j] for j in top[n]] for n, qid in enumerate(self.query_ids) if qid in keep}
+        return ndcg_at_k({q: r for q, r in self.qrels.items() if q in keep}, run, k)
 
 
 def scifact_text_data(
@@ -120,11 +123,16 @@ def scifact_text_data(
         queries, docs, np.array(anchor), np.array(positive), np.array(negative), relevant, weight
     )
     dev_q = [q for q in query_ids if q in val_ids]
+    # SciFact claims often cite the same abstracts: a val query whose relevant doc is also a training
+    # positive can be helped by the head learning that doc, not the query. Report both slices.
+    train_docs = {doc_ids[i] for i in positive}
+    unseen = frozenset(q for q in dev_q if not set(ds.qrels[q]) & train_docs)
     dev = TextDev(
         queries[[query_row[q] for q in dev_q]],
         docs,
         dev_q,
         doc_ids,
         {q: dict(ds.qrels[q]) for q in dev_q},
+        unseen,
     )
     return triplets, dev

@@ -197,6 +197,7 @@ def train_heads(
     text_triplets: TextTriplets | None = None,
     text_dev: TextDev | None = None,
     image_top: TrunkTop | None = None,
+    start_competes: bool = True,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Train the heads of ``encoder`` in place; returns the report (history, best dev metrics).
@@ -212,7 +213,8 @@ def train_heads(
 
     With ``image_top`` (see :mod:`mmrag.train.finetune`) ``train.images`` / ``dev.images`` are cached block
     inputs and those blocks train too, at ``cfg.backbone_lr``. The state before the first epoch competes
-    with every epoch, so a stage that only makes dev worse leaves the model as it was.
+    with every epoch (unless ``start_competes=False``), so a stage that only makes dev worse leaves the
+    model as it was.
     """
     from tqdm import tqdm
 
@@ -255,6 +257,8 @@ def train_heads(
         if text_dev is not None:
             heads.eval()
             metrics["text_ndcg@10"] = text_dev.ndcg(heads.text_proj)
+            if text_dev.unseen:
+                metrics["text_ndcg@10_unseen_docs"] = text_dev.ndcg(heads.text_proj, only=text_dev.unseen)
             heads.train()
         return metrics
 
@@ -262,7 +266,7 @@ def train_heads(
         return (m["t2i_recall@10"] + m.get("text_ndcg@10", 0.0), m["rsum"])
 
     before = evaluate()
-    best_key, best_epoch, stale = selection_key(before), 0, 0
+    best_key, best_epoch, stale = selection_key(before) if start_competes else (-1.0, -1.0), 0, 0
     best_state = {k: v.detach().clone() for k, v in heads.state_dict().items()}
     history: list[dict[str, Any]] = []
     t0 = time.perf_counter()
