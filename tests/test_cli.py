@@ -121,3 +121,13 @@ def test_eval_image_caption(data_dir: Path, capsys: pytest.CaptureFixture[str]) 
     assert report["images"] == 8 and report["captions"] == 8
     assert set(m) >= {"t2i_recall@1", "t2i_recall@5", "t2i_recall@10", "i2t_recall@1", "rsum"}  # type: ignore[arg-type]
     assert m["t2i_recall@10"] == 1.0  # only 8 images: all of them are in the top 10  # type: ignore[index]
+
+
+def test_every_subcommand_takes_the_common_flags() -> None:
+    from mmrag.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    for name, p in sub.choices.items():  # type: ignore[union-attr]
+        flags = {o for a in p._actions for o in a.option_strings}
+        assert {"--store", "--model", "--json", "--quiet"} <= flags, name

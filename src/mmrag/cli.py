@@ -156,6 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--ingest-root", help="folder the app may ingest from [env MMRAG_INGEST_ROOT; default: cwd and data]"
     )
+    _common(p)
 
     p = sub.add_parser("serve", help="run the REST API (extra 'api'; see mmrag.api)")
     p.add_argument("--host", default="127.0.0.1", help="bind address (0.0.0.0 in a container)")

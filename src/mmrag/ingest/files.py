@@ -133,7 +133,7 @@ def _process(
         return _skip(path, key, f"unsupported extension {suffix or '(none)'!r}")
     target = _outside(path, root)
     if target is not None:
-        return _skip(path, key, f"symlink points outside the ingest root (to {target})")
+        return _skip(path, key, f"resolves outside the ingest root {root} (a symlink to {target})")
     try:
         st = path.stat()
     except OSError as exc:  # a dangling symlink, or a file removed since the walk

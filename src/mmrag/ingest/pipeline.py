@@ -241,8 +241,9 @@ class IngestRunner:
         timings["recover"] = time.perf_counter() - t
         known = ledger.entries()
         if files is not None:
-            base = roots[0] if roots else Path(".")
-            todo = [(Path(f), base) for f in files]
+            # Files named one by one are checked against the folder they were listed from, if any;
+            # with no folder, naming a file is the choice (its own real folder is its root).
+            todo = [(Path(f), roots[0] if roots else Path(os.path.realpath(f)).parent) for f in files]
         else:
             todo = self._files(roots, limit)
         bar = None
