@@ -46,7 +46,7 @@ def corpus_vectors(encoder: DualEncoder, ds: BeirDataset, cache: Path | None) ->
     ids = list(ds.corpus)
     path = cache / f"{encoder.id}-{ds.root.name}-{len(ids)}.npy" if cache else None
     if path is not None and path.exists():
-        vecs = np.load(path)
+        vecs: np.ndarray[Any, Any] = np.load(path)
         if vecs.shape == (len(ids), encoder.dim):
             return vecs
     t = time.perf_counter()

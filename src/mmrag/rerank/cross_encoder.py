@@ -88,7 +88,8 @@ class CrossEncoderReranker:
 
     Args:
         model: HF name or folder (see module docstring); ``None`` = offline MiniLM, untrained head.
-        max_length: Tokens per pair (query gets at most half; the document is truncated).
+        max_length: Tokens per pair (query gets at most half; the document is truncated); default
+            the length the checkpoint was trained with, else 256.
         batch_size: Pairs per forward pass; pairs are sorted by length first so a batch pads little.
         int8: Quantize the Linear layers to int8 (torch dynamic quantization).
         threads: ``torch.set_num_threads`` (process-wide) when given.
@@ -105,14 +106,14 @@ class CrossEncoderReranker:
         self,
         model: str | Path | None = None,
         *,
-        max_length: int = 256,
+        max_length: int | None = None,
         batch_size: int = 32,
         int8: bool = False,
         threads: int | None = None,
         fusion: ScoreFusion | None = None,
         cache_size: int = 20_000,
     ) -> None:
-        if max_length < 8:
+        if max_length is not None and max_length < 8:
             raise ConfigError(f"max_length must be >= 8, got {max_length}")
         if batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
@@ -138,17 +139,21 @@ class CrossEncoderReranker:
             raise EncoderError(f"{self.source} has {net.config.num_labels} outputs; a reranker needs 1")
         net.eval()
         if self.untrained:
-            log.warning("cross-encoder from offline MiniLM has an untrained head: train it (mmrag train-reranker)")
-        self.model = torch.ao.quantization.quantize_dynamic(net, {torch.nn.Linear}, dtype=torch.qint8) if int8 else net
+            log.warning(
+                "cross-encoder from offline MiniLM has an untrained head: train it (mmrag train-reranker)"
+            )
+        self.model = (
+            torch.ao.quantization.quantize_dynamic(net, {torch.nn.Linear}, dtype=torch.qint8) if int8 else net
+        )
         self.int8 = int8
-        self.max_length = max_length
+        self.meta = self._read_meta(self.source)
+        self.max_length = int(max_length or self.meta.get("max_length") or 256)
         self.batch_size = batch_size
         self.template = _PairTemplate.of(self.tokenizer)
         self._types = "token_type_ids" in self.tokenizer.model_input_names
         self._cache: OrderedDict[str, list[int]] = OrderedDict()
         self.cache_size = cache_size
         self.stats = RerankStats()
-        self.meta = self._read_meta(self.source)
         self.fusion = fusion or ScoreFusion(
             dict(self.meta.get("fusion_weights") or {}), default=float(self.meta.get("fusion_default", 0.5))
         )
@@ -169,7 +174,9 @@ class CrossEncoderReranker:
     def _doc_ids(self, texts: Sequence[str]) -> list[list[int]]:
         missing = list(dict.fromkeys(t for t in texts if t not in self._cache))
         if missing:
-            enc = self.tokenizer(missing, add_special_tokens=False, truncation=True, max_length=self.max_length)
+            enc = self.tokenizer(
+                missing, add_special_tokens=False, truncation=True, max_length=self.max_length
+            )
             for t, ids in zip(missing, enc["input_ids"], strict=True):
                 self._cache[t] = list(ids)
         out = []
@@ -180,7 +187,8 @@ class CrossEncoderReranker:
             self._cache.popitem(last=False)
         return out
 
-    def _pairs(self, queries: Sequence[str], texts: Sequence[str]) -> list[tuple[list[int], list[int]]]:
+    def encode_pairs(self, queries: Sequence[str], texts: Sequence[str]) -> list[tuple[list[int], list[int]]]:
+        """Token ids and token types of each (query, text) pair, truncated to ``max_length``."""
         qids = {q: ids for q, ids in zip(set(queries), self._doc_ids(list(set(queries))), strict=True)}
         docs = self._doc_ids(texts)
         budget = self.max_length - self.template.specials
@@ -191,7 +199,9 @@ class CrossEncoderReranker:
         return out
 
     # -- scoring ------------------------------------------------------------------------------
-    def score_pairs(self, queries: Sequence[str], texts: Sequence[str]) -> np.ndarray[Any, np.dtype[np.float32]]:
+    def score_pairs(
+        self, queries: Sequence[str], texts: Sequence[str]
+    ) -> np.ndarray[Any, np.dtype[np.float32]]:
         """Raw relevance logits of ``(queries[i], texts[i])``, in input order."""
         if len(queries) != len(texts):
             raise ValueError(f"{len(queries)} queries but {len(texts)} texts")
@@ -200,34 +210,39 @@ class CrossEncoderReranker:
         import torch
 
         t0 = time.perf_counter()
-        pairs = self._pairs(queries, texts)
+        pairs = self.encode_pairs(queries, texts)
         order = sorted(range(len(pairs)), key=lambda i: len(pairs[i][0]))
         scores = np.zeros(len(pairs), dtype=np.float32)
-        pad = self.tokenizer.pad_token_id or 0
         with torch.inference_mode():
             for start in range(0, len(order), self.batch_size):
                 idx = order[start : start + self.batch_size]
-                width = max(len(pairs[i][0]) for i in idx)
-                ids = torch.full((len(idx), width), pad, dtype=torch.long)
-                types = torch.zeros((len(idx), width), dtype=torch.long)
-                mask = torch.zeros((len(idx), width), dtype=torch.long)
-                for row, i in enumerate(idx):
-                    n = len(pairs[i][0])
-                    ids[row, :n] = torch.tensor(pairs[i][0])
-                    types[row, :n] = torch.tensor(pairs[i][1])
-                    mask[row, :n] = 1
-                    self.stats.tokens += n
-                inputs = {"input_ids": ids, "attention_mask": mask}
-                if self._types:
-                    inputs["token_type_ids"] = types
-                logits = self.model(**inputs).logits.reshape(-1).float().numpy()
-                scores[idx] = logits
-                self.stats.batches += 1
-                self.stats.padded_tokens += len(idx) * width
-                self.stats.attention_cells += len(idx) * width * width
+                inputs = self.collate([pairs[i] for i in idx])
+                scores[idx] = self.model(**inputs).logits.reshape(-1).float().numpy()
         self.stats.pairs += len(pairs)
         self.stats.seconds += time.perf_counter() - t0
         return scores
+
+    def collate(self, pairs: Sequence[tuple[list[int], list[int]]]) -> dict[str, Any]:
+        """Pad token-id pairs (from :meth:`encode_pairs`) into one model batch; counts the work done."""
+        import torch
+
+        width = max(len(p[0]) for p in pairs)
+        pad = self.tokenizer.pad_token_id or 0
+        ids = torch.full((len(pairs), width), pad, dtype=torch.long)
+        types = torch.zeros((len(pairs), width), dtype=torch.long)
+        mask = torch.zeros((len(pairs), width), dtype=torch.long)
+        for row, (pid, ptype) in enumerate(pairs):
+            ids[row, : len(pid)] = torch.tensor(pid)
+            types[row, : len(pid)] = torch.tensor(ptype)
+            mask[row, : len(pid)] = 1
+            self.stats.tokens += len(pid)
+        self.stats.batches += 1
+        self.stats.padded_tokens += len(pairs) * width
+        self.stats.attention_cells += len(pairs) * width * width
+        inputs = {"input_ids": ids, "attention_mask": mask}
+        if self._types:
+            inputs["token_type_ids"] = types
+        return inputs
 
     def score(self, query: str, texts: Sequence[str]) -> np.ndarray[Any, np.dtype[np.float32]]:
         return self.score_pairs([query] * len(texts), texts)

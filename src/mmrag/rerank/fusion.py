@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from mmrag.errors import ConfigError
 from mmrag.types import Hit
 
+GRID = tuple(i / 20 for i in range(21))  # weights tried by learn_weight: 0, 0.05, ..., 1
+
 
 def minmax(values: Sequence[float]) -> list[float]:
     """Scale to [0, 1]; a constant list maps to 0.5."""
@@ -73,11 +75,16 @@ class ScoreFusion:
         return out
 
 
+def _order(hits: Sequence[Hit], final: Sequence[float]) -> list[Hit]:
+    """Hits by final score, best first; ties keep the first-stage order."""
+    return [hits[i] for i in sorted(range(len(hits)), key=lambda i: (-final[i], i))]
+
+
 def learn_weight(
     pools: Sequence[Sequence[Hit]],
     rerank_scores: Sequence[Sequence[float | None]],
     metric: Callable[[list[list[Hit]]], float],
-    grid: Sequence[float] = tuple(i / 20 for i in range(21)),
+    grid: Sequence[float] = GRID,
     modality: str = "text",
 ) -> tuple[float, dict[float, float]]:
     """Grid-search the weight of ``modality`` that maximises ``metric`` over many queries' pools.
@@ -96,9 +103,7 @@ def learn_weight(
         fusion = ScoreFusion({modality: w}, default=w)
         ordered = []
         for hits, scores in zip(pools, rerank_scores, strict=True):
-            final = fusion.combine(hits, scores)
-            order = sorted(range(len(hits)), key=lambda i, f=final: (-f[i], i))  # type: ignore[misc]
-            ordered.append([hits[i] for i in order])
+            ordered.append(_order(hits, fusion.combine(hits, scores)))
         curve[w] = metric(ordered)
     best = max(curve.values())
     return min(w for w, v in curve.items() if v == best), curve

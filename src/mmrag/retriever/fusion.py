@@ -7,7 +7,8 @@ stays on the :class:`~mmrag.types.Hit`.
 * RRF: ``score(d) = Σ_i w_i / (k + r_i(d))`` with ``r_i`` the 0-based position in list ``i`` (as Qdrant
   counts; Cormack et al.'s 1-based form with k = 60 is this one with k = 59); a list that misses ``d`` adds 0.
 * DBSF: each list's scores are mapped to [0, 1] by ``(s - (μ - 3σ)) / 6σ`` (clipped; a list with
-  σ = 0 maps to 0.5; σ is the sample standard deviation), then summed with weights; a list that misses ``d`` adds 0.
+  σ = 0 maps to 0.5; σ is the sample standard deviation), then summed with weights; a list that
+  misses ``d`` adds 0.
 """
 
 from __future__ import annotations
@@ -30,7 +31,9 @@ def _weights(n: int, weights: Sequence[float] | None) -> list[float]:
     return [float(w) for w in weights]
 
 
-def rrf(rankings: Sequence[Sequence[str]], k: int = 60, weights: Sequence[float] | None = None) -> dict[str, float]:
+def rrf(
+    rankings: Sequence[Sequence[str]], k: int = 60, weights: Sequence[float] | None = None
+) -> dict[str, float]:
     """Reciprocal-rank fusion of ranked id lists (best first).
 
     Example:

@@ -232,7 +232,11 @@ class EdgeBackend:
                 qe.UpdateOperation.update_vectors(
                     [
                         qe.PointVectors(i, {name: _sparse(v)})
-                        for i, v in zip(ids[start : start + UPSERT_BATCH], vectors[start : start + UPSERT_BATCH], strict=True)
+                        for i, v in zip(
+                            ids[start : start + UPSERT_BATCH],
+                            vectors[start : start + UPSERT_BATCH],
+                            strict=True,
+                        )
                     ]
                 )
             )
