@@ -6,11 +6,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tests.fakes import HashEncoder
 
 from mmrag.store import Bm25Encoder, Bm25Settings, QdrantStore
 from mmrag.store.base import SPARSE_VECTOR
 from mmrag.types import Chunk, chunk_id
-from tests.fakes import HashEncoder
 
 TEXTS = [
     "cats sleep on warm windows",
