@@ -56,3 +56,25 @@ def test_train_sweep_smoke(tmp_path: Path, data_dir: Path) -> None:
     assert result["base"] == "lite" and [r["loss"] for r in result["runs"]] == ["triplet", "infonce"]
     assert all(0 <= r["t2i_recall@10"] <= 1 for r in result["runs"])
     assert "Triplet head training" in _report(out.parent, tmp_path)
+
+
+@pytest.mark.slow
+def test_rerank_benchmark_smoke(tmp_path: Path, data_dir: Path) -> None:
+    out = tmp_path / "results" / "rerank.json"
+    args = ["--reranker", str(tmp_path / "none"), "--docs", "60", "--queries", "3", "--pools", "3", "5"]
+    args += ["--depth", "10", "--latency-queries", "1", "--cache", str(tmp_path / "cache")]
+    result = _script("bench_rerank.py", args, data_dir, out)
+    assert result["queries"] == 3 and result["corpus"] >= 60
+    q = result["quality"]
+    assert set(q) >= {
+        "bm25",
+        "dense",
+        "hybrid_rrf",
+        "hybrid+rerank@3",
+        "hybrid+rerank@5",
+        "hybrid+rerank@3_int8",
+    }
+    assert all(0 <= m["ndcg@10"] <= 1 for m in q.values()) and q["bm25"]["recall@100"] > 0
+    assert set(result["latency"]) == {"fp32@3", "fp32@5", "int8@3", "int8@5"}
+    assert result["matmul_gflops"] > 0 and all(v["gflops"] > 0 for v in result["latency"].values())
+    assert "Hybrid search and cross-encoder reranking" in _report(out.parent, tmp_path)

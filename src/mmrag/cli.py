@@ -128,7 +128,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--titles", type=int, default=400, help="title -> abstract groups")
     p.add_argument("--max-length", type=int, default=128, help="tokens per pair")
     p.add_argument("--epochs", type=int, default=1)
-    p.add_argument("--lr", type=float, default=4e-5)
+    p.add_argument("--lr", type=float, default=4e-5, help="encoder learning rate")
+    p.add_argument("--head-lr", type=float, default=1e-3, help="scoring head learning rate")
+    p.add_argument("--freeze-layers", type=int, default=2, help="bottom layers kept fixed")
+    p.add_argument("--batch-groups", type=int, default=6, help="groups (1 positive + negatives) per step")
     p.add_argument("--val-pool", type=int, default=20, help="pool the fusion weight is learned on")
     p.add_argument("--limit-queries", type=int, help="first N training queries (quick runs)")
     p.add_argument("--limit-val", type=int, help="first N validation queries (quick runs)")
@@ -363,6 +366,9 @@ def cmd_train_reranker(args: argparse.Namespace) -> int:
         max_length=args.max_length,
         epochs=args.epochs,
         lr=args.lr,
+        head_lr=args.head_lr,
+        freeze_layers=args.freeze_layers,
+        batch_groups=args.batch_groups,
         minutes=args.minutes,
         val_pool=args.val_pool,
         queries=args.limit_queries,

@@ -128,9 +128,14 @@ class CrossEncoderReranker:
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         try:
             self.tokenizer = transformers.AutoTokenizer.from_pretrained(self.source)
+            config = transformers.AutoConfig.from_pretrained(self.source)
+            # A bare encoder (e.g. MiniLM) gets a fresh 1-output head; a cross-encoder keeps its own.
+            is_ranker = any(a.endswith("ForSequenceClassification") for a in config.architectures or [])
             torch.manual_seed(0)  # a fresh head (offline MiniLM) is then the same in every run
-            net = transformers.AutoModelForSequenceClassification.from_pretrained(self.source, num_labels=1)
-        except (OSError, ValueError) as exc:
+            net = transformers.AutoModelForSequenceClassification.from_pretrained(
+                self.source, **({} if is_ranker else {"num_labels": 1})
+            )
+        except (OSError, ValueError, RuntimeError) as exc:
             raise EncoderError(
                 f"cannot load cross-encoder {self.source!r}: {exc}. Pass a local folder, a checkpoint from "
                 "`mmrag train-reranker`, or a hub name with network access (HF_HUB_OFFLINE unset)"
