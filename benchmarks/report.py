@@ -95,8 +95,8 @@ Command: `python benchmarks/bench_rerank.py --threads {r["threads"]}` (reranker:
 --out checkpoints/reranker-scifact`). {r["queries"]} held-out val-fold queries of SciFact train, whole corpus
 ({r["corpus"]:,} abstracts); dense = `{r["encoder"]}` (MiniLM text tower); hybrid = RRF k=60 of BM25 and
 dense, {r["depth"]} candidates per branch; "+rerank@N" = the top N re-ordered by the cross-encoder fused
-with the first-stage score (text weight {rr["fusion_weight_text"]}, learned on this same fold, so these rows are
-optimistic); "rerank_only" = cross-encoder order alone. Cross-encoder max_length {rr["max_length"]}.
+with the first-stage score (text weight {rr["fusion_weight_text"]}, learned on this same fold, so these rows
+are optimistic); "rerank_only" = cross-encoder order alone. Cross-encoder max_length {rr["max_length"]}.
 
 | run | nDCG@10 | Recall@100 |
 |---|---|---|
