@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import time
+import warnings
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -147,9 +148,14 @@ class CrossEncoderReranker:
             log.warning(
                 "cross-encoder from offline MiniLM has an untrained head: train it (mmrag train-reranker)"
             )
-        self.model = (
-            torch.ao.quantization.quantize_dynamic(net, {torch.nn.Linear}, dtype=torch.qint8) if int8 else net
-        )
+        if int8:
+            with warnings.catch_warnings():
+                # torch 2.14 flags eager dynamic quantization as deprecated (moving to torchao); it
+                # still runs and is measured against fp32 in benchmarks/bench_rerank.py.
+                warnings.simplefilter("ignore", UserWarning)
+                warnings.simplefilter("ignore", DeprecationWarning)
+                net = torch.ao.quantization.quantize_dynamic(net, {torch.nn.Linear}, dtype=torch.qint8)
+        self.model = net
         self.int8 = int8
         self.meta = self._read_meta(self.source)
         self.max_length = int(max_length or self.meta.get("max_length") or 256)
