@@ -96,7 +96,8 @@ Command: `python benchmarks/bench_rerank.py --threads {r["threads"]}` (reranker:
 ({r["corpus"]:,} abstracts); dense = `{r["encoder"]}` (MiniLM text tower); hybrid = RRF k=60 of BM25 and
 dense, {r["depth"]} candidates per branch; "+rerank@N" = the top N re-ordered by the cross-encoder fused
 with the first-stage score (text weight {rr["fusion_weight_text"]}, learned on this same fold, so these rows
-are optimistic); "rerank_only" = cross-encoder order alone. Cross-encoder max_length {rr["max_length"]}.
+are optimistic; "_crossfit" rows fuse each half of the fold with the weight learned on the other half, the
+unbiased estimate); "rerank_only" = cross-encoder order alone. Cross-encoder max_length {rr["max_length"]}.
 
 | run | nDCG@10 | Recall@100 |
 |---|---|---|
