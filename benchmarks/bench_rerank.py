@@ -61,6 +61,50 @@ def model_flops(fp32_model: Any, padded_tokens: int, attention_cells: int) -> fl
     return 2.0 * linear * padded_tokens + 4.0 * cfg.num_hidden_layers * cfg.hidden_size * attention_cells
 
 
+def langchain_compare(
+    retriever: Any, reranker_path: str, max_length: int, texts: list[str], pool: int, threads: int
+) -> tuple[list[list[str]], list[float]] | None:
+    """The same first stage wrapped as a LangChain retriever, reranked by LangChain's
+    ``ContextualCompressionRetriever`` + ``CrossEncoderReranker(HuggingFaceCrossEncoder)`` with the same
+    model folder and max_length; returns each query's top-10 doc ids and per-query seconds."""
+    try:
+        from langchain_classic.retrievers import ContextualCompressionRetriever
+        from langchain_classic.retrievers.document_compressors import CrossEncoderReranker
+        from langchain_community.cross_encoders import HuggingFaceCrossEncoder
+        from langchain_core.callbacks import CallbackManagerForRetrieverRun
+        from langchain_core.documents import Document
+        from langchain_core.retrievers import BaseRetriever
+    except ImportError as exc:
+        print(f"LangChain comparison skipped: {exc} (pip install langchain-classic langchain-community)")
+        return None
+    import torch
+
+    class MmragFirstStage(BaseRetriever):
+        inner: Any
+
+        def _get_relevant_documents(
+            self, query: str, *, run_manager: CallbackManagerForRetrieverRun
+        ) -> list[Document]:
+            hits = self.inner.search(query, k=pool, pool=pool, hybrid=True, rerank=False)
+            return [Document(page_content=h.chunk.text or "", metadata=dict(h.chunk.metadata)) for h in hits]
+
+    ce = HuggingFaceCrossEncoder(
+        model_name=reranker_path, model_kwargs={"max_length": max_length, "device": "cpu"}
+    )
+    torch.set_num_threads(threads)
+    lc = ContextualCompressionRetriever(
+        base_compressor=CrossEncoderReranker(model=ce, top_n=10),
+        base_retriever=MmragFirstStage(inner=retriever),
+    )
+    tops, times = [], []
+    for q in texts:
+        t = time.perf_counter()
+        docs = lc.invoke(q)
+        times.append(time.perf_counter() - t)
+        tops.append([str(d.metadata["doc_id"]) for d in docs])
+    return tops, times
+
+
 def pct(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q))
 
@@ -76,6 +120,7 @@ def main() -> None:
     ap.add_argument("--pools", type=int, nargs="+", default=[20, 50, 100])
     ap.add_argument("--depth", type=int, default=100, help="candidates per hybrid branch")
     ap.add_argument("--cache", type=Path, default=CACHE)
+    ap.add_argument("--no-langchain", action="store_true", help="skip the LangChain comparison")
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -84,6 +129,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     from mmrag.encoders import load_encoder
     from mmrag.eval.datasets import BeirDataset, scifact_val_query_ids
+    from mmrag.eval.metrics import evaluate
     from mmrag.rerank import CrossEncoderReranker
     from mmrag.rerank.beir import index_corpus, ranking_metrics
     from mmrag.rerank.fusion import ScoreFusion, learn_weight
@@ -192,7 +238,7 @@ def main() -> None:
                 qrels, reorder(pool, scores, ScoreFusion({}, default=1.0))
             )
         int8 = CrossEncoderReranker(reranker_path, int8=True, threads=args.threads)
-        p0 = min(args.pools)
+        p0 = min(args.pools)  # the pool int8 quality, end-to-end latency and LangChain are measured at
         s8 = [
             int8.score(q, [h.chunk.text or "" for h in hits[:p0]])
             for q, hits in zip(texts, hybrid, strict=True)
@@ -231,9 +277,36 @@ def main() -> None:
         for v in latency.values():
             v["fraction_of_matmul"] = v["gflops"] / limit
         result["latency"] = latency
-        e2e = Retriever(encoder, store, pool=min(args.pools), hybrid=True, reranker=int8)
-        e2e_times = [e2e.search_with_timings(q, k=10).timings["total"] for q in texts[: args.latency_queries]]
-        result[f"end_to_end_int8_pool{min(args.pools)}_p50_ms"] = 1000 * statistics.median(e2e_times)
+        e2e_q = texts[: args.latency_queries]
+        e2e: dict[str, list[float]] = {}
+        for name, model in (("int8", int8), ("fp32", fp32)):
+            rr = Retriever(encoder, store, pool=p0, hybrid=True, reranker=model)
+            e2e[name] = []
+            for q in e2e_q:
+                model._cache.clear()
+                t = time.perf_counter()
+                rr.search(q, k=10)
+                e2e[name].append(time.perf_counter() - t)
+        result[f"end_to_end_int8_pool{p0}_p50_ms"] = 1000 * statistics.median(e2e["int8"])
+        result[f"end_to_end_fp32_pool{p0}_p50_ms"] = 1000 * statistics.median(e2e["fp32"])
+        if reranker_path is not None and not args.no_langchain:
+            first = Retriever(encoder, store, pool=p0, hybrid=True)
+            lc = langchain_compare(first, reranker_path, fp32.max_length, e2e_q, p0, args.threads)
+            if lc is not None:
+                tops, lc_times = lc
+                lc_q = {q: qrels[q] for q in qids[: len(e2e_q)]}
+                lc_run = dict(zip(lc_q, tops, strict=True))
+                ours = reorder(p0, scores, fusion)
+                lc_p50 = statistics.median(lc_times)
+                result["langchain"] = {
+                    "queries": len(e2e_q),
+                    "pool": p0,
+                    "p50_ms": 1000 * lc_p50,
+                    "ratio_mmrag_int8": statistics.median(e2e["int8"]) / lc_p50,
+                    "ratio_mmrag_fp32": statistics.median(e2e["fp32"]) / lc_p50,
+                    "ndcg@10_langchain": evaluate(lc_q, lc_run, ks=(10,))["ndcg@10"],
+                    "ndcg@10_mmrag": ranking_metrics(lc_q, {q: ours[q] for q in lc_q}, ks=(10,))["ndcg@10"],
+                }
     result["quality"] = quality
     result["reranker"] = {
         "path": reranker_path,

@@ -113,6 +113,19 @@ Rerank latency per query (tokenization cache cold), torch threads {r["threads"]}
 {lat}
 
 End to end (encode + dense + BM25 + fuse + int8 rerank of the top {e2e_pool}), p50: {e2e:.0f} ms.
+{langchain_lines(r)}"""
+
+
+def langchain_lines(r: dict[str, Any]) -> str:
+    lc = r.get("langchain")
+    if not lc:
+        return "\nLangChain comparison: not run (langchain-classic / langchain-community not installed).\n"
+    return f"""
+Same first stage and model folder through LangChain (`ContextualCompressionRetriever` +
+`CrossEncoderReranker(HuggingFaceCrossEncoder)`, pool {lc["pool"]}, {lc["queries"]} queries, one run):
+LangChain p50 {lc["p50_ms"]:.0f} ms; **mmrag / LangChain latency = {lc["ratio_mmrag_int8"]:.2f} (int8),
+{lc["ratio_mmrag_fp32"]:.2f} (fp32)** (target <= 0.5); nDCG@10 on those queries: mmrag (fused)
+{lc["ndcg@10_mmrag"]:.4f}, LangChain (rerank order alone) {lc["ndcg@10_langchain"]:.4f}.
 """
 
 
