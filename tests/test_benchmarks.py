@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +17,8 @@ REPO = Path(__file__).resolve().parents[1]
 def _script(name: str, args: list[str], data_dir: Path, out: Path) -> dict[str, Any]:
     """Run a benchmark script writing ``out``; return its JSON result."""
     env = {"MMRAG_DATA": str(data_dir), "PATH": "/usr/bin:/bin"}
+    if "PYTHONPATH" in os.environ:  # a worktree run (PYTHONPATH=src) tests its own sources
+        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
     cmd = [sys.executable, str(REPO / "benchmarks" / name), *args, "--out", str(out)]
     subprocess.run(cmd, check=True, capture_output=True, env=env, timeout=600)
     result: dict[str, Any] = json.loads(out.read_text())
