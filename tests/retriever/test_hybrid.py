@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ from mmrag.eval.datasets import BeirDataset
 from mmrag.eval.metrics import recall_at_k
 from mmrag.retriever import Retriever
 from mmrag.store import QdrantStore
-from mmrag.types import Chunk, chunk_id
+from mmrag.types import Chunk, Hit, chunk_id
 from tests.fakes import HashEncoder
 
 N_DOCS = 300
@@ -89,3 +90,33 @@ def test_hybrid_arguments_are_checked(scifact: tuple[Retriever, BeirDataset], tm
     with pytest.raises(ConfigError, match="text query"):
         r.search(image=img, hybrid=True)
     assert r.search(image=img, k=2)[0].sparse is None  # image queries stay dense
+
+
+class ReverseReranker:
+    """A stand-in reranker (the retriever's wiring is the subject): reverses what it is given."""
+
+    def __init__(self) -> None:
+        self.seen: list[int] = []
+
+    def rerank(self, query: str, hits: Sequence[Hit]) -> list[Hit]:
+        self.seen.append(len(hits))
+        return [replace(h, rerank=float(h.ann_rank), final_rank=i + 1) for i, h in enumerate(reversed(hits))]
+
+
+def test_rerank_stage_wiring(scifact: tuple[Retriever, BeirDataset]) -> None:
+    r, ds = scifact
+    rr = ReverseReranker()
+    ret = Retriever(r.encoder, r.store, pool=4, hybrid=True, reranker=rr)
+    assert ret.capabilities == {"hybrid": True, "rerank": True}
+    res = ret.search_with_timings(ds.queries[next(iter(ds.qrels))], k=6)
+    assert rr.seen == [4]  # never more than `pool` candidates reach the reranker
+    hits = res.hits
+    assert [h.ann_rank for h in hits] == [4, 3, 2, 1, 5, 6] and [h.final_rank for h in hits] == list(
+        range(1, 7)
+    )
+    assert [h.rerank for h in hits] == [4.0, 3.0, 2.0, 1.0, None, None]
+    assert "rerank" in res.timings and res.timings["total"] >= res.timings["rerank"]
+    plain = ret.search(ds.queries[next(iter(ds.qrels))], k=6, rerank=False)
+    assert [h.ann_rank for h in plain] == list(range(1, 7)) and rr.seen == [4]
+    with pytest.raises(ConfigError, match="reranker"):
+        Retriever(r.encoder, r.store, rerank=True)
