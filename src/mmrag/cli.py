@@ -133,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--freeze-layers", type=int, default=2, help="bottom layers kept fixed")
     p.add_argument("--batch-groups", type=int, default=6, help="groups (1 positive + negatives) per step")
     p.add_argument("--val-pool", type=int, default=20, help="pool the fusion weight is learned on")
+    p.add_argument("--seed", type=int, default=0, help="negative sampling and shuffling seed")
     p.add_argument("--limit-queries", type=int, help="first N training queries (quick runs)")
     p.add_argument("--limit-val", type=int, help="first N validation queries (quick runs)")
     p.add_argument("--cache", type=Path, help="dense-vector cache folder [default .cache/bench]")
@@ -371,6 +372,7 @@ def cmd_train_reranker(args: argparse.Namespace) -> int:
         batch_groups=args.batch_groups,
         minutes=args.minutes,
         val_pool=args.val_pool,
+        seed=args.seed,
         queries=args.limit_queries,
         val_queries=args.limit_val,
     )
