@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +17,8 @@ REPO = Path(__file__).resolve().parents[1]
 def _script(name: str, args: list[str], data_dir: Path, out: Path) -> dict[str, Any]:
     """Run a benchmark script writing ``out``; return its JSON result."""
     env = {"MMRAG_DATA": str(data_dir), "PATH": "/usr/bin:/bin"}
+    if "PYTHONPATH" in os.environ:  # a worktree run (PYTHONPATH=src) tests its own sources
+        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
     cmd = [sys.executable, str(REPO / "benchmarks" / name), *args, "--out", str(out)]
     subprocess.run(cmd, check=True, capture_output=True, env=env, timeout=600)
     result: dict[str, Any] = json.loads(out.read_text())
@@ -81,3 +84,25 @@ def test_ingest_benchmark_smoke(tmp_path: Path, data_dir: Path) -> None:
     assert result["images"]["items"] == 4 and result["text"]["files"] == 4
     assert result["images"]["ratio"] > 0 and result["text"]["ratio"] > 0 and result["peak_rss_mb"] > 100
     assert "Ingest throughput" in _report(out.parent, tmp_path)
+
+
+@pytest.mark.slow
+def test_rerank_benchmark_smoke(tmp_path: Path, data_dir: Path) -> None:
+    out = tmp_path / "results" / "rerank.json"
+    args = ["--reranker", str(tmp_path / "none"), "--docs", "60", "--queries", "3", "--pools", "3", "5"]
+    args += ["--depth", "10", "--latency-queries", "1", "--cache", str(tmp_path / "cache")]
+    result = _script("bench_rerank.py", args, data_dir, out)
+    assert result["queries"] == 3 and result["corpus"] >= 60
+    q = result["quality"]
+    assert set(q) >= {
+        "bm25",
+        "dense",
+        "hybrid_rrf",
+        "hybrid+rerank@3",
+        "hybrid+rerank@5",
+        "hybrid+rerank@3_int8",
+    }
+    assert all(0 <= m["ndcg@10"] <= 1 for m in q.values()) and q["bm25"]["recall@100"] > 0
+    assert set(result["latency"]) == {"fp32@3", "fp32@5", "int8@3", "int8@5"}
+    assert result["matmul_gflops"] > 0 and all(v["gflops"] > 0 for v in result["latency"].values())
+    assert "Hybrid search and cross-encoder reranking" in _report(out.parent, tmp_path)

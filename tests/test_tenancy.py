@@ -93,3 +93,22 @@ def test_two_tenants_ingest_the_same_folder_with_one_ledger(tmp_path: Path) -> N
         assert len(bolt) == b.written  # bolt's copy of n0 is untouched
         with Ledger(tmp_path / "store" / "ledger.sqlite") as ledger:
             assert verify(store, ledger).ok
+
+
+def test_bm25_search_also_requires_the_tenant(tmp_path: Path) -> None:
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    (folder / "a.txt").write_text("qdrant segments hold vectors " * 20)
+    enc = HashEncoder()
+    with QdrantStore.open(str(tmp_path / "store"), tenancy=True) as store:
+        IngestRunner(enc, store, IngestOptions(tenant="acme"), progress=False).run([folder])
+        IngestRunner(enc, store, IngestOptions(tenant="bolt"), progress=False).run([folder])
+        with pytest.raises(TenancyError):
+            store.search_sparse(["qdrant segments"], 5)
+        hits = store.search_sparse(["qdrant segments"], 5, filters={"tenant": "acme"})[0]
+        assert hits and {c.metadata.get("tenant") for c, _ in hits} == {"acme"}
+        r = Retriever(enc, store, hybrid=True)
+        with pytest.raises(TenancyError):
+            r.search("qdrant segments", k=3)
+        got = r.search("qdrant segments", k=3, filters={"tenant": "bolt"})
+        assert got and {h.chunk.metadata.get("tenant") for h in got} == {"bolt"}

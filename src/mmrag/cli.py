@@ -1,4 +1,4 @@
-"""The ``mmrag`` command: ingest | search | eval | train | info | verify | ui.
+"""The ``mmrag`` command: ingest | search | eval | train | train-reranker | info | verify | ui | serve.
 
 Every command takes ``--store`` (env ``MMRAG_STORE``) and ``--model`` (env ``MMRAG_MODEL``);
 ``--json`` prints stable, documented JSON on stdout (progress and logs go to stderr).
@@ -83,6 +83,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source", help="only chunks from this source path")
     p.add_argument("--hnsw-ef", type=int, help="HNSW search breadth")
     p.add_argument("--tenant", help="search only this tenant's chunks (needed when MMRAG_TENANCY=1)")
+    p.add_argument("--hybrid", action="store_true", help="fuse BM25 with dense search")
+    p.add_argument("--fusion", choices=["rrf", "dbsf"], default="rrf", help="hybrid fusion method")
+    p.add_argument("--rrf-k", type=int, default=60, help="RRF k")
+    p.add_argument("--dense-pool", type=int, help="hybrid: dense candidates (default --pool)")
+    p.add_argument("--sparse-pool", type=int, help="hybrid: BM25 candidates (default --pool)")
+    p.add_argument("--rerank", action="store_true", help="rerank the top --pool with --reranker")
+    p.add_argument(
+        "--reranker",
+        help="cross-encoder: HF name (cross-encoder/ms-marco-MiniLM-L-6-v2, BAAI/bge-reranker-base), "
+        "folder, or a `mmrag train-reranker` checkpoint",
+    )
+    p.add_argument("--int8", action="store_true", help="run the cross-encoder int8 (dynamic quantization)")
+    p.add_argument("--max-length", type=int, help="cross-encoder tokens per pair")
     _common(p)
 
     p = sub.add_parser("eval", help="evaluate on a BEIR or image-caption dataset")
@@ -145,6 +158,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--unfreeze-epochs", type=int, default=8, help="epochs of the unfrozen stage")
     p.add_argument("--backbone-lr", type=float, default=1e-4, help="learning rate of the unfrozen blocks")
     p.add_argument("--text-weight", type=float, default=1.0, help="weight of the text triplet term")
+    _common(p)
+
+    p = sub.add_parser("train-reranker", help="train the cross-encoder on SciFact (hard negatives mined)")
+    p.add_argument("--out", type=Path, required=True, help="checkpoint directory to write")
+    p.add_argument("--data", type=Path, help="data root with scifact/ and triplets/ [env MMRAG_DATA]")
+    p.add_argument("--base", help="cross-encoder to start from (default: offline all-MiniLM-L6-v2)")
+    p.add_argument("--minutes", type=float, default=11.0, help="wall-clock budget for training steps")
+    p.add_argument("--negatives", type=int, default=3, help="hard negatives per positive")
+    p.add_argument("--depth", type=int, default=30, help="first-stage candidates to mine from")
+    p.add_argument("--titles", type=int, default=400, help="title -> abstract groups")
+    p.add_argument("--max-length", type=int, default=112, help="tokens per pair")
+    p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--lr", type=float, default=3e-4, help="encoder learning rate")
+    p.add_argument("--head-lr", type=float, default=1e-2, help="scoring head learning rate")
+    p.add_argument("--freeze-layers", type=int, default=3, help="bottom layers kept fixed")
+    p.add_argument("--batch-groups", type=int, default=8, help="groups (1 positive + negatives) per step")
+    p.add_argument("--val-pool", type=int, default=20, help="pool the fusion weight is learned on")
+    p.add_argument("--seed", type=int, default=0, help="negative sampling and shuffling seed")
+    p.add_argument("--limit-queries", type=int, help="first N training queries (quick runs)")
+    p.add_argument("--limit-val", type=int, help="first N validation queries (quick runs)")
+    p.add_argument("--cache", type=Path, help="dense-vector cache folder [default .cache/bench]")
+    p.add_argument("--eval-store", help="index SciFact into this store instead of a temporary one")
     _common(p)
 
     p = sub.add_parser("info", help="store statistics and encoder")
@@ -271,19 +306,47 @@ def cmd_search(args: argparse.Namespace) -> int:
         filters["tenant"] = args.tenant
     with _open_store(s) as store:
         encoder = _encoder(s, store)
-        retriever = Retriever(encoder, store, pool=args.pool, hnsw_ef=args.hnsw_ef)
+        reranker = None
+        if args.rerank:
+            if not args.reranker:
+                raise MmragError(
+                    "--rerank needs --reranker MODEL: a HF cross-encoder name or a "
+                    "`mmrag train-reranker` checkpoint"
+                )
+            from mmrag.rerank import CrossEncoderReranker
+
+            reranker = CrossEncoderReranker(
+                args.reranker, max_length=args.max_length, int8=args.int8, threads=s.threads or None
+            )
+        retriever = Retriever(
+            encoder,
+            store,
+            pool=args.pool,
+            hnsw_ef=args.hnsw_ef,
+            hybrid=args.hybrid,
+            fusion=args.fusion,
+            rrf_k=args.rrf_k,
+            dense_pool=args.dense_pool,
+            sparse_pool=args.sparse_pool,
+            reranker=reranker,
+        )
         res = retriever.search_with_timings(
             args.query,
             image=args.image,
             k=args.k,
             modality=args.modality,
             filters=filters or None,
+            hybrid=args.hybrid or None,
+            rerank=args.rerank or None,
         )
     payload = {
         "query": args.query,
         "image": str(args.image) if args.image else None,
         "encoder": encoder.id,
         "aligned": encoder.aligned,
+        "hybrid": args.hybrid and args.image is None,
+        "fusion": args.fusion if args.hybrid else None,
+        "reranker": reranker.id if reranker else None,
         "hits": [h.to_dict() for h in res.hits],
         "timings_ms": {k: round(v * 1000, 2) for k, v in res.timings.items()},
     }
@@ -297,7 +360,13 @@ def cmd_search(args: argparse.Namespace) -> int:
         snippet = (h.chunk.text or h.chunk.image or "").replace("\n", " ")[:110]
         page = h.chunk.metadata.get("page")
         where = f"{h.chunk.source}" + (f" p.{page}" if page else "")
-        lines.append(f"{h.final_rank:>2}. {h.dense:.3f} [{h.chunk.modality}] {where}\n    {snippet}")
+        scores = " ".join(
+            f"{name} {v:.3f}"
+            for name, v in (("dense", h.dense), ("bm25", h.sparse), ("fused", h.fused), ("rerank", h.rerank))
+            if v is not None
+        )
+        moved = f" (was {h.ann_rank})" if h.ann_rank != h.final_rank else ""
+        lines.append(f"{h.final_rank:>2}.{moved} {scores} [{h.chunk.modality}] {where}\n    {snippet}")
     if not res.hits:
         lines.append("no results (is the store empty? run `mmrag ingest PATH`)")
     _emit(args, payload, "\n".join(lines))
@@ -439,6 +508,53 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0 if rep.ok or args.repair else 1
 
 
+def cmd_train_reranker(args: argparse.Namespace) -> int:
+    from mmrag.rerank.train import RerankTrainConfig, train_reranker
+
+    s = _settings(args)
+    if s.threads:
+        from mmrag.encoders import set_threads
+
+        set_threads(s.threads)
+    cfg = RerankTrainConfig(
+        model=args.base,
+        negatives=args.negatives,
+        depth=args.depth,
+        titles=args.titles,
+        max_length=args.max_length,
+        epochs=args.epochs,
+        lr=args.lr,
+        head_lr=args.head_lr,
+        freeze_layers=args.freeze_layers,
+        batch_groups=args.batch_groups,
+        minutes=args.minutes,
+        val_pool=args.val_pool,
+        seed=args.seed,
+        queries=args.limit_queries,
+        val_queries=args.limit_val,
+    )
+    data = args.data or s.data_path
+    meta = train_reranker(
+        Path(data),
+        args.out,
+        cfg,
+        encoder_spec=s.model or "lite",
+        cache=args.cache or Path(".cache/bench"),
+        store=args.eval_store,
+    )
+    val, tr = meta["val"], meta["train"]
+    lines = [
+        f"checkpoint: {args.out} ({tr['steps']} steps, {tr['groups']} groups mined, {tr['seconds']} s)",
+        f"loss {tr['loss_first10']:.3f} -> {tr['loss_last10']:.3f}",
+        f"val fold ({val['queries']} queries, pool {val['pool']}) nDCG@10: first stage "
+        f"{val['first_stage_ndcg@10']:.4f}, rerank only {val['rerank_only_ndcg@10']:.4f}, "
+        f"fused (w={val['weight']:.2f}) {val['fused_ndcg@10']:.4f}",
+        f"use it: mmrag search QUERY --hybrid --rerank --reranker {args.out}",
+    ]
+    _emit(args, meta, "\n".join(lines))
+    return 0
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     s = _settings(args)
     with _open_store(s) as store:
@@ -487,6 +603,7 @@ COMMANDS = {
     "search": cmd_search,
     "eval": cmd_eval,
     "train": cmd_train,
+    "train-reranker": cmd_train_reranker,
     "info": cmd_info,
     "verify": cmd_verify,
     "ui": cmd_ui,

@@ -1,5 +1,7 @@
-"""Second-stage reranking (cross-encoder over the ANN pool, score fusion).
+"""Second-stage reranking: a cross-encoder over the first-stage pool, fused with the first-stage scores."""
 
-Not implemented yet: tracked by the issue "Cross-encoder reranking and hybrid search". Until then
-the retriever returns the ANN order and leaves ``Hit.rerank`` / ``Hit.fused`` as ``None``.
-"""
+from mmrag.rerank.base import Reranker
+from mmrag.rerank.cross_encoder import CrossEncoderReranker
+from mmrag.rerank.fusion import ScoreFusion, learn_weight
+
+__all__ = ["CrossEncoderReranker", "Reranker", "ScoreFusion", "learn_weight"]

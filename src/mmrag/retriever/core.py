@@ -1,4 +1,5 @@
-"""The retriever: embed the query, fetch an ANN candidate pool from the store, cut to ``k``.
+"""The retriever: embed the query, fetch a candidate pool (dense ANN, optionally fused with BM25),
+optionally rerank it with a cross-encoder, cut to ``k``.
 
 Single calls wrap batch calls, so the CLI, the API and evaluation share one code path.
 """
@@ -8,20 +9,22 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from mmrag.errors import ConfigError
+from mmrag.retriever.fusion import FUSION_METHODS, FusionMethod, fuse
 from mmrag.store import Filters, QdrantStore, SearchOptions
-from mmrag.types import Hit
+from mmrag.types import Chunk, Hit
 
 if TYPE_CHECKING:
     from PIL import Image
 
     from mmrag.encoders.base import DualEncoder
+    from mmrag.rerank.base import Reranker
 
 log = logging.getLogger(__name__)
 
@@ -37,16 +40,27 @@ class SearchResult:
 class Retriever:
     """Text or image queries against one store with one encoder.
 
+    Stages: dense ANN (and, with ``hybrid``, BM25 over the same store fused by RRF or DBSF) →
+    optional cross-encoder rerank of the top ``pool`` → cut to ``k``. Every stage's score and the
+    rank before (``ann_rank``) and after (``final_rank``) reranking stay on each :class:`Hit`.
+
     Args:
         encoder: The dual encoder whose vectors the store holds.
         store: The store to search.
-        pool: Candidates fetched from the ANN stage before the cut to ``k`` (>= k; later stages
-            such as reranking re-order this pool).
+        pool: First-stage candidates handed to the reranker (and fetched per branch unless
+            ``dense_pool`` / ``sparse_pool`` say otherwise); >= 1.
         hnsw_ef: HNSW search breadth (``None`` = Qdrant's default); raise it for recall.
         vector: Named vector to search; default: the encoder's own vector in the store.
+        hybrid: Default for text queries: fuse BM25 with dense (needs a store with BM25 vectors).
+        fusion: ``"rrf"`` or ``"dbsf"`` (see :mod:`mmrag.retriever.fusion`).
+        rrf_k: RRF's ``k``.
+        dense_pool: Candidates from the dense branch in hybrid mode (default ``pool``).
+        sparse_pool: Candidates from the BM25 branch in hybrid mode (default ``pool``).
+        reranker: A :class:`~mmrag.rerank.base.Reranker` (e.g. :class:`~mmrag.rerank.CrossEncoderReranker`).
+        rerank: Default for text queries: rerank when a reranker is given (default ``True`` then).
 
     Example:
-        >>> r = Retriever(load_encoder("lite"), QdrantStore.open(".mmrag"))   # doctest: +SKIP
+        >>> r = Retriever(load_encoder("lite"), QdrantStore.open(".mmrag"), hybrid=True)  # doctest: +SKIP
         >>> [h.chunk.source for h in r.search("dense passage retrieval", k=3)]  # doctest: +SKIP
     """
 
@@ -58,16 +72,42 @@ class Retriever:
         pool: int = 50,
         hnsw_ef: int | None = None,
         vector: str | None = None,
+        hybrid: bool = False,
+        fusion: FusionMethod = "rrf",
+        rrf_k: int = 60,
+        dense_pool: int | None = None,
+        sparse_pool: int | None = None,
+        reranker: Reranker | None = None,
+        rerank: bool | None = None,
     ) -> None:
-        if pool < 1:
-            raise ConfigError(f"pool must be >= 1, got {pool}")
+        for name, value in (("pool", pool), ("dense_pool", dense_pool), ("sparse_pool", sparse_pool)):
+            if value is not None and value < 1:
+                raise ConfigError(f"{name} must be >= 1, got {value}")
         if hnsw_ef is not None and hnsw_ef < 1:
             raise ConfigError(f"hnsw_ef must be >= 1, got {hnsw_ef}")
+        if fusion not in FUSION_METHODS:
+            raise ConfigError(f"fusion must be one of {FUSION_METHODS}, got {fusion!r}")
+        if rrf_k < 1:
+            raise ConfigError(f"rrf_k must be >= 1, got {rrf_k}")
         self.encoder = encoder
         self.store = store
         self.pool = pool
         self.options = SearchOptions(hnsw_ef=hnsw_ef)
         self.vector = vector or store.vector_for(encoder)
+        self.fusion: FusionMethod = fusion
+        self.rrf_k = rrf_k
+        self.dense_pool = dense_pool
+        self.sparse_pool = sparse_pool
+        self.reranker = reranker
+        if hybrid and not store.has_sparse:
+            raise ConfigError(
+                f"hybrid search needs BM25 vectors, and store {store.location} has none "
+                "(created before hybrid search); re-ingest into a new store"
+            )
+        if rerank and reranker is None:
+            raise ConfigError("rerank=True needs a reranker (e.g. mmrag.rerank.CrossEncoderReranker)")
+        self.hybrid = hybrid
+        self.rerank = reranker is not None if rerank is None else rerank
         if not encoder.aligned:
             log.info(
                 "encoder %s has untrained image/text heads: cross-modal scores are not meaningful", encoder.id
@@ -76,7 +116,7 @@ class Retriever:
     @property
     def capabilities(self) -> dict[str, bool]:
         """Which optional stages this retriever can run (``hybrid``: BM25 + dense; ``rerank``)."""
-        return {"hybrid": False, "rerank": False}
+        return {"hybrid": self.store.has_sparse, "rerank": self.reranker is not None}
 
     def search(
         self,
@@ -102,6 +142,16 @@ class Retriever:
             rerank=rerank,
         ).hits
 
+    def _stages(self, hybrid: bool | None, rerank: bool | None, text: bool) -> tuple[bool, bool]:
+        for stage, wanted in (("hybrid", hybrid), ("rerank", rerank)):
+            if wanted and not self.capabilities[stage]:
+                raise ConfigError(f"{stage} search is not available in this retriever")
+            if wanted and not text:
+                raise ConfigError(f"{stage} search needs a text query, not an image")
+        use_hybrid = (self.hybrid if hybrid is None else hybrid) and text
+        use_rerank = (self.rerank if rerank is None else rerank) and text
+        return use_hybrid, use_rerank
+
     def search_with_timings(
         self,
         query: str | None = None,
@@ -114,24 +164,28 @@ class Retriever:
         hybrid: bool | None = None,
         rerank: bool | None = None,
     ) -> SearchResult:
-        """Like :meth:`search`, plus per-stage timings in seconds.
+        """Like :meth:`search`, plus per-stage timings in seconds (``encode``, ``ann``, ``sparse``,
+        ``fuse``, ``rerank``, ``total``; a stage that did not run is absent).
 
         ``hybrid`` / ``rerank``: ``None`` uses the retriever's default; ``True`` asks for the stage and raises
-        :class:`ConfigError` when this retriever cannot run it (see :attr:`capabilities`).
+        :class:`ConfigError` when this retriever cannot run it (see :attr:`capabilities`) or the query is
+        an image.
         """
         if (query is None) == (image is None):
             raise ConfigError("pass a text query or an image, exactly one of them")
-        for stage, wanted in (("hybrid", hybrid), ("rerank", rerank)):
-            if wanted and not self.capabilities[stage]:
-                raise ConfigError(f"{stage} search is not available in this retriever")
         if query is not None and not query.strip():
             raise ConfigError("the text query is empty")
-        t0 = time.perf_counter()
-        qvec = self.encoder.encode_text([query]) if query is not None else self.encoder.encode_image([image])  # type: ignore[list-item]
-        t1 = time.perf_counter()
-        hits = self.search_vectors(qvec, k=k, modality=modality, filters=filters, pool=pool)[0]
-        t2 = time.perf_counter()
-        return SearchResult(hits, {"encode": t1 - t0, "ann": t2 - t1, "total": t2 - t0})
+        if query is None:
+            self._stages(hybrid, rerank, text=False)
+            t0 = time.perf_counter()
+            qvec = self.encoder.encode_image([image])  # type: ignore[list-item]
+            t1 = time.perf_counter()
+            hits = self.search_vectors(qvec, k=k, modality=modality, filters=filters, pool=pool)[0]
+            t2 = time.perf_counter()
+            return SearchResult(hits, {"encode": t1 - t0, "ann": t2 - t1, "total": t2 - t0})
+        return self._search_texts(
+            [query], k=k, modality=modality, filters=filters, pool=pool, hybrid=hybrid, rerank=rerank
+        )[0]
 
     def search_batch(
         self,
@@ -141,13 +195,91 @@ class Retriever:
         modality: str | None = None,
         filters: Filters | None = None,
         pool: int | None = None,
+        hybrid: bool | None = None,
+        rerank: bool | None = None,
     ) -> list[list[Hit]]:
-        """Many text queries in one encoder pass and one batched store query."""
+        """Many text queries in one encoder pass and one batched store query per branch."""
         if not queries:
             return []
-        return self.search_vectors(
-            self.encoder.encode_text(list(queries)), k=k, modality=modality, filters=filters, pool=pool
+        results = self._search_texts(
+            queries, k=k, modality=modality, filters=filters, pool=pool, hybrid=hybrid, rerank=rerank
         )
+        return [r.hits for r in results]
+
+    def _search_texts(
+        self,
+        queries: Sequence[str],
+        *,
+        k: int,
+        modality: str | None,
+        filters: Filters | None,
+        pool: int | None,
+        hybrid: bool | None,
+        rerank: bool | None,
+    ) -> list[SearchResult]:
+        use_hybrid, use_rerank = self._stages(hybrid, rerank, text=True)
+        if k < 1:
+            raise ConfigError(f"k must be >= 1, got {k}")
+        size = pool if pool is not None else self.pool
+        if size < 1:
+            raise ConfigError(f"pool must be >= 1, got {size}")
+        timings: dict[str, float] = {}
+        t0 = time.perf_counter()
+        qvecs = self.encoder.encode_text(list(queries))
+        t1 = time.perf_counter()
+        timings["encode"] = t1 - t0
+        if not use_hybrid:
+            first = self.search_vectors(qvecs, k=max(k, size), modality=modality, filters=filters, pool=size)
+            timings["ann"] = time.perf_counter() - t1
+        else:
+            dense = self.store.search(
+                self.vector,
+                qvecs,
+                max(k, self.dense_pool or size),
+                modality=modality,
+                filters=filters,
+                options=self.options,
+            )
+            t2 = time.perf_counter()
+            sparse = self.store.search_sparse(
+                queries, max(k, self.sparse_pool or size), modality=modality, filters=filters
+            )
+            t3 = time.perf_counter()
+            first = [self._fuse(d, s) for d, s in zip(dense, sparse, strict=True)]
+            timings.update(ann=t2 - t1, sparse=t3 - t2, fuse=time.perf_counter() - t3)
+        n = len(queries)
+        out = []
+        for q, hits in zip(queries, first, strict=True):
+            qt = {key: v / n for key, v in timings.items()}  # batch stages: each query's share
+            if use_rerank and self.reranker is not None:
+                t4 = time.perf_counter()
+                head = self.reranker.rerank(q, hits[:size])
+                hits = head + [replace(h, final_rank=len(head) + i + 1) for i, h in enumerate(hits[size:])]
+                qt["rerank"] = time.perf_counter() - t4
+            qt["total"] = sum(qt.values())
+            out.append(SearchResult(hits[:k], qt))
+        return out
+
+    def _fuse(self, dense: list[tuple[Chunk, float]], sparse: list[tuple[Chunk, float]]) -> list[Hit]:
+        chunks = {c.id: c for c, _ in dense} | {c.id: c for c, _ in sparse}
+        dscore = {c.id: s for c, s in dense}
+        sscore = {c.id: s for c, s in sparse}
+        fused = fuse(
+            [[(c.id, s) for c, s in dense], [(c.id, s) for c, s in sparse]], self.fusion, k=self.rrf_k
+        )
+        return [
+            Hit(
+                chunk=chunks[cid],
+                dense=dscore.get(cid),
+                sparse=sscore.get(cid),
+                fused=f,
+                rerank=None,
+                ann_rank=i + 1,
+                final_rank=i + 1,
+                vector=self.vector,
+            )
+            for i, (cid, f) in enumerate(fused)
+        ]
 
     def search_images(
         self,
@@ -158,7 +290,7 @@ class Retriever:
         filters: Filters | None = None,
         pool: int | None = None,
     ) -> list[list[Hit]]:
-        """Many image queries in one encoder pass and one batched store query."""
+        """Many image queries in one encoder pass and one batched store query (dense only)."""
         if not images:
             return []
         return self.search_vectors(
@@ -174,7 +306,7 @@ class Retriever:
         filters: Filters | None,
         pool: int | None,
     ) -> list[list[Hit]]:
-        """Search with precomputed query vectors (rows of ``qvecs``), one hit list per row."""
+        """Dense search with precomputed query vectors (rows of ``qvecs``), one hit list per row."""
         if k < 1:
             raise ConfigError(f"k must be >= 1, got {k}")
         size = max(k, pool if pool is not None else self.pool)

@@ -15,7 +15,17 @@ import numpy as np
 import numpy.typing as npt
 
 from mmrag.errors import ConfigError, DimensionMismatchError, StoreError, TenancyError
-from mmrag.store.base import Backend, Filters, SearchOptions, StoredPoint, StoredRecord, scroll_all
+from mmrag.store.base import (
+    SPARSE_VECTOR,
+    Backend,
+    Filters,
+    SearchOptions,
+    SparseVec,
+    StoredPoint,
+    StoredRecord,
+    scroll_all,
+)
+from mmrag.store.sparse import Bm25Encoder, Bm25Settings
 from mmrag.types import MODALITIES, Chunk
 
 if TYPE_CHECKING:
@@ -25,7 +35,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Filters", "QdrantStore", "SearchOptions"]
+__all__ = ["Bm25Encoder", "Bm25Settings", "Filters", "QdrantStore", "SearchOptions"]
 
 
 def chunk_payload(chunk: Chunk) -> dict[str, Any]:
@@ -68,6 +78,7 @@ class QdrantStore:
         self.backend = backend
         self._meta = backend.read_meta()
         self._tenancy = bool(self._meta.get("tenancy"))
+        self._bm25: Bm25Encoder | None = None
 
     @classmethod
     def open(
@@ -168,8 +179,78 @@ class QdrantStore:
         }
         if not self._meta.get("default_vector"):
             self._meta["default_vector"] = name
+        backfill = self.has_sparse and "bm25" not in self._meta
+        if self.has_sparse:
+            self._meta.setdefault("bm25", Bm25Settings().to_dict())
         self.backend.write_meta(self._meta)
+        if backfill and self.count():
+            # An older store (no sparse vector) was just migrated: give its points BM25 vectors.
+            self.index_sparse()
         return name
+
+    # -- sparse (BM25) ----------------------------------------------------------------------
+    @property
+    def has_sparse(self) -> bool:
+        """Whether the store holds BM25 sparse vectors (every store created by mmrag >= 0.1 does)."""
+        return SPARSE_VECTOR in self.backend.sparse_names()
+
+    @property
+    def bm25(self) -> Bm25Encoder:
+        """The BM25 embedder with the settings this store was created with."""
+        if self._bm25 is None:
+            self._bm25 = Bm25Encoder(Bm25Settings.from_dict(self._meta.get("bm25")))
+        return self._bm25
+
+    def _sparse_of(self, chunks: Sequence[Chunk]) -> dict[str, SparseVec]:
+        """BM25 vectors of the chunks that have text (an image's caption / alt / OCR text)."""
+        with_text = [c for c in chunks if c.text and c.text.strip()]
+        vecs = self.bm25.embed_documents([c.text or "" for c in with_text])
+        return {c.id: v for c, v in zip(with_text, vecs, strict=True) if v.indices}
+
+    def index_sparse(self, batch: int = 256) -> int:
+        """(Re)compute the BM25 vector of every stored point from its text; returns how many got one."""
+        if not self.has_sparse:
+            raise StoreError(
+                f"store {self.location} was created without a sparse vector; re-ingest into a new store"
+            )
+        done = 0
+        for page in scroll_all(self.backend, batch=batch):
+            sparse = self._sparse_of([payload_chunk(r.id, r.payload) for r in page])
+            if sparse:
+                self.backend.set_sparse(SPARSE_VECTOR, list(sparse), list(sparse.values()))
+            done += len(sparse)
+        return done
+
+    def search_sparse(
+        self,
+        queries: Sequence[str],
+        limit: int,
+        *,
+        modality: str | None = None,
+        filters: Filters | None = None,
+    ) -> list[list[tuple[Chunk, float]]]:
+        """BM25 search, one result list per query text, best first (points without text never match)."""
+        self._check_tenant(filters)
+        if limit < 1:
+            raise ConfigError(f"limit must be >= 1, got {limit}")
+        if modality is not None and modality not in MODALITIES:
+            raise ConfigError(f"modality must be one of {MODALITIES} or None, got {modality!r}")
+        if not self.has_sparse:
+            raise StoreError(
+                f"store {self.location} has no BM25 vectors (created before hybrid search); "
+                "re-ingest into a new store to use --hybrid"
+            )
+        flt: dict[str, Any] = dict(filters or {})
+        if modality:
+            flt["modality"] = modality
+        qvecs = [self.bm25.embed_query(q) for q in queries]
+        # A query of only stop words has no tokens: it matches nothing (Qdrant rejects empty vectors).
+        live = [i for i, v in enumerate(qvecs) if v.indices]
+        found = self.backend.search_sparse(SPARSE_VECTOR, [qvecs[i] for i in live], limit, flt or None)
+        out: list[list[tuple[Chunk, float]]] = [[] for _ in queries]
+        for i, res in zip(live, found, strict=True):
+            out[i] = [(payload_chunk(r.id, r.payload), float(r.score or 0.0)) for r in res]
+        return out
 
     def vector_for(self, encoder: DualEncoder) -> str:
         """The existing vector of ``encoder``; a clear error if the store has none."""
@@ -249,9 +330,19 @@ class QdrantStore:
             present = {r.id for r in self.backend.retrieve([c.id for c in chunks])}
         new = [i for i, c in enumerate(chunks) if c.id not in present]
         old = [i for i, c in enumerate(chunks) if c.id in present]
+        # BM25 vectors depend only on the text, so points already stored keep theirs.
+        sparse = self._sparse_of([chunks[i] for i in new]) if self.has_sparse else {}
         if new:
             self.backend.upsert(
-                [StoredPoint(chunks[i].id, {vector: vectors[i]}, chunk_payload(chunks[i])) for i in new]
+                [
+                    StoredPoint(
+                        chunks[i].id,
+                        {vector: vectors[i]},
+                        chunk_payload(chunks[i]),
+                        {SPARSE_VECTOR: sparse[chunks[i].id]} if chunks[i].id in sparse else {},
+                    )
+                    for i in new
+                ]
             )
         if old:
             self.backend.set_vectors(vector, [chunks[i].id for i in old], vectors[old])

@@ -15,6 +15,16 @@ Filters = Mapping[str, str | int | bool | Sequence[str]]
 INDEXED_KEYWORDS = ("modality", "source", "tenant")
 META_SCHEMA = 1
 UPSERT_BATCH = 256
+# The sparse (BM25) vector every new collection gets beside its dense vectors; Qdrant applies IDF.
+SPARSE_VECTOR = "bm25"
+
+
+@dataclass(frozen=True, slots=True)
+class SparseVec:
+    """A sparse vector: token ids (hashes) and their weights, same length."""
+
+    indices: list[int]
+    values: list[float]
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +34,7 @@ class StoredPoint:
     id: str
     vectors: Mapping[str, Sequence[float] | npt.NDArray[np.float32]]
     payload: Mapping[str, Any]
+    sparse: Mapping[str, SparseVec] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +45,7 @@ class StoredRecord:
     payload: Mapping[str, Any]
     score: float | None = None
     vectors: Mapping[str, list[float]] = field(default_factory=dict)
+    sparse: Mapping[str, SparseVec] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +65,11 @@ class Backend(Protocol):
     def add_vector(self, name: str, dim: int) -> None: ...
     def upsert(self, points: Sequence[StoredPoint]) -> None: ...
     def set_vectors(self, name: str, ids: Sequence[str], vectors: npt.NDArray[np.float32]) -> None: ...
+    def sparse_names(self) -> set[str]: ...
+    def set_sparse(self, name: str, ids: Sequence[str], vectors: Sequence[SparseVec]) -> None: ...
+    def search_sparse(
+        self, name: str, queries: Sequence[SparseVec], limit: int, filters: Filters | None
+    ) -> list[list[StoredRecord]]: ...
     def search(
         self,
         name: str,

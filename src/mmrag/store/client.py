@@ -19,9 +19,11 @@ from mmrag._lazy import require
 from mmrag.errors import StoreError
 from mmrag.store.base import (
     INDEXED_KEYWORDS,
+    SPARSE_VECTOR,
     UPSERT_BATCH,
     Filters,
     SearchOptions,
+    SparseVec,
     StoredPoint,
     StoredRecord,
     as_list,
@@ -45,8 +47,24 @@ def client_filter(filters: Filters | None) -> Any:
 def _record(p: Any, score: float | None = None) -> StoredRecord:
     vec = p.vector if isinstance(p.vector, dict) else {}
     return StoredRecord(
-        id=str(p.id), payload=dict(p.payload or {}), score=score, vectors={k: list(v) for k, v in vec.items()}
+        id=str(p.id),
+        payload=dict(p.payload or {}),
+        score=score,
+        vectors={k: list(v) for k, v in vec.items() if isinstance(v, list)},
+        sparse={
+            k: SparseVec(list(v.indices), list(v.values)) for k, v in vec.items() if hasattr(v, "indices")
+        },
     )
+
+
+def _sparse(v: SparseVec) -> Any:
+    return _models().SparseVector(indices=list(v.indices), values=list(v.values))
+
+
+def _point(p: StoredPoint | StoredRecord) -> Any:
+    vectors: dict[str, Any] = {k: as_list(v) for k, v in p.vectors.items()}
+    vectors.update({k: _sparse(v) for k, v in p.sparse.items()})
+    return _models().PointStruct(id=p.id, vector=vectors, payload=dict(p.payload))
 
 
 class ClientBackend:
@@ -90,6 +108,7 @@ class ClientBackend:
         if async_client is None and url != ":memory:":
             self.async_client = qc.AsyncQdrantClient(url=url, api_key=api_key, timeout=30)
         self._dims: dict[str, int] | None = None
+        self._sparse: set[str] | None = None
 
     def close(self) -> None:
         self.client.close()
@@ -117,6 +136,13 @@ class ClientBackend:
             self._dims = {n: int(p.size) for n, p in vectors.items()} if isinstance(vectors, dict) else {}
         return dict(self._dims)
 
+    def sparse_names(self) -> set[str]:
+        if self._physical is None:
+            return set()
+        if self._sparse is None:
+            self._sparse = set(self.client.get_collection(self._physical).config.params.sparse_vectors or {})
+        return set(self._sparse)
+
     def add_vector(self, name: str, dim: int) -> None:
         m = _models()
         dims = {**self.vector_dims(), name: dim}
@@ -126,6 +152,8 @@ class ClientBackend:
         self.client.create_collection(
             new,
             vectors_config={k: m.VectorParams(size=d, distance=m.Distance.COSINE) for k, d in dims.items()},
+            # BM25 term weights come from the client (mmrag.store.sparse); Qdrant multiplies in the IDF.
+            sparse_vectors_config={SPARSE_VECTOR: m.SparseVectorParams(modifier=m.Modifier.IDF)},
             metadata={"mmrag": meta},
             shard_number=self.shards,
             replication_factor=self.replication,
@@ -139,14 +167,7 @@ class ClientBackend:
                 self.client.create_payload_index(new, key, field_schema=schema)
         if self._physical is not None:
             for records in scroll_all(self, with_vectors=True):
-                self.client.upsert(
-                    new,
-                    [
-                        m.PointStruct(id=r.id, vector=dict(r.vectors), payload=dict(r.payload))
-                        for r in records
-                    ],
-                    wait=True,
-                )
+                self.client.upsert(new, [_point(r) for r in records], wait=True)
         ops: list[Any] = []
         if self._physical is not None:
             ops.append(m.DeleteAliasOperation(delete_alias=m.DeleteAlias(alias_name=self.collection)))
@@ -156,7 +177,7 @@ class ClientBackend:
             )
         )
         self.client.update_collection_aliases(change_aliases_operations=ops)
-        old, self._physical, self._dims = self._physical, new, None
+        old, self._physical, self._dims, self._sparse = self._physical, new, None, None
         if old is not None:
             self.client.delete_collection(old)
 
@@ -169,19 +190,32 @@ class ClientBackend:
 
     # -- data -------------------------------------------------------------------------------
     def upsert(self, points: Sequence[StoredPoint]) -> None:
-        m, coll = _models(), self._need()
+        coll = self._need()
         for start in range(0, len(points), UPSERT_BATCH):
             batch = points[start : start + UPSERT_BATCH]
-            self.client.upsert(
-                coll,
-                [
-                    m.PointStruct(
-                        id=p.id, vector={k: as_list(v) for k, v in p.vectors.items()}, payload=dict(p.payload)
-                    )
-                    for p in batch
-                ],
-                wait=True,
+            self.client.upsert(coll, [_point(p) for p in batch], wait=True)
+
+    def set_sparse(self, name: str, ids: Sequence[str], vectors: Sequence[SparseVec]) -> None:
+        m, coll = _models(), self._need()
+        for start in range(0, len(ids), UPSERT_BATCH):
+            pairs = zip(ids[start : start + UPSERT_BATCH], vectors[start : start + UPSERT_BATCH], strict=True)
+            self.client.update_vectors(
+                coll, [m.PointVectors(id=i, vector={name: _sparse(v)}) for i, v in pairs], wait=True
             )
+
+    def search_sparse(
+        self, name: str, queries: Sequence[SparseVec], limit: int, filters: Filters | None
+    ) -> list[list[StoredRecord]]:
+        m, coll = _models(), self._need()
+        if not queries:
+            return []
+        flt = client_filter(filters)
+        reqs = [
+            m.QueryRequest(query=_sparse(q), using=name, limit=limit, filter=flt, with_payload=True)
+            for q in queries
+        ]
+        responses = self.client.query_batch_points(coll, requests=reqs)
+        return [[_record(p, float(p.score)) for p in r.points] for r in responses]
 
     def set_vectors(self, name: str, ids: Sequence[str], vectors: npt.NDArray[np.float32]) -> None:
         m, coll = _models(), self._need()

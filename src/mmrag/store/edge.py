@@ -28,9 +28,11 @@ from mmrag._lazy import require
 from mmrag.errors import StoreError, StoreLockedError
 from mmrag.store.base import (
     INDEXED_KEYWORDS,
+    SPARSE_VECTOR,
     UPSERT_BATCH,
     Filters,
     SearchOptions,
+    SparseVec,
     StoredPoint,
     StoredRecord,
     as_list,
@@ -66,7 +68,20 @@ def _record(p: Any, score: float | None = None) -> StoredRecord:
         payload=dict(p.payload or {}),
         score=score,
         vectors={k: list(v) for k, v in vec.items() if isinstance(v, list)},
+        sparse={
+            k: SparseVec(list(v.indices), list(v.values)) for k, v in vec.items() if hasattr(v, "indices")
+        },
     )
+
+
+def _sparse(v: SparseVec) -> Any:
+    return _qe().SparseVector(v.indices, v.values)
+
+
+def _point(p: StoredPoint | StoredRecord) -> Any:
+    vectors: dict[str, Any] = {k: as_list(v) for k, v in p.vectors.items()}
+    vectors.update({k: _sparse(v) for k, v in p.sparse.items()})
+    return _qe().Point(p.id, vectors, dict(p.payload))
 
 
 class EdgeBackend:
@@ -161,6 +176,8 @@ class EdgeBackend:
         threshold = self._meta.get("indexing_threshold_kb")
         return qe.EdgeConfig(
             vectors={n: qe.EdgeVectorParams(size=d, distance=qe.Distance.Cosine) for n, d in dims.items()},
+            # BM25 term weights come from the client (mmrag.store.sparse); Qdrant multiplies in the IDF.
+            sparse_vectors={SPARSE_VECTOR: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)},
             optimizers=qe.EdgeOptimizersConfig(indexing_threshold=threshold)
             if threshold is not None
             else None,
@@ -173,7 +190,8 @@ class EdgeBackend:
         )
         new_dir = self.root / f"shard-{n}"
         qe = _qe()
-        new = qe.EdgeShard.create(str(new_dir), self._config(dims))
+        config = self._config(dims)
+        new = qe.EdgeShard.create(str(new_dir), config)
         for key in INDEXED_KEYWORDS:
             # is_tenant: Qdrant keeps each tenant's points together (the tenant index, as on a server).
             schema = (
@@ -182,15 +200,12 @@ class EdgeBackend:
             new.update(qe.UpdateOperation.create_field_index(key, schema))
         if self._shard is not None:
             for records in scroll_all(self, with_vectors=True):
-                new.update(
-                    qe.UpdateOperation.upsert_points(
-                        [qe.Point(r.id, dict(r.vectors), dict(r.payload)) for r in records]
-                    )
-                )
+                new.update(qe.UpdateOperation.upsert_points([_point(r) for r in records]))
         new.flush()
         old, old_dir = self._shard, self._meta.get("shard")
         self._shard = new
         self._meta.setdefault("vectors", {})[name] = {"dim": dim}
+        self._meta["sparse"] = sorted(config.sparse_vectors or {})
         self._meta["shard"] = new_dir.name
         self._write_meta_file()  # the switch: from here on the new shard is the store
         if old is not None:
@@ -208,15 +223,44 @@ class EdgeBackend:
         qe, shard = _qe(), self._need()
         for start in range(0, len(points), UPSERT_BATCH):
             batch = points[start : start + UPSERT_BATCH]
+            shard.update(qe.UpdateOperation.upsert_points([_point(p) for p in batch]))
+        shard.flush()
+
+    def sparse_names(self) -> set[str]:
+        return set(self._meta.get("sparse") or [])
+
+    def set_sparse(self, name: str, ids: Sequence[str], vectors: Sequence[SparseVec]) -> None:
+        qe, shard = _qe(), self._need()
+        for start in range(0, len(ids), UPSERT_BATCH):
             shard.update(
-                qe.UpdateOperation.upsert_points(
+                qe.UpdateOperation.update_vectors(
                     [
-                        qe.Point(p.id, {k: as_list(v) for k, v in p.vectors.items()}, dict(p.payload))
-                        for p in batch
+                        qe.PointVectors(i, {name: _sparse(v)})
+                        for i, v in zip(
+                            ids[start : start + UPSERT_BATCH],
+                            vectors[start : start + UPSERT_BATCH],
+                            strict=True,
+                        )
                     ]
                 )
             )
         shard.flush()
+
+    def search_sparse(
+        self, name: str, queries: Sequence[SparseVec], limit: int, filters: Filters | None
+    ) -> list[list[StoredRecord]]:
+        qe, shard = _qe(), self._need()
+        if not queries:
+            return []
+        flt = edge_filter(filters)
+        reqs = [
+            qe.QueryRequest(
+                limit=limit, query=qe.Query.Nearest(_sparse(q), using=name), filter=flt, with_payload=True
+            )
+            for q in queries
+        ]
+        results = shard.query_batch(qe.QueryBatchRequest(reqs)) if len(reqs) > 1 else [shard.query(reqs[0])]
+        return [[_record(p, float(p.score)) for p in res] for res in results]
 
     def set_vectors(self, name: str, ids: Sequence[str], vectors: npt.NDArray[np.float32]) -> None:
         qe, shard = _qe(), self._need()

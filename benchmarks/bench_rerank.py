@@ -1,0 +1,328 @@
+"""Hybrid first stage and cross-encoder reranking on the SciFact val fold (issue #4's closing numbers).
+
+Quality (nDCG@10, Recall@100 on the held-out val fold of SciFact train queries): BM25, dense (`lite`
+= MiniLM), hybrid RRF (k=60, 100 candidates per branch), hybrid + rerank of the top 20/50/100 with the
+trained cross-encoder fused with the first stage (weight learned on the same val fold by
+`mmrag train-reranker`, so this is the fold it was tuned on; "_crossfit" rows instead fuse each half of
+the fold with the weight learned on the other half), rerank alone, and int8 against fp32.
+
+Speed: rerank latency per query (p50/p95) at pool 20 and 50, fp32 vs int8, tokenization cache cleared
+before every query (a cold pool); the cross-encoder's achieved GFLOP/s (FLOPs counted from the padded
+tokens: 2 x Linear parameters per token + the attention products) against a large fp32 torch matmul
+timed in the same run with the same threads.
+
+Usage: python benchmarks/bench_rerank.py [--reranker checkpoints/reranker-scifact] [--threads 1]
+       [--queries N] [--latency-queries 15] [--pools 20 50 100]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("MMRAG_DATA", REPO.parent / "shared" / "data"))
+CACHE = REPO / ".cache" / "bench"
+OUT = REPO / "benchmarks" / "results" / "rerank.json"
+
+
+def matmul_gflops(threads: int, n: int = 2048, repeats: int = 5) -> float:
+    """The machine's fp32 matrix-multiply rate (best of ``repeats``) with ``threads`` threads."""
+    import torch
+
+    torch.set_num_threads(threads)
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.mm(a, b)
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - t)
+    return 2 * n**3 / best / 1e9
+
+
+def model_flops(fp32_model: Any, padded_tokens: int, attention_cells: int) -> float:
+    """FLOPs of forward passes over ``padded_tokens`` (embedding lookups not counted): 2 per Linear
+    weight per token, plus QK^T and AV (4 x hidden per attention cell per layer)."""
+    import torch
+
+    cfg = fp32_model.config
+    linear = sum(m.weight.numel() for m in fp32_model.modules() if isinstance(m, torch.nn.Linear))
+    return 2.0 * linear * padded_tokens + 4.0 * cfg.num_hidden_layers * cfg.hidden_size * attention_cells
+
+
+def langchain_compare(
+    retriever: Any, reranker_path: str, max_length: int, texts: list[str], pool: int, threads: int
+) -> tuple[list[list[str]], list[float]] | None:
+    """The same first stage wrapped as a LangChain retriever, reranked by LangChain's
+    ``ContextualCompressionRetriever`` + ``CrossEncoderReranker(HuggingFaceCrossEncoder)`` with the same
+    model folder and max_length; returns each query's top-10 doc ids and per-query seconds."""
+    try:
+        from langchain_classic.retrievers import ContextualCompressionRetriever
+        from langchain_classic.retrievers.document_compressors import CrossEncoderReranker
+        from langchain_community.cross_encoders import HuggingFaceCrossEncoder
+        from langchain_core.callbacks import CallbackManagerForRetrieverRun
+        from langchain_core.documents import Document
+        from langchain_core.retrievers import BaseRetriever
+    except ImportError as exc:
+        print(f"LangChain comparison skipped: {exc} (pip install langchain-classic langchain-community)")
+        return None
+    import torch
+
+    class MmragFirstStage(BaseRetriever):
+        inner: Any
+
+        def _get_relevant_documents(
+            self, query: str, *, run_manager: CallbackManagerForRetrieverRun
+        ) -> list[Document]:
+            hits = self.inner.search(query, k=pool, pool=pool, hybrid=True, rerank=False)
+            return [Document(page_content=h.chunk.text or "", metadata=dict(h.chunk.metadata)) for h in hits]
+
+    ce = HuggingFaceCrossEncoder(
+        model_name=reranker_path, model_kwargs={"max_length": max_length, "device": "cpu"}
+    )
+    torch.set_num_threads(threads)
+    lc = ContextualCompressionRetriever(
+        base_compressor=CrossEncoderReranker(model=ce, top_n=10),
+        base_retriever=MmragFirstStage(inner=retriever),
+    )
+    tops, times = [], []
+    for q in texts:
+        t = time.perf_counter()
+        docs = lc.invoke(q)
+        times.append(time.perf_counter() - t)
+        tops.append([str(d.metadata["doc_id"]) for d in docs])
+    return tops, times
+
+
+def pct(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--reranker", default=str(REPO / "checkpoints" / "reranker-scifact"))
+    ap.add_argument("--model", default="lite", help="dense encoder")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--queries", type=int, help="first N val queries (smoke runs)")
+    ap.add_argument("--docs", type=int, help="first N corpus docs (smoke runs; relevant docs may be missing)")
+    ap.add_argument("--latency-queries", type=int, default=15)
+    ap.add_argument("--pools", type=int, nargs="+", default=[20, 50, 100])
+    ap.add_argument("--depth", type=int, default=100, help="candidates per hybrid branch")
+    ap.add_argument("--cache", type=Path, default=CACHE)
+    ap.add_argument("--no-langchain", action="store_true", help="skip the LangChain comparison")
+    ap.add_argument("--out", type=Path, default=OUT)
+    args = ap.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import torch
+
+    torch.set_num_threads(args.threads)
+    from mmrag.encoders import load_encoder
+    from mmrag.eval.datasets import BeirDataset, scifact_val_query_ids
+    from mmrag.eval.metrics import evaluate
+    from mmrag.rerank import CrossEncoderReranker
+    from mmrag.rerank.beir import index_corpus, ranking_metrics
+    from mmrag.rerank.fusion import ScoreFusion, learn_weight
+    from mmrag.retriever import Retriever
+    from mmrag.store import QdrantStore
+    from mmrag.types import Hit
+
+    t_start = time.perf_counter()
+    ds = BeirDataset.load(DATA / "scifact", "train")
+    val = scifact_val_query_ids(DATA / "triplets" / "scifact_train_triplets.jsonl") or set()
+    qids = sorted(q for q in val if q in ds.queries)[: args.queries]
+    if args.docs:  # smoke runs: the first N docs plus the relevant docs of the chosen queries
+        keep = set(list(ds.corpus)[: args.docs]) | {d for q in qids for d in ds.qrels[q]}
+        ds = type(ds)(ds.root, {d: v for d, v in ds.corpus.items() if d in keep}, ds.queries, ds.qrels)
+    qrels = {q: dict(ds.qrels[q]) for q in qids}
+    texts = [ds.queries[q] for q in qids]
+    reranker_path = args.reranker if Path(args.reranker).is_dir() else None
+    if reranker_path is None:
+        print(f"no reranker at {args.reranker}: offline MiniLM with an untrained head", file=sys.stderr)
+    encoder = load_encoder(args.model)
+    result: dict[str, Any] = {
+        "queries": len(qids),
+        "corpus": len(ds.corpus),
+        "threads": args.threads,
+        "depth": args.depth,
+        "encoder": encoder.id,
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+        },
+    }
+    with tempfile.TemporaryDirectory(prefix="mmrag-bench-rr-") as tmp, QdrantStore.open(tmp) as store:
+        index_corpus(store, encoder, ds, args.cache)
+        r = Retriever(
+            encoder, store, pool=args.depth, hybrid=True, dense_pool=args.depth, sparse_pool=args.depth
+        )
+        quality: dict[str, dict[str, float]] = {}
+        bm25 = store.search_sparse(texts, args.depth)
+        quality["bm25"] = ranking_metrics(
+            qrels,
+            {
+                q: [Hit(c, None, s, None, None, i + 1, i + 1) for i, (c, s) in enumerate(res)]
+                for q, res in zip(qids, bm25, strict=True)
+            },
+        )
+        dense = r.search_batch(texts, k=args.depth, hybrid=False)
+        quality["dense"] = ranking_metrics(qrels, dict(zip(qids, dense, strict=True)))
+        hybrid = r.search_batch(texts, k=args.depth, hybrid=True)
+        quality["hybrid_rrf"] = ranking_metrics(qrels, dict(zip(qids, hybrid, strict=True)))
+
+        # fp32 scores of the deepest pool once; shallower pools are its prefixes
+        fp32 = CrossEncoderReranker(reranker_path, threads=args.threads)
+        deepest = max(args.pools)
+        t = time.perf_counter()
+        scores = [
+            fp32.score(q, [h.chunk.text or "" for h in hits[:deepest]])
+            for q, hits in zip(texts, hybrid, strict=True)
+        ]
+        score_seconds = time.perf_counter() - t
+        fusion = fp32.fusion
+
+        def reorder(pool: int, sc: list[np.ndarray[Any, Any]], fu: ScoreFusion) -> dict[str, list[Hit]]:
+            out = {}
+            for q, hits, s in zip(qids, hybrid, sc, strict=True):
+                head = hits[:pool]
+                final = fu.combine(head, [float(x) for x in s[:pool]])
+                order = sorted(range(len(head)), key=lambda i: (-final[i], i))
+                out[q] = [head[i] for i in order] + list(hits[pool:])
+            return out
+
+        def crossfit(pool: int) -> tuple[dict[str, list[Hit]], list[float]]:
+            """Two-fold cross-fitting: each half of the queries is fused with the weight learned on the
+            other half, an unbiased estimate of what a weight learned on held-out queries gives."""
+            halves = [list(range(0, len(qids), 2)), list(range(1, len(qids), 2))]
+            runs: dict[str, list[Hit]] = {}
+            weights = []
+            for fit_on, apply_to in (halves, halves[::-1]):
+                sub_q = {qids[i]: qrels[qids[i]] for i in fit_on}
+
+                def ndcg(ordered: list[list[Hit]], sub_q: dict[str, dict[str, int]] = sub_q) -> float:
+                    return ranking_metrics(sub_q, dict(zip(sub_q, ordered, strict=True)), ks=(10,))["ndcg@10"]
+
+                w, _ = learn_weight(
+                    [hybrid[i][:pool] for i in fit_on],
+                    [[float(x) for x in scores[i][:pool]] for i in fit_on],
+                    ndcg,
+                )
+                weights.append(w)
+                fu = ScoreFusion({}, default=w)
+                for i in apply_to:
+                    head = hybrid[i][:pool]
+                    final = fu.combine(head, [float(x) for x in scores[i][:pool]])
+                    runs[qids[i]] = [head[j] for j in sorted(range(len(head)), key=lambda j: (-final[j], j))]
+                    runs[qids[i]] += list(hybrid[i][pool:])
+            return runs, weights
+
+        result["crossfit_weights"] = {}
+        for pool in args.pools:
+            quality[f"hybrid+rerank@{pool}"] = ranking_metrics(qrels, reorder(pool, scores, fusion))
+            if len(qids) >= 4:
+                runs, ws = crossfit(pool)
+                quality[f"hybrid+rerank@{pool}_crossfit"] = ranking_metrics(qrels, runs)
+                result["crossfit_weights"][str(pool)] = ws
+            quality[f"rerank_only@{pool}"] = ranking_metrics(
+                qrels, reorder(pool, scores, ScoreFusion({}, default=1.0))
+            )
+        int8 = CrossEncoderReranker(reranker_path, int8=True, threads=args.threads)
+        p0 = min(args.pools)  # the pool int8 quality, end-to-end latency and LangChain are measured at
+        s8 = [
+            int8.score(q, [h.chunk.text or "" for h in hits[:p0]])
+            for q, hits in zip(texts, hybrid, strict=True)
+        ]
+        quality[f"hybrid+rerank@{p0}_int8"] = ranking_metrics(qrels, reorder(p0, s8, fusion))
+        a, b = np.concatenate([s[:p0] for s in scores]), np.concatenate(s8)
+        result["int8_vs_fp32"] = {
+            "pearson": float(np.corrcoef(a, b)[0, 1]),
+            "max_abs_diff": float(np.max(np.abs(a - b))),
+            f"ndcg@10_fp32@{p0}": quality[f"hybrid+rerank@{p0}"]["ndcg@10"],
+            f"ndcg@10_int8@{p0}": quality[f"hybrid+rerank@{p0}_int8"]["ndcg@10"],
+        }
+
+        # latency, cold tokenization cache, one query at a time
+        limit = matmul_gflops(args.threads)
+        latency: dict[str, Any] = {}
+        lat_q = list(zip(texts, hybrid, strict=True))[: args.latency_queries]
+        for name, model in (("fp32", fp32), ("int8", int8)):
+            for pool in [p for p in args.pools if p <= 50]:
+                times = []
+                model.stats = type(model.stats)()
+                for q, hits in lat_q:
+                    model._cache.clear()
+                    t = time.perf_counter()
+                    model.rerank(q, hits[:pool])
+                    times.append(time.perf_counter() - t)
+                st = model.stats
+                flops = model_flops(fp32.model, st.padded_tokens, st.attention_cells)
+                latency[f"{name}@{pool}"] = {
+                    "p50_ms": 1000 * statistics.median(times),
+                    "p95_ms": 1000 * pct(times, 95),
+                    "gflops": flops / st.seconds / 1e9,
+                    "padding_waste": 1 - st.tokens / st.padded_tokens,
+                }
+        result["matmul_gflops"] = limit
+        for v in latency.values():
+            v["fraction_of_matmul"] = v["gflops"] / limit
+        result["latency"] = latency
+        e2e_q = texts[: args.latency_queries]
+        e2e: dict[str, list[float]] = {}
+        for name, model in (("int8", int8), ("fp32", fp32)):
+            rr = Retriever(encoder, store, pool=p0, hybrid=True, reranker=model)
+            e2e[name] = []
+            for q in e2e_q:
+                model._cache.clear()
+                t = time.perf_counter()
+                rr.search(q, k=10)
+                e2e[name].append(time.perf_counter() - t)
+        result[f"end_to_end_int8_pool{p0}_p50_ms"] = 1000 * statistics.median(e2e["int8"])
+        result[f"end_to_end_fp32_pool{p0}_p50_ms"] = 1000 * statistics.median(e2e["fp32"])
+        if reranker_path is not None and not args.no_langchain:
+            first = Retriever(encoder, store, pool=p0, hybrid=True)
+            lc = langchain_compare(first, reranker_path, fp32.max_length, e2e_q, p0, args.threads)
+            if lc is not None:
+                tops, lc_times = lc
+                lc_q = {q: qrels[q] for q in qids[: len(e2e_q)]}
+                lc_run = dict(zip(lc_q, tops, strict=True))
+                ours = reorder(p0, scores, fusion)
+                lc_p50 = statistics.median(lc_times)
+                result["langchain"] = {
+                    "queries": len(e2e_q),
+                    "pool": p0,
+                    "p50_ms": 1000 * lc_p50,
+                    "ratio_mmrag_int8": statistics.median(e2e["int8"]) / lc_p50,
+                    "ratio_mmrag_fp32": statistics.median(e2e["fp32"]) / lc_p50,
+                    "ndcg@10_langchain": evaluate(lc_q, lc_run, ks=(10,))["ndcg@10"],
+                    "ndcg@10_mmrag": ranking_metrics(lc_q, {q: ours[q] for q in lc_q}, ks=(10,))["ndcg@10"],
+                }
+    result["quality"] = quality
+    result["reranker"] = {
+        "path": reranker_path,
+        "max_length": fp32.max_length,
+        "fusion_weight_text": fusion.weight("text"),
+        "trained": fp32.meta.get("train"),
+        "val": fp32.meta.get("val"),
+        "score_seconds_fp32": score_seconds,
+    }
+    result["seconds"] = time.perf_counter() - t_start
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2))
+    for k, m in quality.items():
+        print(f"{k:>24}: nDCG@10 {m['ndcg@10']:.4f}  R@100 {m['recall@100']:.4f}")
+    print(json.dumps(latency, indent=1))
+
+
+if __name__ == "__main__":
+    main()

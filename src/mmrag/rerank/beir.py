@@ -1,0 +1,82 @@
+"""A BEIR corpus (e.g. SciFact) in a hybrid store, for training the reranker and measuring it.
+
+Shared by ``mmrag train-reranker`` and ``benchmarks/bench_rerank.py``: the corpus is indexed once
+(dense vectors cached on disk by encoder id, as ``benchmarks/bench_query.py`` does), and first-stage
+candidate pools are mined from it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from mmrag.eval.metrics import evaluate
+from mmrag.types import Chunk, Hit, chunk_id
+
+if TYPE_CHECKING:
+    from mmrag.encoders.base import DualEncoder
+    from mmrag.eval.datasets import BeirDataset
+    from mmrag.store import QdrantStore
+
+log = logging.getLogger(__name__)
+
+
+def corpus_chunks(ds: BeirDataset) -> list[Chunk]:
+    """One text chunk per corpus document (title + text), ids as ``mmrag eval`` makes them."""
+    return [
+        Chunk(
+            id=chunk_id(f"beir:{ds.root.name}", ds.doc_text(d), d),
+            modality="text",
+            source=f"{ds.root.name}/{d}",
+            text=ds.doc_text(d) or d,
+            image=None,
+            metadata={"doc_id": d},
+        )
+        for d in ds.corpus
+    ]
+
+
+def corpus_vectors(encoder: DualEncoder, ds: BeirDataset, cache: Path | None) -> np.ndarray[Any, Any]:
+    """Dense vectors of every corpus document, cached as ``<cache>/<encoder id>-<name>-<n>.npy``."""
+    ids = list(ds.corpus)
+    path = cache / f"{encoder.id}-{ds.root.name}-{len(ids)}.npy" if cache else None
+    if path is not None and path.exists():
+        vecs: np.ndarray[Any, Any] = np.load(path)
+        if vecs.shape == (len(ids), encoder.dim):
+            return vecs
+    t = time.perf_counter()
+    vecs = encoder.encode_text([ds.doc_text(d) for d in ids], batch_size=64)
+    log.info("encoded %d docs in %.0f s", len(ids), time.perf_counter() - t)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.save(path, vecs)
+    return vecs
+
+
+def index_corpus(store: QdrantStore, encoder: DualEncoder, ds: BeirDataset, cache: Path | None) -> int:
+    """Write the corpus (dense + BM25) into ``store`` unless it already holds it; returns the count."""
+    chunks = corpus_chunks(ds)
+    vector = store.ensure_encoder(encoder)
+    if store.count() >= len(chunks) and len(store.existing_ids([c.id for c in chunks[:50]], vector)) == 50:
+        return store.count()
+    vecs = corpus_vectors(encoder, ds, cache)
+    for start in range(0, len(chunks), 256):
+        store.upsert_chunks(chunks[start : start + 256], vecs[start : start + 256], vector)
+    store.optimize()
+    return store.count()
+
+
+def doc_ids(hits: Sequence[Hit]) -> list[str]:
+    return [str(h.chunk.metadata.get("doc_id", h.chunk.id)) for h in hits]
+
+
+def ranking_metrics(
+    qrels: dict[str, dict[str, int]], runs: dict[str, Sequence[Hit]], ks: Sequence[int] = (10, 100)
+) -> dict[str, float]:
+    """nDCG@k / Recall@k of hit lists keyed by query id."""
+    return evaluate(qrels, {q: doc_ids(h) for q, h in runs.items()}, ks=sorted(set(ks)))

@@ -1,0 +1,276 @@
+"""Cross-encoder reranking on CPU: cached tokenization, length-bucketed batches, optional int8.
+
+Any Hugging Face sequence-classification model with one output works: a hub name
+(``cross-encoder/ms-marco-MiniLM-L-6-v2``, ``BAAI/bge-reranker-base``), a local folder, a checkpoint
+written by ``mmrag train-reranker``, or ``None`` / ``"minilm"`` for the offline all-MiniLM-L6-v2
+weights with a fresh (untrained) scoring head.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+import warnings
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mmrag._lazy import require
+from mmrag.errors import ConfigError, EncoderError
+from mmrag.rerank.fusion import ScoreFusion
+from mmrag.types import Hit
+
+log = logging.getLogger(__name__)
+CONFIG_FILE = "mmrag_rerank.json"  # written by train-reranker: learned fusion weights, provenance
+OFFLINE = ("minilm", "@minilm")
+
+
+@dataclass(slots=True)
+class RerankStats:
+    """Work done so far: what the latency and FLOP/s figures are computed from."""
+
+    pairs: int = 0
+    batches: int = 0
+    tokens: int = 0  # real tokens
+    padded_tokens: int = 0  # tokens the model ran on, padding included
+    attention_cells: int = 0  # Σ over sequences of padded_len² (attention cost)
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class _PairTemplate:
+    """Where a tokenizer puts its special tokens around a (query, document) pair, learned once by
+    tokenizing a sample pair, so cached token ids can be joined for BERT- and XLM-R-style models."""
+
+    prefix: list[int]
+    middle: list[int]
+    suffix: list[int]
+    type_a: int
+    type_b: int
+
+    @classmethod
+    def of(cls, tok: Any) -> _PairTemplate:
+        a, b = "alpha", "omega"
+        ia = tok(a, add_special_tokens=False)["input_ids"]
+        ib = tok(b, add_special_tokens=False)["input_ids"]
+        enc = tok(a, b)
+        full: list[int] = list(enc["input_ids"])
+        types: list[int] = list(enc.get("token_type_ids") or [0] * len(full))
+        pa = next(i for i in range(len(full)) if full[i : i + len(ia)] == ia)
+        pb = next(i for i in range(pa + len(ia), len(full)) if full[i : i + len(ib)] == ib)
+        return cls(full[:pa], full[pa + len(ia) : pb], full[pb + len(ib) :], types[pa], types[pb])
+
+    @property
+    def specials(self) -> int:
+        return len(self.prefix) + len(self.middle) + len(self.suffix)
+
+    def join(self, q: list[int], d: list[int]) -> tuple[list[int], list[int]]:
+        ids = self.prefix + q + self.middle + d + self.suffix
+        na = len(self.prefix) + len(q) + len(self.middle)
+        return ids, [self.type_a] * na + [self.type_b] * (len(ids) - na)
+
+
+def resolve_model(model: str | Path | None) -> str:
+    if model is None or str(model) in OFFLINE:
+        from mmrag.encoders.lite import minilm_path
+
+        return minilm_path()
+    return str(model)
+
+
+class CrossEncoderReranker:
+    """Scores (query, candidate text) pairs and re-orders a candidate pool.
+
+    Args:
+        model: HF name or folder (see module docstring); ``None`` = offline MiniLM, untrained head.
+        max_length: Tokens per pair (query gets at most half; the document is truncated); default
+            the length the checkpoint was trained with, else 256.
+        batch_size: Pairs per forward pass; pairs are sorted by length first so a batch pads little.
+        int8: Quantize the Linear layers to int8 (torch dynamic quantization).
+        threads: ``torch.set_num_threads`` (process-wide) when given.
+        fusion: How rerank and first-stage scores combine; default: the weights saved with the
+            checkpoint (``mmrag_rerank.json``), else 0.5 for every modality.
+        cache_size: Documents whose token ids are kept (LRU), keyed by text.
+
+    Example:
+        >>> rr = CrossEncoderReranker("cross-encoder/ms-marco-MiniLM-L-6-v2")   # doctest: +SKIP
+        >>> hits = rr.rerank("what is bm25", retriever.search("what is bm25", rerank=False))  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        model: str | Path | None = None,
+        *,
+        max_length: int | None = None,
+        batch_size: int = 32,
+        int8: bool = False,
+        threads: int | None = None,
+        fusion: ScoreFusion | None = None,
+        cache_size: int = 20_000,
+    ) -> None:
+        if max_length is not None and max_length < 8:
+            raise ConfigError(f"max_length must be >= 8, got {max_length}")
+        if batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+        torch = require("torch", "core")
+        transformers = require("transformers", "core")
+        if threads is not None:
+            if threads < 1:
+                raise ConfigError(f"threads must be >= 1, got {threads}")
+            torch.set_num_threads(threads)
+        self.source = resolve_model(model)
+        self.untrained = model is None or str(model) in OFFLINE
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        try:
+            self.tokenizer = transformers.AutoTokenizer.from_pretrained(self.source)
+            config = transformers.AutoConfig.from_pretrained(self.source)
+            # A bare encoder (e.g. MiniLM) gets a fresh 1-output head; a cross-encoder keeps its own.
+            is_ranker = any(a.endswith("ForSequenceClassification") for a in config.architectures or [])
+            torch.manual_seed(0)  # a fresh head (offline MiniLM) is then the same in every run
+            net = transformers.AutoModelForSequenceClassification.from_pretrained(
+                self.source, **({} if is_ranker else {"num_labels": 1})
+            )
+        except (OSError, ValueError, RuntimeError) as exc:
+            raise EncoderError(
+                f"cannot load cross-encoder {self.source!r}: {exc}. Pass a local folder, a checkpoint from "
+                "`mmrag train-reranker`, or a hub name with network access (HF_HUB_OFFLINE unset)"
+            ) from exc
+        if net.config.num_labels != 1:
+            raise EncoderError(f"{self.source} has {net.config.num_labels} outputs; a reranker needs 1")
+        net.eval()
+        if self.untrained:
+            log.warning(
+                "cross-encoder from offline MiniLM has an untrained head: train it (mmrag train-reranker)"
+            )
+        if int8:
+            with warnings.catch_warnings():
+                # torch 2.14 flags eager dynamic quantization as deprecated (moving to torchao); it
+                # still runs and is measured against fp32 in benchmarks/bench_rerank.py.
+                warnings.simplefilter("ignore", UserWarning)
+                warnings.simplefilter("ignore", DeprecationWarning)
+                net = torch.ao.quantization.quantize_dynamic(net, {torch.nn.Linear}, dtype=torch.qint8)
+        self.model = net
+        self.int8 = int8
+        self.meta = self._read_meta(self.source)
+        self.max_length = int(max_length or self.meta.get("max_length") or 256)
+        self.batch_size = batch_size
+        self.template = _PairTemplate.of(self.tokenizer)
+        self._types = "token_type_ids" in self.tokenizer.model_input_names
+        self._cache: OrderedDict[str, list[int]] = OrderedDict()
+        self.cache_size = cache_size
+        self.stats = RerankStats()
+        self.fusion = fusion or ScoreFusion(
+            dict(self.meta.get("fusion_weights") or {}), default=float(self.meta.get("fusion_default", 0.5))
+        )
+
+    @staticmethod
+    def _read_meta(source: str) -> dict[str, Any]:
+        path = Path(source) / CONFIG_FILE
+        if not path.is_file():
+            return {}
+        meta: dict[str, Any] = json.loads(path.read_text())
+        return meta
+
+    @property
+    def id(self) -> str:
+        return f"{self.source}{'#int8' if self.int8 else ''}"
+
+    # -- tokenization (cached) ----------------------------------------------------------------
+    def _doc_ids(self, texts: Sequence[str]) -> list[list[int]]:
+        missing = list(dict.fromkeys(t for t in texts if t not in self._cache))
+        if missing:
+            enc = self.tokenizer(
+                missing, add_special_tokens=False, truncation=True, max_length=self.max_length
+            )
+            for t, ids in zip(missing, enc["input_ids"], strict=True):
+                self._cache[t] = list(ids)
+        out = []
+        for t in texts:
+            self._cache.move_to_end(t)
+            out.append(self._cache[t])
+        while len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
+        return out
+
+    def encode_pairs(self, queries: Sequence[str], texts: Sequence[str]) -> list[tuple[list[int], list[int]]]:
+        """Token ids and token types of each (query, text) pair, truncated to ``max_length``."""
+        qids = {q: ids for q, ids in zip(set(queries), self._doc_ids(list(set(queries))), strict=True)}
+        docs = self._doc_ids(texts)
+        budget = self.max_length - self.template.specials
+        out = []
+        for q, d in zip(queries, docs, strict=True):
+            qq = qids[q][: budget // 2]
+            out.append(self.template.join(qq, d[: budget - len(qq)]))
+        return out
+
+    # -- scoring ------------------------------------------------------------------------------
+    def score_pairs(
+        self, queries: Sequence[str], texts: Sequence[str]
+    ) -> np.ndarray[Any, np.dtype[np.float32]]:
+        """Raw relevance logits of ``(queries[i], texts[i])``, in input order."""
+        if len(queries) != len(texts):
+            raise ValueError(f"{len(queries)} queries but {len(texts)} texts")
+        if not texts:
+            return np.zeros(0, dtype=np.float32)
+        import torch
+
+        t0 = time.perf_counter()
+        pairs = self.encode_pairs(queries, texts)
+        order = sorted(range(len(pairs)), key=lambda i: len(pairs[i][0]))
+        scores = np.zeros(len(pairs), dtype=np.float32)
+        with torch.inference_mode():
+            for start in range(0, len(order), self.batch_size):
+                idx = order[start : start + self.batch_size]
+                inputs = self.collate([pairs[i] for i in idx])
+                scores[idx] = self.model(**inputs).logits.reshape(-1).float().numpy()
+        self.stats.pairs += len(pairs)
+        self.stats.seconds += time.perf_counter() - t0
+        return scores
+
+    def collate(self, pairs: Sequence[tuple[list[int], list[int]]]) -> dict[str, Any]:
+        """Pad token-id pairs (from :meth:`encode_pairs`) into one model batch; counts the work done."""
+        import torch
+
+        width = max(len(p[0]) for p in pairs)
+        pad = self.tokenizer.pad_token_id or 0
+        ids = torch.full((len(pairs), width), pad, dtype=torch.long)
+        types = torch.zeros((len(pairs), width), dtype=torch.long)
+        mask = torch.zeros((len(pairs), width), dtype=torch.long)
+        for row, (pid, ptype) in enumerate(pairs):
+            ids[row, : len(pid)] = torch.tensor(pid)
+            types[row, : len(pid)] = torch.tensor(ptype)
+            mask[row, : len(pid)] = 1
+            self.stats.tokens += len(pid)
+        self.stats.batches += 1
+        self.stats.padded_tokens += len(pairs) * width
+        self.stats.attention_cells += len(pairs) * width * width
+        inputs = {"input_ids": ids, "attention_mask": mask}
+        if self._types:
+            inputs["token_type_ids"] = types
+        return inputs
+
+    def score(self, query: str, texts: Sequence[str]) -> np.ndarray[Any, np.dtype[np.float32]]:
+        return self.score_pairs([query] * len(texts), texts)
+
+    def rerank(self, query: str, hits: Sequence[Hit]) -> list[Hit]:
+        """Re-order ``hits`` (one query's pool) by the fused score; see :mod:`mmrag.rerank.fusion`.
+
+        Candidates without text (images with no caption / alt / OCR text) are not scored: their
+        ``rerank`` stays ``None`` and they keep their first-stage score in the fusion.
+        """
+        if not hits:
+            return []
+        scorable = [i for i, h in enumerate(hits) if h.chunk.text and h.chunk.text.strip()]
+        raw = self.score(query, [hits[i].chunk.text or "" for i in scorable])
+        rerank: list[float | None] = [None] * len(hits)
+        for i, s in zip(scorable, raw, strict=True):
+            rerank[i] = float(s)
+        final = self.fusion.combine(hits, rerank)
+        order = sorted(range(len(hits)), key=lambda i: (-final[i], hits[i].ann_rank))
+        return [replace(hits[i], rerank=rerank[i], final_rank=r + 1) for r, i in enumerate(order)]

@@ -1,0 +1,180 @@
+"""CrossEncoderReranker on real MiniLM weights (offline, untrained head) and on tiny random configs.
+
+The head is untrained here, so these tests check mechanics (batching, truncation, caching, pool,
+fusion, loading) and never the quality of the scores.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from mmrag.errors import EncoderError
+from mmrag.rerank import CrossEncoderReranker, ScoreFusion, learn_weight
+from mmrag.types import Chunk, Hit
+
+QUERY = "how do cats sleep"
+DOCS = [
+    "Cats sleep twelve to sixteen hours a day, mostly in short naps.",
+    "The stock market fell sharply on Tuesday after the announcement.",
+    "Quantum computers use qubits. " * 60,  # longer than max_length
+    "A kitten naps.",
+]
+
+
+@pytest.fixture(scope="module")
+def rr() -> Iterator[CrossEncoderReranker]:
+    yield CrossEncoderReranker(None, max_length=64, batch_size=2)
+
+
+def _hits(texts: list[str | None], first: list[float]) -> list[Hit]:
+    hits = []
+    for i, (t, s) in enumerate(zip(texts, first, strict=True)):
+        mod = "text" if t and i % 2 == 0 else "image"
+        chunk = Chunk(str(i), mod, f"s{i}", t, None if mod == "text" else f"i{i}.jpg")  # type: ignore[arg-type]
+        hits.append(Hit(chunk, s, None, None, None, i + 1, i + 1))
+    return hits
+
+
+def test_pairs_match_the_tokenizers_own_pair_encoding(rr: CrossEncoderReranker) -> None:
+    for doc in DOCS[:2]:
+        ((ids, types),) = rr.encode_pairs([QUERY], [doc])
+        enc = rr.tokenizer(QUERY, doc)
+        assert ids == enc["input_ids"] and types == enc["token_type_ids"]
+    ((ids, _),) = rr.encode_pairs([QUERY], [DOCS[2]])
+    assert len(ids) == 64 and ids[-1] == rr.tokenizer.sep_token_id  # truncated to max_length
+
+
+def test_bucketed_batches_score_like_single_pairs(rr: CrossEncoderReranker) -> None:
+    together = rr.score(QUERY, DOCS)
+    alone = np.array([rr.score(QUERY, [d])[0] for d in DOCS])
+    assert together.shape == (4,) and np.allclose(together, alone, atol=1e-5)
+    assert np.allclose(rr.score(QUERY, DOCS[::-1]), together[::-1], atol=1e-5)
+    # direct model call on the tokenizer's padded batch agrees too
+    import torch
+
+    enc = rr.tokenizer([QUERY] * 2, DOCS[:2], padding=True, return_tensors="pt")
+    with torch.inference_mode():
+        direct = rr.model(**enc).logits.reshape(-1).numpy()
+    assert np.allclose(direct, together[:2], atol=1e-5)
+
+
+def test_tokenization_is_cached(rr: CrossEncoderReranker, monkeypatch: pytest.MonkeyPatch) -> None:
+    rr.score(QUERY, DOCS)
+    calls: list[Any] = []
+    real = rr.tokenizer
+
+    class Counting:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(real, name)
+
+        def __call__(self, *a: Any, **k: Any) -> Any:
+            calls.append(a)
+            return real(*a, **k)
+
+    monkeypatch.setattr(rr, "tokenizer", Counting())
+    rr.score(QUERY, DOCS)
+    assert calls == []
+    rr.score(QUERY, ["a new text"])
+    assert len(calls) == 1
+
+
+def test_rerank_scores_only_texts_and_keeps_first_stage(rr: CrossEncoderReranker) -> None:
+    texts: list[str | None] = [DOCS[1], None, DOCS[0], "kittens nap", DOCS[3]]
+    hits = _hits(texts, [0.9, 0.8, 0.7, 0.6, 0.5])
+    before = rr.stats.pairs
+    out = rr.rerank(QUERY, hits)
+    assert rr.stats.pairs - before == 4  # the image without text is not scored
+    assert sorted(h.final_rank for h in out) == [1, 2, 3, 4, 5] and [h.final_rank for h in out] == [
+        1,
+        2,
+        3,
+        4,
+        5,
+    ]
+    by_id = {h.chunk.id: h for h in out}
+    assert by_id["1"].rerank is None and all(by_id[i].rerank is not None for i in "0234")
+    assert [by_id[str(i)].ann_rank for i in range(5)] == [1, 2, 3, 4, 5]
+    assert [by_id[str(i)].dense for i in range(5)] == [0.9, 0.8, 0.7, 0.6, 0.5]
+
+
+def test_fusion_weight_extremes(rr: CrossEncoderReranker) -> None:
+    hits = _hits(["a", "b", "c", "d"], [0.9, 0.5, 0.4, 0.1])
+    rerank = [0.0, 3.0, 1.0, 2.0]
+    first = ScoreFusion({"text": 0.0, "image": 0.0}, default=0.0).combine(hits, rerank)
+    assert sorted(range(4), key=lambda i: -first[i]) == [0, 1, 2, 3]
+    only = ScoreFusion({}, default=1.0).combine(hits, rerank)
+    assert sorted(range(4), key=lambda i: -only[i]) == [1, 3, 2, 0]
+    mixed = ScoreFusion({"text": 1.0, "image": 0.0}).combine(hits, rerank)
+    assert mixed == pytest.approx([0.0, 0.5, 1 / 3, 0.0])  # images (odd i) keep (1-0)*norm(first)
+
+
+def test_learn_weight_never_picks_a_harmful_reranker() -> None:
+    pools = [_hits(["a", "b", "c"], [0.9, 0.5, 0.1]) for _ in range(3)]
+
+    def top1_is_first(ordered: list[list[Hit]]) -> float:
+        return sum(o[0].chunk.id == "0" for o in ordered) / len(ordered)
+
+    bad = [[0.0, 5.0, 9.0]] * 3  # ranks the right answer last
+    w, curve = learn_weight(pools, bad, top1_is_first)  # type: ignore[arg-type]
+    assert w == 0.0 and curve[0.0] == 1.0 and curve[1.0] == 0.0
+    good = [[9.0, 0.0, 0.0]] * 3
+    assert learn_weight(pools, good, top1_is_first)[0] == 0.0  # ties: closest to the first stage
+
+
+def test_int8_tracks_fp32() -> None:
+    fp32 = CrossEncoderReranker(None, max_length=64).score(QUERY, DOCS)
+    q = CrossEncoderReranker(None, max_length=64, int8=True)
+    assert q.id.endswith("#int8")
+    int8 = q.score(QUERY, DOCS)
+    assert np.corrcoef(fp32, int8)[0, 1] > 0.9
+
+
+def _tiny(tmp_path: Path, labels: int = 1) -> Path:
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    from mmrag.encoders.lite import minilm_path
+
+    cfg = BertConfig(
+        vocab_size=30522,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        num_labels=labels,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+        initializer_range=0.2,  # a random model with visible signal, so a few steps can fit
+    )
+    out = tmp_path / f"tiny{labels}"
+    BertForSequenceClassification(cfg).save_pretrained(out)
+    AutoTokenizer.from_pretrained(minilm_path()).save_pretrained(out)
+    return out
+
+
+def test_loads_any_hf_cross_encoder_folder(tmp_path: Path) -> None:
+    r = CrossEncoderReranker(_tiny(tmp_path), max_length=32, threads=1)
+    assert r.score(QUERY, DOCS).shape == (4,) and not r.untrained
+    with pytest.raises(EncoderError, match="outputs"):
+        CrossEncoderReranker(_tiny(tmp_path, labels=3))
+    with pytest.raises(EncoderError, match="cannot load"):
+        CrossEncoderReranker(tmp_path / "missing")
+
+
+def test_listwise_training_lowers_the_loss(tmp_path: Path) -> None:
+    import torch
+
+    from mmrag.rerank.train import Group, RerankTrainConfig, fit, listwise_loss
+
+    uniform = listwise_loss(torch.zeros(2, 4))
+    assert float(uniform) == pytest.approx(np.log(4))
+    assert float(listwise_loss(torch.tensor([[10.0, 0.0, 0.0]]))) < 1e-3
+    r = CrossEncoderReranker(_tiny(tmp_path), max_length=32)
+    groups = [Group(QUERY, (DOCS[0], DOCS[1], DOCS[2])), Group("stock market", (DOCS[1], DOCS[0], DOCS[3]))]
+    cfg = RerankTrainConfig(batch_groups=2, epochs=20, lr=1e-3, head_lr=1e-2, freeze_layers=0, warmup=0.0)
+    stats = fit(r, groups, cfg)
+    assert stats["steps"] == 20 and stats["loss_last10"] < 0.5 * stats["loss_first10"]
