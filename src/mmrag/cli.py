@@ -191,11 +191,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--ingest-root", help="folder the app may ingest from [env MMRAG_INGEST_ROOT; default: cwd and data]"
     )
+    p.add_argument(
+        "--reranker", help="cross-encoder for the rerank toggle [env MMRAG_RERANKER; default: none]"
+    )
     _common(p)
 
     p = sub.add_parser("serve", help="run the REST API (extra 'api'; see mmrag.api)")
     p.add_argument("--host", default="127.0.0.1", help="bind address (0.0.0.0 in a container)")
     p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--reranker", help="cross-encoder for rerank=true [env MMRAG_RERANKER; default: none]")
     _common(p)
     return parser
 
@@ -580,7 +584,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
     from mmrag.ui import app_environment, streamlit_command
 
     require("streamlit", "ui")
-    s = _settings(args).with_(ingest_root=args.ingest_root)
+    s = _settings(args).with_(ingest_root=args.ingest_root, reranker=args.reranker)
     if not s.store.startswith(("http://", "https://")) and s.store != ":memory:":
         s = s.with_(store=str(Path(s.store).expanduser().resolve()))
     print(f"mmrag ui: http://{args.host}:{args.port} (store {s.store}); Ctrl-C stops it", file=sys.stderr)
@@ -594,7 +598,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from mmrag.api import serve
 
-    serve(_settings(args), host=args.host, port=args.port)
+    serve(_settings(args).with_(reranker=args.reranker), host=args.host, port=args.port)
     return 0
 
 

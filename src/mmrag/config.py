@@ -31,6 +31,8 @@ class Settings:
         ingest_root: Folder the UI may ingest server-side folders from; ``None``: the working
             directory and ``data``.
         tenancy: Multi-tenant store: every search must name one tenant (``MMRAG_TENANCY=1``).
+        reranker: Cross-encoder for the rerank stage (HF name, folder, or a ``mmrag train-reranker``
+            checkpoint; ``MMRAG_RERANKER``); ``None``: no rerank stage in the UI and the API.
         shards / replication: Shard number and replication factor of collections created on a Qdrant
             cluster (``MMRAG_SHARDS``, ``MMRAG_REPLICATION_FACTOR``; 0 = the server's default).
 
@@ -51,6 +53,7 @@ class Settings:
     tenancy: bool = False
     shards: int = 0
     replication: int = 0
+    reranker: str | None = None
 
     def __post_init__(self) -> None:
         if self.threads < 0:
@@ -87,6 +90,7 @@ class Settings:
             ingest_root=e.get("MMRAG_INGEST_ROOT") or None,
             shards=_int("MMRAG_SHARDS", 0),
             replication=_int("MMRAG_REPLICATION_FACTOR", 0),
+            reranker=e.get("MMRAG_RERANKER") or None,
             tenancy=(e.get("MMRAG_TENANCY") or "0").strip().lower() in {"1", "true", "yes", "on"},
         )
 

@@ -200,3 +200,20 @@ def test_cli_ui_command_and_environment(tmp_path: Path) -> None:
     assert env["MMRAG_INGEST_ROOT"] == "/srv" and env["MMRAG_THREADS"] == "1"
     assert "MMRAG_API_KEY" not in env  # a stale key from the parent is not passed on
     assert Settings.from_env(env).ingest_root == "/srv"
+
+
+def test_configured_reranker_and_bm25_turn_the_stages_on(store_dir: Path) -> None:
+    """With BM25 vectors in the store and a cross-encoder configured, both toggles work for real."""
+    from mmrag.rerank import cached_reranker
+
+    enc = HashEncoder()
+    with open_store(Settings(store=str(store_dir))) as store:
+        plain = build_retriever(enc, store)
+        assert plain.capabilities == {"hybrid": store.has_sparse, "rerank": False}
+        r = build_retriever(enc, store, pool=6, reranker=cached_reranker("minilm"))
+        assert r.capabilities["rerank"] and capability_notes(r.capabilities).get("rerank") is None
+        out = run_query(
+            r, QueryRequest(text="ships and tides", k=3, pool=6, hybrid=store.has_sparse, rerank=True)
+        )
+        assert out.shown and all(h.rerank is not None for h in out.shown)
+        assert "rerank" in out.timings

@@ -95,7 +95,12 @@ class Service:
         self.vector = self.store.ensure_encoder(encoder)  # before any request: no vector swap later
         if self.store.tenancy:
             self.store.enable_tenancy()  # persist the flag now that the store has a vector
-        self.retriever = Retriever(encoder, self.store)
+        reranker = None
+        if settings.reranker:
+            from mmrag.rerank import cached_reranker
+
+            reranker = cached_reranker(settings.reranker, settings.threads)
+        self.retriever = Retriever(encoder, self.store, reranker=reranker)
         self._ingest_lock = threading.Lock()
         self._gate = threading.Condition()  # searches in flight; ingest batches yield to them
         self._searching = 0

@@ -51,6 +51,7 @@ def app_environment(settings: Settings, base: Mapping[str, str] | None = None) -
         "MMRAG_BATCH_SIZE": str(settings.batch_size),
         "MMRAG_DATA": settings.data,
         "MMRAG_INGEST_ROOT": settings.ingest_root,
+        "MMRAG_RERANKER": settings.reranker,
     }
     for key, value in values.items():
         if value:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import streamlit as st
 
@@ -30,6 +30,18 @@ def get_encoder(spec: str, batch_size: int, threads: int) -> DualEncoder:
 
 def encoder_for(settings: Settings, spec: str) -> DualEncoder:
     return get_encoder(spec, settings.batch_size, settings.threads)
+
+
+@st.cache_resource(show_spinner="Loading the reranker (once per server process)…", max_entries=2)
+def _get_reranker(spec: str, threads: int) -> Any:
+    from mmrag.rerank import cached_reranker
+
+    return cached_reranker(spec, threads)
+
+
+def reranker_for(settings: Settings) -> Any:
+    """The configured cross-encoder, or ``None`` (the rerank toggle then says why it is off)."""
+    return _get_reranker(settings.reranker, settings.threads) if settings.reranker else None
 
 
 def guarded(render: Callable[[Settings], None], settings: Settings) -> None:

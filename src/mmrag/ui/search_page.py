@@ -10,7 +10,7 @@ import streamlit as st
 from mmrag.config import Settings
 from mmrag.store import QdrantStore
 from mmrag.types import Hit
-from mmrag.ui.common import encoder_for, image_exists
+from mmrag.ui.common import encoder_for, image_exists, reranker_for
 from mmrag.ui.service import (
     SCORES,
     QueryOutcome,
@@ -47,13 +47,14 @@ def render(settings: Settings) -> None:
             )
             return
         encoder = encoder_for(settings, encoder_spec(settings, store))
-        caps = build_retriever(encoder, store).capabilities
+        reranker = reranker_for(settings)
+        caps = build_retriever(encoder, store, reranker=reranker).capabilities
         sources = facet(store, "source", limit=MAX_SOURCE_OPTIONS)
         tenants = facet(store, "tenant", limit=MAX_SOURCE_OPTIONS)
         root = common_root(list(sources))
         req = _form(caps, sources, tenants, root)
         if req is not None:
-            outcome = run_query(build_retriever(encoder, store, pool=req.pool), req)
+            outcome = run_query(build_retriever(encoder, store, pool=req.pool, reranker=reranker), req)
             st.session_state["outcome"] = outcome
             st.session_state["inspect"] = None
         shown = st.session_state.get("outcome")

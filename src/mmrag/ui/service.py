@@ -75,9 +75,12 @@ def encoder_spec(settings: Settings, store: QdrantStore) -> str:
     return settings.model or store.default_spec or "lite"
 
 
-def build_retriever(encoder: DualEncoder, store: QdrantStore, *, pool: int = 50) -> Retriever:
-    """The one place the app builds its retriever (reranker / hybrid wiring goes here)."""
-    return Retriever(encoder, store, pool=pool)
+def build_retriever(
+    encoder: DualEncoder, store: QdrantStore, *, pool: int = 50, reranker: Any = None
+) -> Retriever:
+    """The one place the app builds its retriever: hybrid when the store has BM25 vectors, rerank when
+    a cross-encoder is configured (``MMRAG_RERANKER`` / ``mmrag ui --reranker``); both off by default."""
+    return Retriever(encoder, store, pool=pool, reranker=reranker)
 
 
 def capability_notes(capabilities: Mapping[str, bool]) -> dict[str, str]:
