@@ -67,9 +67,13 @@ def test_search_ingest_auth_and_limits(make_app: AppFactory, docs: Path, client_
         r = c.post("/search", data={"query": "dense passage", "filters": json.dumps({"source": src})})
         assert [h["source"] for h in r.json()["hits"]] == [src]
 
-        for stage in ("rerank", "hybrid"):
-            r = c.post("/search", data={"query": "cats", stage: "true"})
-            assert r.status_code == 400 and "not available" in r.json()["error"]
+        # no reranker configured: asking for the stage is a 400 with the reason, never a silent no-op
+        r = c.post("/search", data={"query": "cats", "rerank": "true"})
+        assert r.status_code == 400 and "not available" in r.json()["error"]
+        # the store has BM25 vectors: hybrid runs and every hit carries its sparse and fused scores
+        r = c.post("/search", data={"query": "dense passage retrieval", "hybrid": "true", "k": "2"})
+        assert r.status_code == 200, r.text
+        assert all(h["scores"]["fused"] is not None for h in r.json()["hits"])
         r = c.post("/search", files={"image": ("x.png", b"not an image", "image/png")})
         assert r.status_code == 400 and "image" in r.json()["error"]
         r = c.post("/search", data={"query": "cats", "filters": "[1]"})

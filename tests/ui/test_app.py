@@ -52,8 +52,9 @@ def test_text_query_shows_cards_scores_timings_and_chart(
     at = _app(monkeypatch, ui_store).run()
     _no_crash(at)
     assert not at.error
-    # The retriever on main has no hybrid or rerank stage: the toggles are off and say why.
-    assert at.toggle(key="hybrid").disabled and at.toggle(key="rerank").disabled
+    # The store has BM25 vectors, so hybrid can be switched on; no reranker is configured, so the
+    # rerank toggle is off and says why.
+    assert not at.toggle(key="hybrid").disabled and at.toggle(key="rerank").disabled
     assert any("not available" in c.value for c in at.caption)
 
     at.text_input(key="q").input("layout detection models")

@@ -156,9 +156,9 @@ class MmragRetriever(BaseRetriever):
         return [hit_to_document(h) for h in hits]
 
     def _dense_only(self) -> bool:
-        # The async store path ranks by dense score alone; any other stage goes through Retriever.
-        caps = self.retriever.capabilities
-        return not (self.hybrid or self.rerank) and not any(caps.values())
+        # The async store path ranks by dense score alone; a query that will run another stage (asked
+        # for here, or on by default in the Retriever) goes through Retriever.
+        return not any(self.retriever._stages(self.hybrid, self.rerank, text=True))
 
     # -- BaseRetriever ----------------------------------------------------------------------
     def _get_relevant_documents(
@@ -216,13 +216,12 @@ class MmragRetriever(BaseRetriever):
     ) -> list[list[Document]]:
         """Many text queries in one encoder pass and one batched store query.
 
-        Falls back to LangChain's per-input batch when a stage that
-        :meth:`Retriever.search_batch` does not run (hybrid, rerank) is asked for, or for per-call
-        arguments.
+        :meth:`Retriever.search_batch` runs every stage (hybrid, rerank) for the whole batch; per-call
+        arguments fall back to LangChain's per-input batch.
         """
         if not inputs:
             return []
-        if kwargs or not self._dense_only():
+        if kwargs:
             return super().batch(inputs, config, return_exceptions=return_exceptions, **kwargs)
         configs = get_config_list(config, len(inputs))
         runs: list[CallbackManagerForRetrieverRun] = []
@@ -241,7 +240,13 @@ class MmragRetriever(BaseRetriever):
                 if not isinstance(text, str) or not text.strip():
                     raise ConfigError(f"batch takes non-empty text queries, got {text!r}")
             results = self.retriever.search_batch(
-                list(inputs), k=self.k, modality=self.modality, filters=self._filters(None), pool=self.pool
+                list(inputs),
+                k=self.k,
+                modality=self.modality,
+                filters=self._filters(None),
+                pool=self.pool,
+                hybrid=self.hybrid,
+                rerank=self.rerank,
             )
         except Exception as exc:
             for run in runs:
