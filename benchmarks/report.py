@@ -118,6 +118,7 @@ def extras_section(r: dict[str, Any]) -> str:
                 out.append(f"| {run['run']} | {_recall_cells(b)} | {cells} | {secs} |")
             out.append("")
         elif kind == "unfreeze":
+            fc = res["feature_cache"]
             out.append(f"### Unfreezing the last {res['blocks']} image-trunk block(s) of `{res['base']}`\n")
             out.append(head + "\n" + sep)
             out.append(f"| heads only | {_recall_cells(res['heads_only'])} |")
@@ -126,7 +127,8 @@ def extras_section(r: dict[str, Any]) -> str:
             )
             out.append(
                 f"\nTraining {res['train_seconds']:.0f} s in all; wall {res['wall_seconds']:.0f} s "
-                f"including features ({res['feature_cache']}).\n"
+                f"including {fc['seconds']:.0f} s of features ({fc['misses']} of {fc['hits'] + fc['misses']} "
+                "computed, the rest from the cache).\n"
             )
         elif kind == "loop":
             o, n, mine = res["old"], res["new"], res["mining"]
