@@ -146,6 +146,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ledger", help="the store's ingest ledger (--from-store) [default: as `mmrag ingest`]")
     p.add_argument("--mined-weight", type=float, default=1.0, help="weight of the mined-negative term")
     p.add_argument(
+        "--min-gain",
+        type=float,
+        default=0.0,
+        help="--from-store: switch only if t2i R@10 gains more than this",
+    )
+    p.add_argument(
         "--text-dataset", type=Path, help="BEIR folder to tune the text head on jointly (e.g. scifact)"
     )
     p.add_argument("--text-triplets", type=Path, help="its triplets file with train/val folds")
@@ -468,6 +474,7 @@ def _closed_loop(args: argparse.Namespace, s: Settings, cfg: Any) -> int:
             base=s.model,
             mine_k=args.mine_k,
             mined_weight=args.mined_weight,
+            min_gain=args.min_gain,
             cache_dir=args.cache,
             limit=args.limit,
             ledger=ledger,

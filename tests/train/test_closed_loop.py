@@ -125,3 +125,14 @@ def test_closed_loop_keeps_the_ledger_in_step(tmp_path: Path, data_dir: Path) ->
     verify = subprocess.run([*run, "verify", "--json", *common], capture_output=True, timeout=600, text=True)
     assert verify.returncode == 0, verify.stdout + verify.stderr
     assert json.loads(verify.stdout)["ok"] is True
+
+
+def test_switch_rule_and_min_gain() -> None:
+    from mmrag.train.closed_loop import _better
+
+    old = {"t2i_recall@10": 0.587, "rsum": 122.5}
+    assert _better({"t2i_recall@10": 0.589, "rsum": 123.0}, old)[0]
+    assert not _better({"t2i_recall@10": 0.589, "rsum": 123.0}, old, min_gain=0.005)[0]
+    assert "by more than 0.0050" in _better({"t2i_recall@10": 0.589, "rsum": 123.0}, old, min_gain=0.005)[1]
+    assert _better({"t2i_recall@10": 0.587, "rsum": 123.0}, old)[0]  # tie on R@10: rsum decides
+    assert not _better({"t2i_recall@10": 0.586, "rsum": 130.0}, old)[0]

@@ -216,16 +216,17 @@ def reembed(
     }
 
 
-def _better(new: dict[str, Any], old: dict[str, Any]) -> tuple[bool, str]:
+def _better(new: dict[str, Any], old: dict[str, Any], min_gain: float = 0.0) -> tuple[bool, str]:
+    """Switch when t2i R@10 gains more than ``min_gain`` (with no ``min_gain``, a tie goes to rsum)."""
     key = "t2i_recall@10"
-    if new[key] > old[key] or (new[key] == old[key] and new["rsum"] > old["rsum"]):
-        return (
-            True,
-            f"new {key} {new[key]:.4f} > old {old[key]:.4f} (rsum {new['rsum']:.1f} vs {old['rsum']:.1f})",
-        )
+    gain = new[key] - old[key]
+    rsums = f"(rsum {new['rsum']:.1f} vs {old['rsum']:.1f})"
+    if gain > min_gain or (min_gain == 0 and gain == 0 and new["rsum"] > old["rsum"]):
+        return True, f"new {key} {new[key]:.4f} > old {old[key]:.4f} by {gain:+.4f} {rsums}"
+    need = f" by more than {min_gain:.4f}" if min_gain else ""
     return False, (
-        f"new {key} {new[key]:.4f} is not better than old {old[key]:.4f} "
-        f"(rsum {new['rsum']:.1f} vs {old['rsum']:.1f}); keeping the old default"
+        f"new {key} {new[key]:.4f} is not better than old {old[key]:.4f}{need} {rsums}; "
+        "keeping the old default"
     )
 
 
@@ -238,6 +239,7 @@ def closed_loop(
     base: str | None = None,
     mine_k: int = 10,
     mined_weight: float = 1.0,
+    min_gain: float = 0.0,
     train_split: str = "train",
     dev_split: str = "dev",
     cache_dir: Path | None = None,
@@ -262,6 +264,8 @@ def closed_loop(
     t0 = time.perf_counter()
     if cfg.unfreeze_blocks:
         raise ConfigError("the closed loop trains the heads only (mined negatives are pooled features)")
+    if min_gain < 0:
+        raise ConfigError(f"min_gain must be >= 0, got {min_gain}")
     spec = base or store.default_spec
     if not spec:
         raise StoreError(f"store {store.location} is empty: ingest labelled images first")
@@ -324,7 +328,7 @@ def closed_loop(
     store.optimize()
     embed_info: dict[str, Any] = {**embed_stats, "seconds": round(time.perf_counter() - t_embed, 1)}
     new_metrics = store_recall(store, new_vector, trained, dev_ds)
-    switched, reason = _better(new_metrics, old_metrics)
+    switched, reason = _better(new_metrics, old_metrics, min_gain)
     if switched:
         store.set_default_vector(new_vector)
     log.info("closed loop: %s", reason)
