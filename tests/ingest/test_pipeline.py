@@ -110,3 +110,16 @@ def test_a_second_encoder_embeds_everything_again_beside_the_first(tmp_path: Pat
     with QdrantStore.open(str(tmp_path / "s")) as store:
         assert set(store.vectors) == {"hash-test", "hash-other"}
         assert store.default_vector == "hash-test"  # switching the default is an explicit decision
+
+
+def test_memory_store_keeps_its_ledger_in_memory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A `:memory:` store (any collection) never writes a ledger file into the working directory."""
+    from mmrag.ingest.ledger import default_ledger_path
+    from mmrag.store import QdrantStore
+
+    monkeypatch.chdir(tmp_path)
+    with QdrantStore.open(":memory:") as store:
+        assert default_ledger_path(store) == ":memory:"
+        (tmp_path / "a.txt").write_text("memory stores keep no files " * 10)
+        IngestRunner(HashEncoder(), store, progress=False).run([tmp_path / "a.txt"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt"]

@@ -110,7 +110,7 @@ def default_ledger_path(store: QdrantStore, collection: str = "mmrag") -> str:
     machine), since each ledger only knows what went through it.
     """
     location = store.location
-    if location == ":memory:":
+    if location.startswith(":memory:"):  # ":memory:" or ":memory:#<collection>"
         return ":memory:"
     if location.startswith(("http://", "https://")):
         digest = hashlib.sha256(f"{location}\x00{collection}".encode()).hexdigest()[:16]
