@@ -101,6 +101,20 @@ def as_list(vec: Sequence[float] | npt.NDArray[np.float32]) -> list[float]:
     return [float(x) for x in np.asarray(vec, dtype=np.float32).tolist()]
 
 
+def record_from_point(p: Any, score: float | None = None) -> StoredRecord:
+    """A point as returned by qdrant-client or Qdrant Edge (same field names) as a :class:`StoredRecord`."""
+    vec = p.vector if isinstance(p.vector, dict) else {}
+    return StoredRecord(
+        id=str(p.id),
+        payload=dict(p.payload or {}),
+        score=score,
+        vectors={k: list(v) for k, v in vec.items() if isinstance(v, list)},
+        sparse={
+            k: SparseVec(list(v.indices), list(v.values)) for k, v in vec.items() if hasattr(v, "indices")
+        },
+    )
+
+
 def build_filter(filters: Filters | None, models: Any) -> Any:
     """mmrag's key→value(s) filter as a Qdrant ``Filter`` of ``models`` (qdrant_edge or
     qdrant_client.models: both name the classes and their fields the same way)."""

@@ -29,6 +29,7 @@ from mmrag.store.base import (
     as_list,
     build_filter,
     empty_meta,
+    record_from_point,
     scroll_all,
 )
 
@@ -42,19 +43,6 @@ def _models() -> Any:
 def client_filter(filters: Filters | None) -> Any:
     """Translate mmrag's key→value(s) filter into a qdrant-client ``Filter``."""
     return build_filter(filters, _models())
-
-
-def _record(p: Any, score: float | None = None) -> StoredRecord:
-    vec = p.vector if isinstance(p.vector, dict) else {}
-    return StoredRecord(
-        id=str(p.id),
-        payload=dict(p.payload or {}),
-        score=score,
-        vectors={k: list(v) for k, v in vec.items() if isinstance(v, list)},
-        sparse={
-            k: SparseVec(list(v.indices), list(v.values)) for k, v in vec.items() if hasattr(v, "indices")
-        },
-    )
 
 
 def _sparse(v: SparseVec) -> Any:
@@ -215,7 +203,7 @@ class ClientBackend:
             for q in queries
         ]
         responses = self.client.query_batch_points(coll, requests=reqs)
-        return [[_record(p, float(p.score)) for p in r.points] for r in responses]
+        return [[record_from_point(p, float(p.score)) for p in r.points] for r in responses]
 
     def set_vectors(self, name: str, ids: Sequence[str], vectors: npt.NDArray[np.float32]) -> None:
         m, coll = _models(), self._need()
@@ -255,7 +243,7 @@ class ClientBackend:
         responses = self.client.query_batch_points(
             coll, requests=self._requests(name, queries, limit, filters, options)
         )
-        return [[_record(p, float(p.score)) for p in r.points] for r in responses]
+        return [[record_from_point(p, float(p.score)) for p in r.points] for r in responses]
 
     async def asearch(
         self,
@@ -272,13 +260,13 @@ class ClientBackend:
         responses = await self.async_client.query_batch_points(
             coll, requests=self._requests(name, queries, limit, filters, options)
         )
-        return [[_record(p, float(p.score)) for p in r.points] for r in responses]
+        return [[record_from_point(p, float(p.score)) for p in r.points] for r in responses]
 
     def retrieve(self, ids: Sequence[str], with_vectors: bool | list[str] = False) -> list[StoredRecord]:
         if self._physical is None or not ids:
             return []
         return [
-            _record(p)
+            record_from_point(p)
             for p in self.client.retrieve(
                 self.collection, list(ids), with_payload=True, with_vectors=with_vectors
             )
@@ -313,7 +301,7 @@ class ClientBackend:
             with_payload=True,
             with_vectors=with_vectors,
         )
-        return [_record(r) for r in records], (str(nxt) if nxt is not None else None)
+        return [record_from_point(r) for r in records], (str(nxt) if nxt is not None else None)
 
     def facet(self, key: str, limit: int = 100) -> dict[str, int]:
         if self._physical is None:

@@ -38,6 +38,7 @@ from mmrag.store.base import (
     as_list,
     build_filter,
     empty_meta,
+    record_from_point,
     scroll_all,
 )
 
@@ -58,19 +59,6 @@ def _locked(root: Path) -> StoreLockedError:
     return StoreLockedError(
         f"store {root} is open in another process (Qdrant Edge allows one writer); "
         "close that process, or use a Qdrant server (--store http://...) for shared access"
-    )
-
-
-def _record(p: Any, score: float | None = None) -> StoredRecord:
-    vec = p.vector if isinstance(p.vector, dict) else {}
-    return StoredRecord(
-        id=str(p.id),
-        payload=dict(p.payload or {}),
-        score=score,
-        vectors={k: list(v) for k, v in vec.items() if isinstance(v, list)},
-        sparse={
-            k: SparseVec(list(v.indices), list(v.values)) for k, v in vec.items() if hasattr(v, "indices")
-        },
     )
 
 
@@ -260,7 +248,7 @@ class EdgeBackend:
             for q in queries
         ]
         results = shard.query_batch(qe.QueryBatchRequest(reqs)) if len(reqs) > 1 else [shard.query(reqs[0])]
-        return [[_record(p, float(p.score)) for p in res] for res in results]
+        return [[record_from_point(p, float(p.score)) for p in res] for res in results]
 
     def set_vectors(self, name: str, ids: Sequence[str], vectors: npt.NDArray[np.float32]) -> None:
         qe, shard = _qe(), self._need()
@@ -295,13 +283,14 @@ class EdgeBackend:
             for q in queries
         ]
         results = shard.query_batch(qe.QueryBatchRequest(reqs)) if len(reqs) > 1 else [shard.query(reqs[0])]
-        return [[_record(p, float(p.score)) for p in res] for res in results]
+        return [[record_from_point(p, float(p.score)) for p in res] for res in results]
 
     def retrieve(self, ids: Sequence[str], with_vectors: bool | list[str] = False) -> list[StoredRecord]:
         if self._shard is None or not ids:
             return []
         return [
-            _record(p) for p in self._shard.retrieve(list(ids), with_payload=True, with_vector=with_vectors)
+            record_from_point(p)
+            for p in self._shard.retrieve(list(ids), with_payload=True, with_vector=with_vectors)
         ]
 
     def delete(self, ids: Sequence[str]) -> None:
@@ -333,7 +322,7 @@ class EdgeBackend:
             with_vector=with_vectors,
         )
         records, nxt = self._shard.scroll(req)
-        return [_record(r) for r in records], (str(nxt) if nxt is not None else None)
+        return [record_from_point(r) for r in records], (str(nxt) if nxt is not None else None)
 
     def facet(self, key: str, limit: int = 100) -> dict[str, int]:
         if self._shard is None:
