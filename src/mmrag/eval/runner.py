@@ -57,6 +57,21 @@ def _store(location: str | None) -> Iterator[QdrantStore]:
             yield st
 
 
+def corpus_chunks(ds: BeirDataset) -> list[Chunk]:
+    """One text chunk per corpus document (title + text), ids as ``mmrag eval`` makes them."""
+    return [
+        Chunk(
+            id=chunk_id(f"beir:{ds.root.name}", ds.doc_text(d), d),
+            modality="text",
+            source=f"{ds.root.name}/{d}",
+            text=ds.doc_text(d) or d,
+            image=None,
+            metadata={"doc_id": d},
+        )
+        for d in ds.corpus
+    ]
+
+
 def evaluate_beir(
     encoder: DualEncoder,
     ds: BeirDataset,
@@ -75,17 +90,7 @@ def evaluate_beir(
         k: Depth of the main cut (nDCG@k); Recall@100 is always reported too.
     """
     t0 = time.perf_counter()
-    chunks = [
-        Chunk(
-            id=chunk_id(f"beir:{ds.root.name}", ds.doc_text(d), d),
-            modality="text",
-            source=f"{ds.root.name}/{d}",
-            text=ds.doc_text(d) or d,
-            image=None,
-            metadata={"doc_id": d},
-        )
-        for d in ds.corpus
-    ]
+    chunks = corpus_chunks(ds)
     with _store(store) as st:
         _index(
             st, encoder, chunks, lambda b: encoder.encode_text([c.text or "" for c in b]), progress, "index"

@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mmrag.eval.metrics import evaluate
-from mmrag.types import Chunk, Hit, chunk_id
+from mmrag.eval.runner import corpus_chunks
+from mmrag.types import Hit
 
 if TYPE_CHECKING:
     from mmrag.encoders.base import DualEncoder
@@ -24,21 +25,6 @@ if TYPE_CHECKING:
     from mmrag.store import QdrantStore
 
 log = logging.getLogger(__name__)
-
-
-def corpus_chunks(ds: BeirDataset) -> list[Chunk]:
-    """One text chunk per corpus document (title + text), ids as ``mmrag eval`` makes them."""
-    return [
-        Chunk(
-            id=chunk_id(f"beir:{ds.root.name}", ds.doc_text(d), d),
-            modality="text",
-            source=f"{ds.root.name}/{d}",
-            text=ds.doc_text(d) or d,
-            image=None,
-            metadata={"doc_id": d},
-        )
-        for d in ds.corpus
-    ]
 
 
 def corpus_vectors(encoder: DualEncoder, ds: BeirDataset, cache: Path | None) -> np.ndarray[Any, Any]:
