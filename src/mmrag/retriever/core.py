@@ -29,6 +29,26 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+def dense_hits(results: Sequence[Sequence[tuple[Chunk, float]]], k: int, vector: str) -> list[list[Hit]]:
+    """Store results (best first) as dense-only hits: the top ``k`` of each list, ranked 1..k."""
+    return [
+        [
+            Hit(
+                chunk=c,
+                dense=s,
+                sparse=None,
+                fused=None,
+                rerank=None,
+                ann_rank=i + 1,
+                final_rank=i + 1,
+                vector=vector,
+            )
+            for i, (c, s) in enumerate(res[:k])
+        ]
+        for res in results
+    ]
+
+
 @dataclass(frozen=True, slots=True)
 class SearchResult:
     """Hits of one query plus per-stage timings (seconds)."""
@@ -313,20 +333,4 @@ class Retriever:
         results = self.store.search(
             self.vector, qvecs, size, modality=modality, filters=filters, options=self.options
         )
-        out: list[list[Hit]] = []
-        for res in results:
-            hits = [
-                Hit(
-                    chunk=c,
-                    dense=s,
-                    sparse=None,
-                    fused=None,
-                    rerank=None,
-                    ann_rank=i + 1,
-                    final_rank=i + 1,
-                    vector=self.vector,
-                )
-                for i, (c, s) in enumerate(res[:k])
-            ]
-            out.append(hits)
-        return out
+        return dense_hits(results, k, self.vector)

@@ -20,7 +20,7 @@ from typing import Any
 
 from mmrag._lazy import require
 from mmrag.errors import ConfigError
-from mmrag.retriever.core import Retriever
+from mmrag.retriever.core import Retriever, dense_hits
 from mmrag.types import Hit
 
 require("langchain_core", "langchain")
@@ -58,26 +58,6 @@ def hit_to_document(hit: Hit) -> Document:
         vector=hit.vector,
     )
     return Document(page_content=c.text or "", metadata=meta, id=c.id)
-
-
-def _hits(results: list[list[tuple[Any, float]]], k: int, vector: str) -> list[list[Hit]]:
-    # The dense-only ranking of Retriever.search_vectors, for the async path that bypasses it.
-    return [
-        [
-            Hit(
-                chunk=c,
-                dense=s,
-                sparse=None,
-                fused=None,
-                rerank=None,
-                ann_rank=i + 1,
-                final_rank=i + 1,
-                vector=vector,
-            )
-            for i, (c, s) in enumerate(res[:k])
-        ]
-        for res in results
-    ]
 
 
 class MmragRetriever(BaseRetriever):
@@ -204,7 +184,7 @@ class MmragRetriever(BaseRetriever):
             filters=self._filters(filters),
             options=self.retriever.options,
         )
-        return [hit_to_document(h) for h in _hits(results, kk, self.retriever.vector)[0]]
+        return [hit_to_document(h) for h in dense_hits(results, kk, self.retriever.vector)[0]]
 
     def batch(
         self,
