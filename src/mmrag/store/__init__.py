@@ -230,19 +230,12 @@ class QdrantStore:
         filters: Filters | None = None,
     ) -> list[list[tuple[Chunk, float]]]:
         """BM25 search, one result list per query text, best first (points without text never match)."""
-        self._check_tenant(filters)
-        if limit < 1:
-            raise ConfigError(f"limit must be >= 1, got {limit}")
-        if modality is not None and modality not in MODALITIES:
-            raise ConfigError(f"modality must be one of {MODALITIES} or None, got {modality!r}")
+        flt = self._search_filter(limit, modality, filters)
         if not self.has_sparse:
             raise StoreError(
                 f"store {self.location} has no BM25 vectors (created before hybrid search); "
                 "re-ingest into a new store to use --hybrid"
             )
-        flt: dict[str, Any] = dict(filters or {})
-        if modality:
-            flt["modality"] = modality
         qvecs = [self.bm25.embed_query(q) for q in queries]
         # A query of only stop words has no tokens: it matches nothing (Qdrant rejects empty vectors).
         live = [i for i, v in enumerate(qvecs) if v.indices]
@@ -379,6 +372,18 @@ class QdrantStore:
     def delete(self, ids: Sequence[str]) -> None:
         self.backend.delete(ids)
 
+    def _search_filter(self, limit: int, modality: str | None, filters: Filters | None) -> dict[str, Any]:
+        """Checks every search shares (limit, modality, the tenant rule); the payload filter to send."""
+        if limit < 1:
+            raise ConfigError(f"limit must be >= 1, got {limit}")
+        if modality is not None and modality not in MODALITIES:
+            raise ConfigError(f"modality must be one of {MODALITIES} or None, got {modality!r}")
+        self._check_tenant(filters)
+        flt: dict[str, Any] = dict(filters or {})
+        if modality:
+            flt["modality"] = modality
+        return flt
+
     def _prepare(
         self,
         vector: str,
@@ -388,14 +393,7 @@ class QdrantStore:
         filters: Filters | None,
     ) -> tuple[npt.NDArray[np.float32], dict[str, Any]]:
         """Check a search's arguments; return the 2-D query matrix and the payload filter."""
-        if limit < 1:
-            raise ConfigError(f"limit must be >= 1, got {limit}")
-        if modality is not None and modality not in MODALITIES:
-            raise ConfigError(f"modality must be one of {MODALITIES} or None, got {modality!r}")
-        self._check_tenant(filters)
-        flt: dict[str, Any] = dict(filters or {})
-        if modality:
-            flt["modality"] = modality
+        flt = self._search_filter(limit, modality, filters)
         dims = self.backend.vector_dims()
         if not dims:
             raise StoreError(f"store {self.location} is empty: ingest something first (mmrag ingest PATH)")
