@@ -106,3 +106,20 @@ def test_rerank_benchmark_smoke(tmp_path: Path, data_dir: Path) -> None:
     assert set(result["latency"]) == {"fp32@3", "fp32@5", "int8@3", "int8@5"}
     assert result["matmul_gflops"] > 0 and all(v["gflops"] > 0 for v in result["latency"].values())
     assert "Hybrid search and cross-encoder reranking" in _report(out.parent, tmp_path)
+
+
+@pytest.mark.slow
+def test_scale_benchmark_smoke(tmp_path: Path, data_dir: Path) -> None:
+    out = tmp_path / "results" / "scale.json"
+    result = _script("bench_scale.py", ["--smoke"], data_dir, out)
+    runs = {(r["backend"], r["size"]): r for r in result["runs"]}
+    assert set(runs) == {("edge", 200), ("edge", 400), ("memory", 200), ("memory", 400)}
+    for run in runs.values():
+        assert run["points"] == run["size"]
+        assert {"encode", "ann", "total"} <= set(run["stages"]["text"]) <= {"encode", "ann", "total"}
+        assert {"encode", "ann", "total"} == set(run["stages"]["image"])
+        assert all(0 <= v["recall@10"] <= 1 for v in run["ef"].values())
+    assert set(runs["edge", 400]["ef"]) == {"default", "16"} and set(runs["memory", 400]["ef"]) == {"default"}
+    md = _report(out.parent, tmp_path)
+    assert "Query latency against collection size: 200 to 400 points" in md
+    assert (out.parent / "scale.png").stat().st_size > 10_000 and "](results/scale.png)" in md
