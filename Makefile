@@ -78,6 +78,7 @@ bench: install
 	$(PY) benchmarks/train_extras.py unfreeze
 	$(PY) benchmarks/train_extras.py loop
 	$(PY) benchmarks/bench_ingest.py
+	$(PY) benchmarks/bench_ingest_rss.py
 	$(PY) benchmarks/report.py
 
 clean:
