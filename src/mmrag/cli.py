@@ -51,6 +51,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, help="ingest at most N files")
     p.add_argument("--workers", type=int, default=2, help="file-parsing threads")
     p.add_argument(
+        "--text-window",
+        type=int,
+        default=256,
+        help="text chunks embedded together (sorted by length: less padding) [default: 256]",
+    )
+    p.add_argument(
         "--chunk-tokens",
         type=int,
         help="tokens per text chunk, counted with the encoder's tokenizer [default: its context length]",
@@ -272,6 +278,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
             )
         opts = IngestOptions(
             batch_size=s.batch_size,
+            text_window=args.text_window,
             workers=args.workers,
             max_file_mb=args.max_file_mb,
             chunking=chunking,

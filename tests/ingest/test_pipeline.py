@@ -123,3 +123,41 @@ def test_memory_store_keeps_its_ledger_in_memory(tmp_path: Path, monkeypatch: py
         (tmp_path / "a.txt").write_text("memory stores keep no files " * 10)
         IngestRunner(HashEncoder(), store, progress=False).run([tmp_path / "a.txt"])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt"]
+
+
+class _CallSizes(HashEncoder):
+    """Records how many items each encoder call gets."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.text_sizes: list[int] = []
+        self.image_sizes: list[int] = []
+
+    def encode_text(self, texts, *, batch_size=None):  # type: ignore[no-untyped-def]
+        self.text_sizes.append(len(texts))
+        return super().encode_text(texts, batch_size=batch_size)
+
+    def encode_image(self, images, *, batch_size=None):  # type: ignore[no-untyped-def]
+        self.image_sizes.append(len(images))
+        return super().encode_image(images, batch_size=batch_size)
+
+
+def test_text_is_embedded_in_windows_and_images_in_batches(tmp_path: Path) -> None:
+    """Text chunks gather up to text_window per encoder call (the encoder sorts them by length:
+    little padding); decoded images are written every batch_size, so few are held at a time."""
+    root = tmp_path / "mixed"
+    root.mkdir()
+    for i in range(30):
+        (root / f"t{i:02d}.txt").write_text(f"note {i} about vectors and retrieval")
+        Image.new("RGB", (16, 16), (i * 8, 0, 0)).save(root / f"t{i:02d}.png")
+    enc = _CallSizes()
+    with QdrantStore.open(str(tmp_path / "s")) as store:
+        opts = IngestOptions(batch_size=4, text_window=20)
+        summary = IngestRunner(enc, store, opts, progress=False).run([root])
+        assert store.count() == 60 and summary.embedded == 60
+    assert sum(enc.text_sizes) == 30 and sum(enc.image_sizes) == 30
+    assert max(enc.image_sizes) == 4 and max(enc.text_sizes) <= 20
+    # Texts wait for the window while images flush: text calls are larger than a batch.
+    assert max(enc.text_sizes) > 4
+    with pytest.raises(ConfigError, match="text_window"):
+        IngestOptions(text_window=0)

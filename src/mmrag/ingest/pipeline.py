@@ -44,7 +44,10 @@ class IngestOptions:
     """Knobs of one ingest run.
 
     Attributes:
-        batch_size: Chunks per encoder batch (and per store write).
+        batch_size: Chunks per encoder batch; images are written as soon as this many are pending.
+        text_window: Text chunks gathered before they are embedded and written together: the
+            encoder sorts them by length, so its batches of similar lengths pad little, as when
+            one call embeds a whole corpus.
         workers: Threads checking and parsing files ahead of the encoder.
         max_file_mb: Files larger than this are skipped with a reason.
         chunking: Text chunk size and overlap (words, or tokens when ``max_tokens`` is set).
@@ -58,6 +61,7 @@ class IngestOptions:
     """
 
     batch_size: int = 32
+    text_window: int = 256
     workers: int = 2
     max_file_mb: float = 200.0
     chunking: ChunkingOptions = field(default_factory=ChunkingOptions)
@@ -69,8 +73,8 @@ class IngestOptions:
     tenant: str | None = None
 
     def __post_init__(self) -> None:
-        if self.batch_size < 1 or self.workers < 1:
-            raise ConfigError("batch_size and workers must be >= 1")
+        if self.batch_size < 1 or self.workers < 1 or self.text_window < 1:
+            raise ConfigError("batch_size, text_window and workers must be >= 1")
         if self.max_file_mb <= 0:
             raise ConfigError("max_file_mb must be > 0")
         if self.max_image_pixels < 1:
@@ -170,9 +174,11 @@ class IngestRunner:
     ) -> Iterator[FileResult]:
         # Executor.map would submit every file at once and hold all parsed chunks in memory;
         # a bounded window of futures keeps file order and memory flat in the number of files.
+        # It spans a whole batch, so the next batch is parsed while the encoder runs this one
+        # (with only a few files ahead, the encoder waited for most of every batch's files).
         opts = self.options.load_options()
         max_bytes = int(self.options.max_file_mb * 1e6)
-        window = 4 * self.options.workers
+        window = self.options.batch_size + 4 * self.options.workers
 
         def submit(pool: ThreadPoolExecutor, item: tuple[Path, Path]) -> Future[FileResult]:
             path, root = item
@@ -344,7 +350,8 @@ class _RunState:
         self.summary = summary
         self.timings = timings
         self.open: dict[str, _Open] = {}
-        self.pending: list[Chunk] = []
+        self.pending: list[Chunk] = []  # text chunks
+        self.pending_images: list[Chunk] = []
         self.images: dict[str, Any] = {}
 
     def add(self, res: FileResult, entry: LedgerEntry | None) -> None:
@@ -361,16 +368,21 @@ class _RunState:
         self.open[res.source] = _Open(res.digest, res.params, ids, stale, len(chunks))
         for c in chunks:
             self.summary.chunks[c.modality] = self.summary.chunks.get(c.modality, 0) + 1
-        self.pending.extend(chunks)
+        self.pending.extend(c for c in chunks if c.modality != "image")
+        self.pending_images.extend(c for c in chunks if c.modality == "image")
         self.images.update(res.images)
         self.flush(force=False)
 
     def flush(self, force: bool) -> None:
-        bs = self.runner.options.batch_size
-        while self.pending and (force or len(self.pending) >= bs):
-            batch = self.pending[:bs]
-            del self.pending[:bs]
-            self._write(batch)
+        """Write ``batch_size`` pending images (decoded, so kept few) or ``text_window`` pending text
+        chunks at a time; ``force``: write everything. A file whose chunks land in several writes is
+        committed to the ledger when its last one is written."""
+        opts = self.runner.options
+        for pending, size in ((self.pending_images, opts.batch_size), (self.pending, opts.text_window)):
+            while pending and (force or len(pending) >= size):
+                batch = pending[:size]
+                del pending[:size]
+                self._write(batch)
 
     def _write(self, batch: list[Chunk]) -> None:
         store, t = self.runner.store, time.perf_counter()
