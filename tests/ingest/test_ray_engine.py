@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import os
 import shutil
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from mmrag import cli
 from mmrag.errors import ConfigError, MmragError
 from mmrag.ingest import IngestOptions, IngestRunner, Ledger, verify
 from mmrag.ingest.ledger import default_ledger_path
@@ -173,3 +175,19 @@ def test_a_worker_with_another_encoder_fails_with_the_reason(
 def test_too_small_a_cluster_fails_instead_of_hanging(tmp_path: Path, folder: Path, ray_session: Any) -> None:
     with pytest.raises(ConfigError, match="lower --ray-workers"):
         _ray(tmp_path / "ray", folder, workers=2)
+
+
+def test_cli_without_ray_names_the_extra(
+    tmp_path: Path, folder: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray now fails as if not installed
+    monkeypatch.setitem(sys.modules, "ray.data", None)
+    rc = cli.main(["ingest", str(folder), "--store", str(tmp_path / "s"), "--engine", "ray", "-q"])
+    assert rc == 2
+    assert "pip install 'mmrag[ray]'" in capsys.readouterr().err
+    assert not (tmp_path / "s").exists()  # failed before opening the store or loading a model
+
+
+def test_cli_ray_flags_need_the_ray_engine(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rc = cli.main(["ingest", str(tmp_path), "--store", str(tmp_path / "s"), "--ray-workers", "2", "-q"])
+    assert rc == 2 and "--engine ray" in capsys.readouterr().err
