@@ -154,6 +154,21 @@ def test_ray_engine_replaces_only_an_edited_files_chunks(
 
 
 @pytest.mark.slow  # a local Ray cluster: seconds to start, seconds per pipeline
+def test_ray_engine_writes_through_the_server_client(tmp_path: Path, folder: Path, ray_session: Any) -> None:
+    """``:memory:`` is qdrant-client's local mode: the code path of a Qdrant server or cluster URL."""
+    _default(tmp_path / "edge", folder)
+    edge = _contents(tmp_path / "edge")
+    with QdrantStore.open(":memory:") as store, Ledger(tmp_path / "ledger.sqlite") as ledger:
+        runner = RayIngestRunner(
+            HashEncoder(), store, OPTS, encoder_factory=HashEncoder, progress=False, ledger=ledger
+        )
+        summary = runner.run([folder])
+        assert verify(store, ledger).ok
+        assert {r.id: dict(r.payload) for r in store.iter_records()} == edge["points"]
+    assert summary.written == len(edge["points"])
+
+
+@pytest.mark.slow  # a local Ray cluster: seconds to start, seconds per pipeline
 def test_a_worker_with_another_encoder_fails_with_the_reason(
     tmp_path: Path, folder: Path, ray_session: Any
 ) -> None:
