@@ -73,7 +73,7 @@ def folder(tmp_path: Path, data_dir: Path) -> Path:
     return root
 
 
-OPTS = IngestOptions(batch_size=8, ocr=False)
+OPTS = IngestOptions(batch_size=8, text_window=4, ocr=False)  # several windows per run
 
 
 def _default(store_dir: Path, folder: Path) -> dict[str, Any]:

@@ -133,7 +133,7 @@ class _EncoderWorker:
     """Ray actor: embeds the chunks of each batch of parsed files with one encoder per actor."""
 
     def __init__(
-        self, factory: Callable[[], DualEncoder], encoder_id: str, dim: int, batch_size: int
+        self, factory: Callable[[], DualEncoder], encoder_id: str, dim: int, sizes: dict[str, int]
     ) -> None:
         enc = factory()
         if (enc.id, enc.dim) != (encoder_id, dim):
@@ -142,7 +142,7 @@ class _EncoderWorker:
                 f"{encoder_id!r} (dim {dim}); give the workers the same model spec and weights"
             )
         self.encoder = enc
-        self.batch_size = batch_size
+        self.sizes = sizes  # chunks per encoder call, per modality (as the default engine's writer)
 
     def __call__(self, batch: Batch) -> Batch:
         results = [_loads(b) for b in batch["result"]]
@@ -165,8 +165,9 @@ class _EncoderWorker:
             if not items:
                 continue
             t = time.perf_counter()
-            for s in range(0, len(items), self.batch_size):
-                part = items[s : s + self.batch_size]
+            size = self.sizes[modality]
+            for s in range(0, len(items), size):
+                part = items[s : s + size]
                 vecs = self._encode(modality, part)
                 for (e, i, _), v in zip(part, vecs, strict=True):
                     assert e.vectors is not None
@@ -221,7 +222,8 @@ class RayIngestRunner(IngestRunner):
         encoder: The driver's encoder: its id, dim and tokenizer name the store's vector and the
             chunking; the driver never encodes with it.
         store: Destination store (Qdrant Edge directory, or a Qdrant server/cluster).
-        options: Batch size (chunks per encoder call and per store write), limits, chunking.
+        options: Chunks per encoder call and store write (``batch_size`` images, ``text_window``
+            text chunks), limits, chunking.
         encoder_factory: Builds the same encoder on each Ray worker (picklable, e.g.
             ``functools.partial(load_encoder, "lite")``).
         ray_options: Cluster address and stage widths.
@@ -333,7 +335,7 @@ class RayIngestRunner(IngestRunner):
                     "factory": self.encoder_factory,
                     "encoder_id": self.encoder.id,
                     "dim": self.encoder.dim,
-                    "batch_size": self.options.batch_size,
+                    "sizes": {"text": self.options.text_window, "image": self.options.batch_size},
                 },
                 compute=rd.ActorPoolStrategy(size=ro.workers),
                 num_cpus=ro.cpus_per_worker,
