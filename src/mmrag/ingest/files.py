@@ -95,11 +95,16 @@ def process_file(
     known: Mapping[str, LedgerEntry],
     vector: str,
     tenant: str | None = None,
+    parse: bool = True,
 ) -> FileResult:
     """Check, hash and (unless unchanged) parse one file; with ``tenant``, the chunks are the tenant's
-    copies (:func:`mmrag.tenancy.with_tenant`) and the ledger key names the tenant."""
+    copies (:func:`mmrag.tenancy.with_tenant`) and the ledger key names the tenant.
+
+    With ``parse=False`` a file that needs parsing comes back as status ``"load"`` with no chunks:
+    the Ray engine's driver decides this way which files to send to its parsing workers.
+    """
     t0 = time.perf_counter()
-    res = _process(path, root, opts, max_bytes, captions, known, vector, tenant)
+    res = _process(path, root, opts, max_bytes, captions, known, vector, tenant, parse)
     if tenant is not None and res.chunks:
         from mmrag.tenancy import with_tenant
 
@@ -125,6 +130,7 @@ def _process(
     known: Mapping[str, LedgerEntry],
     vector: str,
     tenant: str | None = None,
+    parse: bool = True,
 ) -> FileResult:
     source = str(path.resolve())
     key = ledger_source(source, tenant)
@@ -156,6 +162,8 @@ def _process(
     entry = known.get(key)
     if entry is not None and (entry.hash, entry.params) == (digest, params) and vector in entry.vectors:
         return FileResult(path, key, "unchanged", digest, params)
+    if not parse:
+        return FileResult(path, key, "load", digest, params)
     try:
         doc = load_document(path, data, opts=opts, captions=captions, source=source)
     except LoaderError as exc:

@@ -172,6 +172,19 @@ class IngestRunner:
         vector: str,
         tenant: str | None = None,
     ) -> Iterator[FileResult]:
+        """One result per file, in order: skipped, unchanged, or parsed into chunks."""
+        return self._scan(files, captions, known, vector, tenant, parse=True)
+
+    def _scan(
+        self,
+        files: Sequence[tuple[Path, Path]],
+        captions: Mapping[str, Sequence[str]] | None,
+        known: Mapping[str, LedgerEntry],
+        vector: str,
+        tenant: str | None,
+        *,
+        parse: bool,
+    ) -> Iterator[FileResult]:
         # Executor.map would submit every file at once and hold all parsed chunks in memory;
         # a bounded window of futures keeps file order and memory flat in the number of files.
         # It spans a whole batch, so the next batch is parsed while the encoder runs this one
@@ -192,6 +205,7 @@ class IngestRunner:
                 known=known,
                 vector=vector,
                 tenant=tenant,
+                parse=parse,
             )
 
         with ThreadPoolExecutor(self.options.workers, thread_name_prefix="mmrag-read") as pool:
@@ -202,6 +216,12 @@ class IngestRunner:
                 for nxt in islice(todo, 1):
                     inflight.append(submit(pool, nxt))
                 yield result
+
+    def _new_state(
+        self, ledger: Ledger, vector: str, summary: IngestSummary, timings: dict[str, float]
+    ) -> _RunState:
+        """The mapper and writer (the Ray engine's takes vectors computed by its workers)."""
+        return _RunState(self, ledger, vector, summary, timings)
 
     # -- run --------------------------------------------------------------------------------
     def run(
@@ -257,7 +277,7 @@ class IngestRunner:
             from tqdm import tqdm
 
             bar = tqdm(total=len(todo), unit="file", desc="ingest", dynamic_ncols=True)
-        state = _RunState(self, ledger, vector, summary, timings)
+        state = self._new_state(ledger, vector, summary, timings)
         seen: set[str] = set()
 
         t_read = time.perf_counter()
