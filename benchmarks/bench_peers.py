@@ -114,13 +114,24 @@ def cross_encoder_folder(requested: str, tmp: str) -> tuple[str, bool]:
     return tmp, False
 
 
-def overlap(a: dict[str, list[str]], b: dict[str, list[str]]) -> dict[str, float]:
-    """Mean top-10 set overlap and the fraction of queries with the identical top-10 list."""
+def overlap(a: dict[str, list[str]], b: dict[str, list[str]], k: int = TOP) -> dict[str, float]:
+    """Mean top-k set overlap and the fraction of queries with the identical top-k list."""
     qs = list(a)
     return {
-        "mean_overlap@10": statistics.fmean(len(set(a[q][:TOP]) & set(b[q][:TOP])) / TOP for q in qs),
-        "identical_order@10": statistics.fmean(a[q][:TOP] == b[q][:TOP] for q in qs),
+        f"mean_overlap@{k}": statistics.fmean(
+            len(set(a[q][:k]) & set(b[q][:k])) / max(1, len(a[q][:k])) for q in qs
+        ),
+        f"identical_order@{k}": statistics.fmean(a[q][:k] == b[q][:k] for q in qs),
     }
+
+
+def exact_dense(system: System, texts: list[str], qids: list[str]) -> dict[str, list[str]]:
+    """mmrag's dense top 100 by exact scan of the same store (no HNSW): what the peers' local mode does."""
+    from mmrag.store import SearchOptions
+
+    r = system.state["r"]
+    found = r.store.search(r.vector, r.encoder.encode_text(texts), 100, options=SearchOptions(exact=True))
+    return {q: [str(c.metadata["doc_id"]) for c, _ in hits] for q, hits in zip(qids, found, strict=True)}
 
 
 def fused_quality(system: System, reranker: Any, texts: list[str], qids: list[str], qrels: Any) -> float:
@@ -311,7 +322,15 @@ def run(
                 ours, theirs = per_round(base, k, perc), per_round(s.name, k, perc)
                 ratio[f"{k}_p{perc}"] = statistics.median(b / a for a, b in zip(ours, theirs, strict=True))
         res[s.name]["ratio_to_mmrag"] = ratio
+    for s in systems:
+        if "index_split" in s.state:
+            split = s.state["index_split"]
+            res[s.name]["index_split_s"] = {k: statistics.median(x[k] for x in split) for k in split[0]}
     peers = [s.name for s in systems[1:] if not s.name.startswith("mmrag")]
+    # Where the lists differ, why: mmrag's Edge store searches an HNSW graph (built by optimize()), the
+    # peers' local mode scans every vector. Against mmrag's own exact scan they should agree exactly.
+    exact = exact_dense(systems[0], texts, qids)
+    store = systems[0].state["store"]
     return {
         "queries": len(qids),
         "corpus": len(corpus.ids),
@@ -330,6 +349,22 @@ def run(
         "systems": res,
         "dense_top10_vs_mmrag": {p: overlap(dense_runs[base], dense_runs[p]) for p in peers},
         "rerank_top10_vs_mmrag": {p: overlap(rerank_runs[base], rerank_runs[p]) for p in peers},
+        "dense_top10_vs_mmrag_exact": {p: overlap(exact, dense_runs[p]) for p in peers},
+        # rerank lists that differ although mmrag reranked the same pool as the peer: should be none
+        "rerank_differs_same_pool": {
+            p: sum(
+                rerank_runs[base][q] != rerank_runs[p][q]
+                and set(dense_runs[base][q][: args.pool]) == set(dense_runs[p][q][: args.pool])
+                for q in qids
+            )
+            for p in peers
+        },
+        "mmrag_hnsw_vs_exact": {
+            **overlap(exact, dense_runs[base]),
+            **overlap(exact, dense_runs[base], k=args.pool),
+            "hnsw_ef": "Qdrant default",
+            "indexed_vectors": store.stats().get("indexed_vectors"),
+        },
     }
 
 

@@ -58,11 +58,14 @@ def mmrag_system(name: str, encoder: Any, corpus: Corpus, reranker: Any, pool: i
         st["tmp"] = tempfile.TemporaryDirectory(prefix="mmrag-bench-peers-")
         store = st["store"] = QdrantStore.open(st["tmp"].name)
         vector = store.ensure_encoder(encoder)
+        t0 = time.perf_counter()
         for start in range(0, len(corpus.chunks), 256):  # as mmrag.rerank.beir.index_corpus writes
             store.upsert_chunks(
                 corpus.chunks[start : start + 256], corpus.vectors[start : start + 256], vector
             )
-        store.optimize()
+        t1 = time.perf_counter()
+        store.optimize()  # builds the HNSW graph (the peers' local mode has none to build)
+        st.setdefault("index_split", []).append({"write": t1 - t0, "optimize": time.perf_counter() - t1})
 
     def connect() -> None:
         depth = 100 if hybrid else None  # hybrid: 100 candidates per branch, as bench_rerank
@@ -80,7 +83,7 @@ def mmrag_system(name: str, encoder: Any, corpus: Corpus, reranker: Any, pool: i
         return [str(h.chunk.metadata["doc_id"]) for h in hits]
 
     def stages(q: str) -> dict[str, float]:
-        t = st["r"].search_with_timings(q, k=TOP, pool=pool, rerank=True).timings
+        t = st["r"].search_with_timings(q, k=min(TOP, pool), pool=pool, rerank=True).timings
         return {
             "encode": t["encode"],
             "first_stage": t["total"] - t["encode"] - t["rerank"],
@@ -92,7 +95,7 @@ def mmrag_system(name: str, encoder: Any, corpus: Corpus, reranker: Any, pool: i
         build,
         connect,
         lambda q, k: ids(st["r"].search(q, k=k, pool=k if not hybrid else pool, rerank=False)),
-        lambda q: ids(st["r"].search(q, k=TOP, pool=pool, rerank=True)),
+        lambda q: ids(st["r"].search(q, k=min(TOP, pool), pool=pool, rerank=True)),
         stages,
         st,
     )
