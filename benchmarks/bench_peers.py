@@ -114,6 +114,12 @@ def cross_encoder_folder(requested: str, tmp: str) -> tuple[str, bool]:
     return tmp, False
 
 
+def shown_path(path: str) -> str:
+    """``path`` relative to the repository when inside it (results files carry no machine's layout)."""
+    p = Path(path).absolute()
+    return str(p.relative_to(REPO)) if p.is_relative_to(REPO) else str(p)
+
+
 def overlap(a: dict[str, list[str]], b: dict[str, list[str]], k: int = TOP) -> dict[str, float]:
     """Mean top-k set overlap and the fraction of queries with the identical top-k list."""
     qs = list(a)
@@ -200,7 +206,11 @@ def main() -> None:
         result = run(args, systems, reranker, corpus, qids, texts, qrels)
     result.update(
         encoder=encoder.id,
-        reranker={"path": args.reranker if trained else None, "trained": trained, "max_length": max_length},
+        reranker={
+            "path": shown_path(args.reranker) if trained else None,
+            "trained": trained,
+            "max_length": max_length,
+        },
         versions=versions(),
         seconds=time.perf_counter() - t_start,
     )

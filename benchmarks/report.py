@@ -574,7 +574,8 @@ indexes it).
 
 Stage split, p50 ms (each framework's components called one by one after the end-to-end calls); overhead =
 end-to-end +rerank p50 minus the sum of the stages (pipeline / chain machinery, negative within noise); RSS =
-growth of the process's resident memory over the first index build:
+growth of the process's resident memory over the first index build (mmrag is built first and also pays
+one-off allocations; `mmrag_hybrid` builds the identical index later):
 
 | system | encode query | first stage | rerank {r["pool"]} | sum | end to end | overhead | index RSS MB |
 |---|---|---|---|---|---|---|---|
