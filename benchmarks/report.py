@@ -527,9 +527,10 @@ def peers_section(r: dict[str, Any]) -> str:
         same = ", ".join(f"{p} {n}" for p, n in r["rerank_differs_same_pool"].items())
         ov10, ovp = h["mean_overlap@10"], h[f"mean_overlap@{pool}"]
         why = (
-            "  Why they differ: mmrag's Edge store searches an HNSW graph (built by `optimize()`,\n"
-            f"  {h['indexed_vectors']} vectors indexed, hnsw_ef {h['hnsw_ef']}); the peers' qdrant-client\n"
-            "  local mode scans every vector. mmrag HNSW vs exact scan of the same store: top-10 overlap\n"
+            "  Why they differ: mmrag's Edge store searches an HNSW graph (built by `optimize()`; Edge\n"
+            f"  reports {h['indexed_vectors']:,} indexed vectors, dense + BM25; hnsw_ef {h['hnsw_ef']});\n"
+            "  the peers' qdrant-client local mode scans every vector. mmrag HNSW vs exact scan of the same\n"
+            "  store: top-10 overlap\n"
             f"  {ov10:.3f}, top-{pool} pool overlap {ovp:.3f}. Peers vs mmrag's exact scan:\n"
             f"  {agreement('dense_top10_vs_mmrag_exact')}.\n"
             f"  Reranked lists that differ although the pool was the same: {same}.\n"
