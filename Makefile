@@ -62,15 +62,15 @@ test: lint
 RERANKER ?= checkpoints/reranker-scifact
 
 # Regenerates benchmarks/results/*.json, the PNG plots and BENCHMARKS.md (hours on 2 cores: the
-# 1M-point scale run and the training sweeps dominate). The peers (LangChain, Haystack) come from
-# the `bench` extra.
+# 1M-point scale run and the training sweeps dominate). The peers (LangChain, Haystack) come with
+# the dev extra (it includes `bench`).
 bench: install
-	$(PY) -m pip install -q -e '.[dev,bench]'
 	@if [ ! -f "$(RERANKER)/mmrag_rerank.json" ]; then echo "bench: training the cross-encoder ($(RERANKER))"; \
 	  $(MMRAG) train-reranker --out "$(RERANKER)"; fi
 	$(PY) benchmarks/bench_query.py
 	$(PY) benchmarks/bench_scale.py
 	$(PY) benchmarks/bench_rerank.py --reranker "$(RERANKER)"
+	$(PY) benchmarks/bench_peers.py
 	$(PY) benchmarks/bench_api_load.py
 	$(PY) benchmarks/train_sweep.py
 	$(PY) benchmarks/train_sweep.py --base lite:efficientnet_lite2 --out benchmarks/results/train_sweep_lite2.json

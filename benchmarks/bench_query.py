@@ -104,7 +104,10 @@ def latency(directory: str, encoder: object, queries: list[str], hnsw_ef: int | 
         exact = store.search(r.vector, qv, 10, options=SearchOptions(exact=True))
         for a, e in zip(approx, exact, strict=True):
             recalls.append(len({c.id for c, _ in a} & {c.id for c, _ in e}) / max(1, len(e)))
-    pct = lambda xs, p: float(np.percentile(xs, p))  # noqa: E731
+
+    def pct(xs: list[float], p: float) -> float:
+        return float(np.percentile(xs, p))
+
     return {
         "encode_p50": pct(enc, 50),
         "encode_p95": pct(enc, 95),
@@ -161,7 +164,7 @@ def main() -> None:
         indexed = build_store(tmp, encoder, points)
         runs = [latency(tmp, encoder, queries, args.hnsw_ef) for _ in range(args.repeats)]
         rss = [search_rss_mb(tmp) for _ in range(args.repeats)]
-    med = {k: float(np.median([r[k] for r in runs])) for k in runs[0]}  # type: ignore[misc]
+    med = {k: float(np.median([r[k] for r in runs])) for k in runs[0]}
     result = {
         "machine": {
             "cpus": os.cpu_count(),

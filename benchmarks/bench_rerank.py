@@ -58,7 +58,9 @@ def model_flops(fp32_model: Any, padded_tokens: int, attention_cells: int) -> fl
 
     cfg = fp32_model.config
     linear = sum(m.weight.numel() for m in fp32_model.modules() if isinstance(m, torch.nn.Linear))
-    return 2.0 * linear * padded_tokens + 4.0 * cfg.num_hidden_layers * cfg.hidden_size * attention_cells
+    return float(
+        2.0 * linear * padded_tokens + 4.0 * cfg.num_hidden_layers * cfg.hidden_size * attention_cells
+    )
 
 
 def langchain_compare(

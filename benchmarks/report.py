@@ -13,12 +13,14 @@ REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 
 
-def query_section(r: dict[str, object]) -> str:
+def _ok(ratio: float) -> str:
+    return "meets target" if ratio <= 1.0 else "misses target"
+
+
+def query_section(r: dict[str, Any]) -> str:
     m = r["median_of_runs_ms"]
-    assert isinstance(m, dict)
-    ok = lambda ratio: "meets target" if ratio <= 1.0 else "misses target"  # noqa: E731
-    p95_ratio = float(r["p95_total_ratio_to_50ms"])  # type: ignore[arg-type]
-    rss_ratio = float(r["rss_ratio_to_1500mb"])  # type: ignore[arg-type]
+    p95_ratio = float(r["p95_total_ratio_to_50ms"])
+    rss_ratio = float(r["rss_ratio_to_1500mb"])
     return f"""## Query latency and memory: embedded default (Qdrant Edge), `lite`, ANN only
 
 Command: `python benchmarks/bench_query.py --points {r["points"]} --queries {r["queries"]} \
@@ -36,11 +38,11 @@ hnsw_ef = {r["hnsw_ef"] or "Qdrant default"}.
 | ANN (Qdrant Edge) | {m["ann_p50"]:.1f} | {m["ann_p95"]:.1f} |
 | total | {m["total_p50"]:.1f} | {m["total_p95"]:.1f} |
 
-* **p95 total / 50 ms limit = {p95_ratio:.2f}** ({ok(p95_ratio)}).
+* **p95 total / 50 ms limit = {p95_ratio:.2f}** ({_ok(p95_ratio)}).
 * ANN recall@10 against exact search on the same store: {m["recall@10"]:.3f}
   ({r.get("indexed_vectors", "?")} of {r["points"]} vectors in the HNSW index after `optimize()`).
 * **Peak RSS of a `mmrag search` process (model load + one query) / 1.5 GB = {rss_ratio:.2f}**
-  ({float(r["search_peak_rss_mb"]):.0f} MB, median of {r["repeats"]}; {ok(rss_ratio)}).
+  ({float(r["search_peak_rss_mb"]):.0f} MB, median of {r["repeats"]}; {_ok(rss_ratio)}).
 """
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -62,7 +62,7 @@ def doc_ids(hits: Sequence[Hit]) -> list[str]:
 
 
 def ranking_metrics(
-    qrels: dict[str, dict[str, int]], runs: dict[str, Sequence[Hit]], ks: Sequence[int] = (10, 100)
+    qrels: dict[str, dict[str, int]], runs: Mapping[str, Sequence[Hit]], ks: Sequence[int] = (10, 100)
 ) -> dict[str, float]:
     """nDCG@k / Recall@k of hit lists keyed by query id."""
     return evaluate(qrels, {q: doc_ids(h) for q, h in runs.items()}, ks=sorted(set(ks)))
