@@ -474,7 +474,8 @@ LangChain p50 {lc["p50_ms"]:.0f} ms; **mmrag / LangChain latency = {lc["ratio_mm
 
 PEER_IMAGES = """**Image queries.** mmrag embeds images and text with one dual encoder: images are ingested as
 chunks and `Retriever.search(image=...)` / `search_images` take an image as the query (text->image and
-image->text in one store; the cross-encoder then reranks candidates by their caption / alt / OCR text).
+image->text in one store). For text queries the cross-encoder reranks image candidates by their caption /
+alt / OCR text; image queries stop after the ANN stage (their stage latencies are in the scale section).
 The peers, as set up here:
 * LangChain: the `Embeddings` interface is text-only (`embed_documents(list[str])`, `embed_query(str)`),
   `QdrantVectorStore` adds texts only and its retrievers take a string query. An image query works only by
