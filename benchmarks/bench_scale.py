@@ -264,6 +264,11 @@ def main() -> None:
         "--workdir", type=Path, default=None, help="where the Edge stores go (default: a temp dir)"
     )
     ap.add_argument("--smoke", action="store_true", help="tiny sizes and few queries: checks the script runs")
+    ap.add_argument(
+        "--merge",
+        action="store_true",
+        help="keep the runs already in --out at sizes not measured now (rerun some sizes only)",
+    )
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args()
     if args.smoke:
@@ -295,6 +300,11 @@ def main() -> None:
         "reranker": None if reranker is None else {"path": str(args.reranker), "int8": True},
         "runs": [],
     }
+    kept: list[dict[str, Any]] = []
+    if args.merge and args.out.exists():
+        kept = [r for r in json.loads(args.out.read_text())["runs"] if r["size"] not in args.sizes]
+        result["args"]["sizes"] = sorted({*args.sizes, *(r["size"] for r in kept)})
+    result["runs"] = kept
     workdir = Path(tempfile.mkdtemp(prefix="mmrag-scale-", dir=args.workdir))
     try:
         for size in args.sizes:
@@ -308,7 +318,12 @@ def main() -> None:
                 with QdrantStore.open(location) as store:
                     built = build(store, encoder, base, size)
                     log(f"{backend} {size}: built {built}; measuring")
-                    run = {"size": size, "backend": backend, **built}
+                    run = {
+                        "size": size,
+                        "backend": backend,
+                        "started": time.strftime("%Y-%m-%d %H:%M"),
+                        **built,
+                    }
                     run.update(measure(store, encoder, reranker, base, args))
                 run["rss_mb_after"] = rss_mb()
                 run["rss_mb_before"] = rss0

@@ -136,7 +136,7 @@ def scale_section(r: dict[str, Any], plot: str | None) -> str:
     names = {"edge": "Qdrant Edge", "memory": "qdrant-client :memory:"}
     build = "\n".join(
         f"| {x['size']:,} | {names[x['backend']]} | {x['write_s']:.1f} | {x['size'] / x['write_s']:,.0f} | "
-        f"{x['index_s']:.1f} |"
+        f"{x['index_s']:.1f} | {x.get('started', '-')} |"
         for x in runs
     )
     hy = "text_hybrid_rerank" if r.get("reranker") else "text_hybrid"
@@ -212,8 +212,8 @@ to back.
 {img}
 Build (write = upsert of payload + dense + BM25 vectors; index = `optimize()`):
 
-| points | backend | write s | points/s | index s |
-|---|---|---|---|---|
+| points | backend | write s | points/s | index s | measured |
+|---|---|---|---|---|---|
 {build}
 
 Stages (ms, p50 / p95):
@@ -231,6 +231,94 @@ HNSW recall@10 against exact search on the same Edge store, and ANN p50 back to 
 |---|{"---|" * len(efs)}
 {ef_rows}
 """
+
+
+def _load(results: Path, name: str) -> dict[str, Any] | None:
+    path = results / name
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def summary_section(results: Path) -> str:
+    """The headline figures of every result file present, each with its target or peer ratio."""
+    rows: list[str] = []
+    sweep = _load(results, "train_sweep.json")
+    if sweep:
+        best = max(sweep["runs"], key=lambda x: x["t2i_recall@10"])
+        rows.append(
+            f"| Flickr8k dev text->image R@1/5/10 (`lite`, best head recipe: {best['loss']}"
+            f"{'' if best['loss'] == 'infonce' else ', ' + best['strategy']}) | {best['t2i_recall@1']:.3f} / "
+            f"{best['t2i_recall@5']:.3f} / {best['t2i_recall@10']:.3f} | - |"
+        )
+    rr = _load(results, "rerank.json")
+    if rr:
+        q = rr["quality"]
+        stages = [
+            ("bm25", "BM25"),
+            ("dense", "dense"),
+            ("hybrid_rrf", "hybrid"),
+            ("hybrid+rerank@20_crossfit", "+rerank@20"),
+        ]
+        cells = " / ".join(f"{label} {q[k]['ndcg@10']:.3f}" for k, label in stages if k in q)
+        rows.append(f"| SciFact val nDCG@10 by stage | {cells} | - |")
+    peers = _load(results, "peers.json")
+    if peers:
+        sy = peers["systems"]
+        for name in ("langchain", "haystack"):
+            if name in sy:
+                r = sy[name]["ratio_to_mmrag"]
+                rows.append(
+                    f"| {name} / mmrag, same encoder + cross-encoder, SciFact | dense query p50 "
+                    f"**{r['dense_p50']:.2f}x**, +rerank p50 **{r['rerank_p50']:.2f}x**, index time "
+                    f"{r['index']:.2f}x | nDCG@10 {sy[name]['quality']['dense']['ndcg@10']:.3f} dense "
+                    f"(mmrag {sy['mmrag']['quality']['dense']['ndcg@10']:.3f}) |"
+                )
+    scale = _load(results, "scale.json")
+    if scale:
+        for run in sorted(scale["runs"], key=lambda x: x["size"]):
+            if run["backend"] != "edge":
+                continue
+            t = run["stages"]["text"]["total"]["p95"]
+            img = run["stages"]["image"]["total"]["p50"]
+            ef = run["ef"].get("default", {}).get("recall@10")
+            mem = next(
+                (m for m in scale["runs"] if m["backend"] == "memory" and m["size"] == run["size"]), None
+            )
+            vs = ""
+            if mem:
+                slower = mem["stages"]["text"]["total"]["p50"] / run["stages"]["text"]["total"]["p50"]
+                vs = f"; :memory: / Edge p50 {slower:.1f}x"
+            rows.append(
+                f"| {run['size']:,} points, Qdrant Edge: text query p95 (encode + ANN) | {t:.1f} ms "
+                f"(image query p50 {img:.1f} ms, HNSW recall@10 {ef:.3f}) | **{t / 50:.2f}** of 50 ms{vs} |"
+            )
+    ing = _load(results, "ingest.json")
+    if ing:
+        for key in ("images", "text"):
+            x = ing[key]
+            rows.append(
+                f"| ingest {key}, end to end / raw encoder ({x['items']:,} items) | {x['end_to_end_per_s']} "
+                f"{x['unit']} | **{x['ratio']:.2f}** (target >= 0.9) |"
+            )
+    rss = _load(results, "ingest_rss.json")
+    if rss:
+        rows.append(
+            f"| peak RSS, ingest_demo + {rss['images']:,} images | {rss['peak_rss_mb']:.0f} MB "
+            f"(+{rss['slope_mb_per_1000_files_second_half']:.1f} MB / 1,000 files) | "
+            f"**{rss['peak_ratio_to_3gb']:.2f}** of 3 GB |"
+        )
+    api = _load(results, "api_load.json")
+    if api:
+        rows.append(
+            f"| REST API, {api['clients']} clients while an ingest writes | {api['searches']} searches, "
+            f"{api['errors']} errors | p95 during ingest / before "
+            f"**{api['p95_ratio_during_ingest_to_baseline']:.2f}** |"
+        )
+    if not rows:
+        return ""
+    return (
+        "## Summary\n\n| what | figure | ratio (same run) |\n|---|---|---|\n" + "\n".join(rows) + "\n\n"
+        "Details, commands and caveats in the sections below.\n"
+    )
 
 
 def train_section(r: dict[str, Any]) -> str:
@@ -646,7 +734,7 @@ shared and noisy; figures are medians.
 
 Machine: {machine.get("cpus")} CPUs, {machine.get("platform")}, Python {machine.get("python")}.
 """
-    args.output.write_text(header + "\n" + "\n".join(sections))
+    args.output.write_text(header + "\n" + summary_section(args.results) + "\n" + "\n".join(sections))
     print(f"wrote {args.output}")
 
 
