@@ -179,21 +179,29 @@ def stage_latency(retriever: Any, base: Base, args: argparse.Namespace, ef: int 
 def ef_sweep(
     store: Any, vector: str, qvecs: np.ndarray[Any, Any], efs: Sequence[int | None]
 ) -> dict[str, Any]:
-    """ANN recall@10 against exact search, and per-query ANN latency, for each hnsw_ef."""
+    """Per ``hnsw_ef``: ANN recall@10 against exact search, the score ratio (sum of the ANN top-10
+    cosines / sum of the exact top-10's: how much worse the neighbours found are, 1 = as good), and
+    per-query ANN latency."""
     from mmrag.store import SearchOptions
 
     exact = store.search(vector, qvecs, 10, options=SearchOptions(exact=True))
     truth = [{c.id for c, _ in row} for row in exact]
+    best = [sum(score for _, score in row) for row in exact]
     out: dict[str, Any] = {}
     for ef in efs:
         opts = SearchOptions(hnsw_ef=ef)
-        times, recalls = [], []
-        for q, t in zip(qvecs, truth, strict=True):
+        times, recalls, ratios = [], [], []
+        for q, t, b in zip(qvecs, truth, best, strict=True):
             s = time.perf_counter()
             row = store.search(vector, q[None, :], 10, options=opts)[0]
             times.append(time.perf_counter() - s)
             recalls.append(len({c.id for c, _ in row} & t) / max(1, len(t)))
-        out["default" if ef is None else str(ef)] = {"recall@10": float(np.mean(recalls)), **pcts(times)}
+            ratios.append(sum(score for _, score in row) / b if b else 1.0)
+        out["default" if ef is None else str(ef)] = {
+            "recall@10": float(np.mean(recalls)),
+            "score_ratio": float(np.mean(ratios)),
+            **pcts(times),
+        }
     return out
 
 
