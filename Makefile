@@ -77,7 +77,7 @@ bench: install
 	$(PY) benchmarks/train_extras.py joint
 	$(PY) benchmarks/train_extras.py unfreeze
 	$(PY) benchmarks/train_extras.py loop
-	$(PY) benchmarks/bench_ingest.py
+	$(PY) benchmarks/bench_ingest.py --images 1000 --abstracts 5183
 	$(PY) benchmarks/bench_ingest_rss.py
 	$(PY) benchmarks/report.py
 

@@ -448,6 +448,9 @@ def ingest_section(r: dict[str, Any]) -> str:
         )
     return f"""## Ingest throughput (`benchmarks/bench_ingest.py`)
 
+Command: `python benchmarks/bench_ingest.py --images {r["images"]["items"]} --abstracts {r["text"]["files"]}`
+(`make bench`): Flickr8k dev images; SciFact abstracts, one `.txt` file each, token-aware chunks
+({r["text"].get("chunking", "?")}).
 Encoder `{r["encoder"]}`, {r["threads"]} torch thread(s), batch {r["batch"]}, median of {r["repeats"]} run(s).
 End to end = `IngestRunner` into a fresh Qdrant Edge store (check, hash, parse, embed, write, ledger);
 raw = the encoder alone on the same items, in the same run. Peak RSS {r["peak_rss_mb"]} MB.
