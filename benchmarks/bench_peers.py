@@ -78,16 +78,11 @@ def load_corpus(
     args: argparse.Namespace, encoder: Any
 ) -> tuple[Corpus, list[str], list[str], dict[str, dict[str, int]]]:
     """Corpus chunks + vectors, val query ids, their texts and qrels."""
-    from mmrag.eval.datasets import BeirDataset, scifact_val_query_ids
-    from mmrag.eval.runner import corpus_chunks
-    from mmrag.rerank.beir import corpus_vectors
 
-    ds = BeirDataset.load(DATA / "scifact", "train")
-    val = scifact_val_query_ids(DATA / "triplets" / "scifact_train_triplets.jsonl") or set()
-    qids = sorted(q for q in val if q in ds.queries)[: args.queries]
-    if args.docs:  # smoke runs: the first N docs plus the relevant docs of the chosen queries
-        keep = set(list(ds.corpus)[: args.docs]) | {d for q in qids for d in ds.qrels[q]}
-        ds = type(ds)(ds.root, {d: v for d, v in ds.corpus.items() if d in keep}, ds.queries, ds.qrels)
+    from mmrag.eval.runner import corpus_chunks
+    from mmrag.rerank.beir import corpus_vectors, scifact_val_slice
+
+    ds, qids = scifact_val_slice(DATA, args.queries, args.docs)
     chunks = corpus_chunks(ds)
     vecs = corpus_vectors(encoder, ds, args.cache)
     corpus = Corpus(

@@ -130,22 +130,16 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     from mmrag.encoders import load_encoder
-    from mmrag.eval.datasets import BeirDataset, scifact_val_query_ids
     from mmrag.eval.metrics import evaluate
     from mmrag.rerank import CrossEncoderReranker
-    from mmrag.rerank.beir import index_corpus, ranking_metrics
+    from mmrag.rerank.beir import index_corpus, ranking_metrics, scifact_val_slice
     from mmrag.rerank.fusion import ScoreFusion, learn_weight
     from mmrag.retriever import Retriever
     from mmrag.store import QdrantStore
     from mmrag.types import Hit
 
     t_start = time.perf_counter()
-    ds = BeirDataset.load(DATA / "scifact", "train")
-    val = scifact_val_query_ids(DATA / "triplets" / "scifact_train_triplets.jsonl") or set()
-    qids = sorted(q for q in val if q in ds.queries)[: args.queries]
-    if args.docs:  # smoke runs: the first N docs plus the relevant docs of the chosen queries
-        keep = set(list(ds.corpus)[: args.docs]) | {d for q in qids for d in ds.qrels[q]}
-        ds = type(ds)(ds.root, {d: v for d, v in ds.corpus.items() if d in keep}, ds.queries, ds.qrels)
+    ds, qids = scifact_val_slice(DATA, args.queries, args.docs)
     qrels = {q: dict(ds.qrels[q]) for q in qids}
     texts = [ds.queries[q] for q in qids]
     reranker_path = args.reranker if Path(args.reranker).is_dir() else None

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.test_benchmarks import _report
+
 REPO = Path(__file__).resolve().parents[1]
 SYSTEMS = {"mmrag", "langchain", "haystack", "mmrag_hybrid"}
 
@@ -43,20 +45,6 @@ def test_peer_benchmark_smoke(tmp_path: Path, data_dir: Path) -> None:
         assert r["dense_top10_vs_mmrag"][peer]["mean_overlap@10"] == 1.0
     assert not r["reranker"]["trained"]  # no checkpoint given: the offline MiniLM head, shared by all
     assert "## Peers" in _report(out.parent, tmp_path)
-
-
-def _report(results: Path, tmp_path: Path) -> str:
-    md = tmp_path / "BENCHMARKS.md"
-    cmd = [
-        sys.executable,
-        str(REPO / "benchmarks" / "report.py"),
-        "--results",
-        str(results),
-        "--output",
-        str(md),
-    ]
-    subprocess.run(cmd, check=True, capture_output=True, timeout=60)
-    return md.read_text()
 
 
 def test_peer_report_renders_committed_results(tmp_path: Path) -> None:

@@ -27,6 +27,24 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+def scifact_val_slice(
+    data: Path, queries: int | None = None, docs: int | None = None
+) -> tuple[BeirDataset, list[str]]:
+    """SciFact train with the ids of its held-out val-fold queries (the first ``queries`` of them).
+
+    ``docs`` (smoke runs): keep only the first N corpus docs plus the relevant docs of those queries.
+    """
+    from mmrag.eval.datasets import BeirDataset, scifact_val_query_ids
+
+    ds = BeirDataset.load(data / "scifact", "train")
+    val = scifact_val_query_ids(data / "triplets" / "scifact_train_triplets.jsonl") or set()
+    qids = sorted(q for q in val if q in ds.queries)[:queries]
+    if docs:
+        keep = set(list(ds.corpus)[:docs]) | {d for q in qids for d in ds.qrels[q]}
+        ds = type(ds)(ds.root, {d: v for d, v in ds.corpus.items() if d in keep}, ds.queries, ds.qrels)
+    return ds, qids
+
+
 def corpus_vectors(encoder: DualEncoder, ds: BeirDataset, cache: Path | None) -> np.ndarray[Any, Any]:
     """Dense vectors of every corpus document, cached as ``<cache>/<encoder id>-<name>-<n>.npy``."""
     ids = list(ds.corpus)
