@@ -51,14 +51,22 @@ def _ms(st: dict[str, Any], key: str) -> str:
     return "-" if v is None else f"{v['p50']:.1f} / {v['p95']:.1f}"
 
 
-def scale_plot(r: dict[str, Any], path: Path) -> bool:
-    """Latency vs collection size (log-log), per backend and query kind; False without matplotlib."""
+def _pyplot() -> Any:
+    """matplotlib.pyplot on the file-only Agg backend, or None when matplotlib is not installed."""
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
+        return None
+    return plt
+
+
+def scale_plot(r: dict[str, Any], path: Path) -> bool:
+    """Latency vs collection size (log-log), per backend and query kind; False without matplotlib."""
+    plt = _pyplot()
+    if plt is None:
         return False
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
     lines = [
@@ -97,12 +105,8 @@ def scale_plot(r: dict[str, Any], path: Path) -> bool:
 
 def rerank_pool_plot(r: dict[str, Any], path: Path) -> bool:
     """nDCG@10 against the rerank pool size (from rerank.json); False without matplotlib."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = _pyplot()
+    if plt is None:
         return False
     q = r["quality"]
     pools = sorted({int(k.split("@")[1].split("_")[0]) for k in q if k.startswith("hybrid+rerank@")})

@@ -446,15 +446,20 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _apply_threads(s: Settings) -> None:
+    """Set torch's intra-op threads from the settings (0: torch's default)."""
+    if s.threads:
+        from mmrag.encoders import set_threads
+
+        set_threads(s.threads)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from mmrag.train.run import train_image_caption
     from mmrag.train.trainer import TrainConfig
 
     s = _settings(args)
-    if s.threads:
-        from mmrag.encoders import set_threads
-
-        set_threads(s.threads)
+    _apply_threads(s)
     cfg = TrainConfig(
         loss=args.loss,
         strategy=args.strategy,
@@ -567,10 +572,7 @@ def cmd_train_reranker(args: argparse.Namespace) -> int:
     from mmrag.rerank.train import RerankTrainConfig, train_reranker
 
     s = _settings(args)
-    if s.threads:
-        from mmrag.encoders import set_threads
-
-        set_threads(s.threads)
+    _apply_threads(s)
     cfg = RerankTrainConfig(
         model=args.base,
         negatives=args.negatives,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
@@ -10,16 +9,9 @@ import pytest
 
 from mmrag.cli import main
 from tests.rerank.test_cross_encoder import _tiny
+from tests.test_cli import _json
 
 pytestmark = pytest.mark.integration
-
-
-def _json(capsys: pytest.CaptureFixture[str], argv: list[str]) -> dict[str, object]:
-    code = main([*argv, "--json", "--quiet"])
-    out = capsys.readouterr().out
-    assert code == 0, out
-    result: dict[str, object] = json.loads(out)
-    return result
 
 
 def test_search_hybrid_and_rerank_flags(
