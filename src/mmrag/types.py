@@ -94,6 +94,79 @@ class VectorSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class RerankerSpec:
+    """The second stage a store runs by default: which cross-encoder, and how its score is fused.
+
+    Attributes:
+        model: Hugging Face name, local folder, or a ``mmrag train-reranker`` checkpoint.
+        max_length: Tokens per (query, passage) pair; ``None``: the checkpoint's own.
+        int8: Run the cross-encoder with int8 dynamic quantization.
+        fusion_weights: Per-modality weight of the rerank score against the first stage's
+            (``None``/empty: the weights saved with the checkpoint).
+
+    Example:
+        >>> RerankerSpec.from_dict(RerankerSpec("ckpt", int8=True).to_dict()).int8
+        True
+    """
+
+    model: str
+    max_length: int | None = None
+    int8: bool = False
+    fusion_weights: Mapping[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.model:
+            raise ValueError("a reranker spec needs a model name or path")
+        if self.max_length is not None and self.max_length < 8:
+            raise ValueError(f"max_length must be >= 8, got {self.max_length}")
+        for modality, w in self.fusion_weights.items():
+            if not 0.0 <= float(w) <= 1.0:
+                raise ValueError(f"fusion weight for {modality} must be in [0, 1], got {w}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "max_length": self.max_length,
+            "int8": self.int8,
+            "fusion_weights": dict(self.fusion_weights),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RerankerSpec:
+        return cls(
+            model=str(data["model"]),
+            max_length=int(data["max_length"]) if data.get("max_length") else None,
+            int8=bool(data.get("int8", False)),
+            fusion_weights={str(k): float(v) for k, v in (data.get("fusion_weights") or {}).items()},
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSet:
+    """The pipeline a store runs by default, recorded in the store so every face runs the same one.
+
+    Attributes:
+        vector: The default dense vector (``None`` for an empty store).
+        encoder: The encoder spec that reloads it.
+        hybrid: Fuse BM25 with dense search by default (needs BM25 vectors in the store).
+        reranker: The default second stage, or ``None`` (first stage only).
+    """
+
+    vector: str | None = None
+    encoder: str | None = None
+    hybrid: bool = False
+    reranker: RerankerSpec | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "vector": self.vector,
+            "encoder": self.encoder,
+            "hybrid": self.hybrid,
+            "reranker": self.reranker.to_dict() if self.reranker else None,
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class Chunk:
     """One retrievable unit: a span of text or one image.
 

@@ -1,4 +1,5 @@
-"""The store's own record: named vectors and their specs, the default vector, BM25 settings, tenancy.
+"""The store's own record: named vectors and their specs, the default vector, BM25 settings, tenancy,
+and the default pipeline (the model set: hybrid on or off, the default reranker).
 
 The backend keeps it (``store.json`` beside an Edge shard, the collection's metadata on a server), so
 every process that opens the store sees the same choices: which encoder reloads a vector, which
@@ -12,7 +13,7 @@ from typing import Any
 from mmrag.errors import StoreError
 from mmrag.store.base import Backend
 from mmrag.store.sparse import Bm25Settings
-from mmrag.types import VectorSpec
+from mmrag.types import ModelSet, RerankerSpec, VectorSpec
 
 __all__ = ["StoreMeta"]
 
@@ -89,3 +90,27 @@ class StoreMeta:
     @property
     def bm25(self) -> Bm25Settings:
         return Bm25Settings.from_dict(self.data.get("bm25"))
+
+    # -- the model set: what every face runs by default ------------------------------------
+    def model_set(self, *, has_sparse: bool) -> ModelSet:
+        """The default pipeline; hybrid is on by default wherever the store holds BM25 vectors."""
+        raw = self.data.get("reranker")
+        hybrid = self.data.get("hybrid")
+        return ModelSet(
+            vector=self.default_vector,
+            encoder=self.default_spec,
+            hybrid=has_sparse and (True if hybrid is None else bool(hybrid)),
+            reranker=RerankerSpec.from_dict(raw) if isinstance(raw, dict) else None,
+        )
+
+    def set_reranker(self, spec: RerankerSpec | None) -> None:
+        """Record (or, with ``None``, clear) the store's default reranker."""
+        if spec is None:
+            self.data.pop("reranker", None)
+        else:
+            self.data["reranker"] = spec.to_dict()
+        self.save()
+
+    def set_hybrid(self, on: bool) -> None:
+        self.data["hybrid"] = bool(on)
+        self.save()
