@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from mmrag.encoders.base import DualEncoder
+from mmrag.encoders.base import DualEncoder, vector_spec
 from mmrag.errors import ConfigError, TenancyError
 from mmrag.ingest.chunking import ChunkingOptions
 from mmrag.ingest.ledger import Ledger, default_ledger_path
@@ -240,7 +240,7 @@ class IngestRunner:
         timings = summary.timings
         if self.options.tenant is None and self.store.tenancy:
             raise TenancyError(f"store {self.store.location} is multi-tenant: ingest with a tenant")
-        summary.vector = self.store.ensure_encoder(self.encoder)
+        summary.vector = self.store.ensure_vector(vector_spec(self.encoder))
         with timed(timings, "recover"):
             summary.recovered = ledger.recover(self.store)
         known = ledger.entries()

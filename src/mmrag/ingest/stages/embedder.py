@@ -1,7 +1,8 @@
 """The embedder stage: vectors for chunks, and where the writer gets them from.
 
 :class:`Embedder` encodes chunks with one dual encoder, text in calls of ``text_window`` and
-images in calls of ``batch_size``, and times each modality. The writer asks a
+images in calls of ``batch_size`` (each through :func:`mmrag.ingest.indexing.embed_chunks`), and
+times each modality. The writer asks a
 :class:`VectorSource` for the vectors of the chunks it is about to store:
 
 * :class:`EncodeOnWrite` (the default engine) calls the embedder right then, for the chunks the
@@ -12,7 +13,6 @@ images in calls of ``batch_size``, and times each modality. The writer asks a
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any, Protocol
@@ -20,6 +20,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from mmrag.encoders.base import DualEncoder
+from mmrag.ingest.indexing import embed_chunks
 from mmrag.ingest.stages.context import FileResult, FloatArray, RunContext
 from mmrag.types import Chunk, IngestSummary
 
@@ -47,28 +48,17 @@ class Embedder:
         """One row per chunk (in order) and the seconds spent per ``embed_<modality>`` key.
 
         ``images`` holds decoded images by chunk id (PDF figures, checked photos): they save a
-        second decode; other image chunks are read from their path.
+        second decode; other image chunks are read from their path. Each encoder call goes
+        through :func:`~mmrag.ingest.indexing.embed_chunks`, the one embed path of the project.
         """
         vecs = np.zeros((len(chunks), self.encoder.dim), dtype=np.float32)
         seconds: dict[str, float] = {}
         for modality, size in self.sizes.items():
             idx = [i for i, c in enumerate(chunks) if c.modality == modality]
-            if not idx:
-                continue
-            t = time.perf_counter()
             for s in range(0, len(idx), size):
                 part = idx[s : s + size]
-                vecs[part] = self._encode(modality, [chunks[i] for i in part], images)
-            seconds["embed_" + modality] = time.perf_counter() - t
+                vecs[part] = embed_chunks(self.encoder, [chunks[i] for i in part], images, timings=seconds)
         return vecs, seconds
-
-    def _encode(self, modality: str, chunks: list[Chunk], images: Mapping[str, Any]) -> FloatArray:
-        if modality == "text":
-            return self.encoder.encode_text([c.text or "" for c in chunks])
-        items = [images.get(c.id) for c in chunks]
-        return self.encoder.encode_image(
-            [img if img is not None else c.image or "" for img, c in zip(items, chunks, strict=True)]
-        )
 
     def embed_files(self, results: Sequence[FileResult]) -> list[FileResult]:
         """The parsed files of ``results`` with their chunks' vectors (others unchanged), for an
