@@ -136,7 +136,11 @@ def read_captions(path: Path) -> dict[str, list[str]]:
 
 
 class Distributor(Protocol):
-    """Where a run's parsing and embedding happen; the driver keeps the checks, writer and ledger."""
+    """Where a run's parsing and embedding happen; the driver keeps the checks, writer and ledger.
+
+    Example:
+        >>> IngestRunner(encoder, store, distributor=RayDistributor(factory)).run(["docs"])  # doctest: +SKIP
+    """
 
     def results(self, ctx: RunContext, reader: Reader, todo: Todo) -> Iterator[FileResult]:
         """One result per file of ``todo`` (in any order): skipped, unchanged, or parsed."""

@@ -89,7 +89,13 @@ class Embedder:
 
 
 class VectorSource(Protocol):
-    """Where the writer gets the vectors of the chunks it stores."""
+    """Where the writer gets the vectors of the chunks it stores.
+
+    Example:
+        >>> source.hold(parsed)                                                  # doctest: +SKIP
+        >>> vecs = source.vectors(parsed.chunks)  # only chunks the store lacks  # doctest: +SKIP
+        >>> source.release(parsed.chunks)                                        # doctest: +SKIP
+    """
 
     def hold(self, res: FileResult) -> None:
         """Keep what a parsed file brings for its chunks (decoded images, or vectors)."""
