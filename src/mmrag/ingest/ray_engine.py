@@ -143,7 +143,7 @@ class RayDistributor:
         ConfigError: ``encoder_factory`` is not callable.
 
     Example:
-        >>> dist = RayDistributor(functools.partial(load_encoder, "lite"), RayOptions(workers=4))
+        >>> dist = RayDistributor(functools.partial(load_encoder, "lite"))              # doctest: +SKIP
         >>> IngestRunner(load_encoder("lite"), store, distributor=dist).run(["/mnt/docs"])  # doctest: +SKIP
     """
 
