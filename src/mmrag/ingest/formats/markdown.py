@@ -1,4 +1,4 @@
-"""Structure-aware Markdown chunking.
+"""Markdown (``.md``, ``.markdown``): structure-aware chunking.
 
 The text is split into sections at ATX / setext headings (outside code fences); each section's
 chunks carry ``heading`` (the nearest heading) and ``headings`` (the path from the top level).
@@ -14,6 +14,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from mmrag.ingest.chunking import ChunkingOptions, measure, normalize, split_text
+from mmrag.ingest.formats.common import (
+    Captions,
+    Loaded,
+    LoadOptions,
+    RawFile,
+    chunks_from_pieces,
+    decode_text,
+)
+
+EXTENSIONS = frozenset({".md", ".markdown"})
 
 _ATX_HEADING = re.compile(r"^ {0,3}(#{1,6})[ \t]+(.+?)[ \t#]*$")
 _SETEXT_UNDERLINE = re.compile(r"^ {0,3}(=+|-+)[ \t]*$")
@@ -156,3 +166,13 @@ def chunk_markdown(text: str, opts: ChunkingOptions) -> list[tuple[str, dict[str
             size += n
         flush()
     return out
+
+
+def load_markdown(file: RawFile, opts: LoadOptions, captions: Captions | None = None) -> Loaded:
+    """Chunks of a Markdown file, each with its heading path.
+
+    Raises:
+        LoaderError: Binary content, undecodable bytes, or no text at all.
+    """
+    pieces = chunk_markdown(decode_text(file.data), opts.chunking)
+    return Loaded(chunks_from_pieces(file.source, pieces, fmt="markdown", file_hash=file.digest))

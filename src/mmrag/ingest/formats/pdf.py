@@ -1,4 +1,4 @@
-"""PDF loader (pypdfium2): text per page, embedded figures as image chunks, OCR for scans.
+"""PDF (``.pdf``, pypdfium2): text per page, embedded figures as image chunks, OCR for scans.
 
 * Pages with a text layer give text chunks tagged with their page number.
 * Images drawn on a page (pypdfium2 page objects) become image chunks, decoded here and handed
@@ -19,6 +19,10 @@ from typing import Any
 from mmrag._lazy import require
 from mmrag.errors import LoaderError
 from mmrag.ingest import ocr
+from mmrag.ingest.formats.common import Captions, Loaded, LoadOptions, RawFile, text_chunks
+from mmrag.types import Chunk, chunk_id
+
+EXTENSIONS = frozenset({".pdf"})
 
 # pdfium is not thread-safe: one document at a time across the reader's worker threads.
 PDFIUM_LOCK = threading.Lock()
@@ -128,3 +132,53 @@ def read_pdf(data: bytes, *, figures: bool, use_ocr: bool, max_pixels: int) -> l
 
 def page_metadata(page: PdfPage) -> Mapping[str, Any]:
     return {"page": page.number, "ocr": True} if page.ocr else {"page": page.number}
+
+
+def load_pdf(file: RawFile, opts: LoadOptions, captions: Captions | None = None) -> Loaded:
+    """Text chunks per page, then one image chunk per figure (with its decoded image).
+
+    Raises:
+        LoaderError: As :func:`read_pdf`, or a PDF with neither text nor figures.
+        MissingExtraError: Without the ``pdf`` extra (pypdfium2).
+    """
+    source, file_hash = file.source, file.digest
+    pages = read_pdf(file.data, figures=opts.pdf_images, use_ocr=opts.ocr, max_pixels=opts.max_image_pixels)
+    chunks: list[Chunk] = []
+    if any(p.text.strip() for p in pages):
+        chunks = text_chunks(
+            source,
+            [(p.text, page_metadata(p)) for p in pages],
+            fmt="pdf",
+            file_hash=file_hash,
+            opts=opts.chunking,
+            id_position=lambda _pos, local, extra: f"p{extra['page']}:{local}",
+        )
+    images: dict[str, Any] = {}
+    for p in pages:
+        for k, (image, caption, bounds) in enumerate(p.figures):
+            ref = f"{source}#page={p.number}&image={k + 1}"
+            cid = chunk_id(source, f"{file_hash}:{ref}", f"p{p.number}:img{k + 1}")
+            images[cid] = image
+            chunks.append(
+                Chunk(
+                    id=cid,
+                    modality="image",
+                    source=source,
+                    text=caption or None,
+                    image=ref,
+                    metadata={
+                        "format": "pdf",
+                        "position": len(chunks),
+                        "file_hash": file_hash,
+                        "page": p.number,
+                        "figure": k + 1,
+                        "bbox": [round(v, 1) for v in bounds],
+                        "width": image.width,
+                        "height": image.height,
+                        "caption_source": "page_text" if caption else None,
+                    },
+                )
+            )
+    if not chunks:
+        raise LoaderError("no text or figures found in PDF")
+    return Loaded(chunks, images)

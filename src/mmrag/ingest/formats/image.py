@@ -1,0 +1,154 @@
+"""Images (``.jpg``, ``.png``, ``.webp``, ...): one image chunk, its caption, OCR for document scans.
+
+The caption comes from the caller's mapping (file name → captions), else a sidecar
+``<stem>.txt`` / ``<stem>.caption``, else, for a document-like image (a page scan, a table
+screenshot), its OCR text; the scan's words are also stored as text chunks. Photos are never
+OCR'd: the heuristic below tells them apart by their colours.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import struct
+import warnings
+from pathlib import Path
+from typing import Any
+
+from mmrag.errors import LoaderError
+from mmrag.ingest import ocr
+from mmrag.ingest.chunking import split_text
+from mmrag.ingest.formats.common import Captions, Loaded, LoadOptions, RawFile, decode_text
+from mmrag.types import Chunk, chunk_id
+
+log = logging.getLogger(__name__)
+
+EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
+
+_CAPTION_SIDECARS = (".txt", ".caption")
+_CAPTION_CHARS = 400
+# Document scans are mostly bright, unsaturated paper; photos rarely are. Only those are OCR'd.
+_DOC_BRIGHT_FRACTION = 0.55
+_OCR_MIN_WORDS = 5
+
+
+def caption_for(path: Path, captions: Captions | None) -> tuple[str | None, str | None]:
+    """Return ``(caption, where it came from)`` from the mapping, else a sidecar file."""
+    if captions is not None:
+        known = [" ".join(c.split()) for c in captions.get(path.name, ())]
+        joined = " | ".join(c for c in known if c)
+        if joined:
+            return joined, "mapping"
+    for ext in _CAPTION_SIDECARS:
+        sidecar = path.with_suffix(ext)
+        if not sidecar.is_file():
+            continue
+        try:
+            text = " ".join(decode_text(sidecar.read_bytes()).split())
+        except (OSError, LoaderError) as exc:
+            # A broken sidecar should not cost us the image itself.
+            log.warning("ignoring unreadable caption file %s: %s", sidecar, exc)
+            continue
+        if text:
+            return text, "sidecar"
+    return None, None
+
+
+def _decode(data: bytes, max_pixels: int) -> tuple[Any, int, int, str | None]:
+    """The image as RGB, its size and format, after the checks that keep bad files out."""
+    from PIL import Image, UnidentifiedImageError  # Pillow is core; imported late to keep startup light
+
+    bad = (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, EOFError, ValueError)
+    try:
+        with warnings.catch_warnings():
+            # Pillow warns about big images on open; the explicit limit below decides instead.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+        with img:
+            width, height = img.size  # from the header: no pixels decoded yet
+            if width * height > max_pixels:
+                raise LoaderError(
+                    f"image is {width}x{height} = {width * height / 1e6:.0f} Mpx, over the "
+                    f"{max_pixels / 1e6:g} Mpx limit (possible decompression bomb)"
+                )
+            img.verify()  # checks structure (PNG CRCs...) without decoding pixels
+        # verify() leaves the image unusable, and truncated JPEGs only fail on a full decode.
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as img:
+                img.load()
+                kind = img.format
+                decoded = img.convert("RGB")
+    except LoaderError:
+        raise
+    except (*bad, struct.error, Image.DecompressionBombWarning) as exc:
+        raise LoaderError(f"corrupt image: {exc}") from exc
+    return decoded, width, height, kind
+
+
+def load_image(file: RawFile, opts: LoadOptions, captions: Captions | None = None) -> Loaded:
+    """The image chunk (plus OCR text chunks for a document scan), with the decoded image.
+
+    Raises:
+        LoaderError: A corrupt image, or one over ``opts.max_image_pixels``.
+    """
+    source, file_hash = file.source, file.digest
+    decoded, width, height, kind = _decode(file.data, opts.max_image_pixels)
+    caption, caption_source = caption_for(file.path, captions)
+    ocr_text = _ocr_document_image(decoded) if opts.ocr_available() else ""
+    if caption is None and ocr_text:
+        caption, caption_source = " ".join(ocr_text.split())[:_CAPTION_CHARS], "ocr"
+    meta: dict[str, Any] = {
+        "format": "image",
+        "position": 0,
+        "file_hash": file_hash,
+        "width": width,
+        "height": height,
+        "image_format": kind,
+    }
+    if caption_source:
+        meta["caption_source"] = caption_source
+    image_chunk = Chunk(
+        id=chunk_id(source, file_hash, 0),
+        modality="image",
+        source=source,
+        text=caption,
+        image=source,
+        metadata=meta,
+    )
+    chunks = [image_chunk]
+    if ocr_text:
+        # The scan's words as searchable text too (positions after the image's 0).
+        pieces = split_text(ocr_text, opts.chunking)
+        chunks += [
+            Chunk(
+                id=chunk_id(source, piece, f"ocr:{i}"),
+                modality="text",
+                source=source,
+                text=piece,
+                image=None,
+                metadata={"format": "image", "position": i + 1, "file_hash": file_hash, "ocr": True},
+            )
+            for i, piece in enumerate(pieces)
+        ]
+    return Loaded(chunks, {image_chunk.id: decoded})
+
+
+def _looks_like_document(image: Any) -> bool:
+    """Mostly bright, unsaturated pixels: a page scan or a table, not a photo."""
+    small = image.copy()
+    small.thumbnail((256, 256))
+    hsv = small.convert("HSV")
+    hist_v = hsv.getchannel("V").histogram()
+    hist_s = hsv.getchannel("S").histogram()
+    total = max(1, sum(hist_v))
+    bright = sum(hist_v[200:]) / total
+    grey = sum(hist_s[:40]) / total
+    return bool(bright >= _DOC_BRIGHT_FRACTION and grey >= _DOC_BRIGHT_FRACTION)
+
+
+def _ocr_document_image(image: Any) -> str:
+    if not _looks_like_document(image):
+        return ""
+    text = ocr.ocr_image(image)
+    return text if len(text.split()) >= _OCR_MIN_WORDS else ""
