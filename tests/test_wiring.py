@@ -8,6 +8,7 @@ import pytest
 
 from mmrag import wiring
 from mmrag.config import Settings
+from mmrag.encoders import vector_spec
 from mmrag.retriever import Retriever
 from tests.fakes import HashEncoder
 
@@ -25,7 +26,7 @@ def test_model_resolution_and_retriever(tmp_path: Path) -> None:
     enc = HashEncoder()
     with wiring.open_store(s) as store:
         assert wiring.encoder_spec(s, store) == "lite"  # an empty store has no model yet
-        store.ensure_encoder(enc)
+        store.ensure_vector(vector_spec(enc))
         assert wiring.encoder_spec(s, store) == enc.spec  # the store's model
         assert wiring.encoder_spec(s.with_(model="openclip:x/y"), store) == "openclip:x/y"  # settings win
         models = wiring.resolve_models(s, store, encoder=enc)

@@ -7,6 +7,7 @@ and checked by mypy from the loader to the LangChain adapter.
 from __future__ import annotations
 
 import hashlib
+import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -35,6 +36,61 @@ def chunk_id(source_id: str, content: str, position: int | str) -> str:
         True
     """
     return str(uuid.uuid5(_CHUNK_NAMESPACE, f"{source_id}\x00{content_hash(content)}\x00{position}"))
+
+
+_VECTOR_NAME_RE = re.compile(r"[^a-z0-9_.-]+")
+
+
+def vector_name(encoder_id: str) -> str:
+    """Qdrant vector name for an encoder id: lower-case, safe characters, bounded length.
+
+    Example:
+        >>> vector_name("openclip:ViT-B-32/openai")
+        'openclip-vit-b-32-openai'
+    """
+    name = _VECTOR_NAME_RE.sub("-", encoder_id.lower()).strip("-") or "default"
+    if len(name) > 64:
+        # Keep distinct ids distinct: a cut tail is replaced by a hash of the whole id.
+        digest = hashlib.sha256(encoder_id.encode()).hexdigest()[:10]
+        name = f"{name[:53]}-{digest}"
+    return name
+
+
+@dataclass(frozen=True, slots=True)
+class VectorSpec:
+    """What the store needs to know about an encoder's dense vector, without the model itself.
+
+    The store keeps one named vector per encoder; it records this spec in its metadata so that a
+    later process can reload the same encoder (``model``) and refuse a mismatched one (``dim``).
+
+    Attributes:
+        name: Qdrant vector name (see :func:`vector_name`).
+        dim: Vector dimension.
+        model: The encoder spec string that reloads the model (``lite``, a checkpoint path...).
+        encoder_id: The encoder's stable id (``name`` is derived from it).
+        aligned: Whether the encoder's image and text heads were trained together.
+
+    Example:
+        >>> VectorSpec.of("lite-untrained-v1", 512, "lite", aligned=False).name
+        'lite-untrained-v1'
+    """
+
+    name: str
+    dim: int
+    model: str
+    encoder_id: str
+    aligned: bool = False
+
+    def __post_init__(self) -> None:
+        if self.dim < 1:
+            raise ValueError(f"vector dimension must be >= 1, got {self.dim}")
+        if not self.name:
+            raise ValueError("vector name must not be empty")
+
+    @classmethod
+    def of(cls, encoder_id: str, dim: int, model: str, *, aligned: bool = False) -> VectorSpec:
+        """The spec of an encoder with this id (its vector name derived from the id)."""
+        return cls(vector_name(encoder_id), int(dim), model, encoder_id, bool(aligned))
 
 
 @dataclass(frozen=True, slots=True)

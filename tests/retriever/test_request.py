@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mmrag.encoders.base import l2_normalize
+from mmrag.encoders.base import l2_normalize, vector_spec
 from mmrag.errors import ConfigError
 from mmrag.retriever import Retriever
 from mmrag.retriever.request import RetrievalMode, SearchRequest, run_request
@@ -24,7 +24,7 @@ TEXTS = ["red harbour lights", "blue tides and ships", "a note about storms"]
 def retriever(tmp_path: Path) -> Iterator[Retriever]:
     enc = HashEncoder()
     store = QdrantStore.open(str(tmp_path / "store"))
-    vector = store.ensure_encoder(enc)
+    vector = store.ensure_vector(vector_spec(enc))
     chunks = [
         Chunk(chunk_id("t", t, i), "text", f"doc{i}.txt", t, None, {"tenant": "acme" if i else "globex"})
         for i, t in enumerate(TEXTS)

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from mmrag.encoders.base import DualEncoder, FloatArray
+from mmrag.encoders.base import DualEncoder, FloatArray, vector_spec
 from mmrag.eval.datasets import BeirDataset, ImageCaptionDataset
 from mmrag.eval.metrics import evaluate, recall_at_k, success_at_k
 from mmrag.retriever import Retriever
@@ -37,7 +37,7 @@ def _index(
     progress: bool,
     desc: str,
 ) -> None:
-    vector = store.ensure_encoder(encoder)
+    vector = store.ensure_vector(vector_spec(encoder))
     from tqdm import tqdm
 
     with tqdm(total=len(chunks), desc=desc, unit="chunk", disable=not progress, dynamic_ncols=True) as bar:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from mmrag.encoders.base import vector_spec
 from mmrag.eval.metrics import evaluate
 from mmrag.eval.runner import corpus_chunks
 from mmrag.types import Hit
@@ -65,7 +66,7 @@ def corpus_vectors(encoder: DualEncoder, ds: BeirDataset, cache: Path | None) ->
 def index_corpus(store: QdrantStore, encoder: DualEncoder, ds: BeirDataset, cache: Path | None) -> int:
     """Write the corpus (dense + BM25) into ``store`` unless it already holds it; returns the count."""
     chunks = corpus_chunks(ds)
-    vector = store.ensure_encoder(encoder)
+    vector = store.ensure_vector(vector_spec(encoder))
     if store.count() >= len(chunks) and len(store.existing_ids([c.id for c in chunks[:50]], vector)) == 50:
         return store.count()
     vecs = corpus_vectors(encoder, ds, cache)

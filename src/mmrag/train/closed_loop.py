@@ -35,6 +35,7 @@ import numpy.typing as npt
 import torch
 
 from mmrag.encoders import load_encoder
+from mmrag.encoders.base import vector_spec
 from mmrag.encoders.openclip import OpenClipEncoder
 from mmrag.errors import ConfigError, StoreError
 from mmrag.eval.datasets import ImageCaptionDataset
@@ -274,7 +275,7 @@ def closed_loop(
     if not isinstance(old_enc, OpenClipEncoder):
         raise ConfigError(f"the closed loop trains lite-family encoders; {spec!r} is not one")
     check_lite(old_enc)
-    old_vector = store.vector_for(old_enc)
+    old_vector = store.vector_for(vector_spec(old_enc))
     dev_ds = ImageCaptionDataset.load(root, dev_split)
     old_metrics = store_recall(store, old_vector, old_enc, dev_ds)
     log.info("old vector %s on %s: %s", old_vector, dev_split, old_metrics)
@@ -314,7 +315,7 @@ def closed_loop(
     )
     trained = load_encoder(str(out))  # what users will load, not the in-memory copy
     assert isinstance(trained, OpenClipEncoder)
-    new_vector = store.ensure_encoder(trained)
+    new_vector = store.ensure_vector(vector_spec(trained))
     if new_vector == old_vector:
         raise ConfigError(
             f"the trained encoder has the same id as the old one ({trained.id}); nothing to compare"
