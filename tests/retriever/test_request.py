@@ -12,7 +12,7 @@ from PIL import Image
 from mmrag.encoders.base import l2_normalize, vector_spec
 from mmrag.errors import ConfigError
 from mmrag.retriever import Retriever
-from mmrag.retriever.request import RetrievalMode, SearchRequest, run_request
+from mmrag.retriever.request import RetrievalMode, SearchRequest
 from mmrag.store import QdrantStore
 from mmrag.types import Chunk, chunk_id
 from tests.fakes import HashEncoder
@@ -54,18 +54,18 @@ def test_request_checks_its_fields_and_merges_the_tenant() -> None:
 
 def test_run_equals_search_with_timings(retriever: Retriever, tmp_path: Path) -> None:
     req = SearchRequest(text="blue tides", k=2, tenant="acme")
-    got = run_request(retriever, req)
+    got = retriever.run(req)
     want = retriever.search_with_timings("blue tides", k=2, filters={"tenant": "acme"})
     assert [h.chunk.id for h in got.hits] == [h.chunk.id for h in want.hits]
     assert got.hits[0].chunk.text == "blue tides and ships"
     assert set(got.timings) == set(want.timings)
-    image = run_request(retriever, SearchRequest(image=tmp_path / "red.png", k=1))
+    image = retriever.run(SearchRequest(image=tmp_path / "red.png", k=1))
     assert image.hits[0].chunk.modality == "image"
 
 
 def test_composed_query_is_the_normalised_sum_dense_only(retriever: Retriever, tmp_path: Path) -> None:
     img = tmp_path / "red.png"
-    res = run_request(retriever, SearchRequest(text="red harbour", image=img, k=4))
+    res = retriever.run(SearchRequest(text="red harbour", image=img, k=4))
     enc = retriever.encoder
     qvec = l2_normalize(enc.encode_text(["red harbour"]) + enc.encode_image([img]))
     want = retriever.search_vectors(qvec, k=4, modality=None, filters=None, pool=None)[0]
@@ -73,6 +73,6 @@ def test_composed_query_is_the_normalised_sum_dense_only(retriever: Retriever, t
     assert set(res.timings) == {"encode", "ann", "total"}
     for stage in ({"mode": RetrievalMode.HYBRID}, {"rerank": True}):
         with pytest.raises(ConfigError, match="text query alone"):
-            run_request(retriever, SearchRequest(text="red", image=img, **stage))  # type: ignore[arg-type]
+            retriever.run(SearchRequest(text="red", image=img, **stage))  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="empty"):
-        run_request(retriever, SearchRequest(text="  ", image=img))
+        retriever.run(SearchRequest(text="  ", image=img))

@@ -31,7 +31,7 @@ from mmrag.config import Settings
 from mmrag.encoders.base import vector_spec
 from mmrag.errors import ConfigError, MmragError, TenancyError
 from mmrag.ingest import IngestOptions, IngestRunner
-from mmrag.retriever.request import RetrievalMode, SearchRequest, run_request
+from mmrag.retriever.request import RetrievalMode, SearchRequest
 from mmrag.store import QdrantStore
 from mmrag.tenancy import check_tenant
 from mmrag.types import MODALITIES, IngestSummary
@@ -188,7 +188,7 @@ class Service:
         with self._gate:
             self._searching += 1
         try:
-            res = run_request(self.retriever, req)
+            res = self.retriever.run(req)
         finally:
             with self._gate:
                 self._searching -= 1

@@ -45,7 +45,7 @@ def add_info_parser(sub: Any) -> None:
 
 def cmd_search(args: argparse.Namespace) -> int:
     from mmrag.retriever.report import SearchReport
-    from mmrag.retriever.request import RetrievalMode, SearchRequest, run_request
+    from mmrag.retriever.request import RetrievalMode, SearchRequest
 
     if (args.query is None) == (args.image is None):
         raise MmragError("give a text QUERY or --image FILE (exactly one)")
@@ -81,7 +81,7 @@ def cmd_search(args: argparse.Namespace) -> int:
             dense_pool=args.dense_pool,
             sparse_pool=args.sparse_pool,
         )
-        res = run_request(retriever, req)
+        res = retriever.run(req)
     report = SearchReport(
         query=args.query,
         image=str(args.image) if args.image else None,

@@ -21,7 +21,7 @@ from typing import Any
 from mmrag._lazy import require
 from mmrag.errors import ConfigError
 from mmrag.retriever.core import Retriever, dense_hits
-from mmrag.retriever.request import RetrievalMode, SearchRequest, run_request
+from mmrag.retriever.request import RetrievalMode, SearchRequest
 from mmrag.types import Hit
 
 require("langchain_core", "langchain")
@@ -141,7 +141,7 @@ class MmragRetriever(BaseRetriever):
         return None if image is not None else query
 
     def _run(self, req: SearchRequest) -> list[Document]:
-        return [hit_to_document(h) for h in run_request(self.retriever, req).hits]
+        return [hit_to_document(h) for h in self.retriever.run(req).hits]
 
     def _dense_only(self, req: SearchRequest) -> bool:
         # The async store path ranks by dense score alone; a query that will run another stage (asked

@@ -20,9 +20,7 @@ from mmrag.types import MODALITIES
 if TYPE_CHECKING:
     from PIL import Image
 
-    from mmrag.retriever.core import Retriever, SearchResult
-
-__all__ = ["RetrievalMode", "SearchRequest", "run_request"]
+__all__ = ["RetrievalMode", "SearchRequest"]
 
 
 class RetrievalMode(StrEnum):
@@ -109,46 +107,3 @@ class SearchRequest:
                 )
             flt["tenant"] = self.tenant
         return flt or None
-
-
-def run_request(retriever: Retriever, req: SearchRequest) -> SearchResult:
-    """Run ``req`` on ``retriever``: a text, an image, or a composed text + image query.
-
-    A composed query searches with the normalised sum of both embeddings (one point in the shared
-    space), dense only: the optional stages take one text query, so asking for them raises
-    :class:`ConfigError`, as for an image query; their defaults are skipped.
-    """
-    import time
-
-    import numpy as np
-
-    from mmrag.encoders.base import l2_normalize
-    from mmrag.retriever.core import SearchResult
-
-    if not req.composed:
-        return retriever.search_with_timings(
-            req.text,
-            image=req.image,
-            k=req.k,
-            modality=req.modality,
-            filters=req.search_filters(),
-            pool=req.pool,
-            hybrid=req.hybrid,
-            rerank=req.rerank,
-        )
-    assert req.text is not None and req.image is not None  # composed
-    if not req.text.strip():
-        raise ConfigError("the text query is empty")
-    for stage, wanted in (("hybrid", req.hybrid), ("rerank", req.rerank)):
-        if wanted:
-            raise ConfigError(f"{stage} search needs a text query alone, not a text + image query")
-    filters = req.search_filters()
-    enc = retriever.encoder
-    t0 = time.perf_counter()
-    qvec = l2_normalize(enc.encode_text([req.text]) + enc.encode_image([req.image]))
-    t1 = time.perf_counter()
-    hits = retriever.search_vectors(
-        np.asarray(qvec, dtype=np.float32), k=req.k, modality=req.modality, filters=filters, pool=req.pool
-    )[0]
-    t2 = time.perf_counter()
-    return SearchResult(hits, {"encode": t1 - t0, "ann": t2 - t1, "total": t2 - t0})

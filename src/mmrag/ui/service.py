@@ -28,7 +28,7 @@ from mmrag import wiring
 from mmrag.config import Settings
 from mmrag.errors import ConfigError, StoreError
 from mmrag.retriever import Retriever
-from mmrag.retriever.request import RetrievalMode, SearchRequest, run_request
+from mmrag.retriever.request import RetrievalMode, SearchRequest
 from mmrag.store import QdrantStore
 from mmrag.types import Chunk, Hit
 
@@ -181,7 +181,7 @@ def run_query(retriever: Retriever, req: QueryRequest) -> QueryOutcome:
         )
     if text is not None and req.image is not None and (req.hybrid or req.rerank):
         notes.append("hybrid and rerank run on single queries; this text + image query used dense only")
-    res = run_request(retriever, req.search_request())
+    res = retriever.run(req.search_request())
     hits, timings = res.hits, dict(res.timings)
     return QueryOutcome(
         pool=hits,
