@@ -124,11 +124,6 @@ class MmragRetriever(BaseRetriever):
             rerank=self.rerank,
         )
 
-    def _filters(self, extra: Mapping[str, Any] | None) -> dict[str, Any] | None:
-        return SearchRequest(
-            filters={**(self.filters or {}), **(extra or {})}, tenant=self.tenant
-        ).search_filters()
-
     def _pool(self) -> ThreadPoolExecutor:
         if self._executor is None:
             self._executor = ThreadPoolExecutor(self.max_workers, thread_name_prefix="mmrag-lc")
@@ -225,14 +220,15 @@ class MmragRetriever(BaseRetriever):
             for text in inputs:
                 if not isinstance(text, str) or not text.strip():
                     raise ConfigError(f"batch takes non-empty text queries, got {text!r}")
+            base = self._request("", None, None, None)  # this instance's settings; texts are the inputs
             results = self.retriever.search_batch(
                 list(inputs),
-                k=self.k,
-                modality=self.modality,
-                filters=self._filters(None),
-                pool=self.pool,
-                hybrid=SearchRequest(mode=self._mode()).hybrid,
-                rerank=self.rerank,
+                k=base.k,
+                modality=base.modality,
+                filters=base.search_filters(),
+                pool=base.pool,
+                hybrid=base.hybrid,
+                rerank=base.rerank,
             )
         except Exception as exc:
             for run in runs:
