@@ -131,3 +131,13 @@ def test_every_subcommand_takes_the_common_flags() -> None:
     for name, p in sub.choices.items():  # type: ignore[union-attr]
         flags = {o for a in p._actions for o in a.option_strings}
         assert {"--store", "--model", "--json", "--quiet"} <= flags, name
+
+
+def test_cli_package_runs_as_a_module() -> None:
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-m", "mmrag.cli", "--help"], capture_output=True, text=True, check=True
+    ).stdout
+    assert "ingest" in out and "train-reranker" in out

@@ -297,3 +297,98 @@ class IngestSummary:
             "pruned": self.pruned,
             "recovered": dict(self.recovered),
         }
+
+    def to_text(self, store: str, points_in_store: int) -> str:
+        """The human-readable summary ``mmrag ingest`` prints; ``store`` / ``points_in_store``: where
+        the run wrote and how many points that store holds now (the run itself does not know)."""
+        lines = [
+            f"files: {self.files_seen} seen, {self.files_loaded} loaded, {len(self.skipped)} skipped",
+            f"chunks: {self.chunks.get('text', 0)} text, {self.chunks.get('image', 0)} image "
+            f"({self.already_stored} already stored)",
+            f"embedded {self.embedded}, written {self.written} into {store} (vector {self.vector}); "
+            f"{points_in_store} points in store; {self.seconds:.1f} s",
+            f"files: {self.files_new} new, {self.files_changed} changed, "
+            f"{self.files_unchanged} unchanged; {self.deleted} stale chunks deleted, "
+            f"{self.pruned} files pruned",
+        ]
+        lines += [f"  skipped {sk.path}: {sk.reason}" for sk in self.skipped]
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True, slots=True)
+class StoreInfo:
+    """What a store holds (``mmrag info``): counts, vectors and the default vector.
+
+    Attributes:
+        location: Store directory or server URL.
+        points: Points in the store.
+        by_modality: Points per modality.
+        sources: Distinct source files.
+        vectors: Vector name → its description (``dim``, ``spec``, ``encoder_id``, ``aligned``).
+        default_vector: The vector searches use by default (``None`` in an empty store).
+        tenancy: Whether every search must name one tenant.
+        indexed_vectors: Points in an HNSW index (0: Qdrant scans exactly).
+        extra: Any further keys of :meth:`QdrantStore.stats`, passed through to :meth:`to_dict`.
+
+    Example:
+        >>> info = StoreInfo.from_stats({"location": "s", "points": 0, "by_modality": {},
+        ...     "sources": 0, "vectors": {}, "default_vector": None})
+        >>> info.to_text().splitlines()[0]
+        'store: s'
+    """
+
+    location: str
+    points: int
+    by_modality: Mapping[str, int]
+    sources: int
+    vectors: Mapping[str, Mapping[str, Any]]
+    default_vector: str | None
+    tenancy: bool = False
+    indexed_vectors: int = 0
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    _KEYS = ("location", "points", "by_modality", "sources", "vectors", "default_vector")
+
+    @classmethod
+    def from_stats(cls, stats: Mapping[str, Any]) -> StoreInfo:
+        """From :meth:`QdrantStore.stats`' mapping (keys it does not name go to ``extra``)."""
+        known = {"tenancy", "indexed_vectors", *cls._KEYS}
+        return cls(
+            location=stats["location"],
+            points=stats["points"],
+            by_modality=dict(stats["by_modality"]),
+            sources=stats["sources"],
+            vectors={n: dict(v) for n, v in stats["vectors"].items()},
+            default_vector=stats["default_vector"],
+            tenancy=bool(stats.get("tenancy", False)),
+            indexed_vectors=int(stats.get("indexed_vectors", 0)),
+            extra={k: v for k, v in stats.items() if k not in known},
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """``mmrag info --json``: the store's stats, keys as :meth:`QdrantStore.stats` names them."""
+        return {
+            "location": self.location,
+            "points": self.points,
+            "by_modality": dict(self.by_modality),
+            "sources": self.sources,
+            "vectors": {n: dict(v) for n, v in self.vectors.items()},
+            "default_vector": self.default_vector,
+            "tenancy": self.tenancy,
+            "indexed_vectors": self.indexed_vectors,
+            **self.extra,
+        }
+
+    def to_text(self) -> str:
+        """What ``mmrag info`` prints: location, counts, default vector, one line per vector."""
+        lines = [
+            f"store: {self.location}",
+            f"points: {self.points} {dict(self.by_modality)}",
+            f"sources: {self.sources}",
+            f"default vector: {self.default_vector}",
+        ]
+        lines += [
+            f"  vector {n}: dim {v.get('dim')}, model {v.get('spec')}, aligned {v.get('aligned')}"
+            for n, v in self.vectors.items()
+        ]
+        return "\n".join(lines)

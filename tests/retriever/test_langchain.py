@@ -183,3 +183,13 @@ def test_readme_langchain_example_runs_offline(
     assert out[0] == "Dual encoders embed queries and passages separately."
     source, dense, rank = out[1].split()
     assert source.endswith("dual.txt") and float(dense) > 0 and rank == "1"
+
+
+def test_mode_picks_the_first_stage(edge: tuple[MmragRetriever, CountingEncoder, Path]) -> None:
+    lc, _, _ = edge
+    assert lc.retriever.store.has_sparse
+    hybrid = MmragRetriever(retriever=lc.retriever, mode="hybrid", k=2).invoke("dense passage retrieval")
+    assert hybrid[0].metadata["fused"] is not None
+    dense = MmragRetriever(retriever=lc.retriever, mode="dense", hybrid=True, k=2)  # mode wins over hybrid
+    assert dense.invoke("dense passage retrieval")[0].metadata["fused"] is None
+    assert MmragRetriever(retriever=lc.retriever, hybrid=True, k=2).invoke("dense")[0].metadata["fused"]

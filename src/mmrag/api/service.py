@@ -25,12 +25,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mmrag import wiring
 from mmrag.api.config import ApiConfig, safe_name
 from mmrag.config import Settings
 from mmrag.encoders.base import vector_spec
 from mmrag.errors import ConfigError, MmragError, TenancyError
 from mmrag.ingest import IngestOptions, IngestRunner
-from mmrag.retriever import Retriever
+from mmrag.retriever.request import RetrievalMode, SearchRequest
 from mmrag.store import QdrantStore
 from mmrag.tenancy import check_tenant
 from mmrag.types import MODALITIES, IngestSummary
@@ -77,33 +78,16 @@ class Service:
     ) -> None:
         self.settings = settings
         self.config = config
-        self.store = store or QdrantStore.open(
-            settings.store,
-            collection=settings.collection,
-            api_key=settings.api_key,
-            tenancy=settings.tenancy,
-            shards=settings.shards or None,
-            replication=settings.replication or None,
-        )
+        self.store = store or wiring.open_store(settings)
         if settings.tenancy and not self.store.tenancy:
             self.store.enable_tenancy()
-        if encoder is None:
-            from mmrag.encoders import cached_encoder
-
-            spec = settings.model or self.store.default_spec or "lite"
-            encoder = cached_encoder(spec, batch_size=settings.batch_size, threads=settings.threads)
-        self.encoder = encoder
-        self.vector = self.store.ensure_vector(
-            vector_spec(encoder)
-        )  # before any request: no vector swap later
+        models = wiring.resolve_models(settings, self.store, encoder=encoder)
+        self.encoder = models.encoder
+        # before any request: no vector swap later
+        self.vector = self.store.ensure_vector(vector_spec(self.encoder))
         if self.store.tenancy:
             self.store.enable_tenancy()  # persist the flag now that the store has a vector
-        reranker = None
-        if settings.reranker:
-            from mmrag.rerank import cached_reranker
-
-            reranker = cached_reranker(settings.reranker, settings.threads)
-        self.retriever = Retriever(encoder, self.store, reranker=reranker)
+        self.retriever = wiring.build_retriever(models, self.store)
         self._ingest_lock = threading.Lock()
         self._gate = threading.Condition()  # searches in flight; ingest batches yield to them
         self._searching = 0
@@ -185,26 +169,26 @@ class Service:
         if source:
             flt["source"] = source
         who = self.tenant_for(principal, tenant)
-        if who is not None:
-            flt["tenant"] = who
         if query is not None and not query.strip():
             query = None
         if (query is None) == (image is None):
             raise ConfigError("send a text query or an image, exactly one of them")
         img = _open_image(image) if image is not None else None
+        req = SearchRequest(
+            text=query,
+            image=img,
+            k=k,
+            pool=pool,
+            modality=modality,
+            filters=flt or None,
+            tenant=who,
+            mode=None if hybrid is None else RetrievalMode.HYBRID if hybrid else RetrievalMode.DENSE,
+            rerank=rerank,
+        )
         with self._gate:
             self._searching += 1
         try:
-            res = self.retriever.search_with_timings(
-                query,
-                image=img,
-                k=k,
-                modality=modality,
-                filters=flt or None,
-                pool=pool,
-                hybrid=hybrid,
-                rerank=rerank,
-            )
+            res = self.retriever.run(req)
         finally:
             with self._gate:
                 self._searching -= 1

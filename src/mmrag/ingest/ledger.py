@@ -100,6 +100,22 @@ class VerifyReport:
             "repaired": dict(self.repaired),
         }
 
+    def to_text(self) -> str:
+        """The human-readable report ``mmrag verify`` prints (counts, then the verdict)."""
+        lines = [
+            f"ledger: {self.ledger_sources} files, {self.ledger_chunks} chunks; "
+            f"store: {self.store_points} points",
+            f"pending (interrupted) writes: {self.pending}",
+            f"missing in store: {len(self.missing_in_store)}; "
+            f"missing in ledger: {len(self.missing_in_ledger)}",
+            f"missing vectors: {dict(self.missing_vectors)}; "
+            f"untracked vectors: {dict(self.untracked_vectors)}",
+            "OK: ledger == store" if self.ok else "MISMATCH (run `mmrag verify --repair`)",
+        ]
+        if self.repaired:
+            lines.append(f"repaired: {dict(self.repaired)}")
+        return "\n".join(lines)
+
 
 def default_ledger_path(store: QdrantStore, collection: str = "mmrag") -> str:
     """Where the ledger of ``store`` lives unless one is given.

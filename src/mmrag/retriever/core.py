@@ -15,9 +15,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from mmrag.encoders.base import vector_spec
+from mmrag.encoders.base import l2_normalize, vector_spec
 from mmrag.errors import ConfigError
 from mmrag.retriever.fusion import FUSION_METHODS, FusionMethod, fuse
+from mmrag.retriever.request import SearchRequest
 from mmrag.store import Filters, QdrantStore, SearchOptions
 from mmrag.types import Chunk, Hit
 
@@ -217,15 +218,46 @@ class Retriever:
             raise ConfigError("the text query is empty")
         if query is None:
             self._stages(hybrid, rerank, text=False)
-            t0 = time.perf_counter()
-            qvec = self.encoder.encode_image([image])  # type: ignore[list-item]
-            t1 = time.perf_counter()
-            hits = self.search_vectors(qvec, k=k, modality=modality, filters=filters, pool=pool)[0]
-            t2 = time.perf_counter()
-            return SearchResult(hits, {"encode": t1 - t0, "ann": t2 - t1, "total": t2 - t0})
+            return self._dense_timed(None, image, k=k, modality=modality, filters=filters, pool=pool)
         return self._search_texts(
             [query], k=k, modality=modality, filters=filters, pool=pool, hybrid=hybrid, rerank=rerank
         )[0]
+
+    def run(self, req: SearchRequest) -> SearchResult:
+        """Run one :class:`~mmrag.retriever.request.SearchRequest`: text, image, or text + image.
+
+        A composed (text + image) query searches with the normalised sum of both embeddings, one point
+        in the shared space, dense only: the optional stages take one text query, so asking for them
+        raises :class:`ConfigError` (as for an image query) and their defaults are skipped.
+        """
+        filters = req.search_filters()
+        if not req.composed:
+            return self.search_with_timings(
+                req.text, image=req.image, k=req.k, modality=req.modality, filters=filters,
+                pool=req.pool, hybrid=req.hybrid, rerank=req.rerank,
+            )  # fmt: skip
+        if not (req.text or "").strip():
+            raise ConfigError("the text query is empty")
+        for stage, wanted in (("hybrid", req.hybrid), ("rerank", req.rerank)):
+            if wanted:
+                raise ConfigError(f"{stage} search needs a text query alone, not a text + image query")
+        return self._dense_timed(
+            req.text, req.image, k=req.k, modality=req.modality, filters=filters, pool=req.pool
+        )
+
+    def _dense_timed(
+        self, text: str | None, image: Image.Image | str | Path | None, *, k: int, modality: str | None,
+        filters: Filters | None, pool: int | None,
+    ) -> SearchResult:  # fmt: skip
+        """Dense search for one image, or for one text + image (the normalised sum of both embeddings)."""
+        t0 = time.perf_counter()
+        qvec = self.encoder.encode_image([image])  # type: ignore[list-item]
+        if text is not None:
+            qvec = l2_normalize(self.encoder.encode_text([text]) + qvec)
+        t1 = time.perf_counter()
+        hits = self.search_vectors(qvec, k=k, modality=modality, filters=filters, pool=pool)[0]
+        t2 = time.perf_counter()
+        return SearchResult(hits, {"encode": t1 - t0, "ann": t2 - t1, "total": t2 - t0})
 
     def search_batch(
         self,

@@ -21,6 +21,7 @@ from typing import Any
 from mmrag._lazy import require
 from mmrag.errors import ConfigError
 from mmrag.retriever.core import Retriever, dense_hits
+from mmrag.retriever.request import RetrievalMode, SearchRequest
 from mmrag.types import Hit
 
 require("langchain_core", "langchain")
@@ -71,8 +72,11 @@ class MmragRetriever(BaseRetriever):
         filters: Payload filter, mmrag's ``{key: value | [values]}`` form (keys ``source``,
             ``modality``, ``tenant``, ... ANDed); per-call ``filters=`` are merged over it.
         tenant: Only this tenant's chunks (required by a multi-tenant store).
-        hybrid: Ask for hybrid (BM25 + dense) search; ``None``: the retriever's default.
-        rerank: Ask for reranking; ``None``: the retriever's default.
+        mode: First stage, :class:`~mmrag.retriever.request.RetrievalMode` (``"dense"`` or
+            ``"hybrid"``: BM25 + dense); ``None``: the retriever's default.
+        hybrid: The older spelling of ``mode``: ``True`` is ``"hybrid"``, ``False`` ``"dense"``
+            (``mode`` wins when both are set).
+        rerank: Ask for reranking (``False``: skip it); ``None``: the retriever's default.
         max_workers: Threads for blocking work in ``ainvoke`` (encoder; Edge searches).
 
     Per call: ``invoke(query, image=PATH_OR_PIL, filters={...}, k=N)``; with ``image=`` the text
@@ -91,6 +95,7 @@ class MmragRetriever(BaseRetriever):
     modality: str | None = None
     filters: dict[str, Any] | None = None
     tenant: str | None = None
+    mode: RetrievalMode | None = None
     hybrid: bool | None = None
     rerank: bool | None = None
     max_workers: int = 4
@@ -98,16 +103,26 @@ class MmragRetriever(BaseRetriever):
     _executor: ThreadPoolExecutor | None = PrivateAttr(default=None)
 
     # -- helpers ----------------------------------------------------------------------------
-    def _filters(self, extra: Mapping[str, Any] | None) -> dict[str, Any] | None:
-        flt: dict[str, Any] = {**(self.filters or {}), **(extra or {})}
-        if self.tenant is not None:
-            if flt.get("tenant", self.tenant) != self.tenant:
-                raise ConfigError(
-                    f"this retriever is bound to tenant {self.tenant!r}; a filter on tenant "
-                    f"{flt['tenant']!r} would read another tenant's data"
-                )
-            flt["tenant"] = self.tenant
-        return flt or None
+    def _mode(self) -> RetrievalMode | None:
+        if self.mode is not None or self.hybrid is None:
+            return self.mode
+        return RetrievalMode.HYBRID if self.hybrid else RetrievalMode.DENSE
+
+    def _request(
+        self, query: str, image: Any, filters: Mapping[str, Any] | None, k: int | None
+    ) -> SearchRequest:
+        """One call as the retriever's request: per-call ``filters`` over the instance's, its tenant."""
+        return SearchRequest(
+            text=self._query(query, image),
+            image=image,
+            k=k or self.k,
+            pool=self.pool,
+            modality=self.modality,
+            filters={**(self.filters or {}), **(filters or {})},
+            tenant=self.tenant,
+            mode=self._mode(),
+            rerank=self.rerank,
+        )
 
     def _pool(self) -> ThreadPoolExecutor:
         if self._executor is None:
@@ -120,25 +135,13 @@ class MmragRetriever(BaseRetriever):
             raise ConfigError("pass a text query or image=..., not both (invoke('', image=path))")
         return None if image is not None else query
 
-    def _search(
-        self, query: str, image: Any, filters: Mapping[str, Any] | None, k: int | None
-    ) -> list[Document]:
-        hits = self.retriever.search(
-            self._query(query, image),
-            image=image,
-            k=k or self.k,
-            modality=self.modality,
-            filters=self._filters(filters),
-            pool=self.pool,
-            hybrid=self.hybrid,
-            rerank=self.rerank,
-        )
-        return [hit_to_document(h) for h in hits]
+    def _run(self, req: SearchRequest) -> list[Document]:
+        return [hit_to_document(h) for h in self.retriever.run(req).hits]
 
-    def _dense_only(self) -> bool:
+    def _dense_only(self, req: SearchRequest) -> bool:
         # The async store path ranks by dense score alone; a query that will run another stage (asked
         # for here, or on by default in the Retriever) goes through Retriever.
-        return not any(self.retriever._stages(self.hybrid, self.rerank, text=True))
+        return not any(self.retriever._stages(req.hybrid, req.rerank, text=True))
 
     # -- BaseRetriever ----------------------------------------------------------------------
     def _get_relevant_documents(
@@ -150,7 +153,7 @@ class MmragRetriever(BaseRetriever):
         filters: Mapping[str, Any] | None = None,
         k: int | None = None,
     ) -> list[Document]:
-        return self._search(query, image, filters, k)
+        return self._run(self._request(query, image, filters, k))
 
     async def _aget_relevant_documents(
         self,
@@ -163,9 +166,10 @@ class MmragRetriever(BaseRetriever):
     ) -> list[Document]:
         loop = asyncio.get_running_loop()
         store = self.retriever.store
-        if not (store.supports_async and self._dense_only()):
-            return await loop.run_in_executor(self._pool(), self._search, query, image, filters, k)
-        text = self._query(query, image)
+        req = self._request(query, image, filters, k)
+        if not (store.supports_async and self._dense_only(req)):
+            return await loop.run_in_executor(self._pool(), self._run, req)
+        text = req.text
         if text is not None and not text.strip():
             raise ConfigError("the text query is empty")
         enc = self.retriever.encoder
@@ -173,18 +177,15 @@ class MmragRetriever(BaseRetriever):
             qvec = await loop.run_in_executor(self._pool(), enc.encode_text, [text])
         else:
             qvec = await loop.run_in_executor(self._pool(), enc.encode_image, [image])
-        kk = k or self.k
-        if kk < 1:
-            raise ConfigError(f"k must be >= 1, got {kk}")
         results = await store.asearch(
             self.retriever.vector,
             qvec,
-            max(kk, self.pool or self.retriever.pool),
-            modality=self.modality,
-            filters=self._filters(filters),
+            max(req.k, req.pool or self.retriever.pool),
+            modality=req.modality,
+            filters=req.search_filters(),
             options=self.retriever.options,
         )
-        return [hit_to_document(h) for h in dense_hits(results, kk, self.retriever.vector)[0]]
+        return [hit_to_document(h) for h in dense_hits(results, req.k, self.retriever.vector)[0]]
 
     def batch(
         self,
@@ -219,14 +220,15 @@ class MmragRetriever(BaseRetriever):
             for text in inputs:
                 if not isinstance(text, str) or not text.strip():
                     raise ConfigError(f"batch takes non-empty text queries, got {text!r}")
+            base = self._request("", None, None, None)  # this instance's settings; texts are the inputs
             results = self.retriever.search_batch(
                 list(inputs),
-                k=self.k,
-                modality=self.modality,
-                filters=self._filters(None),
-                pool=self.pool,
-                hybrid=self.hybrid,
-                rerank=self.rerank,
+                k=base.k,
+                modality=base.modality,
+                filters=base.search_filters(),
+                pool=base.pool,
+                hybrid=base.hybrid,
+                rerank=base.rerank,
             )
         except Exception as exc:
             for run in runs:

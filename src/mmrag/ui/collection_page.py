@@ -14,7 +14,6 @@ from mmrag.ui.common import encoder_for
 from mmrag.ui.service import (
     allowed_roots,
     common_root,
-    encoder_spec,
     facet,
     open_store,
     resolve_ingest_folder,
@@ -110,7 +109,7 @@ def _run(settings: Settings, paths: list[Path], limit: int | None) -> None:
         bar.progress(done / total if total else 1.0, text=f"{done} / {total} files")
 
     with open_store(settings) as store, st.spinner("embedding and writing…"):
-        encoder = encoder_for(settings, encoder_spec(settings, store))
+        encoder = encoder_for(settings, store)
         runner = IngestRunner(encoder, store, IngestOptions(batch_size=settings.batch_size), progress=False)
         summary = runner.run(paths, limit=limit, on_progress=on_progress)
     bar.progress(1.0, text=f"done: {summary.files_seen} files")

@@ -9,12 +9,14 @@ from typing import TYPE_CHECKING, Any
 
 import streamlit as st
 
+from mmrag import wiring
 from mmrag.config import Settings
 from mmrag.encoders import cached_encoder
 from mmrag.errors import EncoderError, MmragError, StoreLockedError
 
 if TYPE_CHECKING:
     from mmrag.encoders.base import DualEncoder
+    from mmrag.store import QdrantStore
 
 log = logging.getLogger("mmrag.ui")
 
@@ -28,8 +30,9 @@ def get_encoder(spec: str, batch_size: int, threads: int) -> DualEncoder:
     return cached_encoder(spec, batch_size=batch_size, threads=threads)
 
 
-def encoder_for(settings: Settings, spec: str) -> DualEncoder:
-    return get_encoder(spec, settings.batch_size, settings.threads)
+def encoder_for(settings: Settings, store: QdrantStore) -> DualEncoder:
+    """The encoder for ``store``: the configured model, else the store's, else ``lite`` (as every face)."""
+    return get_encoder(wiring.encoder_spec(settings, store), settings.batch_size, settings.threads)
 
 
 @st.cache_resource(show_spinner="Loading the reranker (once per server process)…", max_entries=2)

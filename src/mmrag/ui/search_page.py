@@ -19,7 +19,6 @@ from mmrag.ui.service import (
     capability_notes,
     common_root,
     display_meta,
-    encoder_spec,
     facet,
     fmt_score,
     highlight,
@@ -46,7 +45,7 @@ def render(settings: Settings) -> None:
                 icon="📭",
             )
             return
-        encoder = encoder_for(settings, encoder_spec(settings, store))
+        encoder = encoder_for(settings, store)
         reranker = reranker_for(settings)
         caps = build_retriever(encoder, store, reranker=reranker).capabilities
         sources = facet(store, "source", limit=MAX_SOURCE_OPTIONS)

@@ -24,12 +24,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
+from mmrag import wiring
 from mmrag.config import Settings
-from mmrag.encoders.base import l2_normalize
 from mmrag.errors import ConfigError, StoreError
 from mmrag.retriever import Retriever
+from mmrag.retriever.request import RetrievalMode, SearchRequest
 from mmrag.store import QdrantStore
 from mmrag.types import Chunk, Hit
 
@@ -61,7 +60,7 @@ def open_store(settings: Settings, wait_s: float = LOCK_WAIT_S) -> Iterator[Qdra
             f"{wait_s:.0f} s); try again when it finishes"
         )
     try:
-        store = QdrantStore.open(settings.store, collection=settings.collection, api_key=settings.api_key)
+        store = wiring.open_store(settings)
         try:
             yield store
         finally:
@@ -72,7 +71,7 @@ def open_store(settings: Settings, wait_s: float = LOCK_WAIT_S) -> Iterator[Qdra
 
 def encoder_spec(settings: Settings, store: QdrantStore) -> str:
     """The configured model, else the model the store was built with, else ``lite`` (as the CLI)."""
-    return settings.model or store.default_spec or "lite"
+    return wiring.encoder_spec(settings, store)
 
 
 def build_retriever(
@@ -80,7 +79,7 @@ def build_retriever(
 ) -> Retriever:
     """The one place the app builds its retriever: hybrid when the store has BM25 vectors, rerank when
     a cross-encoder is configured (``MMRAG_RERANKER`` / ``mmrag ui --reranker``); both off by default."""
-    return Retriever(encoder, store, pool=pool, reranker=reranker)
+    return wiring.build_retriever(wiring.ModelSet(encoder, reranker), store, pool=pool)
 
 
 def capability_notes(capabilities: Mapping[str, bool]) -> dict[str, str]:
@@ -126,6 +125,24 @@ class QueryRequest:
             out["tenant"] = list(self.tenants)
         return out
 
+    def search_request(self) -> SearchRequest:
+        """The retriever's request: the whole pool as ``k`` (its score distribution is drawn), each
+        toggle as an explicit on / off (off even where the retriever's default is on); a text + image
+        query runs dense only (the optional stages take one text query)."""
+        text = self.text.strip() if self.text and self.text.strip() else None
+        composed = text is not None and self.image is not None
+        size = max(self.k, self.pool)
+        return SearchRequest(
+            text=text,
+            image=self.image,
+            k=size,
+            pool=size,
+            modality=self.modality,
+            filters=self.filters() or None,
+            mode=RetrievalMode.HYBRID if self.hybrid and not composed else RetrievalMode.DENSE,
+            rerank=self.rerank and not composed,
+        )
+
 
 @dataclass(slots=True)
 class QueryOutcome:
@@ -154,7 +171,6 @@ def run_query(retriever: Retriever, req: QueryRequest) -> QueryOutcome:
         raise ConfigError("type a query, upload an image, or both")
     if req.k < 1 or req.pool < 1:
         raise ConfigError("k and pool must be >= 1")
-    size = max(req.k, req.pool)
     notes: list[str] = []
     enc = retriever.encoder
     cross_modal = req.image is not None or req.modality == "image"
@@ -163,33 +179,10 @@ def run_query(retriever: Retriever, req: QueryRequest) -> QueryOutcome:
             f"encoder {enc.id} has untrained image/text heads: image and cross-modal scores are not "
             "meaningful until it is trained (`mmrag train`)"
         )
-    if text is not None and req.image is not None:
-        if req.hybrid or req.rerank:
-            notes.append("hybrid and rerank run on single queries; this text + image query used dense only")
-        t0 = time.perf_counter()
-        qvec = l2_normalize(enc.encode_text([text]) + enc.encode_image([req.image]))
-        t1 = time.perf_counter()
-        hits = retriever.search_vectors(
-            np.asarray(qvec, dtype=np.float32),
-            k=size,
-            modality=req.modality,
-            filters=req.filters() or None,
-            pool=size,
-        )[0]
-        t2 = time.perf_counter()
-        timings = {"encode": t1 - t0, "ann": t2 - t1, "total": t2 - t0}
-    else:
-        res = retriever.search_with_timings(
-            text,
-            image=req.image if text is None else None,
-            k=size,
-            modality=req.modality,
-            filters=req.filters() or None,
-            pool=size,
-            hybrid=req.hybrid,  # False turns a stage off even where the retriever's default is on
-            rerank=req.rerank,
-        )
-        hits, timings = res.hits, dict(res.timings)
+    if text is not None and req.image is not None and (req.hybrid or req.rerank):
+        notes.append("hybrid and rerank run on single queries; this text + image query used dense only")
+    res = retriever.run(req.search_request())
+    hits, timings = res.hits, dict(res.timings)
     return QueryOutcome(
         pool=hits,
         k=req.k,

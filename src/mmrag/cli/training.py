@@ -1,0 +1,275 @@
+"""``mmrag eval``, ``mmrag train`` (and its closed loop ``--from-store``) and ``mmrag train-reranker``.
+
+The text each command prints is rendered here from the report dicts that ``mmrag.eval``,
+``mmrag.train`` and ``mmrag.rerank`` return; it moves to their reports' ``to_text()`` once those
+are typed records.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from mmrag.cli._common import (
+    _apply_threads,
+    _emit,
+    _encoder,
+    _ledger,
+    _open_store,
+    _settings,
+    add_common,
+)
+from mmrag.config import Settings
+
+
+def add_eval_parser(sub: Any) -> None:
+    p = sub.add_parser("eval", help="evaluate on a BEIR or image-caption dataset")
+    p.add_argument(
+        "--dataset", type=Path, required=True, help="dataset folder (BEIR or captions.jsonl + images/)"
+    )
+    p.add_argument("--split", help="split (BEIR default train; image-caption default dev)")
+    p.add_argument("--limit", type=int, help="image-caption: first N images")
+    p.add_argument("--queries-from", type=Path, help="BEIR: only these query ids (one per line)")
+    p.add_argument("--k", type=int, default=10, help="nDCG cut-off")
+    p.add_argument("--eval-store", help="index into this store instead of a temporary one")
+    add_common(p)
+
+
+def add_train_parser(sub: Any) -> None:
+    p = sub.add_parser("train", help="train the lite encoder's heads on an image-caption dataset")
+    p.add_argument(
+        "--dataset", type=Path, required=True, help="image-caption folder (captions.jsonl + images/)"
+    )
+    p.add_argument("--out", type=Path, required=True, help="checkpoint directory to write")
+    p.add_argument("--loss", choices=["triplet", "infonce"], default="triplet")
+    p.add_argument(
+        "--strategy",
+        choices=["given", "random", "batch_hard", "semi_hard"],
+        default="semi_hard",
+        help="triplet negatives",
+    )
+    p.add_argument("--margin", type=float, default=0.2)
+    p.add_argument("--distance", choices=["cosine", "euclidean"], default="cosine")
+    p.add_argument("--epochs", type=int, default=60)
+    p.add_argument("--train-batch", type=int, default=256, help="pairs per training step")
+    p.add_argument("--lr", type=float, help="AdamW learning rate [3e-3; --from-store: 3e-4, fine-tuning]")
+    p.add_argument("--dropout", type=float, default=0.5, help="input dropout on cached features")
+    p.add_argument("--patience", type=int, default=6, help="early stopping on dev t2i Recall@10")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--train-text-head",
+        action="store_true",
+        help="also train the text head (default: locked, so text->text search stays MiniLM's)",
+    )
+    p.add_argument("--limit", type=int, help="first N images of each split (quick runs)")
+    p.add_argument("--cache", type=Path, help="feature cache folder [default .cache/features]")
+    p.add_argument(
+        "--from-store",
+        action="store_true",
+        help="closed loop on --store: mine hard negatives from it, train from its default encoder, "
+        "re-embed it into a new vector, evaluate both on the dataset's dev split, switch only if better",
+    )
+    p.add_argument("--mine-k", type=int, default=10, help="mined negatives per caption (--from-store)")
+    p.add_argument("--ledger", help="the store's ingest ledger (--from-store) [default: as `mmrag ingest`]")
+    p.add_argument("--mined-weight", type=float, default=1.0, help="weight of the mined-negative term")
+    p.add_argument(
+        "--min-gain",
+        type=float,
+        default=0.0,
+        help="--from-store: switch only if t2i R@10 gains more than this",
+    )
+    p.add_argument(
+        "--text-dataset", type=Path, help="BEIR folder to tune the text head on jointly (e.g. scifact)"
+    )
+    p.add_argument("--text-triplets", type=Path, help="its triplets file with train/val folds")
+    p.add_argument(
+        "--unfreeze-blocks",
+        type=int,
+        default=0,
+        help="second stage: also train the last N image-trunk blocks (BatchNorm frozen) [0 = heads only]",
+    )
+    p.add_argument("--unfreeze-epochs", type=int, default=8, help="epochs of the unfrozen stage")
+    p.add_argument("--backbone-lr", type=float, default=1e-4, help="learning rate of the unfrozen blocks")
+    p.add_argument("--text-weight", type=float, default=1.0, help="weight of the text triplet term")
+    add_common(p)
+
+
+def add_train_reranker_parser(sub: Any) -> None:
+    p = sub.add_parser("train-reranker", help="train the cross-encoder on SciFact (hard negatives mined)")
+    p.add_argument("--out", type=Path, required=True, help="checkpoint directory to write")
+    p.add_argument("--data", type=Path, help="data root with scifact/ and triplets/ [env MMRAG_DATA]")
+    p.add_argument("--base", help="cross-encoder to start from (default: offline all-MiniLM-L6-v2)")
+    p.add_argument("--minutes", type=float, default=11.0, help="wall-clock budget for training steps")
+    p.add_argument("--negatives", type=int, default=3, help="hard negatives per positive")
+    p.add_argument("--depth", type=int, default=30, help="first-stage candidates to mine from")
+    p.add_argument("--titles", type=int, default=400, help="title -> abstract groups")
+    p.add_argument("--max-length", type=int, default=112, help="tokens per pair")
+    p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--lr", type=float, default=3e-4, help="encoder learning rate")
+    p.add_argument("--head-lr", type=float, default=1e-2, help="scoring head learning rate")
+    p.add_argument("--freeze-layers", type=int, default=3, help="bottom layers kept fixed")
+    p.add_argument("--batch-groups", type=int, default=8, help="groups (1 positive + negatives) per step")
+    p.add_argument("--val-pool", type=int, default=20, help="pool the fusion weight is learned on")
+    p.add_argument("--seed", type=int, default=0, help="negative sampling and shuffling seed")
+    p.add_argument("--limit-queries", type=int, help="first N training queries (quick runs)")
+    p.add_argument("--limit-val", type=int, help="first N validation queries (quick runs)")
+    p.add_argument("--cache", type=Path, help="dense-vector cache folder [default .cache/bench]")
+    p.add_argument("--eval-store", help="index SciFact into this store instead of a temporary one")
+    add_common(p)
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from mmrag.eval.datasets import BeirDataset
+    from mmrag.eval.runner import evaluate_beir, evaluate_image_caption, load_for_eval
+
+    s = _settings(args)
+    qids = None
+    if args.queries_from:
+        qids = {ln.strip() for ln in args.queries_from.read_text().splitlines() if ln.strip()}
+    ds = load_for_eval(args.dataset, split=args.split, limit=args.limit, query_ids=qids)
+    encoder = _encoder(s)
+    if isinstance(ds, BeirDataset):
+        report = evaluate_beir(encoder, ds, store=args.eval_store, k=args.k, progress=not args.quiet)
+    else:
+        report = evaluate_image_caption(encoder, ds, store=args.eval_store, progress=not args.quiet)
+    text = "\n".join(f"{k:>16}: {v:.4f}" for k, v in report["metrics"].items())
+    _emit(args, report, f"{report['dataset']} ({report['layout']}), encoder {report['encoder']}\n{text}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from mmrag.train.run import train_image_caption
+    from mmrag.train.trainer import TrainConfig
+
+    s = _settings(args)
+    _apply_threads(s)
+    cfg = TrainConfig(
+        loss=args.loss,
+        strategy=args.strategy,
+        margin=args.margin,
+        distance=args.distance,
+        epochs=args.epochs,
+        batch_size=args.train_batch,
+        lr=args.lr if args.lr is not None else (3e-4 if args.from_store else 3e-3),
+        input_dropout=args.dropout,
+        patience=args.patience,
+        seed=args.seed,
+        lock_text=not args.train_text_head,
+        unfreeze_blocks=args.unfreeze_blocks,
+        unfreeze_epochs=args.unfreeze_epochs,
+        backbone_lr=args.backbone_lr,
+    )
+    if args.from_store:
+        return _closed_loop(args, s, cfg)
+    report = train_image_caption(
+        args.dataset,
+        args.out,
+        cfg,
+        base=s.model or "lite",
+        cache_dir=args.cache,
+        limit=args.limit,
+        text_beir=args.text_dataset,
+        text_triplets=args.text_triplets,
+        text_weight=args.text_weight,
+        progress=not args.quiet,
+    )
+    best, before = report["dev_best"], report["dev_before"]
+    keys: tuple[str, ...] = (
+        "t2i_recall@1", "t2i_recall@5", "t2i_recall@10", "i2t_recall@1", "i2t_recall@5", "i2t_recall@10",
+    )  # fmt: skip
+    lines = [
+        f"checkpoint: {report['checkpoint']} (best epoch {report['best_epoch']} of {report['epochs_run']})",
+        f"features: {report['feature_cache']} ; training {report['train_seconds']} s; "
+        f"wall {report['wall_seconds']} s",
+    ]
+    if "text_ndcg@10" in best:
+        keys = (*keys, "text_ndcg@10")
+    lines += [f"{k:>16}: {before[k]:.4f} -> {best[k]:.4f}" for k in keys]
+    lines.append(f"use it: mmrag ingest PATH --model {report['checkpoint']}")
+    _emit(
+        args,
+        report,
+        "\n".join(lines),
+    )
+    return 0
+
+
+def _closed_loop(args: argparse.Namespace, s: Settings, cfg: Any) -> int:
+    from mmrag.train.closed_loop import closed_loop
+
+    with _open_store(s) as store, _ledger(args, s, store) as ledger:
+        report = closed_loop(
+            store,
+            args.dataset,
+            args.out,
+            cfg,
+            base=s.model,
+            mine_k=args.mine_k,
+            mined_weight=args.mined_weight,
+            min_gain=args.min_gain,
+            cache_dir=args.cache,
+            limit=args.limit,
+            ledger=ledger,
+            progress=not args.quiet,
+        )
+    loop = report["closed_loop"]
+    keys = ("t2i_recall@1", "t2i_recall@5", "t2i_recall@10")
+    lines = [
+        f"checkpoint: {report['checkpoint']}",
+        f"mined: {loop['mining']}",
+        f"re-embedded: {loop['reembed']}",
+        f"old vector {loop['old_vector']} vs new vector {loop['new_vector']} "
+        f"({loop['new']['queries']} dev captions over {loop['new']['images_in_store']} stored images):",
+    ]
+    lines += [f"{k:>16}: {loop['old'][k]:.4f} -> {loop['new'][k]:.4f}" for k in keys]
+    lines.append(
+        ("switched the default vector: " if loop["switched"] else "kept the default vector: ")
+        + loop["reason"]
+    )
+    _emit(args, report, "\n".join(lines))
+    return 0
+
+
+def cmd_train_reranker(args: argparse.Namespace) -> int:
+    from mmrag.rerank.train import RerankTrainConfig, train_reranker
+
+    s = _settings(args)
+    _apply_threads(s)
+    cfg = RerankTrainConfig(
+        model=args.base,
+        negatives=args.negatives,
+        depth=args.depth,
+        titles=args.titles,
+        max_length=args.max_length,
+        epochs=args.epochs,
+        lr=args.lr,
+        head_lr=args.head_lr,
+        freeze_layers=args.freeze_layers,
+        batch_groups=args.batch_groups,
+        minutes=args.minutes,
+        val_pool=args.val_pool,
+        seed=args.seed,
+        queries=args.limit_queries,
+        val_queries=args.limit_val,
+    )
+    data = args.data or s.data_path
+    meta = train_reranker(
+        Path(data),
+        args.out,
+        cfg,
+        encoder_spec=s.model or "lite",
+        cache=args.cache or Path(".cache/bench"),
+        store=args.eval_store,
+    )
+    val, tr = meta["val"], meta["train"]
+    lines = [
+        f"checkpoint: {args.out} ({tr['steps']} steps, {tr['groups']} groups mined, {tr['seconds']} s)",
+        f"loss {tr['loss_first10']:.3f} -> {tr['loss_last10']:.3f}",
+        f"val fold ({val['queries']} queries, pool {val['pool']}) nDCG@10: first stage "
+        f"{val['first_stage_ndcg@10']:.4f}, rerank only {val['rerank_only_ndcg@10']:.4f}, "
+        f"fused (w={val['weight']:.2f}) {val['fused_ndcg@10']:.4f}",
+        f"use it: mmrag search QUERY --hybrid --rerank --reranker {args.out}",
+    ]
+    _emit(args, meta, "\n".join(lines))
+    return 0

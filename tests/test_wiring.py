@@ -1,0 +1,44 @@
+"""The one wiring of the front doors: store from settings, model resolution, retriever."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mmrag import wiring
+from mmrag.config import Settings
+from mmrag.encoders import vector_spec
+from mmrag.retriever import Retriever
+from tests.fakes import HashEncoder
+
+
+def test_open_store_keeps_tenancy(tmp_path: Path) -> None:
+    with wiring.open_store(Settings(store=str(tmp_path / "s"), tenancy=True)) as store:
+        assert store.tenancy
+    with wiring.open_store(Settings(store=str(tmp_path / "plain"))) as store:
+        assert not store.tenancy
+
+
+def test_model_resolution_and_retriever(tmp_path: Path) -> None:
+    s = Settings(store=str(tmp_path / "s"))
+    assert wiring.encoder_spec(s) == "lite"
+    enc = HashEncoder()
+    with wiring.open_store(s) as store:
+        assert wiring.encoder_spec(s, store) == "lite"  # an empty store has no model yet
+        store.ensure_vector(vector_spec(enc))
+        assert wiring.encoder_spec(s, store) == enc.spec  # the store's model
+        assert wiring.encoder_spec(s.with_(model="openclip:x/y"), store) == "openclip:x/y"  # settings win
+        models = wiring.resolve_models(s, store, encoder=enc)
+        assert models == wiring.ModelSet(enc, None)  # no reranker configured: no second stage
+        r = wiring.build_retriever(models, store, pool=7)
+        assert isinstance(r, Retriever) and r.pool == 7 and r.reranker is None
+        assert r.capabilities["rerank"] is False
+
+
+def test_ui_store_keeps_tenancy(tmp_path: Path) -> None:
+    pytest.importorskip("streamlit", reason="the 'ui' extra (streamlit) is not installed")
+    from mmrag.ui.service import open_store
+
+    with open_store(Settings(store=str(tmp_path / "s"), tenancy=True)) as store:
+        assert store.tenancy  # the app used to drop MMRAG_TENANCY
