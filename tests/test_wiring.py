@@ -30,7 +30,7 @@ def test_model_resolution_and_retriever(tmp_path: Path) -> None:
         assert wiring.encoder_spec(s, store) == enc.spec  # the store's model
         assert wiring.encoder_spec(s.with_(model="openclip:x/y"), store) == "openclip:x/y"  # settings win
         models = wiring.resolve_models(s, store, encoder=enc)
-        assert models == wiring.ModelSet(enc, None)  # no reranker configured: no second stage
+        assert models == wiring.LoadedModels(enc, None)  # no reranker configured: no second stage
         r = wiring.build_retriever(models, store, pool=7)
         assert isinstance(r, Retriever) and r.pool == 7 and r.reranker is None
         assert r.capabilities["rerank"] is False

@@ -9,7 +9,7 @@ these functions, so a new setting reaches every face at once:
 * :func:`encoder_spec` / :func:`load_encoder`: the configured model, else the model the store was
   built with, else ``lite``; loaded once per process (:func:`mmrag.encoders.cached_encoder`);
 * :func:`load_reranker`: the configured cross-encoder, or ``None`` (no rerank stage);
-* :func:`build_retriever`: a :class:`~mmrag.retriever.Retriever` over a :class:`ModelSet`.
+* :func:`build_retriever`: a :class:`~mmrag.retriever.Retriever` over a :class:`LoadedModels`.
 
 Heavy imports (torch, transformers) happen inside the functions, so importing this module is cheap.
 """
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from mmrag.store import QdrantStore
 
 __all__ = [
-    "ModelSet",
+    "LoadedModels",
     "build_retriever",
     "encoder_spec",
     "load_encoder",
@@ -94,7 +94,7 @@ def load_reranker(
 
 
 @dataclass(frozen=True, slots=True)
-class ModelSet:
+class LoadedModels:
     """The models one retriever runs: the dense encoder and the optional reranker.
 
     Attributes:
@@ -117,15 +117,15 @@ def resolve_models(
     *,
     encoder: DualEncoder | None = None,
     reranker: Reranker | None = None,
-) -> ModelSet:
+) -> LoadedModels:
     """The model set for ``store``: injected models win, else the ones ``settings`` resolve to."""
-    return ModelSet(
+    return LoadedModels(
         encoder=encoder if encoder is not None else load_encoder(settings, store),
         reranker=reranker if reranker is not None else load_reranker(settings),
     )
 
 
-def build_retriever(models: ModelSet, store: QdrantStore, **options: Any) -> Retriever:
+def build_retriever(models: LoadedModels, store: QdrantStore, **options: Any) -> Retriever:
     """A :class:`~mmrag.retriever.Retriever` over ``store`` with ``models``.
 
     ``options`` are the retriever's keyword arguments (``pool``, ``hnsw_ef``, ``hybrid``, ``fusion``,

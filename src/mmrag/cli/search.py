@@ -66,7 +66,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         rerank=args.rerank or None,
     )
     with _open_store(s) as store:
-        models = wiring.ModelSet(
+        models = wiring.LoadedModels(
             encoder=wiring.load_encoder(s, store),
             reranker=wiring.load_reranker(s, max_length=args.max_length, int8=args.int8),
         )

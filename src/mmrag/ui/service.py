@@ -79,7 +79,7 @@ def build_retriever(
 ) -> Retriever:
     """The one place the app builds its retriever: hybrid when the store has BM25 vectors, rerank when
     a cross-encoder is configured (``MMRAG_RERANKER`` / ``mmrag ui --reranker``); both off by default."""
-    return wiring.build_retriever(wiring.ModelSet(encoder, reranker), store, pool=pool)
+    return wiring.build_retriever(wiring.LoadedModels(encoder, reranker), store, pool=pool)
 
 
 def capability_notes(capabilities: Mapping[str, bool]) -> dict[str, str]:
