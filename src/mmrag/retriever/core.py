@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from PIL import Image
 
     from mmrag.encoders.base import DualEncoder
-    from mmrag.rerank.base import Reranker
+    from mmrag.retriever.base import Reranker
 
 log = logging.getLogger(__name__)
 
