@@ -59,7 +59,7 @@ def mmrag_system(name: str, encoder: Any, corpus: Corpus, reranker: Any, pool: i
         store = st["store"] = QdrantStore.open(st["tmp"].name)
         vector = store.ensure_encoder(encoder)
         t0 = time.perf_counter()
-        for start in range(0, len(corpus.chunks), 256):  # as mmrag.rerank.beir.index_corpus writes
+        for start in range(0, len(corpus.chunks), 256):  # as mmrag.eval.corpus.index_corpus writes
             store.upsert_chunks(
                 corpus.chunks[start : start + 256], corpus.vectors[start : start + 256], vector
             )

@@ -1,8 +1,8 @@
-"""A BEIR corpus (e.g. SciFact) in a hybrid store, for training the reranker and measuring it.
+"""A BEIR corpus in a store: one text chunk per document, indexed once, and hit lists scored by doc id.
 
-Shared by ``mmrag train-reranker`` and ``benchmarks/bench_rerank.py``: the corpus is indexed once
-(dense vectors cached on disk by encoder id, as ``benchmarks/bench_query.py`` does), and first-stage
-candidate pools are mined from it.
+Shared by ``mmrag eval``, reranker training (:mod:`mmrag.train.reranker`) and the rerank and peer
+benchmarks: the corpus is indexed once (dense vectors cached on disk by encoder id, as
+``benchmarks/bench_query.py`` does), and first-stage hit lists map back to BEIR doc ids.
 """
 
 from __future__ import annotations
@@ -16,8 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mmrag.eval.metrics import evaluate
-from mmrag.eval.runner import corpus_chunks
-from mmrag.types import Hit
+from mmrag.types import Chunk, Hit, chunk_id
 
 if TYPE_CHECKING:
     from mmrag.encoders.base import DualEncoder
@@ -26,23 +25,22 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+__all__ = ["corpus_chunks", "corpus_vectors", "doc_ids", "index_corpus", "ranking_metrics"]
 
-def scifact_val_slice(
-    data: Path, queries: int | None = None, docs: int | None = None
-) -> tuple[BeirDataset, list[str]]:
-    """SciFact train with the ids of its held-out val-fold queries (the first ``queries`` of them).
 
-    ``docs`` (smoke runs): keep only the first N corpus docs plus the relevant docs of those queries.
-    """
-    from mmrag.eval.datasets import BeirDataset, scifact_val_query_ids
-
-    ds = BeirDataset.load(data / "scifact", "train")
-    val = scifact_val_query_ids(data / "triplets" / "scifact_train_triplets.jsonl") or set()
-    qids = sorted(q for q in val if q in ds.queries)[:queries]
-    if docs:
-        keep = set(list(ds.corpus)[:docs]) | {d for q in qids for d in ds.qrels[q]}
-        ds = type(ds)(ds.root, {d: v for d, v in ds.corpus.items() if d in keep}, ds.queries, ds.qrels)
-    return ds, qids
+def corpus_chunks(ds: BeirDataset) -> list[Chunk]:
+    """One text chunk per corpus document (title + text), ids as ``mmrag eval`` makes them."""
+    return [
+        Chunk(
+            id=chunk_id(f"beir:{ds.root.name}", ds.doc_text(d), d),
+            modality="text",
+            source=f"{ds.root.name}/{d}",
+            text=ds.doc_text(d) or d,
+            image=None,
+            metadata={"doc_id": d},
+        )
+        for d in ds.corpus
+    ]
 
 
 def corpus_vectors(encoder: DualEncoder, ds: BeirDataset, cache: Path | None) -> np.ndarray[Any, Any]:
@@ -76,6 +74,7 @@ def index_corpus(store: QdrantStore, encoder: DualEncoder, ds: BeirDataset, cach
 
 
 def doc_ids(hits: Sequence[Hit]) -> list[str]:
+    """The BEIR doc id of each hit (its chunk id when the payload has none)."""
     return [str(h.chunk.metadata.get("doc_id", h.chunk.id)) for h in hits]
 
 
