@@ -62,11 +62,12 @@ def grow(vecs: np.ndarray, target: int, seed: int = 0) -> np.ndarray:
 
 def build_store(directory: str, encoder: object, vecs: np.ndarray) -> int:
     """Write the points, build the index; returns how many vectors are in HNSW (vs scanned)."""
+    from mmrag.encoders.base import vector_spec
     from mmrag.store import QdrantStore
     from mmrag.types import Chunk
 
     with QdrantStore.open(directory) as store:
-        name = store.ensure_encoder(encoder)  # type: ignore[arg-type]
+        name = store.ensure_vector(vector_spec(encoder))  # type: ignore[arg-type]
         chunks = [
             Chunk(
                 id=f"00000000-0000-4000-8000-{i:012d}",

@@ -165,7 +165,7 @@ def main() -> None:
             encoder, store, pool=args.depth, hybrid=True, dense_pool=args.depth, sparse_pool=args.depth
         )
         quality: dict[str, dict[str, float]] = {}
-        bm25 = store.search_sparse(texts, args.depth)
+        bm25 = store.search_sparse([store.sparse_encoder.embed_query(t) for t in texts], args.depth)
         quality["bm25"] = ranking_metrics(
             qrels,
             {

@@ -129,7 +129,9 @@ class Base:
 def build(store: Any, encoder: Any, base: Base, size: int) -> dict[str, Any]:
     """Write ``size`` points (payload, dense and BM25 vectors), then build the index."""
     t0 = time.perf_counter()
-    name = store.ensure_encoder(encoder)
+    from mmrag.encoders.base import vector_spec
+
+    name = store.ensure_vector(vector_spec(encoder))
     for chunks, vecs in base.batches(size):
         store.upsert_chunks(chunks, vecs, name, present=())
     t1 = time.perf_counter()

@@ -57,7 +57,9 @@ def mmrag_system(name: str, encoder: Any, corpus: Corpus, reranker: Any, pool: i
             st["tmp"].cleanup()
         st["tmp"] = tempfile.TemporaryDirectory(prefix="mmrag-bench-peers-")
         store = st["store"] = QdrantStore.open(st["tmp"].name)
-        vector = store.ensure_encoder(encoder)
+        from mmrag.encoders.base import vector_spec
+
+        vector = store.ensure_vector(vector_spec(encoder))
         t0 = time.perf_counter()
         for start in range(0, len(corpus.chunks), 256):  # as mmrag.eval.corpus.index_corpus writes
             store.upsert_chunks(

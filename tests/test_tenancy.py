@@ -10,9 +10,14 @@ from mmrag.cli import build_parser
 from mmrag.errors import TenancyError
 from mmrag.ingest import IngestOptions, IngestRunner
 from mmrag.retriever import Retriever
-from mmrag.store import QdrantStore
+from mmrag.store import QdrantStore, SparseVec
 from mmrag.tenancy import check_tenant, tenant_chunk_id
 from tests.fakes import HashEncoder
+
+
+def bm25(store: QdrantStore, *texts: str) -> list[SparseVec]:
+    """Query vectors the way the retriever makes them: the store's own BM25 settings."""
+    return [store.sparse_encoder.embed_query(t) for t in texts]
 
 
 @pytest.fixture
@@ -104,8 +109,8 @@ def test_bm25_search_also_requires_the_tenant(tmp_path: Path) -> None:
         IngestRunner(enc, store, IngestOptions(tenant="acme"), progress=False).run([folder])
         IngestRunner(enc, store, IngestOptions(tenant="bolt"), progress=False).run([folder])
         with pytest.raises(TenancyError):
-            store.search_sparse(["qdrant segments"], 5)
-        hits = store.search_sparse(["qdrant segments"], 5, filters={"tenant": "acme"})[0]
+            store.search_sparse(bm25(store, "qdrant segments"), 5)
+        hits = store.search_sparse(bm25(store, "qdrant segments"), 5, filters={"tenant": "acme"})[0]
         assert hits and {c.metadata.get("tenant") for c, _ in hits} == {"acme"}
         r = Retriever(enc, store, hybrid=True)
         with pytest.raises(TenancyError):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import replace
 
 from mmrag.errors import TenancyError
@@ -47,3 +47,22 @@ def with_tenant(chunks: Iterable[Chunk], tenant: str) -> list[Chunk]:
         replace(c, id=tenant_chunk_id(tenant, c.id), metadata={**c.metadata, "tenant": tenant})
         for c in chunks
     ]
+
+
+def require_one_tenant(filters: Mapping[str, object] | None, location: str) -> str:
+    """The tenant a search on a multi-tenant store is restricted to; refuses any other filter shape.
+
+    The rule every face and backend shares: such a store answers only searches that filter on
+    exactly one tenant (a list, a missing or an empty value would read several tenants' points).
+
+    Example:
+        >>> require_one_tenant({"tenant": "acme"}, "/tmp/store")
+        'acme'
+    """
+    tenant = (filters or {}).get("tenant")
+    if not isinstance(tenant, str) or not tenant:
+        raise TenancyError(
+            f"store {location} is multi-tenant: every search must filter on exactly one "
+            f"tenant (filters={{'tenant': NAME}}), got {tenant!r}"
+        )
+    return tenant

@@ -7,6 +7,7 @@ and checked by mypy from the loader to the LangChain adapter.
 from __future__ import annotations
 
 import hashlib
+import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -35,6 +36,134 @@ def chunk_id(source_id: str, content: str, position: int | str) -> str:
         True
     """
     return str(uuid.uuid5(_CHUNK_NAMESPACE, f"{source_id}\x00{content_hash(content)}\x00{position}"))
+
+
+_VECTOR_NAME_RE = re.compile(r"[^a-z0-9_.-]+")
+
+
+def vector_name(encoder_id: str) -> str:
+    """Qdrant vector name for an encoder id: lower-case, safe characters, bounded length.
+
+    Example:
+        >>> vector_name("openclip:ViT-B-32/openai")
+        'openclip-vit-b-32-openai'
+    """
+    name = _VECTOR_NAME_RE.sub("-", encoder_id.lower()).strip("-") or "default"
+    if len(name) > 64:
+        # Keep distinct ids distinct: a cut tail is replaced by a hash of the whole id.
+        digest = hashlib.sha256(encoder_id.encode()).hexdigest()[:10]
+        name = f"{name[:53]}-{digest}"
+    return name
+
+
+@dataclass(frozen=True, slots=True)
+class VectorSpec:
+    """What the store needs to know about an encoder's dense vector, without the model itself.
+
+    The store keeps one named vector per encoder; it records this spec in its metadata so that a
+    later process can reload the same encoder (``model``) and refuse a mismatched one (``dim``).
+
+    Attributes:
+        name: Qdrant vector name (see :func:`vector_name`).
+        dim: Vector dimension.
+        model: The encoder spec string that reloads the model (``lite``, a checkpoint path...).
+        encoder_id: The encoder's stable id (``name`` is derived from it).
+        aligned: Whether the encoder's image and text heads were trained together.
+
+    Example:
+        >>> VectorSpec.of("lite-untrained-v1", 512, "lite", aligned=False).name
+        'lite-untrained-v1'
+    """
+
+    name: str
+    dim: int
+    model: str
+    encoder_id: str
+    aligned: bool = False
+
+    def __post_init__(self) -> None:
+        if self.dim < 1:
+            raise ValueError(f"vector dimension must be >= 1, got {self.dim}")
+        if not self.name:
+            raise ValueError("vector name must not be empty")
+
+    @classmethod
+    def of(cls, encoder_id: str, dim: int, model: str, *, aligned: bool = False) -> VectorSpec:
+        """The spec of an encoder with this id (its vector name derived from the id)."""
+        return cls(vector_name(encoder_id), int(dim), model, encoder_id, bool(aligned))
+
+
+@dataclass(frozen=True, slots=True)
+class RerankerSpec:
+    """The second stage a store runs by default: which cross-encoder, and how its score is fused.
+
+    Attributes:
+        model: Hugging Face name, local folder, or a ``mmrag train-reranker`` checkpoint.
+        max_length: Tokens per (query, passage) pair; ``None``: the checkpoint's own.
+        int8: Run the cross-encoder with int8 dynamic quantization.
+        fusion_weights: Per-modality weight of the rerank score against the first stage's
+            (``None``/empty: the weights saved with the checkpoint).
+
+    Example:
+        >>> RerankerSpec.from_dict(RerankerSpec("ckpt", int8=True).to_dict()).int8
+        True
+    """
+
+    model: str
+    max_length: int | None = None
+    int8: bool = False
+    fusion_weights: Mapping[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.model:
+            raise ValueError("a reranker spec needs a model name or path")
+        if self.max_length is not None and self.max_length < 8:
+            raise ValueError(f"max_length must be >= 8, got {self.max_length}")
+        for modality, w in self.fusion_weights.items():
+            if not 0.0 <= float(w) <= 1.0:
+                raise ValueError(f"fusion weight for {modality} must be in [0, 1], got {w}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "max_length": self.max_length,
+            "int8": self.int8,
+            "fusion_weights": dict(self.fusion_weights),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RerankerSpec:
+        return cls(
+            model=str(data["model"]),
+            max_length=int(data["max_length"]) if data.get("max_length") else None,
+            int8=bool(data.get("int8", False)),
+            fusion_weights={str(k): float(v) for k, v in (data.get("fusion_weights") or {}).items()},
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSet:
+    """The pipeline a store runs by default, recorded in the store so every face runs the same one.
+
+    Attributes:
+        vector: The default dense vector (``None`` for an empty store).
+        encoder: The encoder spec that reloads it.
+        hybrid: Fuse BM25 with dense search by default (needs BM25 vectors in the store).
+        reranker: The default second stage, or ``None`` (first stage only).
+    """
+
+    vector: str | None = None
+    encoder: str | None = None
+    hybrid: bool = False
+    reranker: RerankerSpec | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "vector": self.vector,
+            "encoder": self.encoder,
+            "hybrid": self.hybrid,
+            "reranker": self.reranker.to_dict() if self.reranker else None,
+        }
 
 
 @dataclass(frozen=True, slots=True)

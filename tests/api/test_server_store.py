@@ -9,6 +9,7 @@ import pytest
 
 qdrant_client = pytest.importorskip("qdrant_client", reason="the server extra is not installed")
 
+from mmrag.encoders.base import vector_spec  # noqa: E402
 from mmrag.store import QdrantStore  # noqa: E402
 from mmrag.store.client import ClientBackend  # noqa: E402
 from tests.fakes import HashEncoder  # noqa: E402
@@ -34,7 +35,7 @@ class RecordingClient(qdrant_client.QdrantClient):  # type: ignore[misc]
 def test_cluster_layout_and_tenant_index_on_a_server() -> None:
     client = RecordingClient()
     store = QdrantStore(ClientBackend(":memory:", client=client, shards=3, replication=2))
-    store.ensure_encoder(HashEncoder())
+    store.ensure_vector(vector_spec(HashEncoder()))
     assert client.created[0]["shard_number"] == 3 and client.created[0]["replication_factor"] == 2
     tenant = client.indexes["tenant"]
     assert tenant.type == "keyword" and tenant.is_tenant is True
@@ -43,7 +44,7 @@ def test_cluster_layout_and_tenant_index_on_a_server() -> None:
 
 def test_edge_tenant_index_is_a_tenant_index(tmp_path: Path) -> None:
     with QdrantStore.open(str(tmp_path / "s")) as store:
-        store.ensure_encoder(HashEncoder())
+        store.ensure_vector(vector_spec(HashEncoder()))
         schema = store.backend._shard.info().payload_schema  # type: ignore[attr-defined]
         assert schema["tenant"].params.is_tenant is True
         assert {"modality", "source", "tenant"} <= set(schema)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from mmrag.encoders.base import vector_spec
 from mmrag.errors import ConfigError
 from mmrag.eval.datasets import BeirDataset
 from mmrag.eval.metrics import recall_at_k
@@ -30,7 +31,7 @@ def scifact(
     ]
     enc = HashEncoder(dim=256)
     with QdrantStore.open(str(tmp_path_factory.mktemp("hybrid"))) as store:
-        name = store.ensure_encoder(enc)
+        name = store.ensure_vector(vector_spec(enc))
         store.upsert_chunks(chunks, enc.encode_text([c.text or "" for c in chunks]), name)
         yield Retriever(enc, store, pool=30), ds
 

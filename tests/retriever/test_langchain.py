@@ -17,6 +17,7 @@ qdrant_client = pytest.importorskip("qdrant_client", reason="the server extra is
 
 from langchain_core.documents import Document  # noqa: E402
 
+from mmrag.encoders.base import vector_spec  # noqa: E402
 from mmrag.errors import ConfigError, TenancyError  # noqa: E402
 from mmrag.retriever import Retriever  # noqa: E402
 from mmrag.retriever.langchain import MmragRetriever  # noqa: E402
@@ -48,7 +49,7 @@ class CountingEncoder(HashEncoder):
 
 
 def fill(store: QdrantStore, enc: HashEncoder, tmp_path: Path, tenant: str | None = None) -> Path:
-    vector = store.ensure_encoder(enc)
+    vector = store.ensure_vector(vector_spec(enc))
     chunks = [
         Chunk(chunk_id("t", t, i), "text", f"doc{i}.txt", t, None, {"page": i + 1})
         for i, t in enumerate(TEXTS)

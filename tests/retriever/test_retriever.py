@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from mmrag.encoders.base import vector_spec
 from mmrag.errors import ConfigError, StoreError
 from mmrag.retriever import Retriever
 from mmrag.store import QdrantStore
@@ -26,7 +27,7 @@ TEXTS = [
 def setup(tmp_path: Path) -> tuple[Retriever, HashEncoder, list[Path]]:
     enc = HashEncoder()
     store = QdrantStore.open(str(tmp_path / "store"))
-    vector = store.ensure_encoder(enc)
+    vector = store.ensure_vector(vector_spec(enc))
     chunks = [
         Chunk(chunk_id("t", t, i), "text", f"doc{i}.txt", t, None, {"i": i}) for i, t in enumerate(TEXTS)
     ]
@@ -103,7 +104,7 @@ def test_bad_arguments(setup: tuple[Retriever, HashEncoder, list[Path]], tmp_pat
 def test_unavailable_stage_is_a_clear_error(tmp_path: Path) -> None:
     enc = HashEncoder()
     with QdrantStore.open(str(tmp_path / "s")) as store:
-        store.ensure_encoder(enc)
+        store.ensure_vector(vector_spec(enc))
         r = Retriever(enc, store)
         for stage in ("hybrid", "rerank"):
             if not r.capabilities[stage]:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from store_fakes import FakeEncoder, make_chunks, unit_vectors
 
-from mmrag.encoders.base import vector_name
+from mmrag.encoders.base import vector_name, vector_spec
 from mmrag.errors import StoreError, StoreLockedError
 from mmrag.store import QdrantStore, SearchOptions
 from mmrag.store.edge import META_FILE
@@ -19,7 +19,7 @@ N = 40
 
 def _filled(root: Path, encoder: FakeEncoder) -> tuple[QdrantStore, np.ndarray]:
     store = QdrantStore.open(str(root))
-    name = store.ensure_encoder(encoder)
+    name = store.ensure_vector(vector_spec(encoder))
     vectors = unit_vectors(N, encoder.dim)
     store.upsert_chunks(make_chunks(N), vectors, name)
     return store, vectors
@@ -42,7 +42,7 @@ def test_data_persists_across_close_and_reopen(tmp_path: Path) -> None:
         assert again.default_vector == vector_name(encoder.id)
         assert again.default_spec == encoder.spec
         assert again.vectors == store.vectors
-        assert again.vector_for(encoder) == vector_name(encoder.id)
+        assert again.vector_for(vector_spec(encoder)) == vector_name(encoder.id)
         after = again.search(vector_name(encoder.id), vectors[:3], 5)
     assert [[c.id for c, _ in row] for row in after] == [[c.id for c, _ in row] for row in before]
     assert [[c for c, _ in row] for row in after] == [[c for c, _ in row] for row in before]
@@ -79,11 +79,11 @@ def test_adding_a_vector_leaves_one_shard(tmp_path: Path) -> None:
     store, vectors = _filled(tmp_path, encoder)
     assert len(_shards(tmp_path)) == 1
     first_shard = _shards(tmp_path)[0]
-    store.ensure_encoder(FakeEncoder(id="second", dim=4))
+    store.ensure_vector(vector_spec(FakeEncoder(id="second", dim=4)))
     assert len(_shards(tmp_path)) == 1
     assert _shards(tmp_path) != [first_shard]
     assert store.count() == N
-    store.ensure_encoder(FakeEncoder(id="third", dim=3))
+    store.ensure_vector(vector_spec(FakeEncoder(id="third", dim=3)))
     assert len(_shards(tmp_path)) == 1
     store.close()
     with QdrantStore.open(str(tmp_path)) as again:
@@ -131,7 +131,7 @@ def _recall_against_exact(store: QdrantStore, name: str, n: int, dim: int, k: in
 
 def test_hnsw_after_optimize_agrees_with_exact_search(tmp_path: Path) -> None:
     with QdrantStore.open(str(tmp_path)) as store:
-        name = store.ensure_encoder(FakeEncoder(id="hnsw-test", dim=32))
+        name = store.ensure_vector(vector_spec(FakeEncoder(id="hnsw-test", dim=32)))
         _recall_against_exact(store, name, n=2000, dim=32)
 
 
@@ -154,6 +154,6 @@ def test_recall_with_a_built_hnsw_graph(tmp_path: Path, monkeypatch: pytest.Monk
 
     monkeypatch.setattr(EdgeBackend, "_config", config)
     with QdrantStore.open(str(tmp_path)) as store:
-        name = store.ensure_encoder(FakeEncoder(id="hnsw-test", dim=32))
+        name = store.ensure_vector(vector_spec(FakeEncoder(id="hnsw-test", dim=32)))
         _recall_against_exact(store, name, n=2000, dim=32)
         assert store.backend._shard.info().indexed_vectors_count == 2000  # type: ignore[attr-defined]

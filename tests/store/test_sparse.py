@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from tests.fakes import HashEncoder
 
-from mmrag.store import Bm25Encoder, Bm25Settings, QdrantStore
+from mmrag.encoders.base import vector_spec
+from mmrag.store import Bm25Encoder, Bm25Settings, QdrantStore, SparseVec
 from mmrag.store.base import SPARSE_VECTOR
 from mmrag.types import Chunk, chunk_id
 
@@ -18,6 +19,11 @@ TEXTS = [
     "quantum computers use qubits",
     "the stock market fell on Tuesday",
 ]
+
+
+def bm25(store: QdrantStore, *texts: str) -> list[SparseVec]:
+    """Query vectors the way the retriever makes them: the store's own BM25 settings."""
+    return [store.sparse_encoder.embed_query(t) for t in texts]
 
 
 def _chunks() -> list[Chunk]:
@@ -31,14 +37,14 @@ def _chunks() -> list[Chunk]:
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[QdrantStore]:
     with QdrantStore.open(str(tmp_path / "s") if request.param == "edge" else ":memory:") as st:
         enc = HashEncoder()
-        name = st.ensure_encoder(enc)
+        name = st.ensure_vector(vector_spec(enc))
         chunks = _chunks()
         st.upsert_chunks(chunks, enc.encode_text([c.text or "blank" for c in chunks]), name)
         yield st
 
 
 def test_sparse_round_trip(store: QdrantStore) -> None:
-    assert store.has_sparse and store._meta["bm25"] == Bm25Settings().to_dict()
+    assert store.has_sparse and store.meta.bm25 == Bm25Settings()
     ids = [c.id for c in _chunks()]
     records = {r.id: r for r in store.backend.retrieve(ids, with_vectors=True)}
     expected = Bm25Encoder().embed_documents(TEXTS)
@@ -49,13 +55,13 @@ def test_sparse_round_trip(store: QdrantStore) -> None:
 
 
 def test_sparse_search(store: QdrantStore) -> None:
-    cat, stop, qubit = store.search_sparse(["cat", "the", "qubit"], 10)
+    cat, stop, qubit = store.search_sparse(bm25(store, "cat", "the", "qubit"), 10)
     # "cats" and "cat" share a stem; the captioned image is found through its caption
     assert {c.source for c, _ in cat} == {"doc0.txt", "doc1.txt", "cat.jpg"}
     assert all(s > 0 for _, s in cat) and [s for _, s in cat] == sorted((s for _, s in cat), reverse=True)
     assert stop == []  # stop words only: no tokens, no matches
     assert [c.source for c, _ in qubit] == ["doc2.txt"]
-    images = store.search_sparse(["cat"], 10, modality="image")[0]
+    images = store.search_sparse(bm25(store, "cat"), 10, modality="image")[0]
     assert [c.source for c, _ in images] == ["cat.jpg"]
 
 
@@ -64,16 +70,16 @@ def test_both_backends_score_alike(tmp_path: Path) -> None:
     for loc in (str(tmp_path / "e"), ":memory:"):
         with QdrantStore.open(loc) as st:
             enc = HashEncoder()
-            name = st.ensure_encoder(enc)
+            name = st.ensure_vector(vector_spec(enc))
             st.upsert_chunks(_chunks(), enc.encode_text([c.text or "x" for c in _chunks()]), name)
-            scores.append([(c.id, round(s, 4)) for c, s in st.search_sparse(["cat garden"], 10)[0]])
+            scores.append([(c.id, round(s, 4)) for c, s in st.search_sparse(bm25(st, "cat garden"), 10)[0]])
     assert scores[0] == scores[1] and len(scores[0]) == 3
 
 
 def test_sparse_vectors_survive_adding_an_encoder(store: QdrantStore) -> None:
     other = HashEncoder(dim=32, encoder_id="other")
-    store.ensure_encoder(other)  # copies every point into a new shard / collection
-    assert [c.source for c, _ in store.search_sparse(["qubit"], 5)[0]] == ["doc2.txt"]
+    store.ensure_vector(vector_spec(other))  # copies every point into a new shard / collection
+    assert [c.source for c, _ in store.search_sparse(bm25(store, "qubit"), 5)[0]] == ["doc2.txt"]
 
 
 def test_old_store_without_sparse_gets_backfilled(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -93,11 +99,11 @@ def test_old_store_without_sparse_gets_backfilled(tmp_path: Path, monkeypatch: p
     with monkeypatch.context() as m:
         m.setattr(EdgeBackend, "_config", old_config)
         with QdrantStore.open(str(tmp_path)) as st:
-            name = st.ensure_encoder(enc)
+            name = st.ensure_vector(vector_spec(enc))
             st.upsert_chunks(_chunks(), enc.encode_text([c.text or "x" for c in _chunks()]), name)
             assert not st.has_sparse
     assert EdgeBackend._config is real
     with QdrantStore.open(str(tmp_path)) as st:
-        st.ensure_encoder(HashEncoder(dim=32, encoder_id="other"))
+        st.ensure_vector(vector_spec(HashEncoder(dim=32, encoder_id="other")))
         assert st.has_sparse
-        assert [c.source for c, _ in st.search_sparse(["qubit"], 5)[0]] == ["doc2.txt"]
+        assert [c.source for c, _ in st.search_sparse(bm25(st, "qubit"), 5)[0]] == ["doc2.txt"]

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from store_fakes import SOURCES, FakeEncoder, make_chunks, unit_vectors
 
-from mmrag.encoders.base import vector_name
+from mmrag.encoders.base import vector_name, vector_spec
 from mmrag.errors import ConfigError, DimensionMismatchError, StoreError
 from mmrag.store import QdrantStore, SearchOptions
 from mmrag.types import Chunk
@@ -17,7 +17,7 @@ N = 30
 @pytest.fixture
 def filled(store: QdrantStore, encoder: FakeEncoder) -> tuple[QdrantStore, list[Chunk], np.ndarray]:
     """A store holding N chunks (half text, half image) under the fake encoder's vector."""
-    name = store.ensure_encoder(encoder)
+    name = store.ensure_vector(vector_spec(encoder))
     chunks = make_chunks(N)
     vectors = unit_vectors(N, encoder.dim)
     assert store.upsert_chunks(chunks, vectors, name) == N
@@ -40,12 +40,12 @@ def test_fresh_store_is_empty(store: QdrantStore) -> None:
 
 
 def test_ensure_encoder_creates_the_default_vector(store: QdrantStore, encoder: FakeEncoder) -> None:
-    name = store.ensure_encoder(encoder)
+    name = store.ensure_vector(vector_spec(encoder))
     assert name == vector_name(encoder.id)
     assert store.default_vector == name
     assert store.default_spec == encoder.spec
     assert store.vectors == {name: {"dim": 8, "spec": "fake:v1", "encoder_id": encoder.id, "aligned": False}}
-    assert store.vector_for(encoder) == name
+    assert store.vector_for(vector_spec(encoder)) == name
 
 
 def test_ensure_encoder_again_is_a_no_op(
@@ -53,7 +53,7 @@ def test_ensure_encoder_again_is_a_no_op(
 ) -> None:
     store, _, vectors = filled
     before = (store.vectors, store.default_vector, store.location)
-    assert store.ensure_encoder(encoder) == vector_name(encoder.id)
+    assert store.ensure_vector(vector_spec(encoder)) == vector_name(encoder.id)
     assert (store.vectors, store.default_vector, store.location) == before
     assert store.count() == N
     [[(_, score)]] = store.search(vector_name(encoder.id), vectors[:1], 1)
@@ -66,7 +66,7 @@ def test_second_encoder_adds_a_vector_beside_the_first(
     store, chunks, vectors = filled
     first = vector_name(encoder.id)
     other = FakeEncoder(id="other-encoder", dim=5, spec="fake:other", aligned=True)
-    second = store.ensure_encoder(other)
+    second = store.ensure_vector(vector_spec(other))
     assert second == "other-encoder" != first
     assert set(store.vectors) == {first, second}
     assert store.vectors[second]["dim"] == 5 and store.vectors[second]["aligned"] is True
@@ -85,26 +85,26 @@ def test_second_encoder_adds_a_vector_beside_the_first(
 
 
 def test_same_id_different_dim_is_a_mismatch(store: QdrantStore, encoder: FakeEncoder) -> None:
-    store.ensure_encoder(encoder)
+    store.ensure_vector(vector_spec(encoder))
     bigger = FakeEncoder(id=encoder.id, dim=encoder.dim * 2)
     with pytest.raises(DimensionMismatchError, match="dimension 8"):
-        store.ensure_encoder(bigger)
+        store.ensure_vector(vector_spec(bigger))
     with pytest.raises(DimensionMismatchError):
-        store.vector_for(bigger)
+        store.vector_for(vector_spec(bigger))
     assert store.vectors[vector_name(encoder.id)]["dim"] == encoder.dim
 
 
 def test_vector_for_unknown_encoder_lists_what_is_held(store: QdrantStore, encoder: FakeEncoder) -> None:
     with pytest.raises(StoreError, match="holds nothing"):
-        store.vector_for(encoder)
-    store.ensure_encoder(encoder)
+        store.vector_for(vector_spec(encoder))
+    store.ensure_vector(vector_spec(encoder))
     with pytest.raises(StoreError, match=r"holds fake-encoder-v1 \(model fake:v1\)"):
-        store.vector_for(FakeEncoder(id="never-ingested"))
+        store.vector_for(vector_spec(FakeEncoder(id="never-ingested")))
 
 
 def test_set_default_vector(store: QdrantStore, encoder: FakeEncoder) -> None:
-    store.ensure_encoder(encoder)
-    other = store.ensure_encoder(FakeEncoder(id="second", dim=4, spec="fake:second"))
+    store.ensure_vector(vector_spec(encoder))
+    other = store.ensure_vector(vector_spec(FakeEncoder(id="second", dim=4, spec="fake:second")))
     store.set_default_vector(other)
     assert store.default_vector == other
     assert store.default_spec == "fake:second"
@@ -136,9 +136,9 @@ def test_upsert_overwrites_the_vector(
 
 def test_upsert_checks_its_arguments(store: QdrantStore, encoder: FakeEncoder) -> None:
     chunks = make_chunks(3)
-    with pytest.raises(StoreError, match="ensure_encoder"):
+    with pytest.raises(StoreError, match="ensure_vector"):
         store.upsert_chunks(chunks, unit_vectors(3, 8), "no-such-vector")
-    name = store.ensure_encoder(encoder)
+    name = store.ensure_vector(vector_spec(encoder))
     with pytest.raises(ValueError, match="3 chunks but 2 vectors"):
         store.upsert_chunks(chunks, unit_vectors(2, 8), name)
     with pytest.raises(DimensionMismatchError):
@@ -340,9 +340,9 @@ def test_second_encoder_writes_beside_the_first_without_dropping_it(store: Qdran
     first, second = FakeEncoder(), FakeEncoder(id="fake-b", dim=6)
     chunks = [Chunk(chunk_id("s", f"t{i}", i), "text", "s.txt", f"t{i}", None, {}) for i in range(5)]
     a, b = unit_vectors(5, first.dim, seed=1), unit_vectors(5, second.dim, seed=2)
-    name_a = store.ensure_encoder(first)
+    name_a = store.ensure_vector(vector_spec(first))
     store.upsert_chunks(chunks, a, name_a)
-    name_b = store.ensure_encoder(second)
+    name_b = store.ensure_vector(vector_spec(second))
     assert store.existing_ids([c.id for c in chunks], name_b) == set()
     assert store.existing_ids([c.id for c in chunks], name_a) == {c.id for c in chunks}
     store.upsert_chunks(chunks, b, name_b)

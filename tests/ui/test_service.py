@@ -11,6 +11,7 @@ from PIL import Image
 
 from mmrag.cli import build_parser
 from mmrag.config import Settings
+from mmrag.encoders.base import vector_spec
 from mmrag.errors import ConfigError, StoreError
 from mmrag.store import QdrantStore
 from mmrag.types import Chunk, Hit, chunk_id
@@ -59,7 +60,7 @@ def store_dir(tmp_path: Path) -> Path:
     chunks = [paper[3], paper[0], paper[4], paper[1], paper[2], *note]
     loc = tmp_path / "store"
     with QdrantStore.open(str(loc)) as store:
-        vec = store.ensure_encoder(enc)
+        vec = store.ensure_vector(vector_spec(enc))
         store.upsert_chunks(chunks, enc.encode_text([c.text or "" for c in chunks]), vec)
     return loc
 

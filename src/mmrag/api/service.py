@@ -4,7 +4,7 @@ The API process holds the store for its lifetime (an Edge store's directory lock
 CLI ``mmrag ingest`` into the same directory fails with StoreLockedError while it runs: ingest through
 ``POST /ingest`` instead). Concurrency inside the process:
 
-* the encoder's vector is created in the store at start-up (:meth:`QdrantStore.ensure_encoder`), so
+* the encoder's vector is created in the store at start-up (:meth:`QdrantStore.ensure_vector`), so
   no request ever triggers the shard copy-and-swap that adding a vector needs;
 * searches run concurrently with each other and with an ingest: Qdrant Edge's shard takes
   concurrent queries, upserts and ``optimize`` from several threads (checked by
@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from mmrag.api.config import ApiConfig, safe_name
 from mmrag.config import Settings
+from mmrag.encoders.base import vector_spec
 from mmrag.errors import ConfigError, MmragError, TenancyError
 from mmrag.ingest import IngestOptions, IngestRunner
 from mmrag.retriever import Retriever
@@ -92,7 +93,9 @@ class Service:
             spec = settings.model or self.store.default_spec or "lite"
             encoder = cached_encoder(spec, batch_size=settings.batch_size, threads=settings.threads)
         self.encoder = encoder
-        self.vector = self.store.ensure_encoder(encoder)  # before any request: no vector swap later
+        self.vector = self.store.ensure_vector(
+            vector_spec(encoder)
+        )  # before any request: no vector swap later
         if self.store.tenancy:
             self.store.enable_tenancy()  # persist the flag now that the store has a vector
         reranker = None

@@ -10,7 +10,15 @@ Spec strings:
 
 from __future__ import annotations
 
-from mmrag.encoders.base import DualEncoder, l2_normalize, vector_name
+from mmrag.encoders.base import DualEncoder, l2_normalize, vector_name, vector_spec
 from mmrag.encoders.factory import cached_encoder, load_encoder, set_threads
 
-__all__ = ["DualEncoder", "cached_encoder", "l2_normalize", "load_encoder", "set_threads", "vector_name"]
+__all__ = [
+    "DualEncoder",
+    "cached_encoder",
+    "l2_normalize",
+    "load_encoder",
+    "set_threads",
+    "vector_name",
+    "vector_spec",
+]

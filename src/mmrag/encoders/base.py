@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-import hashlib
-import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
+
+from mmrag.types import VectorSpec, vector_name
+
+__all__ = ["DualEncoder", "FloatArray", "l2_normalize", "vector_name", "vector_spec"]
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -55,19 +57,11 @@ def l2_normalize(x: npt.NDArray[Any]) -> FloatArray:
     return np.asarray(arr / np.maximum(norms, 1e-12), dtype=np.float32)
 
 
-_VECTOR_NAME_RE = re.compile(r"[^a-z0-9_.-]+")
-
-
-def vector_name(encoder_id: str) -> str:
-    """Qdrant vector name for an encoder id: lower-case, safe characters, bounded length.
+def vector_spec(encoder: DualEncoder) -> VectorSpec:
+    """The store-facing description of ``encoder``'s dense vector (name, dim, spec, id, aligned).
 
     Example:
-        >>> vector_name("openclip:ViT-B-32/openai")
-        'openclip-vit-b-32-openai'
+        >>> vector_spec(load_encoder("lite")).name        # doctest: +SKIP
+        'lite-untrained-v1'
     """
-    name = _VECTOR_NAME_RE.sub("-", encoder_id.lower()).strip("-") or "default"
-    if len(name) > 64:
-        # Keep distinct ids distinct: a cut tail is replaced by a hash of the whole id.
-        digest = hashlib.sha256(encoder_id.encode()).hexdigest()[:10]
-        name = f"{name[:53]}-{digest}"
-    return name
+    return VectorSpec.of(encoder.id, encoder.dim, encoder.spec, aligned=encoder.aligned)

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from mmrag.encoders.base import FloatArray, vector_spec
 from mmrag.eval.metrics import evaluate
 from mmrag.types import Chunk, Hit, chunk_id
 
@@ -60,15 +61,43 @@ def corpus_vectors(encoder: DualEncoder, ds: BeirDataset, cache: Path | None) ->
     return vecs
 
 
+class _Precomputed:
+    """``encoder`` answering ``encode_text`` with rows computed before (the on-disk vector cache),
+    for exactly the texts they belong to, in order: the corpus goes through the one write path
+    without being encoded again."""
+
+    def __init__(self, encoder: DualEncoder, texts: Sequence[str], vecs: np.ndarray[Any, Any]) -> None:
+        if len(texts) != len(vecs):
+            raise ValueError(f"{len(texts)} texts but {len(vecs)} cached vectors")
+        self.encoder = encoder
+        self.id, self.dim, self.spec, self.aligned = encoder.id, encoder.dim, encoder.spec, encoder.aligned
+        self._texts, self._vecs, self._next = list(texts), vecs, 0
+
+    def encode_text(self, texts: Sequence[str], *, batch_size: int | None = None) -> FloatArray:
+        start, end = self._next, self._next + len(texts)
+        if list(texts) != self._texts[start:end]:
+            raise ValueError("cached corpus vectors are served in corpus order only")
+        self._next = end
+        return np.asarray(self._vecs[start:end], dtype=np.float32)
+
+    def encode_image(self, images: Sequence[Any], *, batch_size: int | None = None) -> FloatArray:
+        return self.encoder.encode_image(images, batch_size=batch_size)
+
+    def describe(self) -> dict[str, Any]:
+        return self.encoder.describe()
+
+
 def index_corpus(store: QdrantStore, encoder: DualEncoder, ds: BeirDataset, cache: Path | None) -> int:
     """Write the corpus (dense + BM25) into ``store`` unless it already holds it; returns the count."""
+    from mmrag.ingest.indexing import embed_and_write  # the ingest package is only needed to write
+
     chunks = corpus_chunks(ds)
-    vector = store.ensure_encoder(encoder)
+    vector = store.ensure_vector(vector_spec(encoder))
     if store.count() >= len(chunks) and len(store.existing_ids([c.id for c in chunks[:50]], vector)) == 50:
         return store.count()
     vecs = corpus_vectors(encoder, ds, cache)
-    for start in range(0, len(chunks), 256):
-        store.upsert_chunks(chunks[start : start + 256], vecs[start : start + 256], vector)
+    cached = _Precomputed(encoder, [c.text or "" for c in chunks], vecs)
+    embed_and_write(cached, store, chunks, vector=vector, batch=256)
     store.optimize()
     return store.count()
 

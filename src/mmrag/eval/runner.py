@@ -12,16 +12,18 @@ import contextlib
 import logging
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from mmrag.encoders.base import DualEncoder, FloatArray
+from mmrag.encoders.base import DualEncoder, FloatArray, vector_spec
 from mmrag.eval.corpus import corpus_chunks
 from mmrag.eval.datasets import BeirDataset, ImageCaptionDataset
 from mmrag.eval.metrics import evaluate, first_rank, flickr_recall
 from mmrag.eval.reports import BeirEvalReport, ImageCaptionEvalReport
+from mmrag.ingest.indexing import embed_and_write
 from mmrag.retriever import Retriever
 from mmrag.store import QdrantStore
 from mmrag.types import Chunk, chunk_id
@@ -32,22 +34,39 @@ log = logging.getLogger(__name__)
 WRITE_BATCH = 256
 
 
+class _Recording:
+    """``encoder``, keeping every vector it returns in call order: the image-caption queries reuse
+    the vectors computed for indexing (same encoder, same inputs) instead of encoding twice."""
+
+    def __init__(self, encoder: DualEncoder) -> None:
+        self.encoder = encoder
+        self.id, self.dim, self.spec, self.aligned = encoder.id, encoder.dim, encoder.spec, encoder.aligned
+        self.texts: list[FloatArray] = []
+        self.images: list[FloatArray] = []
+
+    def encode_text(self, texts: Sequence[str], *, batch_size: int | None = None) -> FloatArray:
+        vecs = self.encoder.encode_text(texts, batch_size=batch_size)
+        self.texts.append(vecs)
+        return vecs
+
+    def encode_image(self, images: Sequence[Any], *, batch_size: int | None = None) -> FloatArray:
+        vecs = self.encoder.encode_image(images, batch_size=batch_size)
+        self.images.append(vecs)
+        return vecs
+
+    def describe(self) -> dict[str, Any]:
+        return self.encoder.describe()
+
+
 def _index(
-    store: QdrantStore,
-    encoder: DualEncoder,
-    chunks: Sequence[Chunk],
-    embed: Callable[[Sequence[Chunk]], FloatArray],
-    progress: bool,
-    desc: str,
+    store: QdrantStore, encoder: DualEncoder, chunks: Sequence[Chunk], progress: bool, desc: str
 ) -> None:
-    vector = store.ensure_encoder(encoder)
+    """Embed and write ``chunks`` through the one ingest path, then build the index."""
+    vector = store.ensure_vector(vector_spec(encoder))
     from tqdm import tqdm
 
     with tqdm(total=len(chunks), desc=desc, unit="chunk", disable=not progress, dynamic_ncols=True) as bar:
-        for start in range(0, len(chunks), WRITE_BATCH):
-            batch = chunks[start : start + WRITE_BATCH]
-            store.upsert_chunks(batch, embed(batch), vector)
-            bar.update(len(batch))
+        embed_and_write(encoder, store, chunks, vector=vector, on_batch=bar.update, batch=WRITE_BATCH)
     store.optimize()
 
 
@@ -80,9 +99,7 @@ def evaluate_beir(
     t0 = time.perf_counter()
     chunks = corpus_chunks(ds)
     with _store(store) as st:
-        _index(
-            st, encoder, chunks, lambda b: encoder.encode_text([c.text or "" for c in b]), progress, "index"
-        )
+        _index(st, encoder, chunks, progress, "index")
         t1 = time.perf_counter()
         qids = list(ds.qrels)
         retriever = Retriever(encoder, st, pool=max(100, k), hnsw_ef=hnsw_ef)
@@ -138,31 +155,17 @@ def evaluate_image_caption(
             )
             owners.append(i)
     with _store(store) as st:
-        image_vecs: dict[str, FloatArray] = {}
-
-        def embed_images(batch: Sequence[Chunk]) -> FloatArray:
-            vecs = encoder.encode_image([c.image or "" for c in batch])
-            for c, v in zip(batch, vecs, strict=True):
-                image_vecs[c.id] = v
-            return vecs
-
-        caption_vecs: list[FloatArray] = []
-
-        def embed_captions(batch: Sequence[Chunk]) -> FloatArray:
-            vecs = encoder.encode_text([c.text or "" for c in batch])
-            caption_vecs.append(vecs)
-            return vecs
-
-        _index(st, encoder, images, embed_images, progress, "index images")
-        _index(st, encoder, captions, embed_captions, progress, "index captions")
+        recorded = _Recording(encoder)
+        _index(st, recorded, images, progress, "index images")
+        _index(st, recorded, captions, progress, "index captions")
         t1 = time.perf_counter()
         retriever = Retriever(encoder, st, pool=10, hnsw_ef=hnsw_ef)
         # Queries reuse the vectors computed for indexing: same encoder, same inputs.
         t2i = retriever.search_vectors(
-            np.concatenate(caption_vecs), k=10, modality="image", filters=None, pool=10
+            np.concatenate(recorded.texts), k=10, modality="image", filters=None, pool=10
         )
         i2t = retriever.search_vectors(
-            np.stack([image_vecs[c.id] for c in images]), k=10, modality="text", filters=None, pool=10
+            np.concatenate(recorded.images), k=10, modality="text", filters=None, pool=10
         )
         t2i_ranks = [
             first_rank([str(h.chunk.metadata["image_idx"]) for h in hits], {str(owner)})

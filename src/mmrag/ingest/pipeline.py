@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from mmrag.encoders.base import DualEncoder
+from mmrag.encoders.base import DualEncoder, vector_spec
 from mmrag.errors import ConfigError, TenancyError
 from mmrag.ingest.chunking import ChunkingOptions
 from mmrag.ingest.files import FileResult, ledger_source, process_file, split_ledger_source
@@ -260,7 +260,7 @@ class IngestRunner:
         tenant = self.options.tenant
         if tenant is None and self.store.tenancy:
             raise TenancyError(f"store {self.store.location} is multi-tenant: ingest with a tenant")
-        vector = self.store.ensure_encoder(self.encoder)
+        vector = self.store.ensure_vector(vector_spec(self.encoder))
         summary.vector = vector
         t = time.perf_counter()
         summary.recovered = ledger.recover(self.store)

@@ -11,10 +11,11 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from mmrag.encoders.base import vector_spec
 from mmrag.errors import ConfigError
 from mmrag.retriever.fusion import FUSION_METHODS, FusionMethod, fuse
 from mmrag.store import Filters, QdrantStore, SearchOptions
@@ -25,8 +26,15 @@ if TYPE_CHECKING:
 
     from mmrag.encoders.base import DualEncoder
     from mmrag.retriever.base import Reranker
+    from mmrag.store import SparseVec
 
 log = logging.getLogger(__name__)
+
+
+class SparseEncoder(Protocol):
+    """Embeds a query for the store's sparse (BM25) vectors: the sparse peer of the dual encoder."""
+
+    def embed_query(self, text: str) -> SparseVec: ...
 
 
 def dense_hits(results: Sequence[Sequence[tuple[Chunk, float]]], k: int, vector: str) -> list[list[Hit]]:
@@ -78,6 +86,8 @@ class Retriever:
         sparse_pool: Candidates from the BM25 branch in hybrid mode (default ``pool``).
         reranker: A :class:`~mmrag.rerank.base.Reranker` (e.g. :class:`~mmrag.rerank.CrossEncoderReranker`).
         rerank: Default for text queries: rerank when a reranker is given (default ``True`` then).
+        sparse_encoder: Embeds BM25 queries (default: the store's ``sparse_encoder``, whose settings
+            match its documents).
 
     Example:
         >>> r = Retriever(load_encoder("lite"), QdrantStore.open(".mmrag"), hybrid=True)  # doctest: +SKIP
@@ -99,6 +109,7 @@ class Retriever:
         sparse_pool: int | None = None,
         reranker: Reranker | None = None,
         rerank: bool | None = None,
+        sparse_encoder: SparseEncoder | None = None,
     ) -> None:
         for name, value in (("pool", pool), ("dense_pool", dense_pool), ("sparse_pool", sparse_pool)):
             if value is not None and value < 1:
@@ -113,7 +124,7 @@ class Retriever:
         self.store = store
         self.pool = pool
         self.options = SearchOptions(hnsw_ef=hnsw_ef)
-        self.vector = vector or store.vector_for(encoder)
+        self.vector = vector or store.vector_for(vector_spec(encoder))
         self.fusion: FusionMethod = fusion
         self.rrf_k = rrf_k
         self.dense_pool = dense_pool
@@ -128,10 +139,19 @@ class Retriever:
             raise ConfigError("rerank=True needs a reranker (e.g. mmrag.rerank.CrossEncoderReranker)")
         self.hybrid = hybrid
         self.rerank = reranker is not None if rerank is None else rerank
+        # BM25 queries are embedded here, like dense ones: with the store's own settings by default,
+        # since they must match how the store weighted its documents.
+        self._sparse_encoder = sparse_encoder
         if not encoder.aligned:
             log.info(
                 "encoder %s has untrained image/text heads: cross-modal scores are not meaningful", encoder.id
             )
+
+    @property
+    def sparse_encoder(self) -> SparseEncoder:
+        if self._sparse_encoder is None:
+            self._sparse_encoder = self.store.sparse_encoder
+        return self._sparse_encoder
 
     @property
     def capabilities(self) -> dict[str, bool]:
@@ -262,7 +282,10 @@ class Retriever:
             )
             t2 = time.perf_counter()
             sparse = self.store.search_sparse(
-                queries, max(k, self.sparse_pool or size), modality=modality, filters=filters
+                [self.sparse_encoder.embed_query(q) for q in queries],
+                max(k, self.sparse_pool or size),
+                modality=modality,
+                filters=filters,
             )
             t3 = time.perf_counter()
             first = [self._fuse(d, s) for d, s in zip(dense, sparse, strict=True)]

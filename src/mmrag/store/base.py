@@ -61,6 +61,10 @@ class Backend(Protocol):
 
     location: str
 
+    @property
+    def supports_async(self) -> bool:
+        """True when asearch awaits a native async client (a server); Edge runs search in a thread."""
+
     def vector_dims(self) -> dict[str, int]: ...
     def add_vector(self, name: str, dim: int) -> None: ...
     def upsert(self, points: Sequence[StoredPoint]) -> None: ...
@@ -71,6 +75,14 @@ class Backend(Protocol):
         self, name: str, queries: Sequence[SparseVec], limit: int, filters: Filters | None
     ) -> list[list[StoredRecord]]: ...
     def search(
+        self,
+        name: str,
+        queries: npt.NDArray[np.float32],
+        limit: int,
+        filters: Filters | None,
+        options: SearchOptions,
+    ) -> list[list[StoredRecord]]: ...
+    async def asearch(
         self,
         name: str,
         queries: npt.NDArray[np.float32],

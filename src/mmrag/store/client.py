@@ -7,6 +7,7 @@ and swaps the alias atomically; searches never see a half-copied collection.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import warnings
 from collections.abc import Mapping, Sequence
@@ -97,6 +98,10 @@ class ClientBackend:
             self.async_client = qc.AsyncQdrantClient(url=url, api_key=api_key, timeout=30)
         self._dims: dict[str, int] | None = None
         self._sparse: set[str] | None = None
+
+    @property
+    def supports_async(self) -> bool:
+        return self.async_client is not None
 
     def close(self) -> None:
         self.client.close()
@@ -253,9 +258,10 @@ class ClientBackend:
         filters: Filters | None,
         options: SearchOptions,
     ) -> list[list[StoredRecord]]:
-        """:meth:`search` through the async client (awaits the network, no thread)."""
+        """:meth:`search` through the async client (awaits the network, no thread); local
+        ``:memory:`` mode has none, so there it runs the blocking search in a worker thread."""
         if self.async_client is None:
-            raise StoreError(f"{self.location} has no async client (local ':memory:' mode)")
+            return await asyncio.to_thread(self.search, name, queries, limit, filters, options)
         coll = self._need()
         responses = await self.async_client.query_batch_points(
             coll, requests=self._requests(name, queries, limit, filters, options)

@@ -12,6 +12,7 @@ atomic rename: a crash before the switch leaves the old shard in use, after it t
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import json
 import logging
@@ -81,6 +82,8 @@ class EdgeBackend:
             HNSW; ``None`` keeps Qdrant's default (below it, search is an exact scan). Fixed when
             the shard is created (recorded in ``store.json``).
     """
+
+    supports_async = False  # Edge has no async API: asearch runs the blocking search in a thread
 
     def __init__(self, directory: str | Path, *, indexing_threshold_kb: int | None = None) -> None:
         self.root = Path(directory).expanduser()
@@ -284,6 +287,17 @@ class EdgeBackend:
         ]
         results = shard.query_batch(qe.QueryBatchRequest(reqs)) if len(reqs) > 1 else [shard.query(reqs[0])]
         return [[record_from_point(p, float(p.score)) for p in res] for res in results]
+
+    async def asearch(
+        self,
+        name: str,
+        queries: npt.NDArray[np.float32],
+        limit: int,
+        filters: Filters | None,
+        options: SearchOptions,
+    ) -> list[list[StoredRecord]]:
+        """:meth:`search` in a worker thread, so an event loop never blocks on the shard."""
+        return await asyncio.to_thread(self.search, name, queries, limit, filters, options)
 
     def retrieve(self, ids: Sequence[str], with_vectors: bool | list[str] = False) -> list[StoredRecord]:
         if self._shard is None or not ids:

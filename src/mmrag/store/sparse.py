@@ -15,6 +15,7 @@ from typing import Any
 from mmrag._lazy import require
 from mmrag.errors import ConfigError
 from mmrag.store.base import SparseVec
+from mmrag.types import Chunk
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,3 +79,11 @@ class Bm25Encoder:
     def embed_query(self, text: str) -> SparseVec:
         v = self._model.embed_query(text)
         return SparseVec(list(v.indices), list(v.values))
+
+
+def document_vectors(encoder: Bm25Encoder, chunks: Sequence[Chunk]) -> dict[str, SparseVec]:
+    """BM25 vectors of the chunks that have text (an image's caption / alt / OCR text), by chunk id;
+    a text of only stop words gets none (Qdrant rejects empty sparse vectors)."""
+    with_text = [c for c in chunks if c.text and c.text.strip()]
+    vecs = encoder.embed_documents([c.text or "" for c in with_text])
+    return {c.id: v for c, v in zip(with_text, vecs, strict=True) if v.indices}

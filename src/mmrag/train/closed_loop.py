@@ -35,10 +35,12 @@ import numpy.typing as npt
 import torch
 
 from mmrag.encoders import load_encoder
+from mmrag.encoders.base import vector_spec
 from mmrag.encoders.openclip import OpenClipEncoder
 from mmrag.errors import ConfigError, StoreError
 from mmrag.eval.datasets import ImageCaptionDataset
 from mmrag.eval.metrics import first_rank, flickr_recall
+from mmrag.ingest.indexing import embed_and_write
 from mmrag.store import QdrantStore
 from mmrag.train.features import FeatureCache, tower_key
 from mmrag.train.lite import check_lite
@@ -180,12 +182,9 @@ def reembed(
         if not items:
             return
         chunks = [c for c, _ in items]
-        if modality == "text":
-            vecs = encoder.encode_text([c.text or "" for c in chunks])
-        else:
-            vecs = encoder.encode_image([img for _, img in items])
-        store.upsert_chunks(chunks, vecs, vector)
-        done += len(chunks)
+        # Image chunks carry what to embed (the file, or a figure decoded again from its PDF).
+        images = {c.id: img for c, img in items} if modality == "image" else None
+        done += embed_and_write(encoder, store, chunks, vector=vector, images=images, batch=batch)
         bar.update(len(chunks))
         pending[modality] = []
 
@@ -277,7 +276,7 @@ def closed_loop(
     if not isinstance(old_enc, OpenClipEncoder):
         raise ConfigError(f"the closed loop trains lite-family encoders; {spec!r} is not one")
     check_lite(old_enc)
-    old_vector = store.vector_for(old_enc)
+    old_vector = store.vector_for(vector_spec(old_enc))
     dev_ds = ImageCaptionDataset.load(root, dev_split)
     old_metrics = store_recall(store, old_vector, old_enc, dev_ds)
     log.info("old vector %s on %s: %s", old_vector, dev_split, old_metrics)
@@ -318,7 +317,7 @@ def closed_loop(
     )
     trained = load_encoder(str(out))  # what users will load, not the in-memory copy
     assert isinstance(trained, OpenClipEncoder)
-    new_vector = store.ensure_encoder(trained)
+    new_vector = store.ensure_vector(vector_spec(trained))
     if new_vector == old_vector:
         raise ConfigError(
             f"the trained encoder has the same id as the old one ({trained.id}); nothing to compare"
