@@ -121,7 +121,8 @@ def store_recall(
     store: QdrantStore, vector: str, encoder: OpenClipEncoder, ds: ImageCaptionDataset
 ) -> dict[str, Any]:
     """Text→image Recall@1/5/10 through the store: dev captions as queries, their image the one relevant
-    point; captions whose image the store does not hold are left out (and counted)."""
+    point; captions whose image the store does not hold are left out (and counted). The recall is
+    :func:`mmrag.eval.metrics.flickr_recall`, the one ``mmrag eval`` and the trainer use."""
     held = _store_images(store)
     queries: list[str] = []
     targets: list[str] = []

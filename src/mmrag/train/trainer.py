@@ -156,7 +156,8 @@ def caption_recall(
     """Flickr-protocol recall from normalised embeddings: caption ``n`` belongs to image ``owners[n]``.
 
     text→image: each caption a query, its image the one relevant item; image→text: each image a query,
-    a hit when any of its captions is in the top k.
+    a hit when any of its captions is in the top k. Ranks come from exact search over the embeddings;
+    the recall itself is :func:`mmrag.eval.metrics.flickr_recall`, as in ``mmrag eval`` and the closed loop.
     """
     sim = texts @ images.T  # (captions, images)
     correct = sim[np.arange(len(texts)), owners]
