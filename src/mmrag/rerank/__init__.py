@@ -1,8 +1,9 @@
 """Second-stage reranking (inference only): a cross-encoder over the first-stage pool, fused with the
 first-stage scores.
 
-:class:`CrossEncoderReranker` implements :class:`mmrag.retriever.base.Reranker` structurally; this
-package imports neither the store nor the retriever. Training lives in :mod:`mmrag.train.reranker`.
+:class:`CrossEncoderReranker` implements the retriever's ``Reranker`` protocol (``retriever/base.py``)
+structurally: this package imports neither the store nor the retriever. Training lives in
+``train/reranker.py``.
 """
 
 from mmrag.rerank.cross_encoder import CrossEncoderReranker
