@@ -79,8 +79,8 @@ def load_corpus(
 ) -> tuple[Corpus, list[str], list[str], dict[str, dict[str, int]]]:
     """Corpus chunks + vectors, val query ids, their texts and qrels."""
 
-    from mmrag.eval.runner import corpus_chunks
-    from mmrag.rerank.beir import corpus_vectors, scifact_val_slice
+    from mmrag.eval.corpus import corpus_chunks, corpus_vectors
+    from mmrag.eval.datasets import scifact_val_slice
 
     ds, qids = scifact_val_slice(DATA, args.queries, args.docs)
     chunks = corpus_chunks(ds)

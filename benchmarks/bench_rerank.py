@@ -130,9 +130,10 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     from mmrag.encoders import load_encoder
+    from mmrag.eval.corpus import index_corpus, ranking_metrics
+    from mmrag.eval.datasets import scifact_val_slice
     from mmrag.eval.metrics import evaluate
     from mmrag.rerank import CrossEncoderReranker
-    from mmrag.rerank.beir import index_corpus, ranking_metrics, scifact_val_slice
     from mmrag.rerank.fusion import ScoreFusion, learn_weight
     from mmrag.retriever import Retriever
     from mmrag.store import QdrantStore

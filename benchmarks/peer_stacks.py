@@ -61,7 +61,7 @@ def mmrag_system(name: str, encoder: Any, corpus: Corpus, reranker: Any, pool: i
 
         vector = store.ensure_vector(vector_spec(encoder))
         t0 = time.perf_counter()
-        for start in range(0, len(corpus.chunks), 256):  # as mmrag.rerank.beir.index_corpus writes
+        for start in range(0, len(corpus.chunks), 256):  # as mmrag.eval.corpus.index_corpus writes
             store.upsert_chunks(
                 corpus.chunks[start : start + 256], corpus.vectors[start : start + 256], vector
             )

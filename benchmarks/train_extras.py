@@ -19,6 +19,7 @@ import json
 import os
 import tempfile
 import time
+from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,7 @@ KEYS = (
 )
 
 
-def _metrics(m: dict[str, Any]) -> dict[str, float]:
+def _metrics(m: Mapping[str, Any]) -> dict[str, float]:
     return {k: round(float(m[k]), 4) for k in (*KEYS, "text_ndcg@10", "text_ndcg@10_unseen_docs") if k in m}
 
 
@@ -70,10 +71,10 @@ def joint(args: argparse.Namespace) -> dict[str, Any]:
         rows.append(
             {
                 "run": name,
-                "before": _metrics(rep["dev_before"]),
-                "best": _metrics(rep["dev_best"]),
-                "best_epoch": rep["best_epoch"],
-                "train_seconds": rep["train_seconds"],
+                "before": _metrics(rep.dev_before),
+                "best": _metrics(rep.dev_best),
+                "best_epoch": rep.best_epoch,
+                "train_seconds": rep.train_seconds,
             }
         )
         print(json.dumps(rows[-1]), flush=True)
@@ -101,15 +102,16 @@ def unfreeze(args: argparse.Namespace) -> dict[str, Any]:
         rep = train_image_caption(
             DATA / "flickr8k", Path(tmp) / "ckpt", cfg, base=args.base, cache_dir=args.cache, limit=args.limit
         )
+    assert rep.stage1 is not None  # unfreeze_blocks >= 1: a heads-only stage ran first
     return {
         "base": args.base,
         "blocks": args.blocks,
-        "heads_only": _metrics(rep["stage1"]["dev_best"]),
-        "unfrozen": _metrics(rep["dev_best"]),
-        "stage2_best_epoch": rep["best_epoch"],
-        "train_seconds": rep["train_seconds"],
-        "feature_cache": rep["feature_cache"],
-        "wall_seconds": rep["wall_seconds"],
+        "heads_only": _metrics(rep.stage1.dev_best),
+        "unfrozen": _metrics(rep.heads.dev_best),
+        "stage2_best_epoch": rep.heads.best_epoch,
+        "train_seconds": rep.heads.train_seconds,
+        "feature_cache": dict(rep.feature_cache),
+        "wall_seconds": rep.wall_seconds,
     }
 
 
@@ -150,8 +152,8 @@ def loop(args: argparse.Namespace) -> dict[str, Any]:
         "start_checkpoint": "default recipe" if not args.start else str(args.start),
         "lr": args.loop_lr,
         "ingest_seconds": ingest_seconds,
-        **rep["closed_loop"],
-        "wall_seconds": rep["wall_seconds"],
+        **rep.closed_loop.to_dict(),
+        "wall_seconds": rep.wall_seconds,
     }
 
 

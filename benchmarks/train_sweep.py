@@ -63,11 +63,11 @@ def main() -> None:
         report = train_heads(encoder, train, dev, cfg, progress=False)
         row = {
             **run,
-            "best_epoch": report["best_epoch"],
-            "epochs_run": report["epochs_run"],
-            "train_seconds": report["train_seconds"],
-            "train_loss": report["dev_best"]["loss"],
-            **{k: v for k, v in report["dev_best"].items() if "recall" in k or k == "rsum"},
+            "best_epoch": report.best_epoch,
+            "epochs_run": report.epochs_run,
+            "train_seconds": report.train_seconds,
+            "train_loss": report.dev_best["loss"],
+            **{k: v for k, v in report.dev_best.items() if "recall" in k or k == "rsum"},
         }
         results.append(row)
         print(json.dumps(row), flush=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import doctest
 import math
 
+import numpy as np
 import pytest
 
 from mmrag.eval import metrics
@@ -139,3 +140,34 @@ def test_matches_pytrec_eval_when_installed() -> None:
 def test_docstring_examples() -> None:
     failures, _ = doctest.testmod(metrics)
     assert failures == 0
+
+
+def test_flickr_recall_is_recall_and_success_from_ranks() -> None:
+    """The one image-caption recall agrees exactly with the qrels/run metrics it replaces."""
+    rng = np.random.default_rng(1)
+    owners = np.repeat(np.arange(12), 3)
+    ranked_images = [[str(j) for j in rng.permutation(12)[:10]] for _ in owners]
+    caption_ids = [f"c{n}" for n in range(len(owners))]
+    ranked_captions = [[caption_ids[j] for j in rng.permutation(len(owners))[:10]] for _ in range(12)]
+    own = [{caption_ids[n] for n in np.flatnonzero(owners == i)} for i in range(12)]
+    t2i = [metrics.first_rank(r, {str(o)}) for r, o in zip(ranked_images, owners, strict=True)]
+    i2t = [metrics.first_rank(r, own[i]) for i, r in enumerate(ranked_captions)]
+    got = metrics.flickr_recall(t2i, i2t)
+    t2i_qrels = {str(n): {str(o): 1} for n, o in enumerate(owners)}
+    i2t_qrels = {str(i): dict.fromkeys(own[i], 1) for i in range(12)}
+    for k in (1, 5, 10):
+        t2i_run = {str(n): r for n, r in enumerate(ranked_images)}
+        assert got[f"t2i_recall@{k}"] == recall_at_k(t2i_qrels, t2i_run, k)
+        assert got[f"i2t_recall@{k}"] == metrics.success_at_k(
+            i2t_qrels, {str(i): r for i, r in enumerate(ranked_captions)}, k
+        )
+    assert list(got) == [f"{d}_recall@{k}" for k in (1, 5, 10) for d in ("t2i", "i2t")] + ["rsum"]
+    assert got["rsum"] == 100 * sum(v for key, v in got.items() if key != "rsum")
+    only_t2i = metrics.flickr_recall(t2i)
+    assert list(only_t2i) == ["t2i_recall@1", "t2i_recall@5", "t2i_recall@10", "rsum"]
+    assert metrics.first_rank(["a", "b"], {"z"}) == metrics.NOT_FOUND
+    assert metrics.flickr_recall([metrics.NOT_FOUND], ks=(10,))["t2i_recall@10"] == 0.0
+    with pytest.raises(ValueError):
+        metrics.flickr_recall([])
+    with pytest.raises(ValueError):
+        metrics.flickr_recall([0], ks=(0,))

@@ -39,4 +39,4 @@ def test_image_caption_eval_matches_exact_recall(tmp_path: Path, data_dir: Path)
     owners = np.repeat(np.arange(len(ds.images)), [len(c) for c in ds.captions])
     want = caption_recall(enc.encode_text(captions), enc.encode_image(list(ds.images)), owners)
     for key in ("t2i_recall@1", "t2i_recall@5", "i2t_recall@1", "i2t_recall@5"):
-        assert report["metrics"][key] == pytest.approx(want[key]), key
+        assert report.metrics[key] == pytest.approx(want[key]), key

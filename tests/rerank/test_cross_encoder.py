@@ -168,7 +168,7 @@ def test_loads_any_hf_cross_encoder_folder(tmp_path: Path) -> None:
 def test_listwise_training_lowers_the_loss(tmp_path: Path) -> None:
     import torch
 
-    from mmrag.rerank.train import Group, RerankTrainConfig, fit, listwise_loss
+    from mmrag.train.reranker import Group, RerankTrainConfig, fit, listwise_loss
 
     uniform = listwise_loss(torch.zeros(2, 4))
     assert float(uniform) == pytest.approx(np.log(4))
@@ -177,4 +177,4 @@ def test_listwise_training_lowers_the_loss(tmp_path: Path) -> None:
     groups = [Group(QUERY, (DOCS[0], DOCS[1], DOCS[2])), Group("stock market", (DOCS[1], DOCS[0], DOCS[3]))]
     cfg = RerankTrainConfig(batch_groups=2, epochs=20, lr=1e-3, head_lr=1e-2, freeze_layers=0, warmup=0.0)
     stats = fit(r, groups, cfg)
-    assert stats["steps"] == 20 and stats["loss_last10"] < 0.5 * stats["loss_first10"]
+    assert stats.steps == 20 and stats.loss_last10 < 0.5 * stats.loss_first10

@@ -78,7 +78,7 @@ def test_closed_loop_adds_a_vector_and_decides_by_the_numbers(tmp_path: Path, da
             cache_dir=tmp_path / "cache",
             progress=False,
         )
-        loop = report["closed_loop"]
+        loop = report.closed_loop.to_dict()
         assert loop["old_vector"] == old_default and loop["new_vector"] != old_default
         assert set(store.vectors) == {loop["old_vector"], loop["new_vector"]}
         assert store.count() == before  # re-embedding adds a vector, never points

@@ -44,8 +44,9 @@ def test_unfreeze_run_trains_only_the_top_and_keeps_batchnorm(tmp_path: Path, da
     report = train_image_caption(
         data_dir / "flickr8k", tmp_path / "ckpt", cfg, limit=24, cache_dir=tmp_path / "cache", progress=False
     )
-    assert "stage1" in report and report["config"]["unfreeze_blocks"] == 1
-    assert report["feature_cache"]["misses"] == 4  # block inputs + captions, train and dev
+    assert report.stage1 is not None and report.heads.config["unfreeze_blocks"] == 1
+    assert "stage1" in report.to_dict() and "config" not in report.to_dict()["stage1"]
+    assert report.feature_cache["misses"] == 4  # block inputs + captions, train and dev
     trained = load_encoder(str(tmp_path / "ckpt")).model.visual.trunk.state_dict()
     last = f"blocks.{len(base.model.visual.trunk.blocks) - 1}."
     for key, before in trunk0.items():

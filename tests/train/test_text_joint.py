@@ -80,6 +80,6 @@ def test_joint_run_reports_both_sides(tmp_path: Path) -> None:
     before = torch.clone(enc.model.text.proj.weight.detach())
     cfg = TrainConfig(epochs=2, patience=2, batch_size=8, lock_text=False)
     report = train_heads(enc, pairs, pairs, cfg, text_triplets=tt, text_dev=dev, progress=False)
-    assert all("text_ndcg@10" in h for h in report["history"])
-    assert "text_ndcg@10" in report["dev_before"]
+    assert all("text_ndcg@10" in h for h in report.history)
+    assert "text_ndcg@10" in report.dev_before
     assert not torch.equal(before, enc.model.text.proj.weight.detach())  # the text head did train

@@ -94,8 +94,10 @@ def test_tiny_training_run_writes_a_loadable_aligned_checkpoint(tmp_path: Path, 
     report = train_image_caption(
         data_dir / "flickr8k", out, cfg, cache_dir=tmp_path / "cache", limit=40, progress=False
     )
-    assert report["epochs_run"] == 3 and 1 <= report["best_epoch"] <= 3
-    assert report["train"] == {"images": 40, "captions": 200}
+    assert report.heads.epochs_run == 3 and 1 <= report.heads.best_epoch <= 3
+    assert report.heads.train == {"images": 40, "captions": 200}
+    saved = json.loads((out / "training_report.json").read_text())
+    assert saved == json.loads(json.dumps(report.to_dict()))  # the file is the report's JSON
     assert (out / "training_report.json").exists() and (out / "learning_curve.png").stat().st_size > 1000
     assert json.loads((out / "mmrag.json").read_text())["aligned"] is True
     enc = load_encoder(str(out))
@@ -114,10 +116,10 @@ def test_tiny_training_run_writes_a_loadable_aligned_checkpoint(tmp_path: Path, 
     i = enc.encode_image(list(ds.images))
     owners = np.repeat(np.arange(40), 5)
     assert caption_recall(t, i, owners)["t2i_recall@10"] == pytest.approx(
-        report["dev_best"]["t2i_recall@10"], abs=1e-3
+        report.heads.dev_best["t2i_recall@10"], abs=1e-3
     )
     # Rerun: the features come from the cache.
     again = train_image_caption(
         data_dir / "flickr8k", tmp_path / "ckpt2", cfg, cache_dir=tmp_path / "cache", limit=40, progress=False
     )
-    assert again["feature_cache"]["misses"] == 0 and again["feature_cache"]["hits"] == 4
+    assert again.feature_cache["misses"] == 0 and again.feature_cache["hits"] == 4

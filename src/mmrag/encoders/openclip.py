@@ -174,10 +174,22 @@ class OpenClipEncoder:
             tensors.append(self.preprocess(img))
         return torch.stack(tensors)  # type: ignore[no-any-return]
 
-    def _batches(
-        self, images: Sequence[Image.Image | str | Path], bs: int
+    def image_batches(
+        self, images: Sequence[Image.Image | str | Path], batch_size: int
     ) -> Iterator[tuple[int, torch.Tensor]]:
-        """Decode and preprocess the next batch on a worker thread while the model runs."""
+        """Preprocessed image batches as ``(start index, (n, 3, H, W) tensor)``, in input order.
+
+        The next batch is decoded and preprocessed on a worker thread while the caller runs the
+        model on this one; :meth:`encode_image` and the training feature extractors share it.
+
+        Args:
+            images: PIL images or paths.
+            batch_size: Images per batch (the last one may be shorter).
+
+        Raises:
+            EncoderError: If an image file cannot be read.
+        """
+        bs = batch_size
         starts = list(range(0, len(images), bs))
         if not starts:
             return
@@ -198,7 +210,7 @@ class OpenClipEncoder:
         bs = batch_size or self.batch_size
         out = np.zeros((len(images), self.dim), dtype=np.float32)
         with self._lock, torch.inference_mode():
-            for start, batch in self._batches(images, bs):
+            for start, batch in self.image_batches(images, bs):
                 out[start : start + len(batch)] = self.model.encode_image(batch).float().numpy()
         return l2_normalize(out)
 

@@ -17,13 +17,14 @@ Image-caption layout (Flickr8k, skimage_clip8)::
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from mmrag.errors import DatasetError
+from mmrag.eval._readers import read_jsonl as _read_jsonl
+from mmrag.eval._readers import str_field as _str_field
 
 __all__ = [
     "BEIR_LAYOUT",
@@ -32,6 +33,7 @@ __all__ = [
     "ImageCaptionDataset",
     "detect_layout",
     "scifact_val_query_ids",
+    "scifact_val_slice",
 ]
 
 BEIR_LAYOUT = (
@@ -42,41 +44,6 @@ IMAGE_CAPTION_LAYOUT = (
     "image-caption layout: captions.jsonl with {'image', 'split' (optional), 'captions': [...]} rows "
     "and the image files under images/"
 )
-
-
-def _read_jsonl(path: Path, layout: str) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Yield ``(line number, object)`` for each non-blank line of a JSON-lines file."""
-    if not path.is_file():
-        raise DatasetError(f"{path} not found; expected the {layout}")
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DatasetError(
-                    f"{path}:{lineno}: not valid JSON ({exc.msg}); "
-                    f"expected one JSON object a line in the {layout}"
-                ) from exc
-            if not isinstance(row, dict):
-                raise DatasetError(
-                    f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}; see the {layout}"
-                )
-            yield lineno, row
-
-
-def _str_field(row: Mapping[str, Any], key: str, where: str, layout: str, *, required: bool = True) -> str:
-    value = row.get(key)
-    if value is None and not required:
-        return ""
-    if isinstance(value, int) and not isinstance(value, bool) and key == "_id":
-        # Some BEIR exports write numeric ids; qrels are read as text, so ids must be text too.
-        return str(value)
-    if not isinstance(value, str):
-        found = "missing" if value is None else f"a {type(value).__name__}"
-        raise DatasetError(f"{where}: field {key!r} is {found}, expected a string; see the {layout}")
-    return value
 
 
 def _read_qrels(path: Path) -> dict[str, dict[str, int]]:
@@ -404,3 +371,20 @@ def scifact_val_query_ids(triplets_file: Path, queries_file: Path | None = None)
                 )
             ids.add(by_text[text.strip()])
     return ids
+
+
+def scifact_val_slice(
+    data: Path, queries: int | None = None, docs: int | None = None
+) -> tuple[BeirDataset, list[str]]:
+    """SciFact train with the ids of its held-out val-fold queries (the first ``queries`` of them).
+
+    ``data`` is the shared data root (``scifact/`` and ``triplets/``). ``docs`` (smoke runs): keep
+    only the first N corpus docs plus the relevant docs of those queries.
+    """
+    ds = BeirDataset.load(data / "scifact", "train")
+    val = scifact_val_query_ids(data / "triplets" / "scifact_train_triplets.jsonl") or set()
+    qids = sorted(q for q in val if q in ds.queries)[:queries]
+    if docs:
+        keep = set(list(ds.corpus)[:docs]) | {d for q in qids for d in ds.qrels[q]}
+        ds = type(ds)(ds.root, {d: v for d, v in ds.corpus.items() if d in keep}, ds.queries, ds.qrels)
+    return ds, qids

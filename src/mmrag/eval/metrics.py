@@ -24,7 +24,7 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 
 Qrels = Mapping[str, Mapping[str, int]]
 """Query id -> {doc id: graded relevance}; only relevance > 0 counts as relevant."""
@@ -32,7 +32,21 @@ Qrels = Mapping[str, Mapping[str, int]]
 Run = Mapping[str, Sequence[str]]
 """Query id -> ranked doc ids, best first."""
 
-__all__ = ["Qrels", "Run", "evaluate", "mrr", "ndcg_at_k", "recall_at_k"]
+__all__ = [
+    "NOT_FOUND",
+    "Qrels",
+    "Run",
+    "evaluate",
+    "first_rank",
+    "flickr_recall",
+    "mrr",
+    "ndcg_at_k",
+    "recall_at_k",
+    "success_at_k",
+]
+
+NOT_FOUND = 2**31 - 1
+"""Rank given to a relevant item that a ranked list does not hold: past every cut-off."""
 
 
 def _check_k(k: int) -> None:
@@ -213,4 +227,60 @@ def evaluate(qrels: Qrels, run: Run, ks: Sequence[int] = (1, 5, 10)) -> dict[str
         out[f"ndcg@{k}"] = ndcg_at_k(qrels, run, k)
         out[f"recall@{k}"] = recall_at_k(qrels, run, k)
     out["mrr"] = mrr(qrels, run)
+    return out
+
+
+def first_rank(ranked: Sequence[str], relevant: Collection[str]) -> int:
+    """0-based position of the first relevant id in ``ranked``; :data:`NOT_FOUND` when there is none.
+
+    Example:
+        >>> first_rank(["x", "b", "a"], {"a", "b"})
+        1
+    """
+    for rank, doc in enumerate(ranked):
+        if doc in relevant:
+            return rank
+    return NOT_FOUND
+
+
+def flickr_recall(
+    t2i_ranks: Sequence[int], i2t_ranks: Sequence[int] | None = None, ks: Sequence[int] = (1, 5, 10)
+) -> dict[str, float]:
+    """Flickr-protocol text→image (and image→text) Recall@k from 0-based ranks, plus ``rsum``.
+
+    The one recall of image-caption retrieval: the trainer (exact search over embeddings), the
+    closed loop (through the store) and ``mmrag eval`` all reduce their rankings to ranks and call
+    this, so their numbers agree by construction.
+
+    Args:
+        t2i_ranks: For each caption (query), the rank of its one image (:data:`NOT_FOUND` if absent).
+        i2t_ranks: For each image (query), the best rank of any of its captions: an image scores at
+            ``k`` when any of its captions is in the top ``k``. ``None``: text→image only.
+        ks: Cut-offs.
+
+    Returns:
+        ``t2i_recall@k`` (and ``i2t_recall@k``) for each ``k`` in that order, then
+        ``rsum`` = 100 × the sum of those recalls.
+
+    Raises:
+        ValueError: If a ``k < 1`` or a list of ranks is empty.
+
+    Example:
+        >>> flickr_recall([0, 3, 12], [1, 0], ks=(5,))
+        {'t2i_recall@5': 0.6666666666666666, 'i2t_recall@5': 1.0, 'rsum': 166.66666666666666}
+    """
+    for k in ks:
+        _check_k(k)
+    if len(t2i_ranks) == 0 or (i2t_ranks is not None and len(i2t_ranks) == 0):
+        raise ValueError("recall needs at least one query: the list of ranks is empty")
+
+    def share(ranks: Sequence[int], k: int) -> float:
+        return sum(1 for r in ranks if r < k) / len(ranks)
+
+    out: dict[str, float] = {}
+    for k in ks:
+        out[f"t2i_recall@{k}"] = share(t2i_ranks, k)
+        if i2t_ranks is not None:
+            out[f"i2t_recall@{k}"] = share(i2t_ranks, k)
+    out["rsum"] = 100 * sum(out.values())
     return out

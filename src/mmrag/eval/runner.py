@@ -12,39 +12,61 @@ import contextlib
 import logging
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from mmrag.encoders.base import DualEncoder, FloatArray, vector_spec
+from mmrag.eval.corpus import corpus_chunks
 from mmrag.eval.datasets import BeirDataset, ImageCaptionDataset
-from mmrag.eval.metrics import evaluate, recall_at_k, success_at_k
+from mmrag.eval.metrics import evaluate, first_rank, flickr_recall
+from mmrag.eval.reports import BeirEvalReport, ImageCaptionEvalReport
+from mmrag.ingest.indexing import embed_and_write
 from mmrag.retriever import Retriever
 from mmrag.store import QdrantStore
 from mmrag.types import Chunk, chunk_id
+
+__all__ = ["corpus_chunks", "evaluate_beir", "evaluate_image_caption", "load_for_eval"]
 
 log = logging.getLogger(__name__)
 WRITE_BATCH = 256
 
 
+class _Recording:
+    """``encoder``, keeping every vector it returns in call order: the image-caption queries reuse
+    the vectors computed for indexing (same encoder, same inputs) instead of encoding twice."""
+
+    def __init__(self, encoder: DualEncoder) -> None:
+        self.encoder = encoder
+        self.id, self.dim, self.spec, self.aligned = encoder.id, encoder.dim, encoder.spec, encoder.aligned
+        self.texts: list[FloatArray] = []
+        self.images: list[FloatArray] = []
+
+    def encode_text(self, texts: Sequence[str], *, batch_size: int | None = None) -> FloatArray:
+        vecs = self.encoder.encode_text(texts, batch_size=batch_size)
+        self.texts.append(vecs)
+        return vecs
+
+    def encode_image(self, images: Sequence[Any], *, batch_size: int | None = None) -> FloatArray:
+        vecs = self.encoder.encode_image(images, batch_size=batch_size)
+        self.images.append(vecs)
+        return vecs
+
+    def describe(self) -> dict[str, Any]:
+        return self.encoder.describe()
+
+
 def _index(
-    store: QdrantStore,
-    encoder: DualEncoder,
-    chunks: Sequence[Chunk],
-    embed: Callable[[Sequence[Chunk]], FloatArray],
-    progress: bool,
-    desc: str,
+    store: QdrantStore, encoder: DualEncoder, chunks: Sequence[Chunk], progress: bool, desc: str
 ) -> None:
+    """Embed and write ``chunks`` through the one ingest path, then build the index."""
     vector = store.ensure_vector(vector_spec(encoder))
     from tqdm import tqdm
 
     with tqdm(total=len(chunks), desc=desc, unit="chunk", disable=not progress, dynamic_ncols=True) as bar:
-        for start in range(0, len(chunks), WRITE_BATCH):
-            batch = chunks[start : start + WRITE_BATCH]
-            store.upsert_chunks(batch, embed(batch), vector)
-            bar.update(len(batch))
+        embed_and_write(encoder, store, chunks, vector=vector, on_batch=bar.update, batch=WRITE_BATCH)
     store.optimize()
 
 
@@ -57,21 +79,6 @@ def _store(location: str | None) -> Iterator[QdrantStore]:
             yield st
 
 
-def corpus_chunks(ds: BeirDataset) -> list[Chunk]:
-    """One text chunk per corpus document (title + text), ids as ``mmrag eval`` makes them."""
-    return [
-        Chunk(
-            id=chunk_id(f"beir:{ds.root.name}", ds.doc_text(d), d),
-            modality="text",
-            source=f"{ds.root.name}/{d}",
-            text=ds.doc_text(d) or d,
-            image=None,
-            metadata={"doc_id": d},
-        )
-        for d in ds.corpus
-    ]
-
-
 def evaluate_beir(
     encoder: DualEncoder,
     ds: BeirDataset,
@@ -80,7 +87,7 @@ def evaluate_beir(
     k: int = 10,
     progress: bool = True,
     hnsw_ef: int | None = None,
-) -> dict[str, Any]:
+) -> BeirEvalReport:
     """nDCG@k / Recall@k / MRR of dense retrieval on a BEIR dataset (whole corpus indexed).
 
     Args:
@@ -92,9 +99,7 @@ def evaluate_beir(
     t0 = time.perf_counter()
     chunks = corpus_chunks(ds)
     with _store(store) as st:
-        _index(
-            st, encoder, chunks, lambda b: encoder.encode_text([c.text or "" for c in b]), progress, "index"
-        )
+        _index(st, encoder, chunks, progress, "index")
         t1 = time.perf_counter()
         qids = list(ds.qrels)
         retriever = Retriever(encoder, st, pool=max(100, k), hnsw_ef=hnsw_ef)
@@ -103,15 +108,14 @@ def evaluate_beir(
             q: [str(h.chunk.metadata["doc_id"]) for h in hits] for q, hits in zip(qids, results, strict=True)
         }
         metrics = evaluate(ds.qrels, run, ks=sorted({1, 5, k, 100}))
-        return {
-            "dataset": str(ds.root),
-            "layout": "beir",
-            "encoder": encoder.id,
-            "queries": len(qids),
-            "corpus": len(chunks),
-            "metrics": metrics,
-            "seconds": {"index": round(t1 - t0, 2), "search": round(time.perf_counter() - t1, 2)},
-        }
+        return BeirEvalReport(
+            dataset=str(ds.root),
+            encoder=encoder.id,
+            queries=len(qids),
+            corpus=len(chunks),
+            metrics=metrics,
+            seconds={"index": round(t1 - t0, 2), "search": round(time.perf_counter() - t1, 2)},
+        )
 
 
 def evaluate_image_caption(
@@ -121,7 +125,7 @@ def evaluate_image_caption(
     store: str | None = None,
     progress: bool = True,
     hnsw_ef: int | None = None,
-) -> dict[str, Any]:
+) -> ImageCaptionEvalReport:
     """Flickr-protocol Recall@1/5/10 for text→image and image→text."""
     t0 = time.perf_counter()
     images = [
@@ -151,56 +155,38 @@ def evaluate_image_caption(
             )
             owners.append(i)
     with _store(store) as st:
-        image_vecs: dict[str, FloatArray] = {}
-
-        def embed_images(batch: Sequence[Chunk]) -> FloatArray:
-            vecs = encoder.encode_image([c.image or "" for c in batch])
-            for c, v in zip(batch, vecs, strict=True):
-                image_vecs[c.id] = v
-            return vecs
-
-        caption_vecs: list[FloatArray] = []
-
-        def embed_captions(batch: Sequence[Chunk]) -> FloatArray:
-            vecs = encoder.encode_text([c.text or "" for c in batch])
-            caption_vecs.append(vecs)
-            return vecs
-
-        _index(st, encoder, images, embed_images, progress, "index images")
-        _index(st, encoder, captions, embed_captions, progress, "index captions")
+        recorded = _Recording(encoder)
+        _index(st, recorded, images, progress, "index images")
+        _index(st, recorded, captions, progress, "index captions")
         t1 = time.perf_counter()
         retriever = Retriever(encoder, st, pool=10, hnsw_ef=hnsw_ef)
         # Queries reuse the vectors computed for indexing: same encoder, same inputs.
         t2i = retriever.search_vectors(
-            np.concatenate(caption_vecs), k=10, modality="image", filters=None, pool=10
+            np.concatenate(recorded.texts), k=10, modality="image", filters=None, pool=10
         )
         i2t = retriever.search_vectors(
-            np.stack([image_vecs[c.id] for c in images]), k=10, modality="text", filters=None, pool=10
+            np.concatenate(recorded.images), k=10, modality="text", filters=None, pool=10
         )
-        t2i_run = {str(n): [str(h.chunk.metadata["image_idx"]) for h in hits] for n, hits in enumerate(t2i)}
-        t2i_qrels = {str(n): {str(owner): 1} for n, owner in enumerate(owners)}
+        t2i_ranks = [
+            first_rank([str(h.chunk.metadata["image_idx"]) for h in hits], {str(owner)})
+            for hits, owner in zip(t2i, owners, strict=True)
+        ]
         # image→text ranks caption chunks; an image scores at k when any of its captions is in the
-        # top k (Flickr protocol), so the run keeps caption ids: mapping hits to image ids first
+        # top k (Flickr protocol), so the ranks are of caption ids: mapping hits to image ids first
         # would collapse repeated images and let the top k reach past k captions.
-        i2t_run = {str(i): [h.chunk.id for h in hits] for i, hits in enumerate(i2t)}
-        i2t_qrels: dict[str, dict[str, int]] = {str(i): {} for i in range(len(images))}
+        own: list[set[str]] = [set() for _ in images]
         for caption, owner in zip(captions, owners, strict=True):
-            i2t_qrels[str(owner)][caption.id] = 1
-        metrics: dict[str, float] = {}
-        for kk in (1, 5, 10):
-            metrics[f"t2i_recall@{kk}"] = recall_at_k(t2i_qrels, t2i_run, kk)
-            metrics[f"i2t_recall@{kk}"] = success_at_k(i2t_qrels, i2t_run, kk)
-        metrics["rsum"] = 100 * sum(v for key, v in metrics.items() if "recall" in key)
-        return {
-            "dataset": str(ds.root),
-            "layout": "image-caption",
-            "encoder": encoder.id,
-            "aligned": encoder.aligned,
-            "images": len(images),
-            "captions": len(captions),
-            "metrics": metrics,
-            "seconds": {"index": round(t1 - t0, 2), "search": round(time.perf_counter() - t1, 2)},
-        }
+            own[owner].add(caption.id)
+        i2t_ranks = [first_rank([h.chunk.id for h in hits], own[i]) for i, hits in enumerate(i2t)]
+        return ImageCaptionEvalReport(
+            dataset=str(ds.root),
+            encoder=encoder.id,
+            aligned=encoder.aligned,
+            images=len(images),
+            captions=len(captions),
+            metrics=flickr_recall(t2i_ranks, i2t_ranks),
+            seconds={"index": round(t1 - t0, 2), "search": round(time.perf_counter() - t1, 2)},
+        )
 
 
 def load_for_eval(

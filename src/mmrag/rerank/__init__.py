@@ -1,10 +1,15 @@
-"""Second-stage reranking: a cross-encoder over the first-stage pool, fused with the first-stage scores."""
+"""Second-stage reranking (inference only): a cross-encoder over the first-stage pool, fused with the
+first-stage scores.
 
-from mmrag.rerank.base import Reranker
+:class:`CrossEncoderReranker` implements the retriever's ``Reranker`` protocol (``retriever/base.py``)
+structurally: this package imports neither the store nor the retriever. Training lives in
+``train/reranker.py``.
+"""
+
 from mmrag.rerank.cross_encoder import CrossEncoderReranker
 from mmrag.rerank.fusion import ScoreFusion, learn_weight
 
-__all__ = ["CrossEncoderReranker", "Reranker", "ScoreFusion", "cached_reranker", "learn_weight"]
+__all__ = ["CrossEncoderReranker", "ScoreFusion", "cached_reranker", "learn_weight"]
 
 _CACHE: dict[tuple[str, int], CrossEncoderReranker] = {}
 

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from PIL import Image
 
     from mmrag.encoders.base import DualEncoder
-    from mmrag.rerank.base import Reranker
+    from mmrag.retriever.base import Reranker
     from mmrag.store import SparseVec
 
 log = logging.getLogger(__name__)

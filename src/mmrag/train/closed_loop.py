@@ -39,10 +39,14 @@ from mmrag.encoders.base import vector_spec
 from mmrag.encoders.openclip import OpenClipEncoder
 from mmrag.errors import ConfigError, StoreError
 from mmrag.eval.datasets import ImageCaptionDataset
+from mmrag.eval.metrics import first_rank, flickr_recall
+from mmrag.ingest.indexing import embed_and_write
 from mmrag.store import QdrantStore
-from mmrag.train.features import FeatureCache, check_lite, tower_key
+from mmrag.train.features import FeatureCache, tower_key
+from mmrag.train.lite import check_lite
+from mmrag.train.reports import ClosedLoopReport, LoopOutcome, write_report
 from mmrag.train.run import dataset_pairs
-from mmrag.train.trainer import HardNegatives, LiteHeads, TrainConfig, train_heads, write_report
+from mmrag.train.trainer import HardNegatives, LiteHeads, TrainConfig, train_heads
 from mmrag.types import Chunk
 
 if TYPE_CHECKING:
@@ -117,7 +121,8 @@ def store_recall(
     store: QdrantStore, vector: str, encoder: OpenClipEncoder, ds: ImageCaptionDataset
 ) -> dict[str, Any]:
     """Text→image Recall@1/5/10 through the store: dev captions as queries, their image the one relevant
-    point; captions whose image the store does not hold are left out (and counted)."""
+    point; captions whose image the store does not hold are left out (and counted). The recall is
+    :func:`mmrag.eval.metrics.flickr_recall`, the one ``mmrag eval`` and the trainer use."""
     held = _store_images(store)
     queries: list[str] = []
     targets: list[str] = []
@@ -134,9 +139,8 @@ def store_recall(
     t0 = time.perf_counter()
     qvecs = encoder.encode_text(queries)
     hits = _search_images(store, vector, qvecs, max(KS))
-    ranks = np.array([row.index(t) if t in row else max(KS) for row, t in zip(hits, targets, strict=True)])
-    out: dict[str, Any] = {f"t2i_recall@{k}": float((ranks < k).mean()) for k in KS}
-    out["rsum"] = 100 * sum(out[f"t2i_recall@{k}"] for k in KS)
+    ranks = [first_rank(row, (t,)) for row, t in zip(hits, targets, strict=True)]
+    out: dict[str, Any] = flickr_recall(ranks, ks=KS)
     out.update(queries=len(queries), images_in_store=len(held), seconds=round(time.perf_counter() - t0, 1))
     return out
 
@@ -179,12 +183,9 @@ def reembed(
         if not items:
             return
         chunks = [c for c, _ in items]
-        if modality == "text":
-            vecs = encoder.encode_text([c.text or "" for c in chunks])
-        else:
-            vecs = encoder.encode_image([img for _, img in items])
-        store.upsert_chunks(chunks, vecs, vector)
-        done += len(chunks)
+        # Image chunks carry what to embed (the file, or a figure decoded again from its PDF).
+        images = {c.id: img for c, img in items} if modality == "image" else None
+        done += embed_and_write(encoder, store, chunks, vector=vector, images=images, batch=batch)
         bar.update(len(chunks))
         pending[modality] = []
 
@@ -247,7 +248,7 @@ def closed_loop(
     limit: int | None = None,
     ledger: Ledger | None = None,
     progress: bool = True,
-) -> dict[str, Any]:
+) -> ClosedLoopReport:
     """Mine → train → re-embed into a new vector → evaluate old and new → switch only if better.
 
     Args:
@@ -260,7 +261,8 @@ def closed_loop(
         mined_weight: Weight of the mined-negative triplet term.
 
     Returns:
-        The report: mining counts, old/new metrics, the decision and its reason, timings.
+        The report: mining counts, old/new metrics, the decision and its reason, timings
+        (``to_dict()`` is ``training_report.json``, ``closed_loop.to_dict()`` is ``closed_loop.json``).
     """
     t0 = time.perf_counter()
     if cfg.unfreeze_blocks:
@@ -307,11 +309,12 @@ def closed_loop(
         start_competes=False,  # always produce a candidate: the store evaluation below decides
         progress=progress,
     )
-    summary = {k: report[k] for k in ("config", "dev_before", "dev_best", "best_epoch", "train_seconds")}
     new_enc.save(
         out,
         model_cfg=new_enc.info["model_cfg"],
-        extra={"training": {**summary, "dataset": str(root), "base": spec, "closed_loop": mine_stats}},
+        extra={
+            "training": {**report.summary(), "dataset": str(root), "base": spec, "closed_loop": mine_stats}
+        },
     )
     trained = load_encoder(str(out))  # what users will load, not the in-memory copy
     assert isinstance(trained, OpenClipEncoder)
@@ -333,32 +336,29 @@ def closed_loop(
     if switched:
         store.set_default_vector(new_vector)
     log.info("closed loop: %s", reason)
-    report.update(
-        {
-            "checkpoint": str(out.resolve()),
-            "base": spec,
-            "dataset": str(root),
-            "closed_loop": {
-                "store": store.location,
-                "old_vector": old_vector,
-                "new_vector": new_vector,
-                "old": old_metrics,
-                "new": new_metrics,
-                "switched": switched,
-                "reason": reason,
-                "default_vector": store.default_vector,
-                "mining": {**mine_stats, "weight": mined_weight},
-                "reembed": embed_info,
-                "transductive_note": (
-                    "negatives were mined from the store's own images; their labels were not used"
-                ),
-            },
-            "wall_seconds": round(time.perf_counter() - t0, 1),
-        }
+    result = ClosedLoopReport(
+        heads=report,
+        checkpoint=str(out.resolve()),
+        base=spec,
+        dataset=str(root),
+        closed_loop=LoopOutcome(
+            store=store.location,
+            old_vector=old_vector,
+            new_vector=new_vector,
+            old=old_metrics,
+            new=new_metrics,
+            switched=switched,
+            reason=reason,
+            default_vector=store.default_vector,
+            mining={**mine_stats, "weight": mined_weight},
+            reembed=embed_info,
+            transductive_note="negatives were mined from the store's own images; their labels were not used",
+        ),
+        wall_seconds=round(time.perf_counter() - t0, 1),
     )
-    write_report(report, out)
-    (out / "closed_loop.json").write_text(json.dumps(report["closed_loop"], indent=2))
-    return report
+    write_report(result, out)
+    (out / "closed_loop.json").write_text(json.dumps(result.closed_loop.to_dict(), indent=2))
+    return result
 
 
 __all__ = ["closed_loop", "mine_negatives", "reembed", "store_recall"]

@@ -22,23 +22,22 @@ import numpy.typing as npt
 
 from mmrag._lazy import require
 from mmrag.encoders.openclip import OpenClipEncoder
-from mmrag.errors import ConfigError
+from mmrag.train.finetune import block_input_features
+from mmrag.train.lite import check_lite
 
 log = logging.getLogger(__name__)
 F32 = npt.NDArray[np.float32]
 DEFAULT_CACHE = Path(".cache") / "features"
 
-
-def check_lite(encoder: OpenClipEncoder) -> None:
-    """Head training on cached features needs the lite layout (timm trunk + HF text tower)."""
-    model = encoder.model
-    ok = hasattr(model, "visual") and hasattr(model.visual, "trunk") and hasattr(model.visual.head, "proj")
-    ok = ok and hasattr(model, "text") and hasattr(model.text, "transformer") and hasattr(model.text, "proj")
-    if not ok:
-        raise ConfigError(
-            f"encoder {encoder.id!r} is not a lite-family model (timm image trunk + HF text tower with "
-            "linear heads); cached-feature head training supports `lite` and `lite:efficientnet_lite2`"
-        )
+__all__ = [
+    "DEFAULT_CACHE",
+    "FeatureCache",
+    "TowerKeys",
+    "check_lite",
+    "image_features",
+    "text_features",
+    "tower_key",
+]
 
 
 class TowerKeys(NamedTuple):
@@ -88,7 +87,7 @@ def image_features(
             total=len(paths), desc="image features", unit="img", disable=not progress, dynamic_ncols=True
         ) as bar,
     ):
-        for _, batch in encoder._batches(list(paths), batch_size):
+        for _, batch in encoder.image_batches(list(paths), batch_size):
             out.append(trunk(batch).float().numpy())
             bar.update(len(batch))
     return np.concatenate(out) if out else np.zeros((0, 0), dtype=np.float32)
@@ -182,8 +181,6 @@ class FeatureCache:
         towers: TowerKeys | None = None,
     ) -> npt.NDArray[np.float16]:
         """Cached input of the last ``n_blocks`` trunk blocks per image (see :mod:`mmrag.train.finetune`)."""
-        from mmrag.train.finetune import block_input_features
-
         h = hashlib.sha256(f"{(towers or tower_key(encoder)).image}-blocks{n_blocks}".encode())
         for p in paths:
             h.update(_file_digest(Path(p)).encode())

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from mmrag.encoders.openclip import OpenClipEncoder
 from mmrag.errors import ConfigError
-from mmrag.train.features import check_lite
+from mmrag.train.lite import check_lite
 
 F16 = npt.NDArray[np.float16]
 F32 = npt.NDArray[np.float32]
@@ -91,7 +91,7 @@ def block_input_features(
             total=len(paths), desc="block features", unit="img", disable=not progress, dynamic_ncols=True
         ) as bar,
     ):
-        for _, batch in encoder._batches(list(paths), batch_size):
+        for _, batch in encoder.image_batches(list(paths), batch_size):
             out.append(bottom(batch).to(torch.float16).numpy())
             bar.update(len(batch))
     return np.concatenate(out) if out else np.zeros((0, 0, 0, 0), dtype=np.float16)

@@ -14,8 +14,9 @@ from mmrag.errors import ConfigError
 from mmrag.eval.datasets import ImageCaptionDataset
 from mmrag.train.features import FeatureCache, TowerKeys, tower_key
 from mmrag.train.finetune import TrunkTop, pooled_from_blocks
+from mmrag.train.reports import TrainingReport, write_report
 from mmrag.train.text import scifact_text_data
-from mmrag.train.trainer import Pairs, TrainConfig, train_heads, write_report
+from mmrag.train.trainer import Pairs, TrainConfig, train_heads
 
 
 def _split(root: Path, split: str, limit: int | None) -> tuple[ImageCaptionDataset, list[str], Any]:
@@ -67,13 +68,14 @@ def train_image_caption(
     text_triplets: Path | None = None,
     text_weight: float = 1.0,
     progress: bool = True,
-) -> dict[str, Any]:
+) -> TrainingReport:
     """Extract (or load cached) tower features, train the heads, save checkpoint + report to ``out``.
 
     With ``text_beir`` + ``text_triplets`` (e.g. SciFact and its train triplets) the text head is tuned
     on the train fold in the same run and the report carries nDCG@10 on the held-out val fold.
 
-    Returns the training report with the checkpoint path, the feature-cache hits and wall times.
+    Returns the training report with the checkpoint path, the feature-cache hits and wall times
+    (``to_dict()`` is ``training_report.json``).
     """
     t0 = time.perf_counter()
     encoder = load_encoder(base)  # a fresh model: training changes its heads in place
@@ -98,6 +100,7 @@ def train_image_caption(
     report = train_heads(
         encoder, train, dev, cfg, text_triplets=text_train, text_dev=text_dev, progress=progress
     )
+    stage1 = None
     if top is not None and train_blocks is not None and dev_blocks is not None:
         stage2_cfg = replace(
             cfg,
@@ -115,28 +118,30 @@ def train_image_caption(
             image_top=top,
             progress=progress,
         )
-        report = {
-            **stage2,
-            "stage1": {k: v for k, v in report.items() if k != "config"},
-            "dev_before": report["dev_before"],
-            "train_seconds": round(report["train_seconds"] + stage2["train_seconds"], 1),
-        }
-    summary = {k: report[k] for k in ("config", "dev_before", "dev_best", "best_epoch", "train_seconds")}
+        # The whole run starts where stage 1 started and lasts both stages.
+        stage1, report = (
+            report,
+            replace(
+                stage2,
+                dev_before=report.dev_before,
+                train_seconds=round(report.train_seconds + stage2.train_seconds, 1),
+            ),
+        )
     encoder.save(
         out,
         model_cfg=encoder.info["model_cfg"],
-        extra={"training": {**summary, "dataset": str(root), "base": base}},
+        extra={"training": {**report.summary(), "dataset": str(root), "base": base}},
     )
-    report.update(
-        {
-            "checkpoint": str(out.resolve()),
-            "base": base,
-            "dataset": str(root),
-            "text_dataset": str(text_beir) if text_beir else None,
-            "text_triplets": len(text_train.anchor) if text_train else 0,
-            "feature_cache": {"hits": cache.hits, "misses": cache.misses, "seconds": round(t_features, 1)},
-            "wall_seconds": round(time.perf_counter() - t0, 1),
-        }
+    result = TrainingReport(
+        heads=report,
+        stage1=stage1,
+        checkpoint=str(out.resolve()),
+        base=base,
+        dataset=str(root),
+        text_dataset=str(text_beir) if text_beir else None,
+        text_triplets=len(text_train.anchor) if text_train else 0,
+        feature_cache={"hits": cache.hits, "misses": cache.misses, "seconds": round(t_features, 1)},
+        wall_seconds=round(time.perf_counter() - t0, 1),
     )
-    write_report(report, out)
-    return report
+    write_report(result, out)
+    return result

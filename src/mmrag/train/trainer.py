@@ -1,5 +1,6 @@
 """Head training on cached frozen-tower features: triplet (given / random / batch-hard / semi-hard
-negatives) or InfoNCE, with early stopping on dev recall, a JSON report and a learning curve.
+negatives) or InfoNCE, with early stopping on dev recall; the report (JSON, text, learning curve) is
+:mod:`mmrag.train.reports`.
 
 The heads trained here are the model's own ``text.proj`` and ``visual.head.proj`` layers, so the
 encoder passed in is the trained model afterwards and :meth:`OpenClipEncoder.save` writes it.
@@ -7,11 +8,9 @@ encoder passed in is the trained model afterwards and :meth:`OpenClipEncoder.sav
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -21,9 +20,11 @@ from torch import Tensor, nn
 
 from mmrag.encoders.openclip import OpenClipEncoder
 from mmrag.errors import ConfigError
-from mmrag.train.features import check_lite
+from mmrag.eval.metrics import flickr_recall
 from mmrag.train.finetune import TrunkTop
+from mmrag.train.lite import check_lite
 from mmrag.train.losses import Distance, InfoNCELoss, Strategy, TripletLoss
+from mmrag.train.reports import HeadsReport
 from mmrag.train.text import TextDev, TextTriplets
 
 log = logging.getLogger(__name__)
@@ -155,7 +156,8 @@ def caption_recall(
     """Flickr-protocol recall from normalised embeddings: caption ``n`` belongs to image ``owners[n]``.
 
     text→image: each caption a query, its image the one relevant item; image→text: each image a query,
-    a hit when any of its captions is in the top k.
+    a hit when any of its captions is in the top k. Ranks come from exact search over the embeddings;
+    the recall itself is :func:`mmrag.eval.metrics.flickr_recall`, as in ``mmrag eval`` and the closed loop.
     """
     sim = texts @ images.T  # (captions, images)
     correct = sim[np.arange(len(texts)), owners]
@@ -164,12 +166,7 @@ def caption_recall(
     for n, owner in enumerate(owners):
         col = sim[:, owner]
         i2t_rank[owner] = min(i2t_rank[owner], int((col > col[n]).sum()))
-    out: dict[str, float] = {}
-    for k in ks:
-        out[f"t2i_recall@{k}"] = float((t2i_rank < k).mean())
-        out[f"i2t_recall@{k}"] = float((i2t_rank < k).mean())
-    out["rsum"] = 100 * sum(out.values())
-    return out
+    return flickr_recall(t2i_rank.tolist(), i2t_rank.tolist(), ks)
 
 
 def recall_report(heads: LiteHeads, dev: Pairs) -> dict[str, float]:
@@ -199,7 +196,7 @@ def train_heads(
     image_top: TrunkTop | None = None,
     start_competes: bool = True,
     progress: bool = True,
-) -> dict[str, Any]:
+) -> HeadsReport:
     """Train the heads of ``encoder`` in place; returns the report (history, best dev metrics).
 
     The best epoch on dev (by t2i Recall@10, then rsum) is restored before returning. With
@@ -321,17 +318,17 @@ def train_heads(
     heads.load_state_dict(best_state)
     heads.text_proj.requires_grad_(True)  # the lock was for this run only
     encoder.aligned = True
-    return {
-        "config": asdict(cfg),
-        "train": {"images": len(train.images), "captions": len(train.texts)},
-        "dev": {"images": len(dev.images), "captions": len(dev.texts)},
-        "dev_before": before,
-        "dev_best": history[best_epoch - 1] if best_epoch else {"epoch": 0, **before},
-        "best_epoch": best_epoch,
-        "epochs_run": len(history),
-        "train_seconds": round(time.perf_counter() - t0, 1),
-        "history": history,
-    }
+    return HeadsReport(
+        config=asdict(cfg),
+        train={"images": len(train.images), "captions": len(train.texts)},
+        dev={"images": len(dev.images), "captions": len(dev.texts)},
+        dev_before=before,
+        dev_best=history[best_epoch - 1] if best_epoch else {"epoch": 0, **before},
+        best_epoch=best_epoch,
+        epochs_run=len(history),
+        train_seconds=round(time.perf_counter() - t0, 1),
+        history=history,
+    )
 
 
 def _mined_term(
@@ -370,36 +367,3 @@ def _text_term(heads: LiteHeads, tt: TextTriplets, cfg: TrainConfig, rng: np.ran
     return TripletLoss.loss_from_embeddings(
         a, pe, ne, cfg.margin, cfg.distance, cfg.strategy, positives_mask=tt.positives_mask(rows)
     )
-
-
-def plot_curve(report: dict[str, Any], path: Path) -> Path:
-    """Learning curve PNG: train loss and dev Recall@1/10 per epoch."""
-    from mmrag._lazy import require
-
-    matplotlib = require("matplotlib", "train")
-    matplotlib.use("Agg")
-    plt = require("matplotlib.pyplot", "train")
-    hist = report["history"]
-    epochs = [h["epoch"] for h in hist]
-    fig, ax = plt.subplots(1, 2, figsize=(10, 4))
-    ax[0].plot(epochs, [h["loss"] for h in hist], marker="o")
-    ax[0].set(title="train loss", xlabel="epoch")
-    for key in ("t2i_recall@1", "t2i_recall@10", "i2t_recall@1", "i2t_recall@10"):
-        ax[1].plot(epochs, [h[key] for h in hist], marker=".", label=key)
-    ax[1].axvline(report["best_epoch"], color="grey", linestyle="--", linewidth=1)
-    ax[1].set(title="dev recall", xlabel="epoch")
-    ax[1].legend()
-    cfg = report["config"]
-    fig.suptitle(
-        f"{cfg['loss']} {cfg['strategy'] if cfg['loss'] == 'triplet' else ''} margin {cfg['margin']}"
-    )
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
-
-
-def write_report(report: dict[str, Any], directory: Path) -> None:
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "training_report.json").write_text(json.dumps(report, indent=2))
-    plot_curve(report, directory / "learning_curve.png")

@@ -1,5 +1,9 @@
 """``mmrag train-reranker``: a cross-encoder trained listwise on first-stage hard negatives.
 
+Training sits here, beside the encoder trainers; :mod:`mmrag.rerank` keeps only inference. The
+groups come from :func:`mmrag.train.groups.mine_groups` (a data function), the corpus index from
+:func:`mmrag.eval.corpus.index_corpus`.
+
 Plain binary cross-entropy on the 833 shipped SciFact triplets made a MiniLM-initialised
 cross-encoder worse than the first stage (issue #4). This trainer instead:
 
@@ -17,23 +21,35 @@ from __future__ import annotations
 
 import json
 import logging
-import random
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mmrag.rerank.beir import doc_ids, index_corpus, ranking_metrics
+from mmrag.eval.corpus import doc_ids, index_corpus, ranking_metrics
 from mmrag.rerank.cross_encoder import CONFIG_FILE, CrossEncoderReranker
 from mmrag.rerank.fusion import learn_weight
+from mmrag.train.groups import Group, mine_groups
 
 if TYPE_CHECKING:
     import torch
 
     from mmrag.eval.datasets import BeirDataset
-    from mmrag.retriever import Retriever
     from mmrag.types import Hit
+
+__all__ = [
+    "Calibration",
+    "FitStats",
+    "Group",
+    "RerankTrainConfig",
+    "RerankTrainReport",
+    "calibrate",
+    "fit",
+    "listwise_loss",
+    "mine_groups",
+    "train_reranker",
+]
 
 log = logging.getLogger(__name__)
 
@@ -63,11 +79,108 @@ class RerankTrainConfig:
 
 
 @dataclass(frozen=True, slots=True)
-class Group:
-    """One query with its positive first and ``n`` negatives."""
+class FitStats:
+    """What :func:`fit` did: steps run of those planned, time, and the loss at both ends.
 
-    query: str
-    passages: tuple[str, ...]
+    Example:
+        >>> FitStats(20, 20, 40, 1.5, 1.2, 0.3).to_dict()["groups_seen"]
+        40
+    """
+
+    steps: int
+    planned_steps: int
+    groups_seen: int
+    seconds: float
+    loss_first10: float
+    loss_last10: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class Calibration:
+    """The text fusion weight learned on the validation fold, with nDCG@10 at each end of the curve.
+
+    Example:
+        >>> c = Calibration(0.5, {0.0: 0.6, 0.5: 0.7, 1.0: 0.65}, 0.6, 0.65, 0.7, 30, 20)
+        >>> c.to_dict()["fused_ndcg@10"]
+        0.7
+    """
+
+    weight: float
+    curve: Mapping[float, float]
+    first_stage_ndcg: float
+    rerank_only_ndcg: float
+    fused_ndcg: float
+    queries: int
+    pool: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "weight": self.weight,
+            "curve": dict(self.curve),
+            "first_stage_ndcg@10": self.first_stage_ndcg,
+            "rerank_only_ndcg@10": self.rerank_only_ndcg,
+            "fused_ndcg@10": self.fused_ndcg,
+            "queries": self.queries,
+            "pool": self.pool,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class RerankTrainReport:
+    """``mmrag train-reranker``: the checkpoint, how it trained, and its calibration.
+
+    ``to_dict()`` is the checkpoint's ``mmrag_rerank.json`` (what :class:`CrossEncoderReranker`
+    reads back: fusion weights and the base model); ``to_text()`` is what the command prints.
+
+    Example:
+        >>> report = train_reranker(data, Path("rr"), RerankTrainConfig())  # doctest: +SKIP
+        >>> report.val.weight                                               # doctest: +SKIP
+        0.4
+    """
+
+    checkpoint: Path
+    base: str
+    max_length: int
+    first_stage: str
+    config: RerankTrainConfig
+    fit: FitStats
+    groups: int
+    train_queries: int
+    val: Calibration
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": "mmrag-cross-encoder",
+            "base": self.base,
+            "max_length": self.max_length,
+            "fusion_weights": {"text": self.val.weight},
+            "fusion_default": self.val.weight,
+            "first_stage": self.first_stage,
+            "train": {
+                **asdict(self.config),
+                **self.fit.to_dict(),
+                "groups": self.groups,
+                "train_queries": self.train_queries,
+            },
+            "val": self.val.to_dict(),
+        }
+
+    def to_text(self) -> str:
+        val, tr = self.val, self.fit
+        return "\n".join(
+            [
+                f"checkpoint: {self.checkpoint} "
+                f"({tr.steps} steps, {self.groups} groups mined, {tr.seconds} s)",
+                f"loss {tr.loss_first10:.3f} -> {tr.loss_last10:.3f}",
+                f"val fold ({val.queries} queries, pool {val.pool}) nDCG@10: first stage "
+                f"{val.first_stage_ndcg:.4f}, rerank only {val.rerank_only_ndcg:.4f}, "
+                f"fused (w={val.weight:.2f}) {val.fused_ndcg:.4f}",
+                f"use it: mmrag search QUERY --hybrid --rerank --reranker {self.checkpoint}",
+            ]
+        )
 
 
 def listwise_loss(logits: torch.Tensor) -> torch.Tensor:
@@ -78,35 +191,7 @@ def listwise_loss(logits: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.cross_entropy(logits, target)
 
 
-def mine_groups(
-    retriever: Retriever, ds: BeirDataset, query_ids: Sequence[str], cfg: RerankTrainConfig
-) -> list[Group]:
-    """Query groups (one per relevant doc) and title → abstract groups, negatives from the first stage."""
-    rng = random.Random(cfg.seed)
-    groups: list[Group] = []
-    pools = retriever.search_batch([ds.queries[q] for q in query_ids], k=2 * cfg.depth, hybrid=True)
-    for q, hits in zip(query_ids, pools, strict=True):
-        rel = ds.qrels[q]
-        cands = [d for d in doc_ids(hits) if d not in rel]
-        if len(cands) < cfg.negatives:
-            continue
-        for pos in rel:
-            negs = rng.sample(cands, cfg.negatives)
-            groups.append(Group(ds.queries[q], (ds.doc_text(pos), *(ds.doc_text(n) for n in negs))))
-    titled = [d for d, (title, _) in ds.corpus.items() if len(title.split()) >= 4]
-    picked = rng.sample(titled, min(cfg.titles, len(titled)))
-    pools = retriever.search_batch([ds.corpus[d][0] for d in picked], k=cfg.depth, hybrid=True)
-    for d, hits in zip(picked, pools, strict=True):
-        cands = [x for x in doc_ids(hits) if x != d]
-        if len(cands) < cfg.negatives:
-            continue
-        negs = rng.sample(cands, cfg.negatives)
-        groups.append(Group(ds.corpus[d][0], (ds.corpus[d][1], *(ds.corpus[n][1] for n in negs))))
-    rng.shuffle(groups)
-    return groups
-
-
-def fit(reranker: CrossEncoderReranker, groups: Sequence[Group], cfg: RerankTrainConfig) -> dict[str, Any]:
+def fit(reranker: CrossEncoderReranker, groups: Sequence[Group], cfg: RerankTrainConfig) -> FitStats:
     """Listwise training of ``reranker.model`` in place; stops at the wall-clock budget."""
     import torch
 
@@ -168,22 +253,33 @@ def fit(reranker: CrossEncoderReranker, groups: Sequence[Group], cfg: RerankTrai
                 time.perf_counter() - t0,
             )
     model.eval()
-    return {
-        "steps": done,
-        "planned_steps": planned,
-        "groups_seen": done * cfg.batch_groups,
-        "seconds": round(time.perf_counter() - t0, 1),
-        "loss_first10": sum(losses[:10]) / max(1, len(losses[:10])),
-        "loss_last10": sum(losses[-10:]) / max(1, len(losses[-10:])),
-    }
+    return FitStats(
+        steps=done,
+        planned_steps=planned,
+        groups_seen=done * cfg.batch_groups,
+        seconds=round(time.perf_counter() - t0, 1),
+        loss_first10=sum(losses[:10]) / max(1, len(losses[:10])),
+        loss_last10=sum(losses[-10:]) / max(1, len(losses[-10:])),
+    )
 
 
 def calibrate(
-    reranker: CrossEncoderReranker, retriever: Retriever, ds: BeirDataset, val_ids: Sequence[str], pool: int
-) -> dict[str, Any]:
-    """Learn the text fusion weight on the validation fold; report first stage / rerank / fused nDCG@10."""
+    reranker: CrossEncoderReranker,
+    ds: BeirDataset,
+    val_ids: Sequence[str],
+    pools: Sequence[Sequence[Hit]],
+    pool: int,
+) -> Calibration:
+    """Learn the text fusion weight on the validation fold; report first stage / rerank / fused nDCG@10.
+
+    Args:
+        reranker: The trained cross-encoder.
+        ds: The BEIR dataset.
+        val_ids: Validation-fold query ids.
+        pools: The first stage's hits of each validation query (``pool`` deep), best first.
+        pool: The depth asked of the first stage (recorded in the report).
+    """
     qrels = {q: dict(ds.qrels[q]) for q in val_ids}
-    pools = retriever.search_batch([ds.queries[q] for q in val_ids], k=pool, hybrid=True, rerank=False)
     scores = [
         [float(s) for s in reranker.score(ds.queries[q], [h.chunk.text or "" for h in hits])]
         for q, hits in zip(val_ids, pools, strict=True)
@@ -193,15 +289,15 @@ def calibrate(
         return ranking_metrics(qrels, dict(zip(val_ids, ordered, strict=True)), ks=(10,))["ndcg@10"]
 
     best, curve = learn_weight(pools, scores, ndcg)
-    return {
-        "weight": best,
-        "curve": curve,
-        "first_stage_ndcg@10": curve[0.0],
-        "rerank_only_ndcg@10": curve[1.0],
-        "fused_ndcg@10": curve[best],
-        "queries": len(val_ids),
-        "pool": pool,
-    }
+    return Calibration(
+        weight=best,
+        curve=curve,
+        first_stage_ndcg=curve[0.0],
+        rerank_only_ndcg=curve[1.0],
+        fused_ndcg=curve[best],
+        queries=len(val_ids),
+        pool=pool,
+    )
 
 
 def train_reranker(
@@ -212,7 +308,7 @@ def train_reranker(
     encoder_spec: str = "lite",
     cache: Path | None = None,
     store: str | None = None,
-) -> dict[str, Any]:
+) -> RerankTrainReport:
     """Mine, train, calibrate, save. ``data`` is the shared data root (scifact/ and triplets/)."""
     import tempfile
 
@@ -237,24 +333,40 @@ def train_reranker(
     with tempfile.TemporaryDirectory(prefix="mmrag-rr-") as tmp, QdrantStore.open(store or tmp) as st:
         index_corpus(st, encoder, ds, cache)
         retriever = Retriever(encoder, st, pool=cfg.depth, hybrid=True)
+
+        def first_stage(texts: list[str], k: int) -> list[list[str]]:
+            return [doc_ids(hits) for hits in retriever.search_batch(texts, k=k, hybrid=True)]
+
         t = time.perf_counter()
-        groups = mine_groups(retriever, ds, train_ids, cfg)
+        groups = mine_groups(
+            ds,
+            train_ids,
+            first_stage,
+            negatives=cfg.negatives,
+            depth=cfg.depth,
+            titles=cfg.titles,
+            seed=cfg.seed,
+        )
         log.info("mined %d groups in %.0f s", len(groups), time.perf_counter() - t)
         reranker = CrossEncoderReranker(cfg.model, max_length=cfg.max_length, batch_size=32)
         fitted = fit(reranker, groups, cfg)
-        cal = calibrate(reranker, retriever, ds, val_ids, cfg.val_pool)
+        val_pools = retriever.search_batch(
+            [ds.queries[q] for q in val_ids], k=cfg.val_pool, hybrid=True, rerank=False
+        )
+        cal = calibrate(reranker, ds, val_ids, val_pools, cfg.val_pool)
     out.mkdir(parents=True, exist_ok=True)
     reranker.model.save_pretrained(out)
     reranker.tokenizer.save_pretrained(out)
-    meta = {
-        "kind": "mmrag-cross-encoder",
-        "base": reranker.source,
-        "max_length": cfg.max_length,
-        "fusion_weights": {"text": cal["weight"]},
-        "fusion_default": cal["weight"],
-        "first_stage": "hybrid rrf k=60 (BM25 + dense " + encoder.id + ")",
-        "train": {**asdict(cfg), **fitted, "groups": len(groups), "train_queries": len(train_ids)},
-        "val": cal,
-    }
-    (out / CONFIG_FILE).write_text(json.dumps(meta, indent=2))
-    return meta
+    report = RerankTrainReport(
+        checkpoint=out,
+        base=reranker.source,
+        max_length=cfg.max_length,
+        first_stage="hybrid rrf k=60 (BM25 + dense " + encoder.id + ")",
+        config=cfg,
+        fit=fitted,
+        groups=len(groups),
+        train_queries=len(train_ids),
+        val=cal,
+    )
+    (out / CONFIG_FILE).write_text(json.dumps(report.to_dict(), indent=2))
+    return report

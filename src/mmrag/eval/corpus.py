@@ -1,0 +1,114 @@
+"""A BEIR corpus in a store: one text chunk per document, indexed once, and hit lists scored by doc id.
+
+Shared by ``mmrag eval``, reranker training (:mod:`mmrag.train.reranker`) and the rerank and peer
+benchmarks: the corpus is indexed once (dense vectors cached on disk by encoder id, as
+``benchmarks/bench_query.py`` does), and first-stage hit lists map back to BEIR doc ids.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from mmrag.encoders.base import FloatArray, vector_spec
+from mmrag.eval.metrics import evaluate
+from mmrag.types import Chunk, Hit, chunk_id
+
+if TYPE_CHECKING:
+    from mmrag.encoders.base import DualEncoder
+    from mmrag.eval.datasets import BeirDataset
+    from mmrag.store import QdrantStore
+
+log = logging.getLogger(__name__)
+
+__all__ = ["corpus_chunks", "corpus_vectors", "doc_ids", "index_corpus", "ranking_metrics"]
+
+
+def corpus_chunks(ds: BeirDataset) -> list[Chunk]:
+    """One text chunk per corpus document (title + text), ids as ``mmrag eval`` makes them."""
+    return [
+        Chunk(
+            id=chunk_id(f"beir:{ds.root.name}", ds.doc_text(d), d),
+            modality="text",
+            source=f"{ds.root.name}/{d}",
+            text=ds.doc_text(d) or d,
+            image=None,
+            metadata={"doc_id": d},
+        )
+        for d in ds.corpus
+    ]
+
+
+def corpus_vectors(encoder: DualEncoder, ds: BeirDataset, cache: Path | None) -> np.ndarray[Any, Any]:
+    """Dense vectors of every corpus document, cached as ``<cache>/<encoder id>-<name>-<n>.npy``."""
+    ids = list(ds.corpus)
+    path = cache / f"{encoder.id}-{ds.root.name}-{len(ids)}.npy" if cache else None
+    if path is not None and path.exists():
+        vecs: np.ndarray[Any, Any] = np.load(path)
+        if vecs.shape == (len(ids), encoder.dim):
+            return vecs
+    t = time.perf_counter()
+    vecs = encoder.encode_text([ds.doc_text(d) for d in ids], batch_size=64)
+    log.info("encoded %d docs in %.0f s", len(ids), time.perf_counter() - t)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.save(path, vecs)
+    return vecs
+
+
+class _Precomputed:
+    """``encoder`` answering ``encode_text`` with rows computed before (the on-disk vector cache),
+    for exactly the texts they belong to, in order: the corpus goes through the one write path
+    without being encoded again."""
+
+    def __init__(self, encoder: DualEncoder, texts: Sequence[str], vecs: np.ndarray[Any, Any]) -> None:
+        if len(texts) != len(vecs):
+            raise ValueError(f"{len(texts)} texts but {len(vecs)} cached vectors")
+        self.encoder = encoder
+        self.id, self.dim, self.spec, self.aligned = encoder.id, encoder.dim, encoder.spec, encoder.aligned
+        self._texts, self._vecs, self._next = list(texts), vecs, 0
+
+    def encode_text(self, texts: Sequence[str], *, batch_size: int | None = None) -> FloatArray:
+        start, end = self._next, self._next + len(texts)
+        if list(texts) != self._texts[start:end]:
+            raise ValueError("cached corpus vectors are served in corpus order only")
+        self._next = end
+        return np.asarray(self._vecs[start:end], dtype=np.float32)
+
+    def encode_image(self, images: Sequence[Any], *, batch_size: int | None = None) -> FloatArray:
+        return self.encoder.encode_image(images, batch_size=batch_size)
+
+    def describe(self) -> dict[str, Any]:
+        return self.encoder.describe()
+
+
+def index_corpus(store: QdrantStore, encoder: DualEncoder, ds: BeirDataset, cache: Path | None) -> int:
+    """Write the corpus (dense + BM25) into ``store`` unless it already holds it; returns the count."""
+    from mmrag.ingest.indexing import embed_and_write  # the ingest package is only needed to write
+
+    chunks = corpus_chunks(ds)
+    vector = store.ensure_vector(vector_spec(encoder))
+    if store.count() >= len(chunks) and len(store.existing_ids([c.id for c in chunks[:50]], vector)) == 50:
+        return store.count()
+    vecs = corpus_vectors(encoder, ds, cache)
+    cached = _Precomputed(encoder, [c.text or "" for c in chunks], vecs)
+    embed_and_write(cached, store, chunks, vector=vector, batch=256)
+    store.optimize()
+    return store.count()
+
+
+def doc_ids(hits: Sequence[Hit]) -> list[str]:
+    """The BEIR doc id of each hit (its chunk id when the payload has none)."""
+    return [str(h.chunk.metadata.get("doc_id", h.chunk.id)) for h in hits]
+
+
+def ranking_metrics(
+    qrels: dict[str, dict[str, int]], runs: Mapping[str, Sequence[Hit]], ks: Sequence[int] = (10, 100)
+) -> dict[str, float]:
+    """nDCG@k / Recall@k of hit lists keyed by query id."""
+    return evaluate(qrels, {q: doc_ids(h) for q, h in runs.items()}, ks=sorted(set(ks)))
