@@ -23,8 +23,8 @@ from mmrag.config import DEFAULT_MODEL, Settings
 
 if TYPE_CHECKING:
     from mmrag.encoders.base import DualEncoder
-    from mmrag.rerank.base import Reranker
     from mmrag.retriever import Retriever
+    from mmrag.retriever.base import Reranker
     from mmrag.store import QdrantStore
 
 __all__ = [

@@ -1,6 +1,6 @@
 """Run the real ``mmrag`` CLI in a subprocess with the fake HashEncoder (for the SIGKILL test).
 
-Only the encoder is swapped (``mmrag.cli._encoder``): the CLI, runner, ledger and Qdrant Edge
+Only the encoder is swapped (``mmrag.cli._common._encoder``): the CLI, runner, ledger and Qdrant Edge
 store are the real ones. ``MMRAG_FAKE_ENCODE_DELAY`` (seconds per encoder call) stretches the
 run so that kills land in every stage. ``MMRAG_FAKE_KILL_AT=op:n`` makes the process SIGKILL itself
 right after the n-th ``op`` (``upsert`` / ``delete``: store writes; ``begin``: a ledger intent), so a
@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from mmrag import cli
+from mmrag.cli import _common
 from tests.fakes import HashEncoder
 
 
@@ -65,7 +66,7 @@ def main() -> int:
         }[op]
         _kill_after(owner, name, int(n))
     delay = float(os.environ.get("MMRAG_FAKE_ENCODE_DELAY", "0"))
-    cli._encoder = lambda s, store=None: SlowHashEncoder(delay)  # type: ignore[assignment]
+    _common._encoder = lambda s, store=None: SlowHashEncoder(delay)  # type: ignore[assignment]
     return cli.main(sys.argv[1:])
 
 

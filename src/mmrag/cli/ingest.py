@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mmrag.cli import _common
 from mmrag.cli._common import _emit, _ledger, _open_store, _settings, _spec, add_common, emit_report
 from mmrag.config import Settings
 from mmrag.errors import MmragError
@@ -67,11 +68,9 @@ def add_verify_parser(sub: Any) -> None:
 
 
 def _encoder(s: Settings, store: QdrantStore) -> DualEncoder:
-    # Looked up on the package at call time: tests/ingest/fake_cli.py swaps ``mmrag.cli._encoder`` for a
+    # Looked up on the module at call time: tests/ingest/fake_cli.py swaps ``_common._encoder`` for a
     # fake encoder and runs the real command.
-    import mmrag.cli
-
-    encoder: DualEncoder = mmrag.cli._encoder(s, store)
+    encoder: DualEncoder = _common._encoder(s, store)
     return encoder
 
 

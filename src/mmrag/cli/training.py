@@ -1,8 +1,7 @@
 """``mmrag eval``, ``mmrag train`` (and its closed loop ``--from-store``) and ``mmrag train-reranker``.
 
-The text each command prints is rendered here from the report dicts that ``mmrag.eval``,
-``mmrag.train`` and ``mmrag.rerank`` return; it moves to their reports' ``to_text()`` once those
-are typed records.
+Each command prints the typed report its library function returns (``to_text()``, or ``to_dict()``
+with ``--json``); no rendering lives here.
 """
 
 from __future__ import annotations
@@ -13,12 +12,12 @@ from typing import Any
 
 from mmrag.cli._common import (
     _apply_threads,
-    _emit,
     _encoder,
     _ledger,
     _open_store,
     _settings,
     add_common,
+    emit_report,
 )
 from mmrag.config import Settings
 
@@ -121,6 +120,7 @@ def add_train_reranker_parser(sub: Any) -> None:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from mmrag.eval.datasets import BeirDataset
+    from mmrag.eval.reports import EvalReport
     from mmrag.eval.runner import evaluate_beir, evaluate_image_caption, load_for_eval
 
     s = _settings(args)
@@ -129,12 +129,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
         qids = {ln.strip() for ln in args.queries_from.read_text().splitlines() if ln.strip()}
     ds = load_for_eval(args.dataset, split=args.split, limit=args.limit, query_ids=qids)
     encoder = _encoder(s)
+    report: EvalReport
     if isinstance(ds, BeirDataset):
         report = evaluate_beir(encoder, ds, store=args.eval_store, k=args.k, progress=not args.quiet)
     else:
         report = evaluate_image_caption(encoder, ds, store=args.eval_store, progress=not args.quiet)
-    text = "\n".join(f"{k:>16}: {v:.4f}" for k, v in report["metrics"].items())
-    _emit(args, report, f"{report['dataset']} ({report['layout']}), encoder {report['encoder']}\n{text}")
+    emit_report(args, report)
     return 0
 
 
@@ -174,24 +174,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         text_weight=args.text_weight,
         progress=not args.quiet,
     )
-    best, before = report["dev_best"], report["dev_before"]
-    keys: tuple[str, ...] = (
-        "t2i_recall@1", "t2i_recall@5", "t2i_recall@10", "i2t_recall@1", "i2t_recall@5", "i2t_recall@10",
-    )  # fmt: skip
-    lines = [
-        f"checkpoint: {report['checkpoint']} (best epoch {report['best_epoch']} of {report['epochs_run']})",
-        f"features: {report['feature_cache']} ; training {report['train_seconds']} s; "
-        f"wall {report['wall_seconds']} s",
-    ]
-    if "text_ndcg@10" in best:
-        keys = (*keys, "text_ndcg@10")
-    lines += [f"{k:>16}: {before[k]:.4f} -> {best[k]:.4f}" for k in keys]
-    lines.append(f"use it: mmrag ingest PATH --model {report['checkpoint']}")
-    _emit(
-        args,
-        report,
-        "\n".join(lines),
-    )
+    emit_report(args, report)
     return 0
 
 
@@ -213,26 +196,12 @@ def _closed_loop(args: argparse.Namespace, s: Settings, cfg: Any) -> int:
             ledger=ledger,
             progress=not args.quiet,
         )
-    loop = report["closed_loop"]
-    keys = ("t2i_recall@1", "t2i_recall@5", "t2i_recall@10")
-    lines = [
-        f"checkpoint: {report['checkpoint']}",
-        f"mined: {loop['mining']}",
-        f"re-embedded: {loop['reembed']}",
-        f"old vector {loop['old_vector']} vs new vector {loop['new_vector']} "
-        f"({loop['new']['queries']} dev captions over {loop['new']['images_in_store']} stored images):",
-    ]
-    lines += [f"{k:>16}: {loop['old'][k]:.4f} -> {loop['new'][k]:.4f}" for k in keys]
-    lines.append(
-        ("switched the default vector: " if loop["switched"] else "kept the default vector: ")
-        + loop["reason"]
-    )
-    _emit(args, report, "\n".join(lines))
+    emit_report(args, report)
     return 0
 
 
 def cmd_train_reranker(args: argparse.Namespace) -> int:
-    from mmrag.rerank.train import RerankTrainConfig, train_reranker
+    from mmrag.train.reranker import RerankTrainConfig, train_reranker
 
     s = _settings(args)
     _apply_threads(s)
@@ -254,7 +223,7 @@ def cmd_train_reranker(args: argparse.Namespace) -> int:
         val_queries=args.limit_val,
     )
     data = args.data or s.data_path
-    meta = train_reranker(
+    report = train_reranker(
         Path(data),
         args.out,
         cfg,
@@ -262,14 +231,5 @@ def cmd_train_reranker(args: argparse.Namespace) -> int:
         cache=args.cache or Path(".cache/bench"),
         store=args.eval_store,
     )
-    val, tr = meta["val"], meta["train"]
-    lines = [
-        f"checkpoint: {args.out} ({tr['steps']} steps, {tr['groups']} groups mined, {tr['seconds']} s)",
-        f"loss {tr['loss_first10']:.3f} -> {tr['loss_last10']:.3f}",
-        f"val fold ({val['queries']} queries, pool {val['pool']}) nDCG@10: first stage "
-        f"{val['first_stage_ndcg@10']:.4f}, rerank only {val['rerank_only_ndcg@10']:.4f}, "
-        f"fused (w={val['weight']:.2f}) {val['fused_ndcg@10']:.4f}",
-        f"use it: mmrag search QUERY --hybrid --rerank --reranker {args.out}",
-    ]
-    _emit(args, meta, "\n".join(lines))
+    emit_report(args, report)
     return 0

@@ -85,7 +85,8 @@ class Retriever:
         rrf_k: RRF's ``k``.
         dense_pool: Candidates from the dense branch in hybrid mode (default ``pool``).
         sparse_pool: Candidates from the BM25 branch in hybrid mode (default ``pool``).
-        reranker: A :class:`~mmrag.rerank.base.Reranker` (e.g. :class:`~mmrag.rerank.CrossEncoderReranker`).
+        reranker: A :class:`~mmrag.retriever.base.Reranker` (e.g. a
+            :class:`~mmrag.rerank.CrossEncoderReranker`).
         rerank: Default for text queries: rerank when a reranker is given (default ``True`` then).
         sparse_encoder: Embeds BM25 queries (default: the store's ``sparse_encoder``, whose settings
             match its documents).
