@@ -8,18 +8,25 @@ these functions, so a new setting reaches every face at once:
   tenancy, shards, replication);
 * :func:`encoder_spec` / :func:`load_encoder`: the configured model, else the model the store was
   built with, else ``lite``; loaded once per process (:func:`mmrag.encoders.cached_encoder`);
-* :func:`load_reranker`: the configured cross-encoder, or ``None`` (no rerank stage);
-* :func:`build_retriever`: a :class:`~mmrag.retriever.Retriever` over a :class:`LoadedModels`.
+* :func:`reranker_spec` / :func:`load_reranker`: the configured cross-encoder, else the one the store
+  records as its default (its model set), else ``None`` (no rerank stage);
+* :func:`model_set`: the pipeline the faces run by default (hybrid where the store has BM25 vectors,
+  rerank where a reranker is configured or recorded);
+* :func:`build_retriever`: a :class:`~mmrag.retriever.Retriever` over a :class:`LoadedModels`, with the
+  model set's stages on by default.
 
 Heavy imports (torch, transformers) happen inside the functions, so importing this module is cheap.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from mmrag.config import DEFAULT_MODEL, Settings
+from mmrag.errors import EncoderError
+from mmrag.types import ModelSet, RerankerSpec
 
 if TYPE_CHECKING:
     from mmrag.encoders.base import DualEncoder
@@ -27,13 +34,19 @@ if TYPE_CHECKING:
     from mmrag.retriever.base import Reranker
     from mmrag.store import QdrantStore
 
+log = logging.getLogger(__name__)
+
 __all__ = [
     "LoadedModels",
     "build_retriever",
     "encoder_spec",
     "load_encoder",
     "load_reranker",
+    "load_reranker_spec",
+    "model_set",
     "open_store",
+    "pipeline_note",
+    "reranker_spec",
     "resolve_models",
 ]
 
@@ -72,24 +85,82 @@ def load_encoder(settings: Settings, store: QdrantStore | None = None) -> DualEn
     )
 
 
-def load_reranker(
-    settings: Settings, *, max_length: int | None = None, int8: bool = False
-) -> Reranker | None:
-    """The cross-encoder ``settings.reranker`` names, or ``None`` when none is configured.
-
-    With the default ``max_length`` and no ``int8`` it is loaded once per process and shared
-    (:func:`mmrag.rerank.cached_reranker`); other options load a model of their own.
-    """
-    if not settings.reranker:
+def reranker_spec(
+    settings: Settings,
+    store: QdrantStore | None = None,
+    *,
+    max_length: int | None = None,
+    int8: bool | None = None,
+) -> RerankerSpec | None:
+    """The second stage to run: ``settings.reranker`` (``--reranker`` / ``MMRAG_RERANKER``) wins over
+    the reranker ``store`` records as its default; ``max_length`` / ``int8`` override either's."""
+    spec: RerankerSpec | None = None
+    if settings.reranker:
+        spec = RerankerSpec(settings.reranker)
+    elif store is not None:
+        spec = store.meta.model_set(has_sparse=store.has_sparse).reranker
+    if spec is None:
         return None
-    if max_length is None and not int8:
-        from mmrag.rerank import cached_reranker
+    return replace(
+        spec,
+        max_length=max_length or spec.max_length,
+        int8=spec.int8 if int8 is None else int8,
+    )
 
-        return cached_reranker(settings.reranker, settings.threads)
-    from mmrag.rerank import CrossEncoderReranker
 
-    return CrossEncoderReranker(
-        settings.reranker, max_length=max_length, int8=int8, threads=settings.threads or None
+def load_reranker(
+    settings: Settings,
+    store: QdrantStore | None = None,
+    *,
+    max_length: int | None = None,
+    int8: bool | None = None,
+) -> Reranker | None:
+    """The cross-encoder :func:`reranker_spec` names (loaded once per process and options), or ``None``.
+
+    A configured reranker that cannot be loaded is an error; a store's recorded default that cannot
+    be loaded here (a checkpoint path from another machine) is logged and the first stage runs alone.
+    """
+    spec = reranker_spec(settings, store, max_length=max_length, int8=int8)
+    if spec is None:
+        return None
+    try:
+        return load_reranker_spec(spec, settings.threads)
+    except EncoderError as exc:
+        if settings.reranker:
+            raise
+        log.warning("the store's default reranker cannot be loaded, so the first stage runs alone: %s", exc)
+        return None
+
+
+def load_reranker_spec(spec: RerankerSpec, threads: int = 0) -> Reranker:
+    """The cross-encoder ``spec`` describes, loaded once per process and options."""
+    from mmrag.rerank import cached_reranker
+
+    return cached_reranker(
+        spec.model, threads, max_length=spec.max_length, int8=spec.int8, fusion_weights=spec.fusion_weights
+    )
+
+
+def model_set(settings: Settings, store: QdrantStore) -> ModelSet:
+    """The pipeline every face runs on ``store`` by default: its recorded model set, with the
+    encoder and reranker that ``settings`` configure taking precedence."""
+    recorded = store.meta.model_set(has_sparse=store.has_sparse)
+    return replace(
+        recorded,
+        encoder=encoder_spec(settings, store),
+        reranker=reranker_spec(settings, store),
+    )
+
+
+def pipeline_note(models: LoadedModels, store: QdrantStore) -> str | None:
+    """One line for the user when the default pipeline is the first stage only, saying why."""
+    if models.reranker is not None:
+        return None
+    if reranker_spec(Settings(), store) is not None:
+        return "the store's default reranker could not be loaded; showing the first stage only"
+    return (
+        "this store has no default reranker, so results are the first stage only; "
+        "set one with `mmrag model-set --reranker MODEL` (e.g. a `mmrag train-reranker` checkpoint)"
     )
 
 
@@ -121,16 +192,21 @@ def resolve_models(
     """The model set for ``store``: injected models win, else the ones ``settings`` resolve to."""
     return LoadedModels(
         encoder=encoder if encoder is not None else load_encoder(settings, store),
-        reranker=reranker if reranker is not None else load_reranker(settings),
+        reranker=reranker if reranker is not None else load_reranker(settings, store),
     )
 
 
 def build_retriever(models: LoadedModels, store: QdrantStore, **options: Any) -> Retriever:
-    """A :class:`~mmrag.retriever.Retriever` over ``store`` with ``models``.
+    """A :class:`~mmrag.retriever.Retriever` over ``store`` with ``models``, running the store's model
+    set by default: hybrid where the store has BM25 vectors (unless its model set turns it off), and
+    rerank whenever ``models`` has a reranker.
 
     ``options`` are the retriever's keyword arguments (``pool``, ``hnsw_ef``, ``hybrid``, ``fusion``,
-    ``rrf_k``, ``dense_pool``, ``sparse_pool``, ``rerank``, ``vector``).
+    ``rrf_k``, ``dense_pool``, ``sparse_pool``, ``rerank``, ``vector``); ``hybrid=None`` means the
+    model set's choice.
     """
     from mmrag.retriever import Retriever
 
+    if options.get("hybrid") is None:
+        options["hybrid"] = store.meta.model_set(has_sparse=store.has_sparse).hybrid
     return Retriever(models.encoder, store, reranker=models.reranker, **options)

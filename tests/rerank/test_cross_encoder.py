@@ -175,6 +175,8 @@ def test_listwise_training_lowers_the_loss(tmp_path: Path) -> None:
     assert float(listwise_loss(torch.tensor([[10.0, 0.0, 0.0]]))) < 1e-3
     r = CrossEncoderReranker(_tiny(tmp_path), max_length=32)
     groups = [Group(QUERY, (DOCS[0], DOCS[1], DOCS[2])), Group("stock market", (DOCS[1], DOCS[0], DOCS[3]))]
-    cfg = RerankTrainConfig(batch_groups=2, epochs=20, lr=1e-3, head_lr=1e-2, freeze_layers=0, warmup=0.0)
+    cfg = RerankTrainConfig(
+        batch_groups=2, steps=None, epochs=20, lr=1e-3, head_lr=1e-2, freeze_layers=0, warmup=0.0
+    )
     stats = fit(r, groups, cfg)
     assert stats.steps == 20 and stats.loss_last10 < 0.5 * stats.loss_first10

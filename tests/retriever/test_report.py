@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from mmrag.ingest.ledger import VerifyReport
 from mmrag.retriever.report import SearchReport
-from mmrag.types import Chunk, Hit, IngestSummary, SkippedFile, StoreInfo
+from mmrag.store.info import StoreInfo
+from mmrag.types import Chunk, Hit, IngestSummary, SkippedFile
 
 
 def _hit(rank: int, was: int, **scores: float | None) -> Hit:

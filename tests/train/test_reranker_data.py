@@ -48,7 +48,8 @@ def test_mine_groups_takes_the_first_stage_as_a_callable() -> None:
 
 
 def test_rerank_report_json_is_the_checkpoint_config(tmp_path: Path) -> None:
-    cal = Calibration(0.4, {0.0: 0.5, 0.4: 0.6, 1.0: 0.55}, 0.5, 0.55, 0.6, 30, 20)
+    unseen = {"first_stage_ndcg@10": 0.45, "rerank_only_ndcg@10": 0.4, "fused_ndcg@10": 0.5}
+    cal = Calibration(0.4, {0.0: 0.5, 0.4: 0.6, 1.0: 0.55}, 0.5, 0.55, 0.6, 30, 20, unseen, 12)
     fit = FitStats(5, 10, 40, 3.2, 1.1, 0.9)
     report = RerankTrainReport(tmp_path, "minilm", 112, "hybrid", RerankTrainConfig(), fit, 44, 100, cal)
     d = report.to_dict()
@@ -58,14 +59,20 @@ def test_rerank_report_json_is_the_checkpoint_config(tmp_path: Path) -> None:
     assert d["fusion_weights"] == {"text": 0.4} and d["train"]["steps"] == 5 and d["train"]["groups"] == 44
     assert list(d["val"]) == [
         "weight", "curve", "first_stage_ndcg@10", "rerank_only_ndcg@10", "fused_ndcg@10", "queries", "pool",
+        "unseen",
     ]  # fmt: skip
+    assert d["val"]["unseen"] == {**unseen, "queries": 12}
     json.dumps(d)
+    # the validation table: every stage on the whole fold and on the queries it cannot have memorised
     assert report.to_text().splitlines() == [
         f"checkpoint: {tmp_path} (5 steps, 44 groups mined, 3.2 s)",
         "loss 1.100 -> 0.900",
-        "val fold (30 queries, pool 20) nDCG@10: first stage 0.5000, rerank only 0.5500, "
-        "fused (w=0.40) 0.6000",
-        f"use it: mmrag search QUERY --hybrid --rerank --reranker {tmp_path}",
+        "validation (pool 20; unseen = no relevant doc is a training positive):",
+        "nDCG@10, val fold           all 30   unseen 12",
+        "first stage (hybrid)        0.5000      0.4500",
+        "rerank alone                0.5500      0.4000",
+        "fused (w=0.40)              0.6000      0.5000",
+        f"use it: mmrag model-set --reranker {tmp_path}   (then plain `mmrag search QUERY`)",
     ]
 
 

@@ -52,11 +52,13 @@ def test_text_query_shows_cards_scores_timings_and_chart(
     at = _app(monkeypatch, ui_store).run()
     _no_crash(at)
     assert not at.error
-    # The store has BM25 vectors, so hybrid can be switched on; no reranker is configured, so the
-    # rerank toggle is off and says why.
-    assert not at.toggle(key="hybrid").disabled and at.toggle(key="rerank").disabled
+    # The store has BM25 vectors, so hybrid is on by default (the store's model set); no reranker is
+    # configured or recorded, so the rerank toggle is off and says why.
+    assert not at.toggle(key="hybrid").disabled and at.toggle(key="hybrid").value
+    assert at.toggle(key="rerank").disabled and not at.toggle(key="rerank").value
     assert any("not available" in c.value for c in at.caption)
 
+    at.toggle(key="hybrid").set_value(False)  # dense only: its scores order the cards
     at.text_input(key="q").input("layout detection models")
     at.number_input(key="k").set_value(3)
     _submit(at, "Search")
@@ -217,3 +219,24 @@ def test_collection_ingest_folder_and_upload(
     assert int(next(m.value for m in at.metric if m.label == "points")) == before + 2
     assert list((fresh_store / "uploads").glob("*/rocket.jpg"))  # kept: the image chunk points at it
     QdrantStore.open(str(fresh_store)).close()  # the app closed the store after each run
+
+
+def test_default_search_runs_the_store_model_set(monkeypatch: pytest.MonkeyPatch, fresh_store: Path) -> None:
+    """A store that records a default reranker: both toggles start on, and a plain search reranks."""
+    from mmrag.store import QdrantStore
+    from mmrag.types import RerankerSpec
+
+    with QdrantStore.open(str(fresh_store)) as store:
+        store.meta.set_reranker(RerankerSpec("minilm", max_length=64))  # offline MiniLM, untrained head
+    at = _app(monkeypatch, fresh_store).run()
+    _no_crash(at)
+    assert at.toggle(key="hybrid").value and at.toggle(key="rerank").value
+    at.text_input(key="q").input("layout detection models")
+    at.number_input(key="k").set_value(3)
+    _submit(at, "Search")
+    _no_crash(at)
+    assert not at.error
+    md = "\n".join(_markdown(at))
+    # every stage's score is on the cards: dense, BM25, fused, and the cross-encoder's
+    assert re.search(r"fused \*\*\d\.\d{4}\*\* · rerank \*\*-?\d+\.\d{4}\*\*", md), md[:2000]
+    assert {m.label for m in at.metric} >= {"sparse (ms)", "fuse (ms)", "rerank (ms)"}

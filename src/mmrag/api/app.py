@@ -222,8 +222,19 @@ def create_app(service: Service) -> FastAPI:
         source: Annotated[str | None, Form(max_length=4096, description="only this source path")] = None,
         filters: Annotated[str | None, Form(description='JSON object {"key": value | [values]}')] = None,
         tenant: Annotated[str | None, Form(max_length=64)] = None,
-        hybrid: Annotated[bool | None, Form(description="BM25 + dense; 400 when unavailable")] = None,
-        rerank: Annotated[bool | None, Form(description="cross-encoder rerank; 400 when unavailable")] = None,
+        mode: Annotated[
+            str | None,
+            Form(pattern="^(dense|hybrid)$", description="first stage; default: the store's model set"),
+        ] = None,
+        hybrid: Annotated[
+            bool | None, Form(description="older switch for mode (true = hybrid); 400 when unavailable")
+        ] = None,
+        rerank: Annotated[
+            bool | None,
+            Form(
+                description="cross-encoder rerank; default: on when the store has one; 400 when unavailable"
+            ),
+        ] = None,
     ) -> dict[str, Any]:
         flt: Any = None
         if filters:
@@ -249,6 +260,7 @@ def create_app(service: Service) -> FastAPI:
                 tenant=tenant,
                 hybrid=hybrid,
                 rerank=rerank,
+                mode=mode,
             ),
             cfg.search_timeout_s,
             "search",

@@ -147,7 +147,9 @@ class Service:
         tenant: str | None,
         hybrid: bool | None,
         rerank: bool | None,
+        mode: str | None = None,
     ) -> dict[str, Any]:
+        """One search; stages left ``None`` run as the store's model set says (hybrid, rerank)."""
         if not 1 <= k <= self.config.max_k:
             raise ConfigError(f"k must be between 1 and {self.config.max_k}, got {k}")
         if pool is not None and not 1 <= pool <= self.config.max_pool:
@@ -182,7 +184,7 @@ class Service:
             modality=modality,
             filters=flt or None,
             tenant=who,
-            mode=None if hybrid is None else RetrievalMode.HYBRID if hybrid else RetrievalMode.DENSE,
+            mode=_mode(mode, hybrid),
             rerank=rerank,
         )
         with self._gate:
@@ -288,9 +290,21 @@ class Service:
             "encoder": self.encoder.id,
             "vector": self.vector,
             "capabilities": self.retriever.capabilities,
+            # What a request runs when it names no stage: the store's model set.
+            "defaults": {"hybrid": self.retriever.hybrid, "rerank": self.retriever.rerank},
+            "reranker": getattr(self.retriever.reranker, "id", None),
             "tenancy": self.store.tenancy,
             "auth": self.auth_enabled,
         }
+
+
+def _mode(mode: str | None, hybrid: bool | None) -> RetrievalMode | None:
+    """The first stage a request asks for: ``mode`` (dense | hybrid), else the older ``hybrid`` switch."""
+    if mode is not None and hybrid is not None and (RetrievalMode(mode) is RetrievalMode.HYBRID) != hybrid:
+        raise ConfigError(f"mode={mode!r} contradicts hybrid={hybrid}; send one of them")
+    if mode is not None:
+        return RetrievalMode(mode)
+    return None if hybrid is None else RetrievalMode.HYBRID if hybrid else RetrievalMode.DENSE
 
 
 class _YieldingEncoder:

@@ -1,10 +1,11 @@
-"""The ``mmrag`` command: ingest | search | eval | train | train-reranker | info | verify | ui | serve.
+"""The ``mmrag`` command: ingest | search | eval | train | train-reranker | info | model-set | verify |
+ui | serve.
 
 Every command takes ``--store`` (env ``MMRAG_STORE``) and ``--model`` (env ``MMRAG_MODEL``);
 ``--json`` prints stable, documented JSON on stdout (progress and logs go to stderr).
 
 One module per command group: :mod:`~mmrag.cli.ingest` (ingest, verify), :mod:`~mmrag.cli.search`
-(search, info), :mod:`~mmrag.cli.training` (eval, train, train-reranker), :mod:`~mmrag.cli.serve`
+(search, info, model-set), :mod:`~mmrag.cli.training` (eval, train, train-reranker), :mod:`~mmrag.cli.serve`
 (ui, serve); the flags and helpers they share are in :mod:`~mmrag.cli._common`, and the store and
 models come from :mod:`mmrag.wiring`.
 """
@@ -28,7 +29,14 @@ from mmrag.cli._common import (
     emit_report,
 )
 from mmrag.cli.ingest import add_ingest_parser, add_verify_parser, cmd_ingest, cmd_verify
-from mmrag.cli.search import add_info_parser, add_search_parser, cmd_info, cmd_search
+from mmrag.cli.search import (
+    add_info_parser,
+    add_model_set_parser,
+    add_search_parser,
+    cmd_info,
+    cmd_model_set,
+    cmd_search,
+)
 from mmrag.cli.serve import add_serve_parser, add_ui_parser, cmd_serve, cmd_ui
 from mmrag.cli.training import (
     add_eval_parser,
@@ -54,6 +62,7 @@ __all__ = [
     "cmd_eval",
     "cmd_info",
     "cmd_ingest",
+    "cmd_model_set",
     "cmd_search",
     "cmd_serve",
     "cmd_train",
@@ -75,6 +84,7 @@ _PARSERS = (
     add_train_parser,
     add_train_reranker_parser,
     add_info_parser,
+    add_model_set_parser,
     add_ui_parser,
     add_serve_parser,
 )
@@ -86,6 +96,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "train": cmd_train,
     "train-reranker": cmd_train_reranker,
     "info": cmd_info,
+    "model-set": cmd_model_set,
     "verify": cmd_verify,
     "ui": cmd_ui,
     "serve": cmd_serve,

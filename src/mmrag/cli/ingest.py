@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mmrag import wiring
 from mmrag.cli import _common
 from mmrag.cli._common import _emit, _ledger, _open_store, _settings, _spec, add_common, emit_report
 from mmrag.config import Settings
@@ -45,6 +46,10 @@ def add_ingest_parser(sub: Any) -> None:
     p.add_argument("--no-ocr", action="store_true", help="do not OCR scans (tesseract)")
     p.add_argument("--no-pdf-images", action="store_true", help="do not store figures of PDF pages")
     p.add_argument("--report", type=Path, help="write the run summary with every skip reason as JSON")
+    p.add_argument(
+        "--reranker",
+        help="record this cross-encoder as the store's default reranker (see `mmrag model-set`)",
+    )
     p.add_argument("--ledger", help="ingest ledger (SQLite) [default: in the store dir; server: ~/.cache]")
     p.add_argument("--tenant", help="owner of the ingested chunks (needed when MMRAG_TENANCY=1)")
     p.add_argument(
@@ -107,6 +112,9 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         names = [ln.strip() for ln in args.files_from.read_text().splitlines() if ln.strip()]
         files = [Path(args.paths[0]) / n for n in names][: args.limit]
     with _open_store(s) as store:
+        if args.reranker:
+            # Loaded before the ingest: a wrong name fails now, not after an hour of embedding.
+            wiring.load_reranker(s.with_(reranker=args.reranker))
         encoder = _encoder(s, store)
         if args.chunk_words is not None:
             chunking = ChunkingOptions(words=args.chunk_words, overlap=args.overlap)
@@ -133,6 +141,10 @@ def cmd_ingest(args: argparse.Namespace) -> int:
             else:
                 runner = IngestRunner(encoder, store, **kw)
             summary = runner.run(args.paths, captions=captions, limit=args.limit, files=files)
+        if args.reranker:
+            from mmrag.types import RerankerSpec
+
+            store.meta.set_reranker(RerankerSpec(args.reranker))
         total = store.count()
     d = summary.to_dict() | {"store": s.store, "points_in_store": total}
     if args.report:

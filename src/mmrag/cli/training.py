@@ -99,7 +99,10 @@ def add_train_reranker_parser(sub: Any) -> None:
     p.add_argument("--out", type=Path, required=True, help="checkpoint directory to write")
     p.add_argument("--data", type=Path, help="data root with scifact/ and triplets/ [env MMRAG_DATA]")
     p.add_argument("--base", help="cross-encoder to start from (default: offline all-MiniLM-L6-v2)")
-    p.add_argument("--minutes", type=float, default=11.0, help="wall-clock budget for training steps")
+    p.add_argument(
+        "--steps", type=int, default=400, help="optimisation steps (fixed: same command and seed, same model)"
+    )
+    p.add_argument("--docs", type=int, help="corpus cap: the first N docs plus every judged one (quick runs)")
     p.add_argument("--negatives", type=int, default=3, help="hard negatives per positive")
     p.add_argument("--depth", type=int, default=30, help="first-stage candidates to mine from")
     p.add_argument("--titles", type=int, default=400, help="title -> abstract groups")
@@ -216,7 +219,8 @@ def cmd_train_reranker(args: argparse.Namespace) -> int:
         head_lr=args.head_lr,
         freeze_layers=args.freeze_layers,
         batch_groups=args.batch_groups,
-        minutes=args.minutes,
+        steps=args.steps,
+        docs=args.docs,
         val_pool=args.val_pool,
         seed=args.seed,
         queries=args.limit_queries,
@@ -230,6 +234,7 @@ def cmd_train_reranker(args: argparse.Namespace) -> int:
         encoder_spec=s.model or "lite",
         cache=args.cache or Path(".cache/bench"),
         store=args.eval_store,
+        progress=not (args.quiet or args.json),
     )
     emit_report(args, report)
     return 0

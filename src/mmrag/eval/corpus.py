@@ -44,7 +44,9 @@ def corpus_chunks(ds: BeirDataset) -> list[Chunk]:
     ]
 
 
-def corpus_vectors(encoder: DualEncoder, ds: BeirDataset, cache: Path | None) -> np.ndarray[Any, Any]:
+def corpus_vectors(
+    encoder: DualEncoder, ds: BeirDataset, cache: Path | None, *, progress: bool = False
+) -> np.ndarray[Any, Any]:
     """Dense vectors of every corpus document, cached as ``<cache>/<encoder id>-<name>-<n>.npy``."""
     ids = list(ds.corpus)
     path = cache / f"{encoder.id}-{ds.root.name}-{len(ids)}.npy" if cache else None
@@ -52,8 +54,20 @@ def corpus_vectors(encoder: DualEncoder, ds: BeirDataset, cache: Path | None) ->
         vecs: np.ndarray[Any, Any] = np.load(path)
         if vecs.shape == (len(ids), encoder.dim):
             return vecs
+    from tqdm import tqdm
+
     t = time.perf_counter()
-    vecs = encoder.encode_text([ds.doc_text(d) for d in ids], batch_size=64)
+    texts = [ds.doc_text(d) for d in ids]
+    # Sorted by length, so each encoder batch pads little (the encoder sorts within one call only).
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    vecs = np.zeros((len(texts), encoder.dim), dtype=np.float32)
+    with tqdm(
+        total=len(texts), desc="index corpus", unit="doc", disable=not progress, dynamic_ncols=True
+    ) as bar:
+        for start in range(0, len(order), 256):
+            idx = order[start : start + 256]
+            vecs[idx] = encoder.encode_text([texts[i] for i in idx], batch_size=64)
+            bar.update(len(idx))
     log.info("encoded %d docs in %.0f s", len(ids), time.perf_counter() - t)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -87,7 +101,9 @@ class _Precomputed:
         return self.encoder.describe()
 
 
-def index_corpus(store: QdrantStore, encoder: DualEncoder, ds: BeirDataset, cache: Path | None) -> int:
+def index_corpus(
+    store: QdrantStore, encoder: DualEncoder, ds: BeirDataset, cache: Path | None, *, progress: bool = False
+) -> int:
     """Write the corpus (dense + BM25) into ``store`` unless it already holds it; returns the count."""
     from mmrag.ingest.indexing import embed_and_write  # the ingest package is only needed to write
 
@@ -95,7 +111,7 @@ def index_corpus(store: QdrantStore, encoder: DualEncoder, ds: BeirDataset, cach
     vector = store.ensure_vector(vector_spec(encoder))
     if store.count() >= len(chunks) and len(store.existing_ids([c.id for c in chunks[:50]], vector)) == 50:
         return store.count()
-    vecs = corpus_vectors(encoder, ds, cache)
+    vecs = corpus_vectors(encoder, ds, cache, progress=progress)
     cached = _Precomputed(encoder, [c.text or "" for c in chunks], vecs)
     embed_and_write(cached, store, chunks, vector=vector, batch=256)
     store.optimize()

@@ -6,17 +6,35 @@ structurally: this package imports neither the store nor the retriever. Training
 ``train/reranker.py``.
 """
 
+from collections.abc import Mapping
+
 from mmrag.rerank.cross_encoder import CrossEncoderReranker
 from mmrag.rerank.fusion import ScoreFusion, learn_weight
 
 __all__ = ["CrossEncoderReranker", "ScoreFusion", "cached_reranker", "learn_weight"]
 
-_CACHE: dict[tuple[str, int], CrossEncoderReranker] = {}
+_CACHE: dict[tuple[str, int, int | None, bool, tuple[tuple[str, float], ...]], CrossEncoderReranker] = {}
 
 
-def cached_reranker(spec: str, threads: int = 0) -> CrossEncoderReranker:
-    """One loaded cross-encoder per (spec, threads) in this process (the API and the UI share it)."""
-    key = (spec, threads)
+def cached_reranker(
+    spec: str,
+    threads: int = 0,
+    *,
+    max_length: int | None = None,
+    int8: bool = False,
+    fusion_weights: Mapping[str, float] | None = None,
+) -> CrossEncoderReranker:
+    """One loaded cross-encoder per (spec, threads, options) in this process (faces share it).
+
+    ``fusion_weights``: per-modality rerank weights that replace the checkpoint's own (empty or
+    ``None``: the checkpoint's).
+    """
+    weights = tuple(sorted((fusion_weights or {}).items()))
+    key = (spec, threads, max_length, int8, weights)
     if key not in _CACHE:
-        _CACHE[key] = CrossEncoderReranker(spec, threads=threads or None)
+        given = dict(weights)
+        fusion = ScoreFusion(given, default=given.get("text", 0.5)) if given else None
+        _CACHE[key] = CrossEncoderReranker(
+            spec, threads=threads or None, max_length=max_length, int8=int8, fusion=fusion
+        )
     return _CACHE[key]

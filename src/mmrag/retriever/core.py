@@ -79,6 +79,7 @@ class Retriever:
         pool: First-stage candidates handed to the reranker (and fetched per branch unless
             ``dense_pool`` / ``sparse_pool`` say otherwise); >= 1.
         hnsw_ef: HNSW search breadth (``None`` = Qdrant's default); raise it for recall.
+        exact: Scan every point instead of the HNSW graph (reproducible runs, recall baselines).
         vector: Named vector to search; default: the encoder's own vector in the store.
         hybrid: Default for text queries: fuse BM25 with dense (needs a store with BM25 vectors).
         fusion: ``"rrf"`` or ``"dbsf"`` (see :mod:`mmrag.retriever.fusion`).
@@ -103,6 +104,7 @@ class Retriever:
         *,
         pool: int = 50,
         hnsw_ef: int | None = None,
+        exact: bool = False,
         vector: str | None = None,
         hybrid: bool = False,
         fusion: FusionMethod = "rrf",
@@ -125,7 +127,7 @@ class Retriever:
         self.encoder = encoder
         self.store = store
         self.pool = pool
-        self.options = SearchOptions(hnsw_ef=hnsw_ef)
+        self.options = SearchOptions(hnsw_ef=hnsw_ef, exact=exact)
         self.vector = vector or store.vector_for(vector_spec(encoder))
         self.fusion: FusionMethod = fusion
         self.rrf_k = rrf_k

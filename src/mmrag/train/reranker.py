@@ -22,15 +22,15 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from mmrag.eval.corpus import doc_ids, index_corpus, ranking_metrics
 from mmrag.rerank.cross_encoder import CONFIG_FILE, CrossEncoderReranker
 from mmrag.rerank.fusion import learn_weight
 from mmrag.train.groups import Group, mine_groups
+from mmrag.train.reranker_report import Calibration, FitStats, RerankTrainConfig, RerankTrainReport
 
 if TYPE_CHECKING:
     import torch
@@ -54,133 +54,20 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
-class RerankTrainConfig:
-    """Settings of one training run (saved into the checkpoint's ``mmrag_rerank.json``)."""
+class _MiningBar:
+    """A progress bar over the texts the first stage ranks while groups are mined (total unknown up
+    front: training queries, then titles)."""
 
-    model: str | None = None  # None: offline all-MiniLM-L6-v2 with a fresh head
-    # Defaults = the measured best of the short CPU runs (issue #4 note): lr 4e-5 / head 1e-3 left
-    # the loss at chance after 61 steps; 3e-4 / 1e-2 with 3 frozen layers learned within the budget.
-    negatives: int = 3
-    depth: int = 30  # first-stage candidates mined per query
-    titles: int = 400  # title → abstract groups
-    max_length: int = 112
-    batch_groups: int = 8
-    epochs: int = 1
-    lr: float = 3e-4
-    head_lr: float = 1e-2
-    warmup: float = 0.1
-    minutes: float = 11.0  # wall-clock budget for the optimisation steps
-    freeze_layers: int = 3  # bottom transformer layers kept fixed (with the embeddings): faster steps
-    val_pool: int = 20
-    seed: int = 0
-    queries: int | None = None  # cap on training queries (smoke runs)
-    val_queries: int | None = None  # cap on validation queries (smoke runs)
+    def __init__(self, enabled: bool) -> None:
+        from tqdm import tqdm
 
+        self._bar = tqdm(desc="mine negatives", unit="query", disable=not enabled, dynamic_ncols=True)
 
-@dataclass(frozen=True, slots=True)
-class FitStats:
-    """What :func:`fit` did: steps run of those planned, time, and the loss at both ends.
+    def update(self, n: int) -> None:
+        self._bar.update(n)
 
-    Example:
-        >>> FitStats(20, 20, 40, 1.5, 1.2, 0.3).to_dict()["groups_seen"]
-        40
-    """
-
-    steps: int
-    planned_steps: int
-    groups_seen: int
-    seconds: float
-    loss_first10: float
-    loss_last10: float
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass(frozen=True, slots=True)
-class Calibration:
-    """The text fusion weight learned on the validation fold, with nDCG@10 at each end of the curve.
-
-    Example:
-        >>> c = Calibration(0.5, {0.0: 0.6, 0.5: 0.7, 1.0: 0.65}, 0.6, 0.65, 0.7, 30, 20)
-        >>> c.to_dict()["fused_ndcg@10"]
-        0.7
-    """
-
-    weight: float
-    curve: Mapping[float, float]
-    first_stage_ndcg: float
-    rerank_only_ndcg: float
-    fused_ndcg: float
-    queries: int
-    pool: int
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "weight": self.weight,
-            "curve": dict(self.curve),
-            "first_stage_ndcg@10": self.first_stage_ndcg,
-            "rerank_only_ndcg@10": self.rerank_only_ndcg,
-            "fused_ndcg@10": self.fused_ndcg,
-            "queries": self.queries,
-            "pool": self.pool,
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class RerankTrainReport:
-    """``mmrag train-reranker``: the checkpoint, how it trained, and its calibration.
-
-    ``to_dict()`` is the checkpoint's ``mmrag_rerank.json`` (what :class:`CrossEncoderReranker`
-    reads back: fusion weights and the base model); ``to_text()`` is what the command prints.
-
-    Example:
-        >>> report = train_reranker(data, Path("rr"), RerankTrainConfig())  # doctest: +SKIP
-        >>> report.val.weight                                               # doctest: +SKIP
-        0.4
-    """
-
-    checkpoint: Path
-    base: str
-    max_length: int
-    first_stage: str
-    config: RerankTrainConfig
-    fit: FitStats
-    groups: int
-    train_queries: int
-    val: Calibration
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "kind": "mmrag-cross-encoder",
-            "base": self.base,
-            "max_length": self.max_length,
-            "fusion_weights": {"text": self.val.weight},
-            "fusion_default": self.val.weight,
-            "first_stage": self.first_stage,
-            "train": {
-                **asdict(self.config),
-                **self.fit.to_dict(),
-                "groups": self.groups,
-                "train_queries": self.train_queries,
-            },
-            "val": self.val.to_dict(),
-        }
-
-    def to_text(self) -> str:
-        val, tr = self.val, self.fit
-        return "\n".join(
-            [
-                f"checkpoint: {self.checkpoint} "
-                f"({tr.steps} steps, {self.groups} groups mined, {tr.seconds} s)",
-                f"loss {tr.loss_first10:.3f} -> {tr.loss_last10:.3f}",
-                f"val fold ({val.queries} queries, pool {val.pool}) nDCG@10: first stage "
-                f"{val.first_stage_ndcg:.4f}, rerank only {val.rerank_only_ndcg:.4f}, "
-                f"fused (w={val.weight:.2f}) {val.fused_ndcg:.4f}",
-                f"use it: mmrag search QUERY --hybrid --rerank --reranker {self.checkpoint}",
-            ]
-        )
+    def close(self) -> None:
+        self._bar.close()
 
 
 def listwise_loss(logits: torch.Tensor) -> torch.Tensor:
@@ -191,10 +78,22 @@ def listwise_loss(logits: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.cross_entropy(logits, target)
 
 
-def fit(reranker: CrossEncoderReranker, groups: Sequence[Group], cfg: RerankTrainConfig) -> FitStats:
-    """Listwise training of ``reranker.model`` in place; stops at the wall-clock budget."""
+def fit(
+    reranker: CrossEncoderReranker,
+    groups: Sequence[Group],
+    cfg: RerankTrainConfig,
+    *,
+    progress: bool = False,
+) -> FitStats:
+    """Listwise training of ``reranker.model`` in place for a fixed number of steps (``cfg.steps``,
+    else ``cfg.epochs`` passes over ``groups``); the groups are cycled in order, so the same groups and
+    seed give the same model."""
     import torch
+    from tqdm import tqdm
 
+    if not groups:
+        raise ValueError("no training groups: the first stage returned too few candidates to mine from")
+    torch.manual_seed(cfg.seed)
     model = reranker.model
     model.train()
     base = getattr(model, model.base_model_prefix)
@@ -211,25 +110,16 @@ def fit(reranker: CrossEncoderReranker, groups: Sequence[Group], cfg: RerankTrai
         ],
         weight_decay=0.01,
     )
-    planned = max(1, cfg.epochs * len(groups) // cfg.batch_groups)
-    # The schedule (linear warm-up, linear decay) spans the steps that fit the time budget,
-    # estimated after the first steps, so a budget-cut run still ends at a low learning rate.
-    total = [planned]
+    total = cfg.steps or max(1, cfg.epochs * len(groups) // cfg.batch_groups)
+    warm = max(1, int(cfg.warmup * total))
 
-    def lr_at(s: int) -> float:
-        warm = max(1, int(cfg.warmup * total[0]))
-        return min(1.0, (s + 1) / warm) * max(0.05, (total[0] - s) / max(1, total[0] - warm))
+    def lr_at(s: int) -> float:  # linear warm-up, then linear decay to 5%
+        return min(1.0, (s + 1) / warm) * max(0.05, (total - s) / max(1, total - warm))
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
-    t0, losses, done = time.perf_counter(), [], 0
-    for step in range(planned):
-        elapsed = time.perf_counter() - t0
-        if elapsed > cfg.minutes * 60 or step >= total[0]:
-            log.info("stopping after %d of %d planned steps (%.0f s)", step, planned, elapsed)
-            break
-        if step == 3:
-            total[0] = min(planned, max(4, int(cfg.minutes * 60 / (elapsed / 3))))
-            log.info("%.1f s/step: %d steps fit the budget", elapsed / 3, total[0])
+    t0, losses = time.perf_counter(), []
+    bar = tqdm(range(total), desc="train reranker", unit="step", disable=not progress, dynamic_ncols=True)
+    for step in bar:
         batch = [groups[(step * cfg.batch_groups + i) % len(groups)] for i in range(cfg.batch_groups)]
         n = len(batch[0].passages)
         pairs = reranker.encode_pairs(
@@ -243,20 +133,16 @@ def fit(reranker: CrossEncoderReranker, groups: Sequence[Group], cfg: RerankTrai
         sched.step()
         opt.zero_grad(set_to_none=True)
         losses.append(float(loss.detach()))
-        done = step + 1
-        if done % 10 == 0:
-            log.info(
-                "step %d/%d loss %.3f (%.0f s)",
-                done,
-                total[0],
-                sum(losses[-10:]) / 10,
-                time.perf_counter() - t0,
-            )
+        if (step + 1) % 10 == 0:
+            recent = sum(losses[-10:]) / 10
+            bar.set_postfix(loss=f"{recent:.3f}", refresh=False)
+            log.info("step %d/%d loss %.3f (%.0f s)", step + 1, total, recent, time.perf_counter() - t0)
+    bar.close()
     model.eval()
     return FitStats(
-        steps=done,
-        planned_steps=planned,
-        groups_seen=done * cfg.batch_groups,
+        steps=total,
+        planned_steps=total,
+        groups_seen=total * cfg.batch_groups,
         seconds=round(time.perf_counter() - t0, 1),
         loss_first10=sum(losses[:10]) / max(1, len(losses[:10])),
         loss_last10=sum(losses[-10:]) / max(1, len(losses[-10:])),
@@ -269,6 +155,9 @@ def calibrate(
     val_ids: Sequence[str],
     pools: Sequence[Sequence[Hit]],
     pool: int,
+    *,
+    unseen: Sequence[str] = (),
+    progress: bool = False,
 ) -> Calibration:
     """Learn the text fusion weight on the validation fold; report first stage / rerank / fused nDCG@10.
 
@@ -278,17 +167,35 @@ def calibrate(
         val_ids: Validation-fold query ids.
         pools: The first stage's hits of each validation query (``pool`` deep), best first.
         pool: The depth asked of the first stage (recorded in the report).
+        unseen: The validation queries whose relevant docs are no training positive (also reported).
     """
+    from tqdm import tqdm
+
     qrels = {q: dict(ds.qrels[q]) for q in val_ids}
     scores = [
         [float(s) for s in reranker.score(ds.queries[q], [h.chunk.text or "" for h in hits])]
-        for q, hits in zip(val_ids, pools, strict=True)
+        for q, hits in tqdm(
+            list(zip(val_ids, pools, strict=True)), desc="validate", unit="query", disable=not progress
+        )
     ]
 
-    def ndcg(ordered: list[list[Hit]]) -> float:
-        return ranking_metrics(qrels, dict(zip(val_ids, ordered, strict=True)), ks=(10,))["ndcg@10"]
+    def ndcg(ordered: list[list[Hit]], ids: Sequence[str] = val_ids) -> float:
+        sub = {q: qrels[q] for q in ids}
+        return ranking_metrics(sub, dict(zip(ids, ordered, strict=True)), ks=(10,))["ndcg@10"]
 
     best, curve = learn_weight(pools, scores, ndcg)
+    unseen_stats = None
+    keep = [i for i, q in enumerate(val_ids) if q in set(unseen)]
+    if keep:
+        ids = [val_ids[i] for i in keep]
+        _, sub_curve = learn_weight(
+            [pools[i] for i in keep], [scores[i] for i in keep], lambda o: ndcg(o, ids), grid=(0.0, best, 1.0)
+        )
+        unseen_stats = {
+            "first_stage_ndcg@10": sub_curve[0.0],
+            "rerank_only_ndcg@10": sub_curve[1.0],
+            "fused_ndcg@10": sub_curve[best],
+        }
     return Calibration(
         weight=best,
         curve=curve,
@@ -297,6 +204,8 @@ def calibrate(
         fused_ndcg=curve[best],
         queries=len(val_ids),
         pool=pool,
+        unseen=unseen_stats,
+        unseen_queries=len(keep),
     )
 
 
@@ -308,8 +217,14 @@ def train_reranker(
     encoder_spec: str = "lite",
     cache: Path | None = None,
     store: str | None = None,
+    progress: bool = False,
 ) -> RerankTrainReport:
-    """Mine, train, calibrate, save. ``data`` is the shared data root (scifact/ and triplets/)."""
+    """Mine, train, calibrate, save. ``data`` is the shared data root (scifact/ and triplets/).
+
+    With ``progress``, indexing, mining, training (with an ETA) and validation each show a bar on
+    stderr. Mining searches exactly (no HNSW), so the mined groups, and with them the checkpoint, are
+    the same in every run of the same command and seed.
+    """
     import tempfile
 
     import torch
@@ -329,13 +244,24 @@ def train_reranker(
     )
     val_ids = sorted(q for q in val if q in ds.queries)[: cfg.val_queries]
     train_ids = sorted(q for q in ds.queries if q not in val)[: cfg.queries]
+    if cfg.docs:
+        keep = set(list(ds.corpus)[: cfg.docs]) | {d for q in (*val_ids, *train_ids) for d in ds.qrels[q]}
+        ds = type(ds)(ds.root, {d: v for d, v in ds.corpus.items() if d in keep}, ds.queries, ds.qrels)
+    train_pos = {d for q in train_ids for d in ds.qrels[q]}
+    unseen = [q for q in val_ids if not set(ds.qrels[q]) & train_pos]
     encoder = load_encoder(encoder_spec)
     with tempfile.TemporaryDirectory(prefix="mmrag-rr-") as tmp, QdrantStore.open(store or tmp) as st:
-        index_corpus(st, encoder, ds, cache)
-        retriever = Retriever(encoder, st, pool=cfg.depth, hybrid=True)
+        index_corpus(st, encoder, ds, cache, progress=progress)
+        retriever = Retriever(encoder, st, pool=cfg.depth, hybrid=True, exact=True)
+        bar = _MiningBar(progress)
 
         def first_stage(texts: list[str], k: int) -> list[list[str]]:
-            return [doc_ids(hits) for hits in retriever.search_batch(texts, k=k, hybrid=True)]
+            out = []
+            for start in range(0, len(texts), 64):
+                part = retriever.search_batch(texts[start : start + 64], k=k, hybrid=True)
+                out += [doc_ids(hits) for hits in part]
+                bar.update(len(part))
+            return out
 
         t = time.perf_counter()
         groups = mine_groups(
@@ -347,13 +273,14 @@ def train_reranker(
             titles=cfg.titles,
             seed=cfg.seed,
         )
+        bar.close()
         log.info("mined %d groups in %.0f s", len(groups), time.perf_counter() - t)
         reranker = CrossEncoderReranker(cfg.model, max_length=cfg.max_length, batch_size=32)
-        fitted = fit(reranker, groups, cfg)
+        fitted = fit(reranker, groups, cfg, progress=progress)
         val_pools = retriever.search_batch(
             [ds.queries[q] for q in val_ids], k=cfg.val_pool, hybrid=True, rerank=False
         )
-        cal = calibrate(reranker, ds, val_ids, val_pools, cfg.val_pool)
+        cal = calibrate(reranker, ds, val_ids, val_pools, cfg.val_pool, unseen=unseen, progress=progress)
     out.mkdir(parents=True, exist_ok=True)
     reranker.model.save_pretrained(out)
     reranker.tokenizer.save_pretrained(out)

@@ -17,6 +17,7 @@ from mmrag.errors import EncoderError, MmragError, StoreLockedError
 if TYPE_CHECKING:
     from mmrag.encoders.base import DualEncoder
     from mmrag.store import QdrantStore
+    from mmrag.types import RerankerSpec
 
 log = logging.getLogger("mmrag.ui")
 
@@ -36,15 +37,24 @@ def encoder_for(settings: Settings, store: QdrantStore) -> DualEncoder:
 
 
 @st.cache_resource(show_spinner="Loading the reranker (once per server process)…", max_entries=2)
-def _get_reranker(spec: str, threads: int) -> Any:
-    from mmrag.rerank import cached_reranker
-
-    return cached_reranker(spec, threads)
+def _get_reranker(spec: RerankerSpec, threads: int) -> Any:
+    return wiring.load_reranker_spec(spec, threads)
 
 
-def reranker_for(settings: Settings) -> Any:
-    """The configured cross-encoder, or ``None`` (the rerank toggle then says why it is off)."""
-    return _get_reranker(settings.reranker, settings.threads) if settings.reranker else None
+def reranker_for(settings: Settings, store: QdrantStore) -> Any:
+    """The configured cross-encoder (``--reranker`` / ``MMRAG_RERANKER``), else the store's default
+    reranker, else ``None`` (the rerank toggle then says why it is off). A store's default that cannot
+    be loaded here is logged and leaves the first stage alone, as in the other faces."""
+    spec = wiring.reranker_spec(settings, store)
+    if spec is None:
+        return None
+    try:
+        return _get_reranker(spec, settings.threads)
+    except EncoderError:
+        if settings.reranker:
+            raise
+        log.warning("the store's default reranker %s cannot be loaded; first stage only", spec.model)
+        return None
 
 
 def guarded(render: Callable[[Settings], None], settings: Settings) -> None:

@@ -46,8 +46,12 @@ def render(settings: Settings) -> None:
             )
             return
         encoder = encoder_for(settings, store)
-        reranker = reranker_for(settings)
-        caps = build_retriever(encoder, store, reranker=reranker).capabilities
+        reranker = reranker_for(settings, store)
+        default = build_retriever(encoder, store, reranker=reranker)
+        caps = default.capabilities
+        # The toggles start as the store's model set runs: hybrid where it has BM25, rerank with a reranker.
+        st.session_state.setdefault("hybrid", default.hybrid and caps["hybrid"])
+        st.session_state.setdefault("rerank", default.rerank and caps["rerank"])
         sources = facet(store, "source", limit=MAX_SOURCE_OPTIONS)
         tenants = facet(store, "tenant", limit=MAX_SOURCE_OPTIONS)
         root = common_root(list(sources))

@@ -77,8 +77,9 @@ def encoder_spec(settings: Settings, store: QdrantStore) -> str:
 def build_retriever(
     encoder: DualEncoder, store: QdrantStore, *, pool: int = 50, reranker: Any = None
 ) -> Retriever:
-    """The one place the app builds its retriever: hybrid when the store has BM25 vectors, rerank when
-    a cross-encoder is configured (``MMRAG_RERANKER`` / ``mmrag ui --reranker``); both off by default."""
+    """The one place the app builds its retriever: the store's model set by default (hybrid where the
+    store has BM25 vectors, rerank when a cross-encoder is configured with ``mmrag ui --reranker`` /
+    ``MMRAG_RERANKER`` or recorded as the store's default)."""
     return wiring.build_retriever(wiring.LoadedModels(encoder, reranker), store, pool=pool)
 
 
@@ -86,7 +87,8 @@ def capability_notes(capabilities: Mapping[str, bool]) -> dict[str, str]:
     """Why each optional stage is off: shown next to its disabled toggle."""
     reasons = {
         "hybrid": "not available: this retriever has no sparse (BM25) stage",
-        "rerank": "not available: this retriever has no cross-encoder reranker",
+        "rerank": "not available: no reranker is configured, and the store records none "
+        "(`mmrag model-set --reranker M`)",
     }
     return {s: reasons[s] for s in STAGES if not capabilities.get(s, False)}
 
@@ -127,10 +129,10 @@ class QueryRequest:
 
     def search_request(self) -> SearchRequest:
         """The retriever's request: the whole pool as ``k`` (its score distribution is drawn), each
-        toggle as an explicit on / off (off even where the retriever's default is on); a text + image
-        query runs dense only (the optional stages take one text query)."""
+        toggle as an explicit on / off (off even where the retriever's default is on); an image or a
+        text + image query runs dense only (the optional stages take one text query)."""
         text = self.text.strip() if self.text and self.text.strip() else None
-        composed = text is not None and self.image is not None
+        composed = self.image is not None
         size = max(self.k, self.pool)
         return SearchRequest(
             text=text,
@@ -180,7 +182,7 @@ def run_query(retriever: Retriever, req: QueryRequest) -> QueryOutcome:
             "meaningful until it is trained (`mmrag train`)"
         )
     if text is not None and req.image is not None and (req.hybrid or req.rerank):
-        notes.append("hybrid and rerank run on single queries; this text + image query used dense only")
+        notes.append("hybrid and rerank run on text queries; this text + image query used dense only")
     res = retriever.run(req.search_request())
     hits, timings = res.hits, dict(res.timings)
     return QueryOutcome(

@@ -19,15 +19,15 @@ from langchain_core.documents import Document  # noqa: E402
 
 from mmrag.encoders.base import vector_spec  # noqa: E402
 from mmrag.errors import ConfigError, TenancyError  # noqa: E402
+from mmrag.langchain import MmragRetriever  # noqa: E402
 from mmrag.retriever import Retriever  # noqa: E402
-from mmrag.retriever.langchain import MmragRetriever  # noqa: E402
 from mmrag.store import QdrantStore  # noqa: E402
 from mmrag.store.client import ClientBackend  # noqa: E402
 from mmrag.tenancy import with_tenant  # noqa: E402
 from mmrag.types import Chunk, chunk_id  # noqa: E402
 from tests.fakes import HashEncoder  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 TEXTS = [
     "dense passage retrieval with dual encoders",
     "cats sleep on warm windows",

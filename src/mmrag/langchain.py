@@ -1,4 +1,8 @@
-"""LangChain adapter: :class:`MmragRetriever`, a ``BaseRetriever`` over a :class:`~mmrag.retriever.Retriever`.
+"""LangChain face: :class:`MmragRetriever`, a ``BaseRetriever`` over a :class:`~mmrag.retriever.Retriever`.
+
+``MmragRetriever.from_store("./.mmrag")`` opens a store and runs its model set, as the CLI, the API and
+the app do (hybrid where the store has BM25 vectors, then its default reranker); built around a
+``Retriever`` of your own, it runs that retriever's stages.
 
 Needs only ``langchain-core`` (extra ``langchain``). Each hit becomes a ``Document`` whose
 ``page_content`` is the chunk text (for an image: its caption / alt text, empty when it has none)
@@ -18,7 +22,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from mmrag import wiring
 from mmrag._lazy import require
+from mmrag.config import Settings
 from mmrag.errors import ConfigError
 from mmrag.retriever.core import Retriever, dense_hits
 from mmrag.retriever.request import RetrievalMode, SearchRequest
@@ -83,7 +89,7 @@ class MmragRetriever(BaseRetriever):
     query must be empty (an image query).
 
     Example:
-        >>> r = MmragRetriever(retriever=Retriever(load_encoder("lite"), store), k=3)  # doctest: +SKIP
+        >>> r = MmragRetriever.from_store("./.mmrag", k=3)                           # doctest: +SKIP
         >>> [d.metadata["source"] for d in r.invoke("dense passage retrieval")]      # doctest: +SKIP
     """
 
@@ -101,6 +107,54 @@ class MmragRetriever(BaseRetriever):
     max_workers: int = 4
 
     _executor: ThreadPoolExecutor | None = PrivateAttr(default=None)
+
+    @classmethod
+    def from_store(
+        cls,
+        location: str | Path | None = None,
+        *,
+        model: str | None = None,
+        reranker: str | None = None,
+        collection: str | None = None,
+        api_key: str | None = None,
+        settings: Settings | None = None,
+        **options: Any,
+    ) -> MmragRetriever:
+        """Open a store (a directory or a Qdrant URL) with the models it was built with and its model
+        set: hybrid where it holds BM25 vectors, then its default reranker when it records one.
+
+        Args:
+            location: Store directory or ``http(s)://`` URL (default ``MMRAG_STORE``, else ``./.mmrag``).
+            model: Encoder spec (default: the store's own encoder).
+            reranker: Cross-encoder for the second stage (default: the store's default reranker).
+            collection / api_key: Qdrant server collection and key.
+            settings: Base settings (default: ``Settings.from_env()``); the arguments above override it.
+            options: :class:`MmragRetriever` fields (``k``, ``mode``, ``rerank``, ``tenant``, ...).
+
+        The store stays open for the retriever's lifetime; :meth:`close` releases it (an embedded
+        store admits one process at a time).
+        """
+        s = (settings or Settings.from_env()).with_(
+            store=str(location) if location is not None else None,
+            model=model,
+            reranker=reranker,
+            collection=collection,
+            api_key=api_key,
+        )
+        store = wiring.open_store(s)
+        try:
+            retriever = wiring.build_retriever(wiring.resolve_models(s, store), store)
+        except BaseException:
+            store.close()
+            raise
+        return cls(retriever=retriever, **options)
+
+    def close(self) -> None:
+        """Release the store (and the async worker threads)."""
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+        self.retriever.store.close()
 
     # -- helpers ----------------------------------------------------------------------------
     def _mode(self) -> RetrievalMode | None:
