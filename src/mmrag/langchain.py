@@ -20,7 +20,7 @@ import asyncio
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mmrag import wiring
 from mmrag._lazy import require
@@ -29,6 +29,9 @@ from mmrag.errors import ConfigError
 from mmrag.retriever.core import Retriever, dense_hits
 from mmrag.retriever.request import RetrievalMode, SearchRequest
 from mmrag.types import Hit
+
+if TYPE_CHECKING:
+    from mmrag.encoders.base import DualEncoder
 
 require("langchain_core", "langchain")
 
@@ -114,6 +117,7 @@ class MmragRetriever(BaseRetriever):
         location: str | Path | None = None,
         *,
         model: str | None = None,
+        encoder: DualEncoder | None = None,
         reranker: str | None = None,
         collection: str | None = None,
         api_key: str | None = None,
@@ -126,6 +130,7 @@ class MmragRetriever(BaseRetriever):
         Args:
             location: Store directory or ``http(s)://`` URL (default ``MMRAG_STORE``, else ``./.mmrag``).
             model: Encoder spec (default: the store's own encoder).
+            encoder: An encoder object to use instead (injected: tests, custom models).
             reranker: Cross-encoder for the second stage (default: the store's default reranker).
             collection / api_key: Qdrant server collection and key.
             settings: Base settings (default: ``Settings.from_env()``); the arguments above override it.
@@ -143,7 +148,7 @@ class MmragRetriever(BaseRetriever):
         )
         store = wiring.open_store(s)
         try:
-            retriever = wiring.build_retriever(wiring.resolve_models(s, store), store)
+            retriever = wiring.build_retriever(wiring.resolve_models(s, store, encoder=encoder), store)
         except BaseException:
             store.close()
             raise
