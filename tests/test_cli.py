@@ -113,6 +113,25 @@ def test_eval_beir_subset(tmp_path: Path, data_dir: Path, capsys: pytest.Capture
     # MiniLM is real: a small corpus is easy, so well above chance (which is ~0.01).
     assert metrics["ndcg@10"] > 0.6  # type: ignore[index]
     assert 0 <= metrics["recall@100"] <= 1  # type: ignore[index]
+    assert report["pipeline"] == "dense"
+
+    # The whole pipeline and its ablation in one run (the eval gate users run on their own data).
+    argv = ["eval", "--dataset", str(root), "--hybrid", "--rerank", "--reranker", "minilm", "--pool", "10"]
+    staged = _json(capsys, [*argv, "--stages"])
+    stages = staged["stages"]
+    assert staged["pipeline"] == "hybrid+rerank" and staged["reranker"]
+    assert list(stages) == ["bm25", "dense", "hybrid", "hybrid+rerank", "rerank"]  # type: ignore[arg-type]
+    for m in stages.values():  # type: ignore[attr-defined]
+        assert {"ndcg@10", "recall@10", "recall@100", "mrr"} <= set(m)
+    assert stages["dense"]["ndcg@10"] == pytest.approx(metrics["ndcg@10"])  # type: ignore[index]
+    # the pipeline's own metrics are its stage's row
+    assert staged["metrics"]["ndcg@10"] == pytest.approx(stages["hybrid+rerank"]["ndcg@10"])  # type: ignore[index]
+    assert main([*argv, "--stages"]) == 0
+    table = capsys.readouterr().out
+    assert "pipeline hybrid+rerank" in table and "stages (one run, same queries):" in table
+    assert all(name in table for name in ("bm25", "hybrid+rerank", "Δ nDCG"))
+    assert main(["eval", "--dataset", str(root), "--fold", "val", "--quiet"]) == 2  # no triplets beside it
+    assert "triplets" in capsys.readouterr().err
 
 
 def test_eval_image_caption(data_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -121,6 +140,10 @@ def test_eval_image_caption(data_dir: Path, capsys: pytest.CaptureFixture[str]) 
     assert report["images"] == 8 and report["captions"] == 8
     assert set(m) >= {"t2i_recall@1", "t2i_recall@5", "t2i_recall@10", "i2t_recall@1", "rsum"}  # type: ignore[arg-type]
     assert m["t2i_recall@10"] == 1.0  # only 8 images: all of them are in the top 10  # type: ignore[index]
+    staged = _json(
+        capsys, ["eval", "--dataset", str(data_dir / "skimage_clip8"), "--split", "test", "--stages"]
+    )
+    assert staged["stages"] == {"dense": m} and "carry no text" in staged["stages_note"]  # type: ignore[operator]
 
 
 def test_every_subcommand_takes_the_common_flags() -> None:

@@ -10,6 +10,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from mmrag import wiring
 from mmrag.cli._common import (
     _apply_threads,
     _encoder,
@@ -20,6 +21,7 @@ from mmrag.cli._common import (
     emit_report,
 )
 from mmrag.config import Settings
+from mmrag.errors import MmragError
 
 
 def add_eval_parser(sub: Any) -> None:
@@ -30,8 +32,29 @@ def add_eval_parser(sub: Any) -> None:
     p.add_argument("--split", help="split (BEIR default train; image-caption default dev)")
     p.add_argument("--limit", type=int, help="image-caption: first N images")
     p.add_argument("--queries-from", type=Path, help="BEIR: only these query ids (one per line)")
+    p.add_argument(
+        "--fold",
+        choices=["train", "val"],
+        help="BEIR: only the queries of this fold of a triplets file (e.g. SciFact's held-out val fold)",
+    )
+    p.add_argument(
+        "--triplets",
+        type=Path,
+        help="triplets file with folds [default: DATASET/../triplets/NAME_train_triplets.jsonl]",
+    )
     p.add_argument("--k", type=int, default=10, help="nDCG cut-off")
     p.add_argument("--eval-store", help="index into this store instead of a temporary one")
+    p.add_argument(
+        "--hybrid", action="store_true", help="BEIR: the pipeline's first stage fuses BM25 with dense"
+    )
+    p.add_argument("--rerank", action="store_true", help="BEIR: rerank the top --pool with --reranker")
+    p.add_argument("--reranker", help="cross-encoder (HF name, folder or `mmrag train-reranker` checkpoint)")
+    p.add_argument("--pool", type=int, default=20, help="candidates the reranker reorders")
+    p.add_argument(
+        "--stages",
+        action="store_true",
+        help="also evaluate every stage in one run: BM25, dense, hybrid, hybrid + rerank, rerank alone",
+    )
     add_common(p)
 
 
@@ -127,18 +150,59 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from mmrag.eval.runner import evaluate_beir, evaluate_image_caption, load_for_eval
 
     s = _settings(args)
-    qids = None
+    qids = _fold_queries(args)
     if args.queries_from:
-        qids = {ln.strip() for ln in args.queries_from.read_text().splitlines() if ln.strip()}
+        listed = {ln.strip() for ln in args.queries_from.read_text().splitlines() if ln.strip()}
+        qids = listed if qids is None else qids & listed
     ds = load_for_eval(args.dataset, split=args.split, limit=args.limit, query_ids=qids)
     encoder = _encoder(s)
     report: EvalReport
     if isinstance(ds, BeirDataset):
-        report = evaluate_beir(encoder, ds, store=args.eval_store, k=args.k, progress=not args.quiet)
+        reranker = None
+        if args.rerank or (args.stages and args.reranker):
+            if not args.reranker:
+                raise MmragError("--rerank needs --reranker MODEL (a HF name or a train-reranker checkpoint)")
+            reranker = wiring.load_reranker(s.with_(reranker=args.reranker))
+        report = evaluate_beir(
+            encoder,
+            ds,
+            store=args.eval_store,
+            k=args.k,
+            progress=not args.quiet,
+            hybrid=args.hybrid,
+            reranker=reranker if args.rerank else None,
+            stage_reranker=reranker,
+            pool=args.pool,
+            stages=args.stages,
+        )
     else:
-        report = evaluate_image_caption(encoder, ds, store=args.eval_store, progress=not args.quiet)
+        if args.hybrid or args.rerank:
+            raise MmragError(
+                "--hybrid and --rerank apply to BEIR datasets (image-caption images carry no text)"
+            )
+        report = evaluate_image_caption(
+            encoder, ds, store=args.eval_store, progress=not args.quiet, stages=args.stages
+        )
     emit_report(args, report)
     return 0
+
+
+def _fold_queries(args: argparse.Namespace) -> set[str] | None:
+    """The query ids of ``--fold`` from the triplets file (``None`` without ``--fold``)."""
+    if args.fold is None:
+        return None
+    from mmrag.eval.datasets import scifact_val_query_ids
+
+    name = args.dataset.resolve().name
+    triplets = args.triplets or args.dataset.resolve().parent / "triplets" / f"{name}_train_triplets.jsonl"
+    val = scifact_val_query_ids(triplets, args.dataset / "queries.jsonl")
+    if val is None:
+        raise MmragError(f"{triplets} has no folds; --fold needs a triplets file with a 'fold' field")
+    if args.fold == "val":
+        return val
+    from mmrag.eval.datasets import BeirDataset
+
+    return {q for q in BeirDataset.load(args.dataset, args.split or "train").queries if q not in val}
 
 
 def cmd_train(args: argparse.Namespace) -> int:

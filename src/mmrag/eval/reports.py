@@ -44,9 +44,12 @@ class BeirEvalReport:
     metrics: Mapping[str, float]
     seconds: Mapping[str, float]
     layout: Literal["beir"] = "beir"
+    pipeline: str = "dense"
+    stages: Mapping[str, Mapping[str, float]] | None = None
+    reranker: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "dataset": self.dataset,
             "layout": self.layout,
             "encoder": self.encoder,
@@ -54,10 +57,22 @@ class BeirEvalReport:
             "corpus": self.corpus,
             "metrics": dict(self.metrics),
             "seconds": dict(self.seconds),
+            "pipeline": self.pipeline,
         }
+        if self.reranker is not None:
+            out["reranker"] = self.reranker
+        if self.stages is not None:
+            out["stages"] = {name: dict(m) for name, m in self.stages.items()}
+        return out
 
     def to_text(self) -> str:
-        return _text(self.dataset, self.layout, self.encoder, self.metrics)
+        text = _text(self.dataset, self.layout, self.encoder, self.metrics)
+        text = text.replace(f"encoder {self.encoder}", f"encoder {self.encoder}, pipeline {self.pipeline}", 1)
+        if self.stages:
+            from mmrag.eval.stages import stage_table
+
+            text += "\n\nstages (one run, same queries):\n" + stage_table(self.stages)
+        return text
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,9 +102,17 @@ class ImageCaptionEvalReport:
     metrics: Mapping[str, float]
     seconds: Mapping[str, float]
     layout: Literal["image-caption"] = "image-caption"
+    stages: Mapping[str, Mapping[str, float]] | None = None
+
+    # Why an image-caption set has one stage: its images carry no text, so BM25 and a text
+    # cross-encoder have nothing to score on one side of every query.
+    STAGES_NOTE = (
+        "image-caption sets have one stage here (dense): the images carry no text, so BM25, hybrid "
+        "and the text cross-encoder cannot score them"
+    )
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "dataset": self.dataset,
             "layout": self.layout,
             "encoder": self.encoder,
@@ -99,9 +122,14 @@ class ImageCaptionEvalReport:
             "metrics": dict(self.metrics),
             "seconds": dict(self.seconds),
         }
+        if self.stages is not None:
+            out["stages"] = {name: dict(m) for name, m in self.stages.items()}
+            out["stages_note"] = self.STAGES_NOTE
+        return out
 
     def to_text(self) -> str:
-        return _text(self.dataset, self.layout, self.encoder, self.metrics)
+        text = _text(self.dataset, self.layout, self.encoder, self.metrics)
+        return text + (f"\nnote: {self.STAGES_NOTE}" if self.stages is not None else "")
 
 
 EvalReport = BeirEvalReport | ImageCaptionEvalReport

@@ -14,7 +14,7 @@ import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -27,6 +27,9 @@ from mmrag.ingest.indexing import embed_and_write
 from mmrag.retriever import Retriever
 from mmrag.store import QdrantStore
 from mmrag.types import Chunk, chunk_id
+
+if TYPE_CHECKING:
+    from mmrag.retriever.base import Reranker
 
 __all__ = ["corpus_chunks", "evaluate_beir", "evaluate_image_caption", "load_for_eval"]
 
@@ -87,14 +90,26 @@ def evaluate_beir(
     k: int = 10,
     progress: bool = True,
     hnsw_ef: int | None = None,
+    hybrid: bool = False,
+    reranker: Reranker | None = None,
+    pool: int = 20,
+    stages: bool = False,
+    stage_reranker: Reranker | None = None,
 ) -> BeirEvalReport:
-    """nDCG@k / Recall@k / MRR of dense retrieval on a BEIR dataset (whole corpus indexed).
+    """nDCG@k / Recall@k / MRR of a pipeline on a BEIR dataset (whole corpus indexed).
 
     Args:
         encoder: Encoder under test (its text tower).
         ds: The dataset (queries restricted as loaded).
         store: Store location to index into; default a temporary Qdrant Edge directory.
         k: Depth of the main cut (nDCG@k); Recall@100 is always reported too.
+        hybrid: The pipeline's first stage fuses BM25 with dense (default: dense only).
+        reranker: The pipeline's second stage over the top ``pool`` (default: none).
+        pool: Candidates the reranker reorders.
+        stages: Also evaluate every stage (BM25, dense, hybrid, hybrid + rerank, rerank alone) in the
+            same run (:mod:`mmrag.eval.stages`).
+        stage_reranker: The reranker of the two rerank stages (default: ``reranker``), so the
+            ablation can include them while the pipeline itself runs the first stage only.
     """
     t0 = time.perf_counter()
     chunks = corpus_chunks(ds)
@@ -102,12 +117,19 @@ def evaluate_beir(
         _index(st, encoder, chunks, progress, "index")
         t1 = time.perf_counter()
         qids = list(ds.qrels)
-        retriever = Retriever(encoder, st, pool=max(100, k), hnsw_ef=hnsw_ef)
-        results = retriever.search_batch([ds.queries[q] for q in qids], k=max(100, k))
+        retriever = Retriever(encoder, st, pool=pool, hnsw_ef=hnsw_ef, reranker=reranker)
+        results = retriever.search_batch(
+            [ds.queries[q] for q in qids], k=max(100, k), hybrid=hybrid, rerank=reranker is not None
+        )
         run = {
             q: [str(h.chunk.metadata["doc_id"]) for h in hits] for q, hits in zip(qids, results, strict=True)
         }
         metrics = evaluate(ds.qrels, run, ks=sorted({1, 5, k, 100}))
+        per_stage = None
+        if stages:
+            from mmrag.eval.stages import beir_stages
+
+            per_stage = beir_stages(retriever, ds, reranker=stage_reranker or reranker, pool=pool, k=k)
         return BeirEvalReport(
             dataset=str(ds.root),
             encoder=encoder.id,
@@ -115,6 +137,9 @@ def evaluate_beir(
             corpus=len(chunks),
             metrics=metrics,
             seconds={"index": round(t1 - t0, 2), "search": round(time.perf_counter() - t1, 2)},
+            pipeline=("hybrid" if hybrid else "dense") + ("+rerank" if reranker is not None else ""),
+            stages=per_stage,
+            reranker=getattr(reranker, "id", None),
         )
 
 
@@ -125,6 +150,7 @@ def evaluate_image_caption(
     store: str | None = None,
     progress: bool = True,
     hnsw_ef: int | None = None,
+    stages: bool = False,
 ) -> ImageCaptionEvalReport:
     """Flickr-protocol Recall@1/5/10 for text→image and image→text."""
     t0 = time.perf_counter()
@@ -184,8 +210,9 @@ def evaluate_image_caption(
             aligned=encoder.aligned,
             images=len(images),
             captions=len(captions),
-            metrics=flickr_recall(t2i_ranks, i2t_ranks),
+            metrics=(metrics := flickr_recall(t2i_ranks, i2t_ranks)),
             seconds={"index": round(t1 - t0, 2), "search": round(time.perf_counter() - t1, 2)},
+            stages={"dense": metrics} if stages else None,
         )
 
 
