@@ -9,7 +9,16 @@ from typing import TYPE_CHECKING, Any
 
 from mmrag import wiring
 from mmrag.cli import _common
-from mmrag.cli._common import _emit, _ledger, _open_store, _settings, _spec, add_common, emit_report
+from mmrag.cli._common import (
+    _emit,
+    _ledger,
+    _open_store,
+    _settings,
+    _spec,
+    add_common,
+    emit_report,
+    model_ref,
+)
 from mmrag.config import Settings
 from mmrag.errors import MmragError
 
@@ -144,7 +153,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         if args.reranker:
             from mmrag.types import RerankerSpec
 
-            store.meta.set_reranker(RerankerSpec(args.reranker))
+            store.meta.set_reranker(RerankerSpec(model_ref(args.reranker)))
         total = store.count()
     d = summary.to_dict() | {"store": s.store, "points_in_store": total}
     if args.report:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mmrag import wiring
-from mmrag.cli._common import _open_store, _settings, add_common, emit_report
+from mmrag.cli._common import _open_store, _settings, add_common, emit_report, model_ref
 from mmrag.errors import MmragError
 
 if TYPE_CHECKING:
@@ -176,7 +176,7 @@ def cmd_model_set(args: argparse.Namespace) -> int:
             raise MmragError(f"store {store.location} is empty: ingest something first (mmrag ingest PATH)")
         current = store.meta.model_set(has_sparse=store.has_sparse).reranker
         if args.reranker or (current and (args.int8 is not None or args.max_length or args.fusion_weight)):
-            base = RerankerSpec(args.reranker) if args.reranker else current
+            base = RerankerSpec(model_ref(args.reranker)) if args.reranker else current
             assert base is not None
             weights = {"text": args.fusion_weight} if args.fusion_weight is not None else base.fusion_weights
             spec = dataclasses.replace(
