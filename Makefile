@@ -59,7 +59,8 @@ demo: install
 	@echo "      each hit shows every stage's score and, with (was N), the rank the reranker moved it from"
 	$(MMRAG) search "dense passage retrieval" --k 5
 	$(MMRAG) search "how are documents split into chunks before indexing" --k 5
-	$(MMRAG) search "a dog runs through the snow" --k 3 --modality image
+	@echo "demo: text -> image through the dual encoder alone (no BM25 over the captions, no text reranker):"
+	$(MMRAG) search "a dog runs through the snow" --k 3 --modality image --dense-only --no-rerank
 
 lint: install
 	$(VENV)/bin/ruff check src tests benchmarks

@@ -48,7 +48,7 @@ def _run(capsys: pytest.CaptureFixture[str], argv: list[str]) -> tuple[dict[str,
 
 
 def test_cli_default_search_runs_the_store_model_set(
-    tmp_path: Path, folder: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, folder: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     store = str(tmp_path / "store")
     _run(capsys, ["ingest", str(folder), "--store", store, "--quiet"])
@@ -80,6 +80,16 @@ def test_cli_default_search_runs_the_store_model_set(
         capsys, ["search", "dense passage retrieval", "--store", store, "--dense-only", "--no-rerank"]
     )
     assert dense["hybrid"] is False and all(h["scores"]["fused"] is None for h in dense["hits"])
+
+    # What the store records, not this process's override; info says when one is in force.
+    monkeypatch.setenv("MMRAG_RERANKER", "cross-encoder/other")
+    ms, _ = _run(capsys, ["model-set", "--store", store])
+    assert ms["model_set"]["reranker"]["model"] == "minilm"
+    _, err = _run(capsys, ["info", "--store", store])
+    assert "MMRAG_RERANKER / --reranker = cross-encoder/other overrides" in err
+    monkeypatch.delenv("MMRAG_RERANKER")
+    ms, _ = _run(capsys, ["model-set", "--store", store, "--fusion-weight", "0"])
+    assert ms["model_set"]["reranker"]["fusion_weights"] == {"text": 0.0}
 
     ms, _ = _run(capsys, ["model-set", "--store", store, "--no-reranker", "--mode", "dense"])
     assert ms["model_set"] == {**ms["model_set"], "reranker": None, "hybrid": False}

@@ -42,3 +42,23 @@ def test_ui_store_keeps_tenancy(tmp_path: Path) -> None:
 
     with open_store(Settings(store=str(tmp_path / "s"), tenancy=True)) as store:
         assert store.tenancy  # the app used to drop MMRAG_TENANCY
+
+
+def test_a_configured_reranker_that_is_the_recorded_one_keeps_its_options(tmp_path: Path) -> None:
+    """MMRAG_RERANKER naming the store's own reranker must not drop its recorded int8 / weights."""
+    from mmrag.encoders.base import vector_spec
+    from mmrag.types import RerankerSpec
+    from tests.fakes import HashEncoder
+
+    folder = tmp_path / "ckpt"
+    folder.mkdir()
+    recorded = RerankerSpec(str(folder.resolve()), int8=True, fusion_weights={"text": 0.3})
+    with wiring.open_store(Settings(store=str(tmp_path / "s"))) as store:
+        store.ensure_vector(vector_spec(HashEncoder()))
+        store.meta.set_reranker(recorded)
+        assert wiring.reranker_spec(Settings(reranker=str(folder)), store) == recorded
+        other = wiring.reranker_spec(Settings(reranker="cross-encoder/other"), store)
+        assert other == RerankerSpec("cross-encoder/other")  # another model: its own defaults
+        assert wiring.reranker_spec(Settings(), store, int8=False) == RerankerSpec(
+            recorded.model, int8=False, fusion_weights={"text": 0.3}
+        )

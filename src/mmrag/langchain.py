@@ -131,7 +131,8 @@ class MmragRetriever(BaseRetriever):
             location: Store directory or ``http(s)://`` URL (default ``MMRAG_STORE``, else ``./.mmrag``).
             model: Encoder spec (default: the store's own encoder).
             encoder: An encoder object to use instead (injected: tests, custom models).
-            reranker: Cross-encoder for the second stage (default: the store's default reranker).
+            reranker: Cross-encoder for the second stage (default: ``MMRAG_RERANKER``, else the
+                store's default reranker).
             collection / api_key: Qdrant server collection and key.
             settings: Base settings (default: ``Settings.from_env()``); the arguments above override it.
             options: :class:`MmragRetriever` fields (``k``, ``mode``, ``rerank``, ``tenant``, ...).
@@ -148,11 +149,14 @@ class MmragRetriever(BaseRetriever):
         )
         store = wiring.open_store(s)
         try:
-            retriever = wiring.build_retriever(wiring.resolve_models(s, store, encoder=encoder), store)
+            # No second stage asked for: do not load a cross-encoder that would never run.
+            second = None if options.get("rerank") is False else wiring.load_reranker(s, store)
+            first = wiring.load_encoder(s, store) if encoder is None else encoder
+            models = wiring.LoadedModels(first, second)
+            return cls(retriever=wiring.build_retriever(models, store), **options)
         except BaseException:
-            store.close()
+            store.close()  # an embedded store admits one process: never leave it locked
             raise
-        return cls(retriever=retriever, **options)
 
     def close(self) -> None:
         """Release the store (and the async worker threads)."""
@@ -200,7 +204,7 @@ class MmragRetriever(BaseRetriever):
     def _dense_only(self, req: SearchRequest) -> bool:
         # The async store path ranks by dense score alone; a query that will run another stage (asked
         # for here, or on by default in the Retriever) goes through Retriever.
-        return not any(self.retriever._stages(req.hybrid, req.rerank, text=True))
+        return not any(self.retriever._stages(req.hybrid, req.rerank, text=req.text is not None))
 
     # -- BaseRetriever ----------------------------------------------------------------------
     def _get_relevant_documents(

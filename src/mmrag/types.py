@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from mmrag.errors import ConfigError
+
 Modality = Literal["text", "image"]
 MODALITIES: tuple[Modality, ...] = ("text", "image")
 
@@ -116,12 +118,12 @@ class RerankerSpec:
 
     def __post_init__(self) -> None:
         if not self.model:
-            raise ValueError("a reranker spec needs a model name or path")
+            raise ConfigError("a reranker spec needs a model name or path")
         if self.max_length is not None and self.max_length < 8:
-            raise ValueError(f"max_length must be >= 8, got {self.max_length}")
+            raise ConfigError(f"reranker max_length must be >= 8, got {self.max_length}")
         for modality, w in self.fusion_weights.items():
             if not 0.0 <= float(w) <= 1.0:
-                raise ValueError(f"fusion weight for {modality} must be in [0, 1], got {w}")
+                raise ConfigError(f"rerank fusion weight for {modality} must be in [0, 1], got {w}")
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -94,11 +94,10 @@ def reranker_spec(
 ) -> RerankerSpec | None:
     """The second stage to run: ``settings.reranker`` (``--reranker`` / ``MMRAG_RERANKER``) wins over
     the reranker ``store`` records as its default; ``max_length`` / ``int8`` override either's."""
-    spec: RerankerSpec | None = None
-    if settings.reranker:
+    recorded = store.meta.model_set(has_sparse=store.has_sparse).reranker if store is not None else None
+    spec = recorded
+    if settings.reranker and (recorded is None or not _same_model(settings.reranker, recorded.model)):
         spec = RerankerSpec(settings.reranker)
-    elif store is not None:
-        spec = store.meta.model_set(has_sparse=store.has_sparse).reranker
     if spec is None:
         return None
     return replace(
@@ -106,6 +105,15 @@ def reranker_spec(
         max_length=max_length or spec.max_length,
         int8=spec.int8 if int8 is None else int8,
     )
+
+
+def _same_model(name: str, recorded: str) -> bool:
+    """Whether a configured reranker name is the one the store records (a local folder is recorded
+    by its absolute path), so the recorded options (int8, max_length, fusion weights) still apply."""
+    from pathlib import Path
+
+    path = Path(name).expanduser()
+    return name == recorded or (path.exists() and str(path.resolve()) == recorded)
 
 
 def load_reranker(

@@ -8,7 +8,7 @@ import pytest
 from store_fakes import FakeEncoder
 
 from mmrag.encoders.base import vector_spec
-from mmrag.errors import StoreError
+from mmrag.errors import ConfigError, StoreError
 from mmrag.store import QdrantStore
 from mmrag.types import ModelSet, RerankerSpec, VectorSpec
 
@@ -48,10 +48,19 @@ def test_default_vector_errors_name_the_store(store: QdrantStore) -> None:
 
 
 def test_specs_check_their_fields() -> None:
-    with pytest.raises(ValueError, match="model"):
+    with pytest.raises(ConfigError, match="model"):
         RerankerSpec("")
-    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+    with pytest.raises(ConfigError, match=r"\[0, 1\]"):
         RerankerSpec("m", fusion_weights={"text": 1.5})
     with pytest.raises(ValueError, match="dimension"):
         VectorSpec.of("x", 0, "fake")
     assert VectorSpec.of("Open CLIP/B 32", 4, "fake").name == "open-clip-b-32"
+
+
+def test_a_damaged_reranker_record_falls_back_to_the_first_stage(
+    store: QdrantStore, encoder: FakeEncoder
+) -> None:
+    store.ensure_vector(vector_spec(encoder))
+    store.meta.data["reranker"] = {"model": "ckpt", "fusion_weights": {"text": 7}}  # hand-edited, invalid
+    store.meta.save()
+    assert store.meta.model_set(has_sparse=True).reranker is None

@@ -45,6 +45,9 @@ def test_mine_groups_takes_the_first_stage_as_a_callable() -> None:
     again = mine_groups(ds, ["q1", "q2"], first_stage, negatives=2, depth=3, titles=10, seed=0)
     assert again == groups  # seeded
     assert mine_groups(ds, ["q1"], lambda t, k: [[] for _ in t], negatives=1, depth=3, titles=0) == []
+    # Held-out docs (the validation queries' answers) never become a title group's positive.
+    held = mine_groups(ds, [], first_stage, negatives=2, depth=3, titles=10, seed=0, exclude={"d2"})
+    assert all(g.passages[0] != CORPUS["d2"][1] for g in held) and held
 
 
 def test_rerank_report_json_is_the_checkpoint_config(tmp_path: Path) -> None:

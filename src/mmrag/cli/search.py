@@ -109,9 +109,15 @@ def cmd_search(args: argparse.Namespace) -> int:
     )
     with _open_store(s) as store:
         reranker = None
-        if not args.no_rerank:
+        if not args.no_rerank and args.image is None:  # the cross-encoder reads text queries only
             reranker = wiring.load_reranker(s, store, max_length=args.max_length, int8=args.int8 or None)
         if args.rerank and reranker is None:
+            recorded = wiring.reranker_spec(s, store)
+            if recorded is not None:
+                raise MmragError(
+                    f"--rerank: the store's default reranker {recorded.model} could not be loaded here "
+                    "(see the warning above); pass --reranker MODEL"
+                )
             raise MmragError(
                 "--rerank needs a reranker: pass --reranker MODEL, or record one in the store with "
                 "`mmrag model-set --reranker MODEL`"
@@ -151,18 +157,26 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
-def _info(store: QdrantStore, s: Any) -> Any:
+def _info(store: QdrantStore) -> Any:
+    """The store's stats with the model set it records (what every face runs unless told otherwise)."""
     from mmrag.store.info import StoreInfo
 
-    return StoreInfo.from_stats(
-        store.stats(), model_set=wiring.model_set(s, store) if store.vectors else None
-    )
+    model_set = store.meta.model_set(has_sparse=store.has_sparse) if store.vectors else None
+    return StoreInfo.from_stats(store.stats(), model_set=model_set)
+
+
+def _overrides(s: Any) -> None:
+    """Say on stderr when this process's settings replace the store's recorded models."""
+    for name, value in (("MMRAG_MODEL / --model", s.model), ("MMRAG_RERANKER / --reranker", s.reranker)):
+        if value:
+            print(f"note: {name} = {value} overrides the store's record for this process", file=sys.stderr)
 
 
 def cmd_info(args: argparse.Namespace) -> int:
     s = _settings(args)
     with _open_store(s) as store:
-        info = _info(store, s)
+        info = _info(store)
+    _overrides(s)
     emit_report(args, info)
     return 0
 
@@ -175,7 +189,8 @@ def cmd_model_set(args: argparse.Namespace) -> int:
         if not store.vectors:
             raise MmragError(f"store {store.location} is empty: ingest something first (mmrag ingest PATH)")
         current = store.meta.model_set(has_sparse=store.has_sparse).reranker
-        if args.reranker or (current and (args.int8 is not None or args.max_length or args.fusion_weight)):
+        options = args.int8 is not None or args.max_length is not None or args.fusion_weight is not None
+        if args.reranker or (current and options):
             base = RerankerSpec(model_ref(args.reranker)) if args.reranker else current
             assert base is not None
             weights = {"text": args.fusion_weight} if args.fusion_weight is not None else base.fusion_weights
@@ -190,7 +205,7 @@ def cmd_model_set(args: argparse.Namespace) -> int:
             store.meta.set_reranker(spec)
         elif args.no_reranker:
             store.meta.set_reranker(None)
-        elif args.int8 is not None or args.max_length or args.fusion_weight is not None:
+        elif options:
             raise MmragError("--int8/--max-length/--fusion-weight need a reranker: add --reranker MODEL")
         if args.mode:
             if args.mode == "hybrid" and not store.has_sparse:
@@ -198,7 +213,7 @@ def cmd_model_set(args: argparse.Namespace) -> int:
             store.meta.set_hybrid(args.mode == "hybrid")
         if args.vector:
             store.set_default_vector(args.vector)
-        info = _info(store, s.with_(reranker=None))
+        info = _info(store)
     emit_report(args, _ModelSetView(info))
     return 0
 

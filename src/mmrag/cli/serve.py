@@ -18,7 +18,8 @@ def add_ui_parser(sub: Any) -> None:
         "--ingest-root", help="folder the app may ingest from [env MMRAG_INGEST_ROOT; default: cwd and data]"
     )
     p.add_argument(
-        "--reranker", help="cross-encoder for the rerank toggle [env MMRAG_RERANKER; default: none]"
+        "--reranker",
+        help="cross-encoder for the rerank toggle [env MMRAG_RERANKER; default: the store's recorded one]",
     )
     add_common(p)
 
@@ -27,7 +28,10 @@ def add_serve_parser(sub: Any) -> None:
     p = sub.add_parser("serve", help="run the REST API (extra 'api'; see mmrag.api)")
     p.add_argument("--host", default="127.0.0.1", help="bind address (0.0.0.0 in a container)")
     p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--reranker", help="cross-encoder for rerank=true [env MMRAG_RERANKER; default: none]")
+    p.add_argument(
+        "--reranker",
+        help="cross-encoder of the rerank stage [env MMRAG_RERANKER; default: the store's recorded one]",
+    )
     add_common(p)
 
 

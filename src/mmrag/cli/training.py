@@ -123,14 +123,16 @@ def add_train_reranker_parser(sub: Any) -> None:
     p.add_argument("--data", type=Path, help="data root with scifact/ and triplets/ [env MMRAG_DATA]")
     p.add_argument("--base", help="cross-encoder to start from (default: offline all-MiniLM-L6-v2)")
     p.add_argument(
-        "--steps", type=int, default=400, help="optimisation steps (fixed: same command and seed, same model)"
+        "--steps",
+        type=int,
+        help="optimisation steps, fixed: same command and seed, same model [default 400, or --epochs]",
     )
     p.add_argument("--docs", type=int, help="corpus cap: the first N docs plus every judged one (quick runs)")
     p.add_argument("--negatives", type=int, default=3, help="hard negatives per positive")
     p.add_argument("--depth", type=int, default=30, help="first-stage candidates to mine from")
     p.add_argument("--titles", type=int, default=400, help="title -> abstract groups")
     p.add_argument("--max-length", type=int, default=112, help="tokens per pair")
-    p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--epochs", type=int, help="whole passes over the mined groups (instead of --steps)")
     p.add_argument("--lr", type=float, default=3e-4, help="encoder learning rate")
     p.add_argument("--head-lr", type=float, default=1e-2, help="scoring head learning rate")
     p.add_argument("--freeze-layers", type=int, default=3, help="bottom layers kept fixed")
@@ -159,10 +161,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
     report: EvalReport
     if isinstance(ds, BeirDataset):
         reranker = None
-        if args.rerank or (args.stages and args.reranker):
-            if not args.reranker:
+        name = args.reranker or s.reranker  # --reranker, else MMRAG_RERANKER (as `mmrag search`)
+        if args.reranker and not (args.rerank or args.stages):
+            raise MmragError("--reranker is used with --rerank (the pipeline) or --stages (the ablation)")
+        if args.rerank or (args.stages and name):
+            if not name:
                 raise MmragError("--rerank needs --reranker MODEL (a HF name or a train-reranker checkpoint)")
-            reranker = wiring.load_reranker(s.with_(reranker=args.reranker))
+            reranker = wiring.load_reranker(s.with_(reranker=name))
         report = evaluate_beir(
             encoder,
             ds,
@@ -270,6 +275,8 @@ def _closed_loop(args: argparse.Namespace, s: Settings, cfg: Any) -> int:
 def cmd_train_reranker(args: argparse.Namespace) -> int:
     from mmrag.train.reranker import RerankTrainConfig, train_reranker
 
+    if args.steps is not None and args.epochs is not None:
+        raise MmragError("give --steps or --epochs, not both")
     s = _settings(args)
     _apply_threads(s)
     cfg = RerankTrainConfig(
@@ -278,12 +285,12 @@ def cmd_train_reranker(args: argparse.Namespace) -> int:
         depth=args.depth,
         titles=args.titles,
         max_length=args.max_length,
-        epochs=args.epochs,
+        epochs=args.epochs or 1,
         lr=args.lr,
         head_lr=args.head_lr,
         freeze_layers=args.freeze_layers,
         batch_groups=args.batch_groups,
-        steps=args.steps,
+        steps=args.steps if args.steps is not None else (None if args.epochs else 400),
         docs=args.docs,
         val_pool=args.val_pool,
         seed=args.seed,

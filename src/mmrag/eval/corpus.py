@@ -7,6 +7,7 @@ benchmarks: the corpus is indexed once (dense vectors cached on disk by encoder 
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -49,7 +50,9 @@ def corpus_vectors(
 ) -> np.ndarray[Any, Any]:
     """Dense vectors of every corpus document, cached as ``<cache>/<encoder id>-<name>-<n>.npy``."""
     ids = list(ds.corpus)
-    path = cache / f"{encoder.id}-{ds.root.name}-{len(ids)}.npy" if cache else None
+    # The ids' digest in the name: two subsets of one corpus with the same size are different files.
+    digest = hashlib.sha256("\x00".join(ids).encode()).hexdigest()[:10]
+    path = cache / f"{encoder.id}-{ds.root.name}-{len(ids)}-{digest}.npy" if cache else None
     if path is not None and path.exists():
         vecs: np.ndarray[Any, Any] = np.load(path)
         if vecs.shape == (len(ids), encoder.dim):

@@ -72,6 +72,8 @@ class BeirEvalReport:
             from mmrag.eval.stages import stage_table
 
             text += "\n\nstages (one run, same queries):\n" + stage_table(self.stages)
+            if "rerank" not in self.stages:
+                text += "\n(no rerank rows: give --reranker MODEL to include them)"
         return text
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 import time
 import warnings
 from collections import OrderedDict
@@ -163,6 +164,7 @@ class CrossEncoderReranker:
         self.template = _PairTemplate.of(self.tokenizer)
         self._types = "token_type_ids" in self.tokenizer.model_input_names
         self._cache: OrderedDict[str, list[int]] = OrderedDict()
+        self._lock = threading.Lock()
         self.cache_size = cache_size
         self.stats = RerankStats()
         self.fusion = fusion or ScoreFusion(
@@ -183,6 +185,12 @@ class CrossEncoderReranker:
 
     # -- tokenization (cached) ----------------------------------------------------------------
     def _doc_ids(self, texts: Sequence[str]) -> list[list[int]]:
+        # One reranker serves every thread of the API, the app and LangChain's ainvoke; the LRU's
+        # check-then-move and the fast tokenizer's truncation settings are not thread-safe.
+        with self._lock:
+            return self._doc_ids_locked(texts)
+
+    def _doc_ids_locked(self, texts: Sequence[str]) -> list[list[int]]:
         missing = list(dict.fromkeys(t for t in texts if t not in self._cache))
         if missing:
             enc = self.tokenizer(

@@ -8,14 +8,17 @@ vector searches use by default, whether every search must name a tenant.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
-from mmrag.errors import StoreError
+from mmrag.errors import ConfigError, StoreError
 from mmrag.store.base import Backend
 from mmrag.store.sparse import Bm25Settings
 from mmrag.types import ModelSet, RerankerSpec, VectorSpec
 
 __all__ = ["StoreMeta"]
+
+log = logging.getLogger(__name__)
 
 
 class StoreMeta:
@@ -96,11 +99,18 @@ class StoreMeta:
         """The default pipeline; hybrid is on by default wherever the store holds BM25 vectors."""
         raw = self.data.get("reranker")
         hybrid = self.data.get("hybrid")
+        reranker = None
+        if isinstance(raw, dict):
+            try:
+                reranker = RerankerSpec.from_dict(raw)
+            except (ConfigError, KeyError, TypeError, ValueError) as exc:
+                # A hand-edited or damaged record must not take every face down: first stage only.
+                log.warning("ignoring the store's default reranker record %r: %s", raw, exc)
         return ModelSet(
             vector=self.default_vector,
             encoder=self.default_spec,
             hybrid=has_sparse and (True if hybrid is None else bool(hybrid)),
-            reranker=RerankerSpec.from_dict(raw) if isinstance(raw, dict) else None,
+            reranker=reranker,
         )
 
     def set_reranker(self, spec: RerankerSpec | None) -> None:

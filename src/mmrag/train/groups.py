@@ -9,7 +9,7 @@ reranker will sit behind, so both lexical and semantic near-misses become negati
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -44,6 +44,7 @@ def mine_groups(
     depth: int = 30,
     titles: int = 400,
     seed: int = 0,
+    exclude: Collection[str] = (),
 ) -> list[Group]:
     """Query groups (one per relevant doc) and title → abstract groups, negatives from the first stage.
 
@@ -56,6 +57,8 @@ def mine_groups(
         titles: Title → abstract groups (the title as query, its own abstract as the positive):
             far more groups than the labelled queries give.
         seed: Seeds the sampling and the final shuffle.
+        exclude: Docs that must not become training positives (the validation queries' relevant
+            docs: a title group would otherwise teach the reranker the very answer it is judged on).
 
     Returns:
         The groups, shuffled; queries with fewer than ``negatives`` candidates are skipped.
@@ -71,7 +74,8 @@ def mine_groups(
         for pos in rel:
             negs = rng.sample(cands, negatives)
             groups.append(Group(ds.queries[q], (ds.doc_text(pos), *(ds.doc_text(n) for n in negs))))
-    titled = [d for d, (title, _) in ds.corpus.items() if len(title.split()) >= 4]
+    held_out = set(exclude)
+    titled = [d for d, (title, _) in ds.corpus.items() if len(title.split()) >= 4 and d not in held_out]
     picked = rng.sample(titled, min(titles, len(titled)))
     pools = first_stage([ds.corpus[d][0] for d in picked], depth)
     for d, ranked in zip(picked, pools, strict=True):

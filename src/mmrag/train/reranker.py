@@ -272,6 +272,7 @@ def train_reranker(
             depth=cfg.depth,
             titles=cfg.titles,
             seed=cfg.seed,
+            exclude={d for q in val_ids for d in ds.qrels[q]},
         )
         bar.close()
         log.info("mined %d groups in %.0f s", len(groups), time.perf_counter() - t)

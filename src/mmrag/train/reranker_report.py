@@ -9,6 +9,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from mmrag.errors import ConfigError
+
 __all__ = ["Calibration", "FitStats", "RerankTrainConfig", "RerankTrainReport"]
 
 
@@ -40,9 +42,9 @@ class RerankTrainConfig:
 
     def __post_init__(self) -> None:
         if self.steps is not None and self.steps < 1:
-            raise ValueError(f"steps must be >= 1 (or None for whole epochs), got {self.steps}")
+            raise ConfigError(f"steps must be >= 1 (or leave it out and give --epochs), got {self.steps}")
         if self.batch_groups < 1 or self.negatives < 1 or self.epochs < 1:
-            raise ValueError("batch_groups, negatives and epochs must be >= 1")
+            raise ConfigError("batch_groups, negatives and epochs must be >= 1")
 
 
 @dataclass(frozen=True, slots=True)
