@@ -103,7 +103,7 @@ def test_cli_ingest_records_the_reranker(
     store = str(tmp_path / "store")
     _run(capsys, ["ingest", str(folder), "--store", store, "--quiet", "--reranker", "minilm"])
     with QdrantStore.open(store) as st:
-        assert st.meta.model_set(has_sparse=st.has_sparse).reranker == RerankerSpec("minilm")
+        assert st.meta.model_set().reranker == RerankerSpec("minilm")
     assert main(["model-set", "--store", store, "--reranker", str(tmp_path / "missing")]) == 2
     assert "cannot load cross-encoder" in capsys.readouterr().err  # checked before it is recorded
 

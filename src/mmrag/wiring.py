@@ -10,8 +10,6 @@ these functions, so a new setting reaches every face at once:
   built with, else ``lite``; loaded once per process (:func:`mmrag.encoders.cached_encoder`);
 * :func:`reranker_spec` / :func:`load_reranker`: the configured cross-encoder, else the one the store
   records as its default (its model set), else ``None`` (no rerank stage);
-* :func:`model_set`: the pipeline the faces run by default (hybrid where the store has BM25 vectors,
-  rerank where a reranker is configured or recorded);
 * :func:`build_retriever`: a :class:`~mmrag.retriever.Retriever` over a :class:`LoadedModels`, with the
   model set's stages on by default.
 
@@ -22,11 +20,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mmrag.config import DEFAULT_MODEL, Settings
 from mmrag.errors import EncoderError
-from mmrag.types import ModelSet, RerankerSpec
+from mmrag.types import RerankerSpec
 
 if TYPE_CHECKING:
     from mmrag.encoders.base import DualEncoder
@@ -43,7 +42,7 @@ __all__ = [
     "load_encoder",
     "load_reranker",
     "load_reranker_spec",
-    "model_set",
+    "model_ref",
     "open_store",
     "pipeline_note",
     "reranker_spec",
@@ -94,9 +93,9 @@ def reranker_spec(
 ) -> RerankerSpec | None:
     """The second stage to run: ``settings.reranker`` (``--reranker`` / ``MMRAG_RERANKER``) wins over
     the reranker ``store`` records as its default; ``max_length`` / ``int8`` override either's."""
-    recorded = store.meta.model_set(has_sparse=store.has_sparse).reranker if store is not None else None
+    recorded = store.meta.model_set().reranker if store is not None else None
     spec = recorded
-    if settings.reranker and (recorded is None or not _same_model(settings.reranker, recorded.model)):
+    if settings.reranker and (recorded is None or model_ref(settings.reranker) != recorded.model):
         spec = RerankerSpec(settings.reranker)
     if spec is None:
         return None
@@ -107,13 +106,11 @@ def reranker_spec(
     )
 
 
-def _same_model(name: str, recorded: str) -> bool:
-    """Whether a configured reranker name is the one the store records (a local folder is recorded
-    by its absolute path), so the recorded options (int8, max_length, fusion weights) still apply."""
-    from pathlib import Path
-
+def model_ref(name: str) -> str:
+    """A model name as a store records it: a local folder by its absolute path (so the store works
+    from any working directory), anything else (a hub name) as given."""
     path = Path(name).expanduser()
-    return name == recorded or (path.exists() and str(path.resolve()) == recorded)
+    return str(path.resolve()) if path.exists() else name
 
 
 def load_reranker(
@@ -146,17 +143,6 @@ def load_reranker_spec(spec: RerankerSpec, threads: int = 0) -> Reranker:
 
     return cached_reranker(
         spec.model, threads, max_length=spec.max_length, int8=spec.int8, fusion_weights=spec.fusion_weights
-    )
-
-
-def model_set(settings: Settings, store: QdrantStore) -> ModelSet:
-    """The pipeline every face runs on ``store`` by default: its recorded model set, with the
-    encoder and reranker that ``settings`` configure taking precedence."""
-    recorded = store.meta.model_set(has_sparse=store.has_sparse)
-    return replace(
-        recorded,
-        encoder=encoder_spec(settings, store),
-        reranker=reranker_spec(settings, store),
     )
 
 
@@ -216,5 +202,5 @@ def build_retriever(models: LoadedModels, store: QdrantStore, **options: Any) ->
     from mmrag.retriever import Retriever
 
     if options.get("hybrid") is None:
-        options["hybrid"] = store.meta.model_set(has_sparse=store.has_sparse).hybrid
+        options["hybrid"] = store.meta.model_set().hybrid
     return Retriever(models.encoder, store, reranker=models.reranker, **options)

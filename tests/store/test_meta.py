@@ -14,9 +14,9 @@ from mmrag.types import ModelSet, RerankerSpec, VectorSpec
 
 
 def test_model_set_of_a_new_store_is_the_first_stage(store: QdrantStore, encoder: FakeEncoder) -> None:
-    assert store.meta.model_set(has_sparse=store.has_sparse) == ModelSet()
+    assert store.meta.model_set() == ModelSet()
     name = store.ensure_vector(vector_spec(encoder))
-    ms = store.meta.model_set(has_sparse=store.has_sparse)
+    ms = store.meta.model_set()
     # Every store mmrag creates holds BM25 vectors, so hybrid is on unless switched off.
     assert ms == ModelSet(vector=name, encoder=encoder.spec, hybrid=True, reranker=None)
 
@@ -26,11 +26,11 @@ def test_reranker_and_hybrid_choices_round_trip(store: QdrantStore, encoder: Fak
     spec = RerankerSpec("checkpoints/rr", max_length=160, int8=True, fusion_weights={"text": 0.4})
     store.meta.set_reranker(spec)
     store.meta.set_hybrid(False)
-    ms = store.meta.model_set(has_sparse=True)
+    ms = store.meta.model_set()
     assert ms.reranker == spec and ms.hybrid is False
     assert ms.to_dict()["reranker"] == spec.to_dict()
     store.meta.set_reranker(None)
-    assert store.meta.model_set(has_sparse=True).reranker is None
+    assert store.meta.model_set().reranker is None
 
 
 def test_model_set_outlives_the_process(tmp_path: Path, encoder: FakeEncoder) -> None:
@@ -39,7 +39,7 @@ def test_model_set_outlives_the_process(tmp_path: Path, encoder: FakeEncoder) ->
         st.ensure_vector(vector_spec(encoder))
         st.meta.set_reranker(spec)
     with QdrantStore.open(str(tmp_path / "s")) as st:
-        assert st.meta.model_set(has_sparse=st.has_sparse).reranker == spec
+        assert st.meta.model_set().reranker == spec
 
 
 def test_default_vector_errors_name_the_store(store: QdrantStore) -> None:
@@ -63,4 +63,4 @@ def test_a_damaged_reranker_record_falls_back_to_the_first_stage(
     store.ensure_vector(vector_spec(encoder))
     store.meta.data["reranker"] = {"model": "ckpt", "fusion_weights": {"text": 7}}  # hand-edited, invalid
     store.meta.save()
-    assert store.meta.model_set(has_sparse=True).reranker is None
+    assert store.meta.model_set().reranker is None

@@ -86,12 +86,3 @@ def _apply_threads(s: Settings) -> None:
         from mmrag.encoders import set_threads
 
         set_threads(s.threads)
-
-
-def model_ref(name: str) -> str:
-    """A model name as a store should record it: a local folder by its absolute path (so the store
-    works from any working directory), anything else (a hub name) as given."""
-    from pathlib import Path
-
-    path = Path(name).expanduser()
-    return str(path.resolve()) if path.exists() else name

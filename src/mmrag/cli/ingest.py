@@ -17,7 +17,6 @@ from mmrag.cli._common import (
     _spec,
     add_common,
     emit_report,
-    model_ref,
 )
 from mmrag.config import Settings
 from mmrag.errors import MmragError
@@ -153,7 +152,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         if args.reranker:
             from mmrag.types import RerankerSpec
 
-            store.meta.set_reranker(RerankerSpec(model_ref(args.reranker)))
+            store.meta.set_reranker(RerankerSpec(wiring.model_ref(args.reranker)))
         total = store.count()
     d = summary.to_dict() | {"store": s.store, "points_in_store": total}
     if args.report:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mmrag import wiring
-from mmrag.cli._common import _open_store, _settings, add_common, emit_report, model_ref
+from mmrag.cli._common import _open_store, _settings, add_common, emit_report
 from mmrag.errors import MmragError
 
 if TYPE_CHECKING:
@@ -161,7 +161,7 @@ def _info(store: QdrantStore) -> Any:
     """The store's stats with the model set it records (what every face runs unless told otherwise)."""
     from mmrag.store.info import StoreInfo
 
-    model_set = store.meta.model_set(has_sparse=store.has_sparse) if store.vectors else None
+    model_set = store.meta.model_set() if store.vectors else None
     return StoreInfo.from_stats(store.stats(), model_set=model_set)
 
 
@@ -188,10 +188,10 @@ def cmd_model_set(args: argparse.Namespace) -> int:
     with _open_store(s) as store:
         if not store.vectors:
             raise MmragError(f"store {store.location} is empty: ingest something first (mmrag ingest PATH)")
-        current = store.meta.model_set(has_sparse=store.has_sparse).reranker
+        current = store.meta.model_set().reranker
         options = args.int8 is not None or args.max_length is not None or args.fusion_weight is not None
         if args.reranker or (current and options):
-            base = RerankerSpec(model_ref(args.reranker)) if args.reranker else current
+            base = RerankerSpec(wiring.model_ref(args.reranker)) if args.reranker else current
             assert base is not None
             weights = {"text": args.fusion_weight} if args.fusion_weight is not None else base.fusion_weights
             spec = dataclasses.replace(
@@ -228,6 +228,4 @@ class _ModelSetView:
         return {"store": self.info.location, "model_set": self.info.to_dict().get("model_set")}
 
     def to_text(self) -> str:
-        lines = self.info.to_text().splitlines()
-        start = next((i for i, ln in enumerate(lines) if ln.startswith("search pipeline")), len(lines))
-        return "\n".join([f"store: {self.info.location}", *lines[start:]])
+        return "\n".join([f"store: {self.info.location}", *self.info.model_set_lines()])

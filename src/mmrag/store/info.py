@@ -91,16 +91,20 @@ class StoreInfo:
             f"  vector {n}: dim {v.get('dim')}, model {v.get('spec')}, aligned {v.get('aligned')}"
             for n, v in self.vectors.items()
         ]
-        ms = self.model_set
-        if ms is not None:
-            rr = ms.reranker
-            lines.append(f"search pipeline (model set): {'hybrid (BM25 + dense)' if ms.hybrid else 'dense'}")
-            if rr is None:
-                lines.append(
-                    "  reranker: none (first stage only; set one with `mmrag model-set --reranker M`)"
-                )
-            else:
-                opts = [f"max_length {rr.max_length}" if rr.max_length else "", "int8" if rr.int8 else ""]
-                opts += [f"fusion weights {dict(rr.fusion_weights)}" if rr.fusion_weights else ""]
-                lines.append(f"  reranker: {rr.model}" + "".join(f", {o}" for o in opts if o))
+        lines += self.model_set_lines()
         return "\n".join(lines)
+
+    def model_set_lines(self) -> list[str]:
+        """The model-set part of :meth:`to_text` (also what ``mmrag model-set`` prints)."""
+        ms = self.model_set
+        if ms is None:
+            return []
+        rr = ms.reranker
+        lines = [f"search pipeline (model set): {'hybrid (BM25 + dense)' if ms.hybrid else 'dense'}"]
+        if rr is None:
+            lines.append("  reranker: none (first stage only; set one with `mmrag model-set --reranker M`)")
+        else:
+            opts = [f"max_length {rr.max_length}" if rr.max_length else "", "int8" if rr.int8 else ""]
+            opts += [f"fusion weights {dict(rr.fusion_weights)}" if rr.fusion_weights else ""]
+            lines.append(f"  reranker: {rr.model}" + "".join(f", {o}" for o in opts if o))
+        return lines

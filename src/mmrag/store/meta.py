@@ -12,7 +12,7 @@ import logging
 from typing import Any
 
 from mmrag.errors import ConfigError, StoreError
-from mmrag.store.base import Backend
+from mmrag.store.base import SPARSE_VECTOR, Backend
 from mmrag.store.sparse import Bm25Settings
 from mmrag.types import ModelSet, RerankerSpec, VectorSpec
 
@@ -95,8 +95,9 @@ class StoreMeta:
         return Bm25Settings.from_dict(self.data.get("bm25"))
 
     # -- the model set: what every face runs by default ------------------------------------
-    def model_set(self, *, has_sparse: bool) -> ModelSet:
+    def model_set(self) -> ModelSet:
         """The default pipeline; hybrid is on by default wherever the store holds BM25 vectors."""
+        has_sparse = SPARSE_VECTOR in self._backend.sparse_names()
         raw = self.data.get("reranker")
         hybrid = self.data.get("hybrid")
         reranker = None

@@ -54,22 +54,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-class _MiningBar:
-    """A progress bar over the texts the first stage ranks while groups are mined (total unknown up
-    front: training queries, then titles)."""
-
-    def __init__(self, enabled: bool) -> None:
-        from tqdm import tqdm
-
-        self._bar = tqdm(desc="mine negatives", unit="query", disable=not enabled, dynamic_ncols=True)
-
-    def update(self, n: int) -> None:
-        self._bar.update(n)
-
-    def close(self) -> None:
-        self._bar.close()
-
-
 def listwise_loss(logits: torch.Tensor) -> torch.Tensor:
     """Softmax cross-entropy over each row of ``logits`` (groups × candidates), positive in column 0."""
     import torch
@@ -253,7 +237,10 @@ def train_reranker(
     with tempfile.TemporaryDirectory(prefix="mmrag-rr-") as tmp, QdrantStore.open(store or tmp) as st:
         index_corpus(st, encoder, ds, cache, progress=progress)
         retriever = Retriever(encoder, st, pool=cfg.depth, hybrid=True, exact=True)
-        bar = _MiningBar(progress)
+        from tqdm import tqdm
+
+        # total unknown up front (training queries, then titles): the bar counts ranked texts
+        bar = tqdm(desc="mine negatives", unit="query", disable=not progress, dynamic_ncols=True)
 
         def first_stage(texts: list[str], k: int) -> list[list[str]]:
             out = []
