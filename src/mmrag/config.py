@@ -54,6 +54,7 @@ class Settings:
     shards: int = 0
     replication: int = 0
     reranker: str | None = None
+    runtime: str = "auto"
 
     def __post_init__(self) -> None:
         if self.threads < 0:
@@ -62,6 +63,8 @@ class Settings:
             raise ConfigError("shards and replication must be >= 0 (0 = the server's default)")
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.runtime not in ("auto", "onnx", "torch"):
+            raise ConfigError(f"runtime must be auto, onnx or torch (MMRAG_RUNTIME), got {self.runtime!r}")
         if not self.store:
             raise ConfigError("store must be a directory, an http(s):// URL or ':memory:'")
 
@@ -91,6 +94,7 @@ class Settings:
             shards=_int("MMRAG_SHARDS", 0),
             replication=_int("MMRAG_REPLICATION_FACTOR", 0),
             reranker=e.get("MMRAG_RERANKER") or None,
+            runtime=e.get("MMRAG_RUNTIME") or "auto",
             tenancy=(e.get("MMRAG_TENANCY") or "0").strip().lower() in {"1", "true", "yes", "on"},
         )
 

@@ -80,7 +80,10 @@ def load_encoder(settings: Settings, store: QdrantStore | None = None) -> DualEn
     from mmrag.encoders import cached_encoder
 
     return cached_encoder(
-        encoder_spec(settings, store), batch_size=settings.batch_size, threads=settings.threads
+        encoder_spec(settings, store),
+        batch_size=settings.batch_size,
+        threads=settings.threads,
+        runtime=settings.runtime,
     )
 
 

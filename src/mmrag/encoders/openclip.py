@@ -20,6 +20,7 @@ import numpy as np
 
 from mmrag._lazy import require
 from mmrag.encoders.base import FloatArray, l2_normalize
+from mmrag.encoders.onnxrt import FastForward
 from mmrag.errors import EncoderError
 
 if TYPE_CHECKING:
@@ -94,6 +95,8 @@ class OpenClipEncoder:
         aligned: Whether image and text heads were trained together.
         batch_size: Default batch size.
         info: Extra facts reported by :meth:`describe`.
+        runtime: Where the image tower runs: ``auto`` (ONNX Runtime when installed and within
+            parity of torch, ~4x faster on CPU), ``onnx`` or ``torch``; see :mod:`mmrag.encoders.onnxrt`.
 
     Example:
         >>> enc = load_encoder("lite")                     # doctest: +SKIP
@@ -112,6 +115,7 @@ class OpenClipEncoder:
         aligned: bool,
         batch_size: int = 32,
         info: dict[str, Any] | None = None,
+        runtime: str = "auto",
     ) -> None:
         if batch_size < 1:
             raise EncoderError(f"batch_size must be >= 1, got {batch_size}")
@@ -127,6 +131,11 @@ class OpenClipEncoder:
         self.dim = int(self._probe_dim())
         # open_clip modules are not re-entrant across threads (the API and UI share one encoder).
         self._lock = threading.Lock()
+        self.set_runtime(runtime)
+
+    def set_runtime(self, runtime: str) -> None:
+        """Choose where the image tower runs (``auto``, ``onnx``, ``torch``); see the class doc."""
+        self.image_forward = FastForward(self.model.visual, runtime=runtime, name=f"{self.id} image tower")
 
     def _probe_dim(self) -> int:
         torch = require("torch", "core")
@@ -211,7 +220,7 @@ class OpenClipEncoder:
         out = np.zeros((len(images), self.dim), dtype=np.float32)
         with self._lock, torch.inference_mode():
             for start, batch in self.image_batches(images, bs):
-                out[start : start + len(batch)] = self.model.encode_image(batch).float().numpy()
+                out[start : start + len(batch)] = self.image_forward(batch).float().numpy()
         return l2_normalize(out)
 
     def describe(self) -> dict[str, Any]:
@@ -223,6 +232,7 @@ class OpenClipEncoder:
             "dim": self.dim,
             "aligned": self.aligned,
             "parameters": n_params,
+            "image_runtime": self.image_forward.active,
             **self.info,
         }
 
