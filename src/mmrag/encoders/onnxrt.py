@@ -124,6 +124,7 @@ class FastForward:
     def __init__(self, module: torch.nn.Module, *, runtime: str = "auto", name: str = "module") -> None:
         self.module = module
         self.runtime: Runtime = check_runtime(runtime)
+        self._ort = self.runtime != "torch" and ort_available()
         self.name = name
         self._session: Any = None
         self._key: tuple[int, ...] | None = None
@@ -134,16 +135,14 @@ class FastForward:
     @property
     def active(self) -> str:
         """The runtime the next call will use (``onnx`` or ``torch``)."""
-        if self.runtime == "torch" or self.module.training:
-            return "torch"
-        if self.runtime == "auto" and not ort_available():
+        if not self._ort or self.module.training:
             return "torch"
         return "torch" if self._fallback_key is not None and self._fallback_key == self._key else "onnx"
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         import torch
 
-        if self.runtime == "torch" or self.module.training or (self.runtime == "auto" and not ort_available()):
+        if not self._ort or self.module.training:
             return self.module(x)  # type: ignore[no-any-return]
         with self._lock:
             key = _fingerprint(self.module)
