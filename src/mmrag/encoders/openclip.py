@@ -131,6 +131,7 @@ class OpenClipEncoder:
         self.dim = int(self._probe_dim())
         # open_clip modules are not re-entrant across threads (the API and UI share one encoder).
         self._lock = threading.Lock()
+        self.draft_decode = True  # JPEG paths decode at reduced scale (see _load_batch)
         self.set_runtime(runtime)
 
     @property
@@ -184,7 +185,8 @@ class OpenClipEncoder:
                         # A JPEG decodes at 1/2..1/8 scale (DCT scaling) when that still leaves
                         # both sides >= twice the model's input: a 12 Mpx photo then costs ~1/16
                         # of a full decode, and the embedding stays within cosine 0.999.
-                        im.draft("RGB", (2 * self.input_size, 2 * self.input_size))
+                        if self.draft_decode:
+                            im.draft("RGB", (2 * self.input_size, 2 * self.input_size))
                         img = im.convert("RGB")
                 except (OSError, pil.DecompressionBombError, SyntaxError) as exc:
                     raise EncoderError(f"cannot read image {item}: {exc}") from exc
