@@ -39,8 +39,8 @@ def encoder_for(settings: Settings, store: QdrantStore) -> DualEncoder:
 
 
 @st.cache_resource(show_spinner="Loading the reranker (once per server process)…", max_entries=2)
-def _get_reranker(spec: RerankerSpec, threads: int) -> Any:
-    return wiring.load_reranker_spec(spec, threads)
+def _get_reranker(spec: RerankerSpec, threads: int, precision: str = "auto") -> Any:
+    return wiring.load_reranker_spec(spec, threads, precision)
 
 
 def reranker_for(settings: Settings, store: QdrantStore) -> Any:
@@ -51,7 +51,7 @@ def reranker_for(settings: Settings, store: QdrantStore) -> Any:
     if spec is None:
         return None
     try:
-        return _get_reranker(spec, settings.threads)
+        return _get_reranker(spec, settings.threads, settings.rerank_precision)
     except EncoderError:
         if settings.reranker:
             raise
