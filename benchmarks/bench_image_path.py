@@ -76,43 +76,60 @@ def _rate(fn: Any, n: int, repeats: int) -> float:
     return n / statistics.median(times)
 
 
-def run(encoder: Any, sets: dict[str, list[Path]], threads: int, repeats: int, gflop: float) -> dict[str, Any]:
+def run_set(encoder: Any, paths: list[Path], repeats: int) -> tuple[dict[str, float], dict[str, Any]]:
+    """images/s of each step on one image set, and the embeddings the parity is computed from."""
+    import torch
+
+    def encode() -> Any:
+        return encoder.encode_image(paths)
+
+    rows: dict[str, float] = {}
+    vecs: dict[str, Any] = {}
+    encoder.set_runtime("torch")
+    encoder.draft_decode = False
+    rows["torch, full decode"] = _rate(encode, len(paths), repeats)
+    vecs["full"] = encode()
+    encoder.draft_decode = True
+    rows["torch + draft decode"] = _rate(encode, len(paths), repeats)
+    vecs["draft"] = encode()
+    encoder.set_runtime("auto")
+    rows["ONNX Runtime + draft decode (default)"] = _rate(encode, len(paths), repeats)
+    vecs["fast"] = encode()
+    batch = torch.cat([b for _, b in encoder.image_batches(paths, encoder.batch_size)])
+
+    def forward() -> None:
+        with torch.inference_mode():
+            for i in range(0, len(batch), 32):
+                encoder.image_forward(batch[i : i + 32])
+
+    rows["forward only (ONNX Runtime, decoded)"] = _rate(forward, len(paths), repeats)
+    return rows, vecs
+
+
+def run(
+    encoder: Any, sets: dict[str, list[Path]], threads: int, repeats: int, gflop: float
+) -> dict[str, Any]:
     import torch
 
     torch.set_num_threads(threads)
     ceiling = matmul_ceiling(threads)
     out: dict[str, Any] = {"threads": threads, "ceiling_gflops": ceiling, "sets": {}}
     for name, paths in sets.items():
-        rows: dict[str, float] = {}
-        encoder.set_runtime("torch")
-        encoder.draft_decode = False
-        rows["torch, full decode"] = _rate(lambda: encoder.encode_image(paths), len(paths), repeats)
-        full_torch = encoder.encode_image(paths)
-        encoder.draft_decode = True
-        rows["torch + draft decode"] = _rate(lambda: encoder.encode_image(paths), len(paths), repeats)
-        draft_torch = encoder.encode_image(paths)
-        encoder.set_runtime("auto")
-        rows["ONNX Runtime + draft decode (default)"] = _rate(
-            lambda: encoder.encode_image(paths), len(paths), repeats
-        )
-        fast = encoder.encode_image(paths)
-        batch = torch.cat([b for _, b in encoder.image_batches(paths, encoder.batch_size)])
-        with torch.inference_mode():
-            rows["forward only (ONNX Runtime, decoded)"] = _rate(
-                lambda: [encoder.image_forward(batch[i : i + 32]) for i in range(0, len(batch), 32)],
-                len(paths),
-                repeats,
-            )
-        cos = lambda a, b: float(np.min(np.sum(a * b, axis=1)))  # noqa: E731 (unit rows)
+        rows, vecs = run_set(encoder, paths, repeats)
+
+        def cos(a: Any, b: Any) -> float:
+            return float(np.min(np.sum(a * b, axis=1)))  # rows are unit vectors
+
         out["sets"][name] = {
             "images": len(paths),
             "images_per_s": rows,
             "share_of_ceiling": {k: v * gflop / ceiling for k, v in rows.items()},
             "speedup": rows["ONNX Runtime + draft decode (default)"] / rows["torch, full decode"],
-            "parity_onnx_vs_torch": cos(fast, draft_torch),
-            "parity_draft_vs_full": cos(draft_torch, full_torch),
+            "parity_onnx_vs_torch": cos(vecs["fast"], vecs["draft"]),
+            "parity_draft_vs_full": cos(vecs["draft"], vecs["full"]),
         }
-        print(f"threads {threads} {name}: " + ", ".join(f"{k} {v:.1f}/s" for k, v in rows.items()), flush=True)
+        steps = ", ".join(f"{k} {v:.1f}/s" for k, v in rows.items())
+        print(f"threads {threads} {name}: {steps}", flush=True)
     return out
 
 
@@ -142,7 +159,11 @@ def main() -> None:
         sets = {"Flickr8k dev, 224 px JPEG": small, "same, upscaled to 1792 px JPEG": large}
         runs = [run(encoder, sets, t, args.repeats, gflop) for t in args.threads]
     result = {
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+        },
         "measured": datetime.now(UTC).strftime("%Y-%m-%d %H:%M"),
         "command": "python benchmarks/bench_image_path.py " + " ".join(sys.argv[1:]),
         "model": encoder.id,
