@@ -196,7 +196,14 @@ class EdgeBackend:
         threshold = self._meta.get("indexing_threshold_kb")
         return qe.EdgeConfig(
             quantization_config=self._quantization_config(),
-            vectors={n: qe.EdgeVectorParams(size=d, distance=qe.Distance.Cosine) for n, d in dims.items()},
+            vectors={
+                # Quantized: the float originals stay on disk (mmap, read only for rescoring), the
+                # int8 copy in RAM, as Qdrant recommends; that is where the memory saving comes from.
+                n: qe.EdgeVectorParams(
+                    size=d, distance=qe.Distance.Cosine, memory=qe.Memory.Cold if self.quantization else None
+                )
+                for n, d in dims.items()
+            },
             # BM25 term weights come from the client (mmrag.store.sparse); Qdrant multiplies in the IDF.
             sparse_vectors={SPARSE_VECTOR: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)},
             optimizers=qe.EdgeOptimizersConfig(indexing_threshold=threshold)
