@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from report_speed import image_path_section, quantization_section
+
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 
@@ -754,6 +756,10 @@ def main() -> None:
         png = args.results / "rerank_pool.png"
         if rerank_pool_plot(data, png):
             sections.append(f"![nDCG@10 against rerank pool]({os.path.relpath(png, args.output.parent)})\n")
+    speed = (("image_path.json", image_path_section), ("quantization.json", quantization_section))
+    for name, render in speed:
+        if (args.results / name).exists():
+            sections.append(render(json.loads((args.results / name).read_text())))
     peers = args.results / "peers.json"
     if peers.exists():
         sections.append(peers_section(json.loads(peers.read_text())))
