@@ -45,9 +45,13 @@ def _chunks() -> list[Chunk]:
     for j, (cap, p) in enumerate(FIGURES):
         pos = len(PDF) + j
         ref = f"a.pdf#page={p}&image={j + 1}"
-        out.append(Chunk(chunk_id("a.pdf", ref, pos), "image", "a.pdf", cap, ref, {"position": pos, "page": p}))
+        out.append(
+            Chunk(chunk_id("a.pdf", ref, pos), "image", "a.pdf", cap, ref, {"position": pos, "page": p})
+        )
     for src, texts in OTHERS.items():
-        out += [Chunk(chunk_id(src, t, i), "text", src, t, None, {"position": i}) for i, t in enumerate(texts)]
+        out += [
+            Chunk(chunk_id(src, t, i), "text", src, t, None, {"position": i}) for i, t in enumerate(texts)
+        ]
     return out
 
 
