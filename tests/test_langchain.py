@@ -92,8 +92,8 @@ def test_invoke_documents_carry_text_and_every_score(
     # filters (mmrag's key -> value(s) form), per call and per instance
     docs = lc.invoke("dense passage retrieval", filters={"source": ["doc2.txt", "doc3.txt"]})
     assert {d.metadata["source"] for d in docs} <= {"doc2.txt", "doc3.txt"}
-    with pytest.raises(ConfigError):
-        lc.invoke("cats", image=img)
+    # text and image together: a composed query (here all weight on the image)
+    assert lc.invoke("cats", image=img, image_weight=1.0, k=1)[0].metadata["image"] == str(img)
     with pytest.raises(ConfigError, match="rerank"):
         MmragRetriever(retriever=lc.retriever, rerank=True).invoke("cats")
 
