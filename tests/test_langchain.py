@@ -177,12 +177,14 @@ def test_readme_langchain_example_runs_offline(
         "Dual encoders embed passages and queries to retrieve passages."
     )
     (tmp_path / "docs" / "cats.txt").write_text("Cats sleep on warm windows all afternoon.")
+    Image.new("RGB", (32, 32), (230, 160, 60)).save(tmp_path / "docs" / "cat.png")  # the composed query's
     monkeypatch.chdir(tmp_path)
     exec(compile(match.group(1), "README.md", "exec"), {"__name__": "readme_example"})
     out = capsys.readouterr().out.splitlines()
     assert out[0] == "Dual encoders embed queries and passages separately."
     source, dense, rank = out[1].split()
     assert source.endswith("dual.txt") and float(dense) > 0 and rank == "1"
+    assert out[2].endswith((".txt", "cat.png"))  # the composed query's best document
 
 
 def test_mode_picks_the_first_stage(edge: tuple[MmragRetriever, CountingEncoder, Path]) -> None:

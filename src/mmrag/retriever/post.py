@@ -120,7 +120,8 @@ def _pool_vectors(retriever: Retriever, hits: Sequence[Hit]) -> np.ndarray:
         if h.chunk.id in found:
             out[i] = found[h.chunk.id]
     norms = np.linalg.norm(out, axis=1, keepdims=True)
-    return np.divide(out, norms, out=np.zeros_like(out), where=norms > 0)
+    unit: np.ndarray = np.divide(out, norms, out=np.zeros_like(out), where=norms > 0)
+    return unit
 
 
 def refine(
