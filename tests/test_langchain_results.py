@@ -23,9 +23,9 @@ from mmrag.store.client import ClientBackend  # noqa: E402
 from mmrag.types import Chunk, chunk_id  # noqa: E402
 from tests.fakes import HashEncoder  # noqa: E402
 
-PAPER = [
-    "solar panels convert sunlight",
-    "solar panel efficiency and angle",
+PAPER = [  # distinct scores for "solar panel" (no ties whose order a backend may choose)
+    "solar panel sunlight conversion",
+    "solar panel efficiency and tilt angle",
     "solar panel storage with batteries",
     "battery chemistry",
 ]

@@ -23,7 +23,11 @@ def _text(source: str, text: str, position: int, **meta: object) -> Chunk:
 @pytest.fixture
 def store(tmp_path: Path) -> QdrantStore:
     enc = HashEncoder()
-    chunks = [_text("/d/paper.pdf", f"ships and tides part {i}", i, page=1 + i // 2) for i in range(5)]
+    # "filler" words give the paper's chunks distinct scores (no ties whose order a backend may choose)
+    chunks = [
+        _text("/d/paper.pdf", f"ships and tides part {i} " + "filler " * i, i, page=1 + i // 2)
+        for i in range(5)
+    ]
     chunks += [_text("/d/note.md", "ships in the harbour", 0), _text("/d/log.txt", "tides today", 0)]
     s = QdrantStore.open(str(tmp_path / "store"))
     s.upsert_chunks(

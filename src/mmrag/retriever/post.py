@@ -12,9 +12,11 @@ All three run after the retriever's stages, on the final order (after rerank whe
 2. **Group by source** keeps ``group_size`` hits per document and ``k`` documents, ranked by
    their best hit; the hits of one document come next to each other. Qdrant's own group-by
    (``query_points_groups`` on a server; Qdrant Edge 0.9 has none) groups by the first-stage score,
-   before fusion and rerank, so the grouping runs here on the final order for both backends. When
-   the pool holds fewer than ``k`` documents, the first stage is asked again for ``WIDEN`` times as
-   many candidates, up to ``MAX_FETCH``.
+   before fusion and rerank, so the grouping runs here on the final order for both backends. The
+   first stage fetches ``GROUP_FETCH`` candidates per wanted hit (cheap: ANN and BM25 take
+   milliseconds; the reranker still scores only the pool, and the candidates after it keep their
+   first-stage order); when they hold fewer than ``k`` documents, the search runs again with
+   ``WIDEN`` times as many, up to ``MAX_FETCH``.
 3. **Expand** attaches each returned hit's context (not counted in ``k``).
 
 Every returned hit's ``final_rank`` is its place in the returned list; ``ann_rank`` and the
@@ -38,9 +40,10 @@ from mmrag.types import Hit
 if TYPE_CHECKING:
     from mmrag.retriever.core import Retriever, SearchResult
 
-__all__ = ["MAX_FETCH", "WIDEN", "group_hits", "mmr_order", "refine"]
+__all__ = ["GROUP_FETCH", "MAX_FETCH", "WIDEN", "group_hits", "mmr_order", "refine"]
 
-WIDEN = 4  # how much more the first stage fetches when the pool holds too few documents
+GROUP_FETCH = 20  # first-stage candidates per wanted hit when grouping: one dominant document is common
+WIDEN = 4  # how much more the first stage fetches when the candidates hold too few documents
 MAX_FETCH = 2000  # the most candidates a grouped search reads (a corpus of one huge document stops here)
 
 
@@ -135,7 +138,7 @@ def refine(
     if req.mmr_lambda is not None:
         fetch = max(fetch, pool)
     if req.group_by is not None:
-        fetch = max(fetch, pool, req.k * req.group_size)
+        fetch = max(fetch, pool, min(MAX_FETCH, req.k * req.group_size * GROUP_FETCH))
     timings: dict[str, float] = {}
     while True:
         res = run(replace(req, k=fetch, group_by=None, group_size=1, expand=0, mmr_lambda=None))
