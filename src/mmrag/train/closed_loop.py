@@ -42,6 +42,7 @@ from mmrag.eval.datasets import ImageCaptionDataset
 from mmrag.eval.metrics import first_rank, flickr_recall
 from mmrag.ingest.indexing import embed_and_write
 from mmrag.store import QdrantStore
+from mmrag.store.payload import TRAIN_WRITER
 from mmrag.train.features import FeatureCache, tower_key
 from mmrag.train.lite import check_lite
 from mmrag.train.reports import ClosedLoopReport, LoopOutcome, write_report
@@ -185,7 +186,9 @@ def reembed(
         chunks = [c for c, _ in items]
         # Image chunks carry what to embed (the file, or a figure decoded again from its PDF).
         images = {c.id: img for c, img in items} if modality == "image" else None
-        done += embed_and_write(encoder, store, chunks, vector=vector, images=images, batch=batch)
+        done += embed_and_write(
+            encoder, store, chunks, vector=vector, images=images, batch=batch, writer=TRAIN_WRITER
+        )
         bar.update(len(chunks))
         pending[modality] = []
 
