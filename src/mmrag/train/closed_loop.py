@@ -51,7 +51,7 @@ from mmrag.train.trainer import HardNegatives, LiteHeads, TrainConfig, train_hea
 from mmrag.types import Chunk
 
 if TYPE_CHECKING:
-    from mmrag.ingest.ledger import Ledger
+    from mmrag.ingest.ledger_base import IngestLedger
 
 log = logging.getLogger(__name__)
 F32 = npt.NDArray[np.float32]
@@ -249,7 +249,7 @@ def closed_loop(
     dev_split: str = "dev",
     cache_dir: Path | None = None,
     limit: int | None = None,
-    ledger: Ledger | None = None,
+    ledger: IngestLedger | None = None,
     progress: bool = True,
 ) -> ClosedLoopReport:
     """Mine → train → re-embed into a new vector → evaluate old and new → switch only if better.

@@ -14,7 +14,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from mmrag.ingest.ledger import Ledger, LedgerEntry
+from mmrag.ingest.ledger_base import IngestLedger, LedgerEntry
 from mmrag.ingest.stages.context import FileResult, RunContext, chunk_ledger_key, timed
 from mmrag.ingest.stages.embedder import VectorSource
 from mmrag.store import QdrantStore
@@ -55,7 +55,7 @@ class Writer:
     def __init__(
         self,
         store: QdrantStore,
-        ledger: Ledger,
+        ledger: IngestLedger,
         ctx: RunContext,
         summary: IngestSummary,
         vectors: VectorSource,
