@@ -259,5 +259,16 @@ class _Transaction:
                 "wait for it to finish and run the command again"
             ) from exc
 
-    def __exit__(self, et: type[BaseException] | None, *rest: object) -> None:
-        self.db.execute("ROLLBACK" if et is not None else "COMMIT")
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, *rest: object) -> None:
+        try:
+            self.db.execute("ROLLBACK" if et is not None else "COMMIT")
+            failed = ev if isinstance(ev, sqlite3.OperationalError) else None
+        except sqlite3.OperationalError as exc:  # COMMIT on a full disk, an I/O error
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")
+            failed = exc
+        if failed is not None:
+            raise StoreError(
+                f"ingest ledger write failed ({failed}); this step was not recorded: free space or fix "
+                "the ledger's disk and run the command again (interrupted writes are undone then)"
+            ) from failed

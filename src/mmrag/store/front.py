@@ -132,6 +132,8 @@ class QdrantStore:
         dims = self.backend.vector_dims()
         if spec.name in dims:
             self._check_dim(spec.name, dims[spec.name], spec)
+            if "spec" not in self.meta.vectors.get(spec.name, {}):  # a crash between add and record
+                self.meta.record_vector(spec, tenancy=self._tenancy, sparse=self.has_sparse)
             return spec.name
         log.info("adding vector %s (dim %d) to %s", spec.name, spec.dim, self.location)
         self.backend.add_vector(spec.name, spec.dim)
