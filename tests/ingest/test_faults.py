@@ -267,3 +267,52 @@ def test_full_disk_then_a_clean_rerun(tmp_path: Path, folder: Path, reference: s
             _assert_clean(store, reference)
     finally:
         subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+_REEMBED_AND_DIE = """
+import os, signal, sys
+from mmrag.encoders.base import vector_spec
+from mmrag.store import QdrantStore
+from mmrag.train import closed_loop
+from tests.fakes import HashEncoder
+
+write, calls = closed_loop.embed_and_write, [0]
+
+def dying(*args, **kwargs):
+    n = write(*args, **kwargs)
+    calls[0] += 1
+    if calls[0] == 2:
+        os.kill(os.getpid(), signal.SIGKILL)  # mid re-embed: some points carry the new vector
+    return n
+
+closed_loop.embed_and_write = dying
+enc = HashEncoder(encoder_id="hash-b")
+store = QdrantStore.open(sys.argv[1])
+closed_loop.reembed(store, enc, store.ensure_vector(vector_spec(enc)), batch=16, progress=False)
+"""
+
+
+def test_sigkill_during_closed_loop_reembed_then_repair(
+    tmp_path: Path, folder: Path, reference: set[str]
+) -> None:
+    """The closed loop re-embeds every point into a new vector and records it in the ledger only at
+    the end; killed mid-way, `verify` finds the unrecorded vector and `--repair` removes it."""
+    store_dir = tmp_path / "store"
+    with QdrantStore.open(str(store_dir)) as store:
+        IngestRunner(HashEncoder(), store, OPTS, progress=False).run([folder])
+    killed = subprocess.run(
+        [sys.executable, "-c", _REEMBED_AND_DIE, str(store_dir)],
+        cwd=REPO,
+        env=_env(),
+        capture_output=True,
+        text=True,
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    with QdrantStore.open(str(store_dir)) as store, Ledger(store_dir / "ledger.sqlite") as ledger:
+        found = verify(store, ledger)
+        assert not found.ok and 0 < found.untracked_vectors["hash-b"] < len(reference)
+        assert not found.missing_in_store and not found.missing_in_ledger  # no point lost or added
+        assert verify(store, ledger, repair=True).ok
+        assert not any("hash-b" in names for _, names in store.iter_vector_names())
+    with QdrantStore.open(str(store_dir)) as store:
+        _assert_clean(store, reference)
