@@ -196,3 +196,18 @@ def test_migrate_a_local_ledger_into_the_store(tmp_path: Path, data_dir: Path) -
             assert verify(store, new).ok and not verify(store, new).foreign
             again = IngestRunner(HashEncoder(), store, OPTS, progress=False, ledger=new).run([folder])
             assert again.written == 0
+
+
+def test_ledger_migrate_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from mmrag.cli import main
+
+    path = tmp_path / "old.sqlite"
+    with Ledger(path) as old:
+        old.commit([("a.txt", "h", "p", "v", ["id-1", "id-2"]), ("b.txt", "h", "p", "v", ["id-3"])])
+    assert main(["ledger", "migrate", "--store", ":memory:", "--ledger", str(path), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert (out["sources"], out["chunks"]) == (2, 3) and out["to"].endswith("__ledger")
+    assert main(["ledger", "migrate", "--store", ":memory:", "--ledger", str(tmp_path / "none.sqlite")]) != 0
+    assert "nothing to migrate" in capsys.readouterr().err

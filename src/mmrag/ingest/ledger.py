@@ -61,12 +61,12 @@ CREATE TABLE IF NOT EXISTS pending (
 
 
 def default_ledger_path(store: QdrantStore, collection: str = "mmrag") -> str:
-    """Where the ledger of ``store`` lives unless one is given.
+    """Where the SQLite ledger of ``store`` lives unless one is given.
 
-    Edge stores: ``<store dir>/ledger.sqlite``. ``:memory:`` stores: an in-memory ledger.
-    Server stores: ``~/.cache/mmrag/ledgers/<digest of URL + collection>.sqlite``; machines
-    ingesting into one shared collection must pass the same ``--ledger`` path (or ingest from one
-    machine), since each ledger only knows what went through it.
+    Edge stores: ``<store dir>/ledger.sqlite`` (their default ledger). ``:memory:`` stores: an
+    in-memory file. Server stores: ``~/.cache/mmrag/ledgers/<digest of URL + collection>.sqlite``,
+    the per-machine ledger used before the store-side one (:func:`~mmrag.ingest.store_ledger.open_ledger`
+    picks that by default now; ``mmrag ledger migrate`` moves this file's rows into the store).
     """
     location = store.location
     if location.startswith(":memory:"):  # ":memory:" or ":memory:#<collection>"

@@ -8,6 +8,7 @@ The collection has no vectors; each record is one point whose id is derived from
 from __future__ import annotations
 
 import uuid
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -47,6 +48,11 @@ class Companion:
         try:
             if not client.collection_exists(name):
                 client.create_collection(name, vectors_config={})
+                with warnings.catch_warnings():  # local mode (tests) warns that indexes are no-ops
+                    warnings.simplefilter("ignore", UserWarning)
+                    # Reads select rows by kind (sources, intents): indexed on a server.
+                    keyword = _models().PayloadSchemaType.KEYWORD
+                    client.create_payload_index(name, "kind", field_schema=keyword)
         except Exception as exc:
             if client.collection_exists(name):
                 return  # another writer created it first
