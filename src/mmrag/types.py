@@ -295,6 +295,9 @@ class IngestSummary:
     deleted: int = 0
     pruned: int = 0
     recovered: dict[str, int] = field(default_factory=dict)
+    # Files the ledger knows that this run could not load (``--on-unreadable keep|remove``).
+    kept_stale: list[SkippedFile] = field(default_factory=list)
+    removed_unreadable: list[SkippedFile] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -314,6 +317,8 @@ class IngestSummary:
             "deleted": self.deleted,
             "pruned": self.pruned,
             "recovered": dict(self.recovered),
+            "kept_stale": [{"path": s.path, "reason": s.reason} for s in self.kept_stale],
+            "removed_unreadable": [{"path": s.path, "reason": s.reason} for s in self.removed_unreadable],
         }
 
     def to_text(self, store: str, points_in_store: int) -> str:
@@ -330,4 +335,6 @@ class IngestSummary:
             f"{self.pruned} files pruned",
         ]
         lines += [f"  skipped {sk.path}: {sk.reason}" for sk in self.skipped]
+        lines += [f"  kept stale {sk.path} (its stored chunks stay): {sk.reason}" for sk in self.kept_stale]
+        lines += [f"  removed {sk.path} (no longer loads): {sk.reason}" for sk in self.removed_unreadable]
         return "\n".join(lines)

@@ -175,6 +175,10 @@ class ClientBackend:
             meta["quantization"] = self._new_quantization
         n = 1 + (int(self._physical.rsplit("--", 1)[1]) if self._physical else 0)
         new = f"{self.collection}--{n}"
+        if self.client.collection_exists(new):
+            # A copy that crashed before the alias swap left it; the alias still names the old one.
+            log.warning("removing %s, left half-copied by an interrupted vector add", new)
+            self.client.delete_collection(new)
         self.client.create_collection(
             new,
             vectors_config={k: m.VectorParams(size=d, distance=m.Distance.COSINE) for k, d in dims.items()},

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Collection, Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -33,9 +33,6 @@ from mmrag.store.opening import make_backend
 from mmrag.store.payload import chunk_payload, payload_chunk
 from mmrag.store.sparse import Bm25Encoder, document_vectors
 from mmrag.types import MODALITIES, Chunk, VectorSpec
-
-if TYPE_CHECKING:
-    from types import TracebackType
 
 log = logging.getLogger(__name__)
 
@@ -99,9 +96,7 @@ class QdrantStore:
     def __enter__(self) -> QdrantStore:
         return self
 
-    def __exit__(
-        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
-    ) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def close(self) -> None:
@@ -134,6 +129,8 @@ class QdrantStore:
         dims = self.backend.vector_dims()
         if spec.name in dims:
             self._check_dim(spec.name, dims[spec.name], spec)
+            if "spec" not in self.meta.vectors.get(spec.name, {}):  # a crash between add and record
+                self.meta.record_vector(spec, tenancy=self._tenancy, sparse=self.has_sparse)
             return spec.name
         log.info("adding vector %s (dim %d) to %s", spec.name, spec.dim, self.location)
         self.backend.add_vector(spec.name, spec.dim)
@@ -239,11 +236,12 @@ class QdrantStore:
         vector: str,
         *,
         present: Collection[str] | None = None,
+        writer: str | None = None,
     ) -> int:
         """Write chunks with their vectors (idempotent by chunk id). Returns the number written.
 
-        ``present``: ids of ``chunks`` already stored, when the caller just looked them up (see
-        :meth:`presence`); saves reading them again.
+        ``present``: ids of ``chunks`` already stored (see :meth:`presence`), saving a second read;
+        ``writer``: the marker new points carry (:data:`~mmrag.store.payload.WRITER_KEY`).
         """
         if len(chunks) != len(vectors):
             raise ValueError(f"{len(chunks)} chunks but {len(vectors)} vectors")
@@ -268,7 +266,7 @@ class QdrantStore:
                     StoredPoint(
                         chunks[i].id,
                         {vector: vectors[i]},
-                        chunk_payload(chunks[i]),
+                        chunk_payload(chunks[i], writer),
                         {SPARSE_VECTOR: sparse[chunks[i].id]} if chunks[i].id in sparse else {},
                     )
                     for i in new

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 from mmrag.eval.corpus import doc_ids, index_corpus, ranking_metrics
 from mmrag.rerank.cross_encoder import CONFIG_FILE, CrossEncoderReranker
 from mmrag.rerank.fusion import learn_weight
+from mmrag.store.payload import TRAIN_WRITER
 from mmrag.train.groups import Group, mine_groups
 from mmrag.train.reranker_report import Calibration, FitStats, RerankTrainConfig, RerankTrainReport
 
@@ -235,7 +236,7 @@ def train_reranker(
     unseen = [q for q in val_ids if not set(ds.qrels[q]) & train_pos]
     encoder = load_encoder(encoder_spec)
     with tempfile.TemporaryDirectory(prefix="mmrag-rr-") as tmp, QdrantStore.open(store or tmp) as st:
-        index_corpus(st, encoder, ds, cache, progress=progress)
+        index_corpus(st, encoder, ds, cache, progress=progress, writer=TRAIN_WRITER)
         retriever = Retriever(encoder, st, pool=cfg.depth, hybrid=True, exact=True)
         from tqdm import tqdm
 
