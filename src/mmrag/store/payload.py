@@ -1,13 +1,18 @@
-"""How a :class:`~mmrag.types.Chunk` is laid out as a Qdrant payload, and read back."""
+"""How a :class:`~mmrag.types.Chunk` is laid out as a Qdrant payload, and read back.
+
+The chunk's :class:`~mmrag.types.Citation` is stored under ``citation`` beside the metadata. Points
+written before citations existed have no such key; they are read back with what their metadata
+still tells (a PDF page, a figure's box, a Markdown heading path), so old stores keep loading.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
 
-from mmrag.types import Chunk
+from mmrag.types import Chunk, Citation
 
-__all__ = ["chunk_payload", "payload_chunk"]
+__all__ = ["chunk_payload", "legacy_citation", "payload_chunk"]
 
 
 def chunk_payload(chunk: Chunk) -> dict[str, Any]:
@@ -19,6 +24,8 @@ def chunk_payload(chunk: Chunk) -> dict[str, Any]:
         "image": chunk.image,
         "metadata": dict(chunk.metadata),
     }
+    if chunk.citation is not None:
+        payload["citation"] = chunk.citation.to_dict()
     if "tenant" in chunk.metadata:
         payload["tenant"] = chunk.metadata["tenant"]
     return payload
@@ -26,11 +33,32 @@ def chunk_payload(chunk: Chunk) -> dict[str, Any]:
 
 def payload_chunk(point_id: str, payload: Mapping[str, Any]) -> Chunk:
     """The chunk a stored point holds (the inverse of :func:`chunk_payload`)."""
+    metadata = dict(payload.get("metadata") or {})
+    stored = payload.get("citation")
+    citation = Citation.from_dict(stored) if isinstance(stored, Mapping) else legacy_citation(metadata)
     return Chunk(
         id=point_id,
         modality=payload.get("modality", "text"),
         source=str(payload.get("source", "")),
         text=payload.get("text"),
         image=payload.get("image"),
-        metadata=dict(payload.get("metadata") or {}),
+        metadata=metadata,
+        citation=citation,
     )
+
+
+def legacy_citation(metadata: Mapping[str, Any]) -> Citation | None:
+    """What the metadata of a chunk stored before citations existed still tells: its page, a
+    figure's box, a Markdown heading path; ``None`` when it tells nothing.
+
+    Example:
+        >>> legacy_citation({"page": 2, "bbox": [1, 2, 3, 4]}).to_text()
+        'p. 2, bbox (1.0, 2.0, 3.0, 4.0)'
+    """
+    page = metadata.get("page")
+    page = page if isinstance(page, int) and not isinstance(page, bool) else None
+    bbox = Citation.from_dict({"bbox": metadata.get("bbox")}).bbox
+    headings = tuple(str(h) for h in metadata.get("headings") or () if isinstance(h, str))
+    if page is None and bbox is None and not headings:
+        return None
+    return Citation(page=page, bbox=bbox, boxes=(bbox,) if bbox else (), headings=headings)
