@@ -219,13 +219,15 @@ class Citation:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Citation:
         """The inverse of :meth:`to_dict`; malformed fields are dropped rather than fatal."""
-        page = data.get("page")
+        page, boxes, headings = data.get("page"), data.get("boxes"), data.get("headings")
         return cls(
             page=int(page) if isinstance(page, int | float) else None,
             bbox=_box(data.get("bbox")),
-            boxes=tuple(b for b in map(_box, data.get("boxes") or ()) if b is not None),
+            boxes=tuple(b for b in map(_box, boxes) if b is not None)
+            if isinstance(boxes, list | tuple)
+            else (),
             page_size=_box(data.get("page_size"), 2),
-            headings=tuple(str(h) for h in data.get("headings") or ()),
+            headings=tuple(str(h) for h in headings) if isinstance(headings, list | tuple) else (),
         )
 
     def to_text(self) -> str:

@@ -101,6 +101,8 @@ def line_boxes(boxes: Sequence[Box]) -> list[Box]:
 
     A box continues the current line when it overlaps it vertically by half its height and does
     not jump back left (a jump back is the next line, or the next column at the same height).
+    Vertical text (an arXiv stamp in the margin) is one line too: a box in the same column as
+    the current one (the same left and right), at most a space above or below, continues it.
     """
     lines: list[Box] = []
     for box in boxes:
@@ -108,10 +110,13 @@ def line_boxes(boxes: Sequence[Box]) -> list[Box]:
             continue  # an empty box (a generated character) says nothing about the position
         if lines:
             x0, y0, x1, y1 = lines[-1]
-            overlap = min(y1, box[3]) - max(y0, box[1])
+            v_overlap = min(y1, box[3]) - max(y0, box[1])
             height = max(1e-6, min(y1 - y0, box[3] - box[1]))
-            if overlap >= 0.5 * height and box[0] >= x0 - 1.0:
-                lines[-1] = (x0, min(y0, box[1]), max(x1, box[2]), max(y1, box[3]))
+            same_line = v_overlap >= 0.5 * height and box[0] >= x0 - 1.0
+            # The same x extent (loose boxes of rotated glyphs share it), at most a space apart.
+            same_column = abs(x0 - box[0]) <= 1.0 and abs(x1 - box[2]) <= 1.0 and v_overlap >= -height
+            if same_line or same_column:
+                lines[-1] = (min(x0, box[0]), min(y0, box[1]), max(x1, box[2]), max(y1, box[3]))
                 continue
         lines.append(box)
     return lines
