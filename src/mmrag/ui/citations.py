@@ -30,7 +30,8 @@ _OUTLINE = (209, 73, 91, 255)
 
 def cited_region(chunk: Chunk, *, scale: float = DEFAULT_SCALE, margin: float = DEFAULT_MARGIN) -> Any | None:
     """The cited region of ``chunk`` (a PIL image), or ``None`` when there is none to show: not a
-    PDF, no page box in its citation, the file gone, or the box off the page.
+    PDF, no page box in its citation, the file gone, or the box off the page. A text chunk's line
+    boxes are highlighted; a figure is outlined only.
 
     Example:
         >>> img = cited_region(hit.chunk)  # doctest: +SKIP
@@ -45,11 +46,12 @@ def cited_region(chunk: Chunk, *, scale: float = DEFAULT_SCALE, margin: float = 
         mtime = os.stat(path).st_mtime_ns
     except OSError:
         return None
-    return _render(str(path), mtime, cite, scale, margin)
+    # A figure is outlined, not painted over: its colours are what the reader came to see.
+    return _render(str(path), mtime, cite, scale, margin, chunk.modality == "text")
 
 
 @functools.lru_cache(maxsize=64)
-def _render(path: str, mtime: int, cite: Citation, scale: float, margin: float) -> Any | None:
+def _render(path: str, mtime: int, cite: Citation, scale: float, margin: float, fill: bool) -> Any | None:
     # ``mtime`` is part of the cache key only: a re-saved file is rendered again.
     pdfium = require("pypdfium2", "pdf")
     image_draw = require("PIL.ImageDraw", "core")
@@ -92,7 +94,7 @@ def _render(path: str, mtime: int, cite: Citation, scale: float, margin: float) 
     overlay = image.convert("RGBA")
     layer = require("PIL.Image", "core").new("RGBA", overlay.size, (0, 0, 0, 0))
     draw = image_draw.Draw(layer)
-    for box in cite.boxes or (cite.bbox,):
+    for box in cite.boxes if fill else ():
         draw.rectangle(px(box), fill=_HIGHLIGHT)
     draw.rectangle((x0 - 2, y0 - 2, x1 + 2, y1 + 2), outline=_OUTLINE, width=2)
     overlay.alpha_composite(layer)
