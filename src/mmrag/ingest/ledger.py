@@ -328,8 +328,11 @@ def _has_all(store: QdrantStore, ids: Sequence[str], vectors: Iterable[str]) -> 
     return True
 
 
-def verify(store: QdrantStore, ledger: Ledger, *, repair: bool = False) -> VerifyReport:
-    """Compare ledger and store point by point (ids and vectors); optionally repair.
+def verify(
+    store: QdrantStore, ledger: Ledger, *, repair: bool = False, progress: bool = False
+) -> VerifyReport:
+    """Compare ledger and store point by point (ids and vectors); optionally repair. ``progress``: a
+    bar over the store's points on stderr (a big store takes minutes to scroll).
 
     Repair recovers pending rows first, then deletes store points the ledger does not know
     (written outside ingest, or by a run that lost its ledger) and forgets sources whose points
@@ -349,7 +352,13 @@ def verify(store: QdrantStore, ledger: Ledger, *, repair: bool = False) -> Verif
     seen: set[str] = set()
     bad_sources: set[str] = set()
     untracked: dict[str, list[str]] = {}
-    for point_id, names in store.iter_vector_names():
+    from tqdm import tqdm
+
+    total, off = store.count(), not progress
+    points = tqdm(
+        store.iter_vector_names(), total=total, desc="verify", unit="pt", disable=off, dynamic_ncols=True
+    )
+    for point_id, names in points:
         seen.add(point_id)
         source = ledger_ids.get(point_id)
         if source is None:
