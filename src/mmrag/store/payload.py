@@ -1,8 +1,9 @@
 """How a :class:`~mmrag.types.Chunk` is laid out as a Qdrant payload, and read back.
 
-The chunk's :class:`~mmrag.types.Citation` is stored under ``citation`` beside the metadata. Points
-written before citations existed have no such key; they are read back with what their metadata
-still tells (a PDF page, a figure's box, a Markdown heading path), so old stores keep loading.
+The chunk's :class:`~mmrag.types.Citation` is stored under ``citation`` beside the metadata (``null``
+when it has none). Points written before citations existed have no such key; they are read back with
+what their metadata still tells (a PDF page, a figure's box, a Markdown heading path), so old stores
+keep loading.
 """
 
 from __future__ import annotations
@@ -23,9 +24,10 @@ def chunk_payload(chunk: Chunk) -> dict[str, Any]:
         "text": chunk.text,
         "image": chunk.image,
         "metadata": dict(chunk.metadata),
+        # null, not absent, for a chunk with nothing to cite: only points written before
+        # citations existed lack the key, and only they are read back from their metadata.
+        "citation": chunk.citation.to_dict() if chunk.citation is not None else None,
     }
-    if chunk.citation is not None:
-        payload["citation"] = chunk.citation.to_dict()
     if "tenant" in chunk.metadata:
         payload["tenant"] = chunk.metadata["tenant"]
     return payload
@@ -34,8 +36,11 @@ def chunk_payload(chunk: Chunk) -> dict[str, Any]:
 def payload_chunk(point_id: str, payload: Mapping[str, Any]) -> Chunk:
     """The chunk a stored point holds (the inverse of :func:`chunk_payload`)."""
     metadata = dict(payload.get("metadata") or {})
-    stored = payload.get("citation")
-    citation = Citation.from_dict(stored) if isinstance(stored, Mapping) else legacy_citation(metadata)
+    if "citation" not in payload:
+        citation = legacy_citation(metadata)
+    else:
+        stored = payload["citation"]
+        citation = Citation.from_dict(stored) if isinstance(stored, Mapping) else None
     return Chunk(
         id=point_id,
         modality=payload.get("modality", "text"),
