@@ -54,16 +54,16 @@ def _glyphs(textpage: Any) -> tuple[str, list[Box]]:
     """The page's ink (see :mod:`.spans`) and each ink character's loose box (the font's full
     height, so a line's boxes line up into one highlight)."""
     raw = require("pypdfium2.raw", "pdf")
-    pdfium = require("pypdfium2", "pdf")
     chars = ((chr(raw.FPDFText_GetUnicode(textpage, i)), i) for i in range(textpage.count_chars()))
     text, indices = ink_tagged(chars)
+    # pdfium's own call with one reused rect: the wrapper's per-call overhead dominates otherwise.
+    rect = raw.FS_RECTF()
     boxes: dict[int, Box] = {}
     for i in indices:
         if i not in boxes:
-            try:
-                boxes[i] = tuple(textpage.get_charbox(i, loose=True))
-            except pdfium.PdfiumError:  # a glyph without a box: an empty one, skipped when merging
-                boxes[i] = (0.0, 0.0, 0.0, 0.0)
+            ok = raw.FPDFText_GetLooseCharBox(textpage, i, rect)
+            # a glyph without a box gets an empty one, which line merging skips
+            boxes[i] = (rect.left, rect.bottom, rect.right, rect.top) if ok else (0.0, 0.0, 0.0, 0.0)
     return text, [boxes[i] for i in indices]
 
 

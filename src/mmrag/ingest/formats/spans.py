@@ -13,6 +13,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from collections.abc import Iterable, Sequence
@@ -42,10 +43,20 @@ def ink_tagged(chars: Iterable[tuple[str, T]]) -> tuple[str, list[T]]:
     out: list[str] = []
     tags: list[T] = []
     for ch, tag in chars:
-        folded = ink(ch)
-        out.append(folded)
-        tags.extend([tag] * len(folded))
+        folded = _ink_char(ch)
+        if len(folded) == 1:
+            out.append(folded)
+            tags.append(tag)
+        elif folded:
+            out.append(folded)
+            tags.extend([tag] * len(folded))
     return "".join(out), tags
+
+
+@functools.lru_cache(maxsize=4096)
+def _ink_char(ch: str) -> str:
+    # A page repeats a few hundred distinct characters thousands of times.
+    return ink(ch)
 
 
 def locate(haystack: str, needles: Sequence[str]) -> list[tuple[int, int] | None]:
@@ -110,13 +121,14 @@ def line_boxes(boxes: Sequence[Box]) -> list[Box]:
             continue  # an empty box (a generated character) says nothing about the position
         if lines:
             x0, y0, x1, y1 = lines[-1]
-            v_overlap = min(y1, box[3]) - max(y0, box[1])
-            height = max(1e-6, min(y1 - y0, box[3] - box[1]))
-            same_line = v_overlap >= 0.5 * height and box[0] >= x0 - 1.0
+            bx0, by0, bx1, by1 = box
+            v_overlap = (y1 if y1 < by1 else by1) - (y0 if y0 > by0 else by0)
+            height = min(y1 - y0, by1 - by0)
+            same_line = v_overlap >= 0.5 * height and bx0 >= x0 - 1.0
             # The same x extent (loose boxes of rotated glyphs share it), at most a space apart.
-            same_column = abs(x0 - box[0]) <= 1.0 and abs(x1 - box[2]) <= 1.0 and v_overlap >= -height
+            same_column = abs(x0 - bx0) <= 1.0 and abs(x1 - bx1) <= 1.0 and v_overlap >= -height
             if same_line or same_column:
-                lines[-1] = (min(x0, box[0]), min(y0, box[1]), max(x1, box[2]), max(y1, box[3]))
+                lines[-1] = (min(x0, bx0), min(y0, by0), max(x1, bx1), max(y1, by1))
                 continue
         lines.append(box)
     return lines
