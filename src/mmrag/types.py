@@ -289,6 +289,8 @@ class Hit:
         ann_rank: 1-based rank after the first stage.
         final_rank: 1-based rank in the returned list.
         vector: Name of the dense vector that produced ``dense``.
+        context: Chunks around this one in its document, in reading order (``SearchRequest.expand``):
+            neighbouring chunks, a figure's page text, a text chunk's figures; empty unless asked for.
     """
 
     chunk: Chunk
@@ -299,18 +301,11 @@ class Hit:
     ann_rank: int
     final_rank: int
     vector: str | None = None
+    context: tuple[Chunk, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """Stable JSON form used by ``mmrag search --json`` (documented in the README)."""
-        c = self.chunk
-        return {
-            "id": c.id,
-            "modality": c.modality,
-            "source": c.source,
-            "text": c.text,
-            "image": c.image,
-            "metadata": dict(c.metadata),
-            "citation": c.citation.to_dict() if c.citation else None,
+        return chunk_dict(self.chunk) | {
             "scores": {
                 "dense": self.dense,
                 "sparse": self.sparse,
@@ -320,7 +315,21 @@ class Hit:
             "ann_rank": self.ann_rank,
             "final_rank": self.final_rank,
             "vector": self.vector,
+            "context": [chunk_dict(x) for x in self.context],
         }
+
+
+def chunk_dict(c: Chunk) -> dict[str, Any]:
+    """A chunk's JSON form (a hit's first keys, and its ``context`` entries)."""
+    return {
+        "id": c.id,
+        "modality": c.modality,
+        "source": c.source,
+        "text": c.text,
+        "image": c.image,
+        "metadata": dict(c.metadata),
+        "citation": c.citation.to_dict() if c.citation else None,
+    }
 
 
 @dataclass(frozen=True, slots=True)

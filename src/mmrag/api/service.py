@@ -148,8 +148,17 @@ class Service:
         hybrid: bool | None,
         rerank: bool | None,
         mode: str | None = None,
+        image_weight: float = 0.5,
+        group_by: str | None = None,
+        group_size: int = 1,
+        expand: int = 0,
+        mmr: float | None = None,
     ) -> dict[str, Any]:
-        """One search; stages left ``None`` run as the store's model set says (hybrid, rerank)."""
+        """One search; stages left ``None`` run as the store's model set says (hybrid, rerank).
+
+        A text and an image together are a composed query (``image_weight``: the image's share);
+        ``group_by`` / ``group_size``, ``expand`` and ``mmr`` shape the hits (SearchRequest's fields).
+        """
         if not 1 <= k <= self.config.max_k:
             raise ConfigError(f"k must be between 1 and {self.config.max_k}, got {k}")
         if pool is not None and not 1 <= pool <= self.config.max_pool:
@@ -173,8 +182,10 @@ class Service:
         who = self.tenant_for(principal, tenant)
         if query is not None and not query.strip():
             query = None
-        if (query is None) == (image is None):
-            raise ConfigError("send a text query or an image, exactly one of them")
+        if query is None and image is None:
+            raise ConfigError("send a text query, an image, or both (a composed query)")
+        if group_size > self.config.max_k:
+            raise ConfigError(f"group_size must be at most {self.config.max_k}, got {group_size}")
         img = _open_image(image) if image is not None else None
         req = SearchRequest(
             text=query,
@@ -186,6 +197,11 @@ class Service:
             tenant=who,
             mode=_mode(mode, hybrid),
             rerank=rerank,
+            image_weight=image_weight,
+            group_by=group_by,
+            group_size=group_size,
+            expand=expand,
+            mmr_lambda=mmr,
         )
         with self._gate:
             self._searching += 1

@@ -60,6 +60,12 @@ def add_ingest_parser(sub: Any) -> None:
         "--reranker",
         help="record this cross-encoder as the store's default reranker (see `mmrag model-set`)",
     )
+    p.add_argument(
+        "--quantization",
+        choices=["int8", "none"],
+        help="keep an int8 copy of the dense vectors, searched first and rescored (~4x less index RAM); "
+        "'none' drops it [default: keep the store's setting; new stores: none]",
+    )
     p.add_argument("--ledger", help="ingest ledger (SQLite) [default: in the store dir; server: ~/.cache]")
     p.add_argument("--tenant", help="owner of the ingested chunks (needed when MMRAG_TENANCY=1)")
     p.add_argument(
@@ -122,6 +128,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         names = [ln.strip() for ln in args.files_from.read_text().splitlines() if ln.strip()]
         files = [Path(args.paths[0]) / n for n in names][: args.limit]
     with _open_store(s) as store:
+        if args.quantization is not None and (store.quantization or "none") != args.quantization:
+            store.set_quantization(args.quantization)
         if args.reranker:
             # Loaded before the ingest: a wrong name fails now, not after an hour of embedding.
             status(args, f"loading reranker {args.reranker}…")

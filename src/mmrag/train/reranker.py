@@ -263,7 +263,8 @@ def train_reranker(
         )
         bar.close()
         log.info("mined %d groups in %.0f s", len(groups), time.perf_counter() - t)
-        reranker = CrossEncoderReranker(cfg.model, max_length=cfg.max_length, batch_size=32)
+        # Trained (and calibrated) in fp32; inference may then run it in bf16 (rerank precision).
+        reranker = CrossEncoderReranker(cfg.model, max_length=cfg.max_length, batch_size=32, precision="fp32")
         fitted = fit(reranker, groups, cfg, progress=progress)
         val_pools = retriever.search_batch(
             [ds.queries[q] for q in val_ids], k=cfg.val_pool, hybrid=True, rerank=False
