@@ -84,7 +84,7 @@ def export_session(module: torch.nn.Module, example: torch.Tensor, *, threads: i
         torch.onnx.export(
             module,
             (example,),
-            buf,
+            buf,  # type: ignore[arg-type]  # a file object works: the exporter writes bytes to it
             input_names=["x"],
             output_names=["y"],
             dynamic_axes={"x": {0: "n"}, "y": {0: "n"}},

@@ -197,8 +197,7 @@ class EdgeBackend:
         return qe.EdgeConfig(
             quantization_config=self._quantization_config(),
             vectors={
-                # Quantized: the float originals stay on disk (mmap, read only for rescoring), the
-                # int8 copy in RAM, as Qdrant recommends; that is where the memory saving comes from.
+                # Quantized: float originals on disk (read for rescoring), the int8 copy in RAM.
                 n: qe.EdgeVectorParams(
                     size=d, distance=qe.Distance.Cosine, memory=qe.Memory.Cold if self.quantization else None
                 )
