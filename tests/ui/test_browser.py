@@ -122,7 +122,9 @@ def test_text_and_image_query_in_chromium(
             caption = page.get_by_text(CITED).first
             caption.wait_for(timeout=20_000)
             region = page.locator("[data-testid='stImage']", has=page.get_by_text(CITED)).first
-            assert region.locator("img").evaluate("i => i.complete && i.naturalWidth") > 100
+            crop = region.locator("img").element_handle(timeout=20_000)
+            # decoded and wider than a thumbnail (polled: the browser may still be loading it)
+            page.wait_for_function("i => i.complete && i.naturalWidth > 100", arg=crop, timeout=20_000)
             page.wait_for_timeout(500)
             page.screenshot(path=str(screenshots / "1-text-query.png"), full_page=True)
             first_card = page.get_by_text(re.compile(r"^#1 · text · "))
