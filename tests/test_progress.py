@@ -6,7 +6,7 @@ Which command shows what (the audit of issue #17, item 8):
 
 ==========================  ==========================================================
 ingest                      "loading encoder …", the ``ingest`` bar (files), "building
-                            the store's index (optimize)"
+                            the store's index (optimize)", "rebuilding … quantization"
 verify [--repair]           the ``verify`` bar (points)
 search                      "loading encoder …" (and the reranker)
 eval                        "loading encoder …", ``index`` bars, the ``search`` bar

@@ -129,6 +129,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         files = [Path(args.paths[0]) / n for n in names][: args.limit]
     with _open_store(s) as store:
         if args.quantization is not None and (store.quantization or "none") != args.quantization:
+            status(args, f"rebuilding the store's index with quantization {args.quantization}…")
             store.set_quantization(args.quantization)
         if args.reranker:
             # Loaded before the ingest: a wrong name fails now, not after an hour of embedding.
