@@ -6,7 +6,8 @@ the app do (hybrid where the store has BM25 vectors, then its default reranker);
 
 Needs only ``langchain-core`` (extra ``langchain``). Each hit becomes a ``Document`` whose
 ``page_content`` is the chunk text (for an image: its caption / alt text, empty when it has none)
-and whose ``metadata`` keeps the chunk id, modality, source, image path, page and every score; with
+and whose ``metadata`` keeps the chunk id, modality, source, image path, page and every score, and
+the citation (``bbox``, ``boxes``, ``page_size``, ``headings``; see docs/citations.md); with
 ``expand=N``, ``metadata["context"]`` lists the chunks around it (dicts: id, modality, source, text,
 image, page, position), in reading order, not counted in ``k``.
 
@@ -33,7 +34,7 @@ from mmrag.config import Settings
 from mmrag.errors import ConfigError
 from mmrag.retriever.core import Retriever, dense_hits
 from mmrag.retriever.request import RetrievalMode, SearchRequest
-from mmrag.types import Hit
+from mmrag.types import Citation, Hit
 
 if TYPE_CHECKING:
     from mmrag.encoders.base import DualEncoder
@@ -63,7 +64,7 @@ def hit_to_document(hit: Hit) -> Document:
         modality=c.modality,
         source=c.source,
         image=c.image,
-        page=c.metadata.get("page"),
+        page=c.citation.page if c.citation and c.citation.page is not None else c.metadata.get("page"),
         dense=hit.dense,
         sparse=hit.sparse,
         fused=hit.fused,
@@ -71,6 +72,11 @@ def hit_to_document(hit: Hit) -> Document:
         ann_rank=hit.ann_rank,
         final_rank=hit.final_rank,
         vector=hit.vector,
+    )
+    # Where to cite (boxes in PDF page points, the heading path): the keys are always there.
+    cite = (c.citation or Citation()).to_dict()
+    meta.update(
+        bbox=cite["bbox"], boxes=cite["boxes"], page_size=cite["page_size"], headings=cite["headings"]
     )
     if hit.context:
         meta["context"] = [

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from mmrag.citation import Citation as Citation  # re-exported: the records live here
 from mmrag.errors import ConfigError
 
 Modality = Literal["text", "image"]
@@ -179,6 +180,8 @@ class Chunk:
         text: Chunk text; for an image its caption / alt text / OCR text when known.
         image: Image path (or ``source#page/figure`` for extracted images).
         metadata: Free-form, JSON-serialisable extra fields (page, heading, position...).
+        citation: Page, boxes and heading path to cite (``None`` where the format gives none).
+            Not part of the id: adding it never changes a chunk's id.
 
     Example:
         >>> c = Chunk(id="1", modality="text", source="a.txt", text="hi", image=None)
@@ -192,6 +195,7 @@ class Chunk:
     text: str | None
     image: str | None
     metadata: Mapping[str, Any] = field(default_factory=dict)
+    citation: Citation | None = None
 
     def __post_init__(self) -> None:
         if self.modality not in MODALITIES:
@@ -233,14 +237,7 @@ class Hit:
 
     def to_dict(self) -> dict[str, Any]:
         """Stable JSON form used by ``mmrag search --json`` (documented in the README)."""
-        c = self.chunk
-        return {
-            "id": c.id,
-            "modality": c.modality,
-            "source": c.source,
-            "text": c.text,
-            "image": c.image,
-            "metadata": dict(c.metadata),
+        return chunk_dict(self.chunk) | {
             "scores": {
                 "dense": self.dense,
                 "sparse": self.sparse,
@@ -255,7 +252,7 @@ class Hit:
 
 
 def chunk_dict(c: Chunk) -> dict[str, Any]:
-    """A chunk's JSON form (a hit's ``context`` entries)."""
+    """A chunk's JSON form (a hit's first keys, and its ``context`` entries)."""
     return {
         "id": c.id,
         "modality": c.modality,
@@ -263,6 +260,7 @@ def chunk_dict(c: Chunk) -> dict[str, Any]:
         "text": c.text,
         "image": c.image,
         "metadata": dict(c.metadata),
+        "citation": c.citation.to_dict() if c.citation else None,
     }
 
 

@@ -38,6 +38,9 @@ CHROMIUM_ARGS = [
 # the first card shows its fused score; a hit only one branch found shows "—" for the other.
 SCORE = re.compile(r"dense (\d\.\d{4}|—) · sparse (\d+\.\d{4}|—) · fused \d\.\d{4} · rerank — · rank 1 → 1 =")
 
+# The card of a PDF hit: "cited region · p. 1, bbox (x0, y0, x1, y1)" under the crop of its page.
+CITED = re.compile(r"^cited region · p\. \d+, bbox \((\d+\.\d, ){3}\d+\.\d\)$")
+
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -115,8 +118,19 @@ def test_text_and_image_query_in_chromium(
             assert page.get_by_text(re.compile(r"^#1 · text · .*layoutparser-paper-2p\.pdf")).count() == 1
             for label in ("encode (ms)", "ann (ms)", "sparse (ms)", "fuse (ms)", "total (ms)"):
                 assert page.get_by_text(label).count() == 1
+            # the first hit is a PDF chunk: its card shows the cited region, cropped from the rendered page
+            caption = page.get_by_text(CITED).first
+            caption.wait_for(timeout=20_000)
+            region = page.locator("[data-testid='stImage']", has=page.get_by_text(CITED)).first
+            crop = region.locator("img").element_handle(timeout=20_000)
+            # decoded and wider than a thumbnail (polled: the browser may still be loading it)
+            page.wait_for_function("i => i.complete && i.naturalWidth > 100", arg=crop, timeout=20_000)
             page.wait_for_timeout(500)
             page.screenshot(path=str(screenshots / "1-text-query.png"), full_page=True)
+            first_card = page.get_by_text(re.compile(r"^#1 · text · "))
+            card = page.locator("[data-testid='stVerticalBlock']", has=first_card).filter(has=region).last
+            card.scroll_into_view_if_needed()
+            card.screenshot(path=str(screenshots / "cited-region.png"))
 
             # inspect the first result: the whole chunk, its neighbours and metadata
             page.get_by_role("button", name="Inspect").first.click()

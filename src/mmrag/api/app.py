@@ -44,6 +44,16 @@ class ErrorOut(BaseModel):
     error: str
 
 
+class CitationOut(BaseModel):
+    """Where a hit sits in its document: boxes are PDF page points, origin bottom-left (docs/citations.md)."""
+
+    page: int | None
+    bbox: list[float] | None
+    boxes: list[list[float]]
+    page_size: list[float] | None
+    headings: list[str]
+
+
 class ContextOut(BaseModel):
     """A chunk around a hit (``expand``): no scores, not counted in ``k``."""
 
@@ -53,6 +63,7 @@ class ContextOut(BaseModel):
     text: str | None
     image: str | None
     metadata: dict[str, Any]
+    citation: CitationOut | None = None
 
 
 class HitOut(BaseModel):
@@ -62,6 +73,7 @@ class HitOut(BaseModel):
     text: str | None
     image: str | None
     metadata: dict[str, Any]
+    citation: CitationOut | None = None
     scores: dict[str, float | None]
     ann_rank: int
     final_rank: int

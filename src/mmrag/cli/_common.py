@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import TYPE_CHECKING, Any, Protocol
 
 from mmrag import wiring
@@ -40,6 +41,19 @@ def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print machine-readable JSON on stdout")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+
+
+def show_progress(args: argparse.Namespace) -> bool:
+    """Progress bars and status lines on stderr, unless ``--quiet`` or ``--json`` (machine-read runs
+    keep stderr for warnings and errors)."""
+    return not (args.quiet or args.json)
+
+
+def status(args: argparse.Namespace, message: str) -> None:
+    """One live-status line on stderr, for a step that runs for seconds without a bar of its own
+    (loading a model). Silent under ``--quiet`` / ``--json``."""
+    if show_progress(args):
+        print(f"mmrag: {message}", file=sys.stderr, flush=True)
 
 
 def _settings(args: argparse.Namespace) -> Settings:

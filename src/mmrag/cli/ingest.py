@@ -17,6 +17,8 @@ from mmrag.cli._common import (
     _spec,
     add_common,
     emit_report,
+    show_progress,
+    status,
 )
 from mmrag.config import Settings
 from mmrag.errors import MmragError
@@ -145,10 +147,13 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         files = [Path(args.paths[0]) / n for n in names][: args.limit]
     with _open_store(s) as store:
         if args.quantization is not None and (store.quantization or "none") != args.quantization:
+            status(args, f"rebuilding the store's index with quantization {args.quantization}…")
             store.set_quantization(args.quantization)
         if args.reranker:
             # Loaded before the ingest: a wrong name fails now, not after an hour of embedding.
+            status(args, f"loading reranker {args.reranker}…")
             wiring.load_reranker(s.with_(reranker=args.reranker))
+        status(args, f"loading encoder {_spec(s, store)}…")
         encoder = _encoder(s, store)
         if args.chunk_words is not None:
             chunking = ChunkingOptions(words=args.chunk_words, overlap=args.overlap)
@@ -170,7 +175,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
             on_unreadable=args.on_unreadable,
         )
         with _ledger(args, s, store) as ledger:
-            kw: dict[str, Any] = {"options": opts, "progress": not args.quiet, "ledger": ledger}
+            kw: dict[str, Any] = {"options": opts, "progress": show_progress(args), "ledger": ledger}
             if args.engine == "ray":
                 runner = _ray_runner(args, s, store, encoder, **kw)
             else:
@@ -196,6 +201,6 @@ def cmd_verify(args: argparse.Namespace) -> int:
         raise MmragError("--force goes with --repair (it deletes the points of other writers)")
     s = _settings(args)
     with _open_store(s) as store, _ledger(args, s, store) as ledger:
-        rep = verify(store, ledger, repair=args.repair, force=args.force)
+        rep = verify(store, ledger, repair=args.repair, force=args.force, progress=show_progress(args))
     emit_report(args, rep)
     return 0 if rep.ok or args.repair else 1

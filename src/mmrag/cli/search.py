@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mmrag import wiring
-from mmrag.cli._common import _open_store, _settings, add_common, emit_report
+from mmrag.cli._common import _open_store, _settings, add_common, emit_report, status
 from mmrag.errors import MmragError
 
 if TYPE_CHECKING:
@@ -129,6 +129,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     )
     with _open_store(s) as store:
         reranker = None
+        status(args, f"loading encoder {wiring.encoder_spec(s, store)}…")
         if not args.no_rerank and args.image is None:  # the cross-encoder reads text queries only
             reranker = wiring.load_reranker(s, store, max_length=args.max_length, int8=args.int8 or None)
         if args.rerank and reranker is None:
@@ -221,6 +222,7 @@ def cmd_model_set(args: argparse.Namespace) -> int:
                 fusion_weights=weights,
             )
             # Load it once now, so a wrong name fails here and not in every later search.
+            status(args, f"loading reranker {spec.model} to check it…")
             wiring.load_reranker(s.with_(reranker=spec.model), max_length=spec.max_length, int8=spec.int8)
             store.meta.set_reranker(spec)
         elif args.no_reranker:

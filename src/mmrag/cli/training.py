@@ -17,8 +17,11 @@ from mmrag.cli._common import (
     _ledger,
     _open_store,
     _settings,
+    _spec,
     add_common,
     emit_report,
+    show_progress,
+    status,
 )
 from mmrag.config import Settings
 from mmrag.errors import MmragError
@@ -157,6 +160,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         listed = {ln.strip() for ln in args.queries_from.read_text().splitlines() if ln.strip()}
         qids = listed if qids is None else qids & listed
     ds = load_for_eval(args.dataset, split=args.split, limit=args.limit, query_ids=qids)
+    status(args, f"loading encoder {_spec(s)}…")
     encoder = _encoder(s)
     report: EvalReport
     if isinstance(ds, BeirDataset):
@@ -167,13 +171,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
         if args.rerank or (args.stages and name):
             if not name:
                 raise MmragError("--rerank needs --reranker MODEL (a HF name or a train-reranker checkpoint)")
+            status(args, f"loading reranker {name}…")
             reranker = wiring.load_reranker(s.with_(reranker=name))
         report = evaluate_beir(
             encoder,
             ds,
             store=args.eval_store,
             k=args.k,
-            progress=not args.quiet,
+            progress=show_progress(args),
             hybrid=args.hybrid,
             reranker=reranker if args.rerank else None,
             stage_reranker=reranker,
@@ -186,7 +191,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
                 "--hybrid and --rerank apply to BEIR datasets (image-caption images carry no text)"
             )
         report = evaluate_image_caption(
-            encoder, ds, store=args.eval_store, progress=not args.quiet, stages=args.stages
+            encoder, ds, store=args.eval_store, progress=show_progress(args), stages=args.stages
         )
     emit_report(args, report)
     return 0
@@ -244,7 +249,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         text_beir=args.text_dataset,
         text_triplets=args.text_triplets,
         text_weight=args.text_weight,
-        progress=not args.quiet,
+        progress=show_progress(args),
     )
     emit_report(args, report)
     return 0
@@ -266,7 +271,7 @@ def _closed_loop(args: argparse.Namespace, s: Settings, cfg: Any) -> int:
             cache_dir=args.cache,
             limit=args.limit,
             ledger=ledger,
-            progress=not args.quiet,
+            progress=show_progress(args),
         )
     emit_report(args, report)
     return 0
@@ -305,7 +310,7 @@ def cmd_train_reranker(args: argparse.Namespace) -> int:
         encoder_spec=s.model or "lite",
         cache=args.cache or Path(".cache/bench"),
         store=args.eval_store,
-        progress=not (args.quiet or args.json),
+        progress=show_progress(args),
     )
     emit_report(args, report)
     return 0

@@ -36,6 +36,7 @@ __all__ = ["corpus_chunks", "evaluate_beir", "evaluate_image_caption", "load_for
 
 log = logging.getLogger(__name__)
 WRITE_BATCH = 256
+SEARCH_BATCH = 64  # queries per search call: the unit the eval's progress bar advances by
 
 
 class _Recording:
@@ -121,9 +122,20 @@ def evaluate_beir(
         t1 = time.perf_counter()
         qids = list(ds.qrels)
         retriever = Retriever(encoder, st, pool=pool, hnsw_ef=hnsw_ef, reranker=reranker)
-        results = retriever.search_batch(
-            [ds.queries[q] for q in qids], k=max(100, k), hybrid=hybrid, rerank=reranker is not None
-        )
+        texts = [ds.queries[q] for q in qids]
+        results = []
+        from tqdm import tqdm
+
+        # Batches of queries, so a bar can show how far a reranked run (minutes on CPU) has got.
+        with tqdm(
+            total=len(texts), desc="search", unit="query", disable=not progress, dynamic_ncols=True
+        ) as bar:
+            for start in range(0, len(texts), SEARCH_BATCH):
+                batch = texts[start : start + SEARCH_BATCH]
+                results += retriever.search_batch(
+                    batch, k=max(100, k), hybrid=hybrid, rerank=reranker is not None
+                )
+                bar.update(len(batch))
         run = {
             q: [str(h.chunk.metadata["doc_id"]) for h in hits] for q, hits in zip(qids, results, strict=True)
         }
@@ -132,7 +144,9 @@ def evaluate_beir(
         if stages:
             from mmrag.eval.stages import beir_stages
 
-            per_stage = beir_stages(retriever, ds, reranker=stage_reranker or reranker, pool=pool, k=k)
+            per_stage = beir_stages(
+                retriever, ds, reranker=stage_reranker or reranker, pool=pool, k=k, progress=progress
+            )
         return BeirEvalReport(
             dataset=str(ds.root),
             encoder=encoder.id,

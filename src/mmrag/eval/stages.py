@@ -35,11 +35,14 @@ DEPTH = 100  # candidates per stage: Recall@100 needs them
 
 
 def _reranked(
-    reranker: Reranker, queries: Sequence[str], pools: Sequence[list[Hit]], pool: int
+    reranker: Reranker, queries: Sequence[str], pools: Sequence[list[Hit]], pool: int, progress: bool = False
 ) -> tuple[list[list[Hit]], list[list[Hit]]]:
     """(fused order, rerank-score order) of each query's top ``pool``, the rest of its pool behind."""
+    from tqdm import tqdm
+
     fused, alone = [], []
-    for q, hits in zip(queries, pools, strict=True):
+    pairs = zip(queries, pools, strict=True)
+    for q, hits in tqdm(pairs, total=len(queries), desc="rerank stages", unit="query", disable=not progress):
         head, tail = hits[:pool], hits[pool:]
         ordered = reranker.rerank(q, head)
         fused.append(ordered + tail)
@@ -56,11 +59,12 @@ def beir_stages(
     reranker: Reranker | None = None,
     pool: int = 20,
     k: int = 10,
+    progress: bool = False,
 ) -> dict[str, dict[str, float]]:
     """Metrics of each stage (see the module docstring) over the dataset's judged queries.
 
     ``retriever`` searches the store that holds the corpus; without a reranker the two rerank
-    stages are left out.
+    stages are left out. ``progress``: a bar over the reranked queries on stderr.
     """
     qids = list(ds.qrels)
     texts = [ds.queries[q] for q in qids]
@@ -74,7 +78,7 @@ def beir_stages(
     hybrid = retriever.search_batch(texts, k=DEPTH, pool=DEPTH, hybrid=True, rerank=False)
     runs["hybrid"] = [doc_ids(h) for h in hybrid]
     if reranker is not None:
-        fused, alone = _reranked(reranker, texts, hybrid, pool)
+        fused, alone = _reranked(reranker, texts, hybrid, pool, progress)
         runs["hybrid+rerank"] = [doc_ids(h) for h in fused]
         runs["rerank"] = [doc_ids(h) for h in alone]
     return {name: evaluate(ds.qrels, dict(zip(qids, run, strict=True)), ks=ks) for name, run in runs.items()}

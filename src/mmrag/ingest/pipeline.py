@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -308,6 +309,8 @@ class IngestRunner:
                 writer.forget(gone)
                 summary.pruned = len(gone)
         if self.options.optimize and (summary.written or summary.deleted):
+            if self.progress:  # HNSW building on a big store runs for minutes after the bar ends
+                print("ingest: building the store's index (optimize)…", file=sys.stderr, flush=True)
             with timed(timings, "optimize"):
                 self.store.optimize()
         summary.seconds = time.perf_counter() - t_start

@@ -113,9 +113,15 @@ def _owner(payload: Mapping[str, Any], known: set[str]) -> str | None:
 
 
 def verify(
-    store: QdrantStore, ledger: IngestLedger, *, repair: bool = False, force: bool = False
+    store: QdrantStore,
+    ledger: IngestLedger,
+    *,
+    repair: bool = False,
+    force: bool = False,
+    progress: bool = False,
 ) -> VerifyReport:
-    """Compare ledger and store point by point (ids and vectors); optionally repair.
+    """Compare ledger and store point by point (ids and vectors); optionally repair. ``progress``: a
+    bar over the store's points on stderr (a big store takes minutes to scroll).
 
     Repair recovers pending rows first, then deletes the owned strays (see the module docstring),
     forgets sources whose points or vectors are missing (so the next ingest re-embeds exactly
@@ -138,7 +144,17 @@ def verify(
     seen: set[str] = set()
     bad_sources: set[str] = set()
     untracked: dict[str, list[str]] = {}
-    for record in store.iter_records(with_vectors=True):
+    from tqdm import tqdm
+
+    records = tqdm(
+        store.iter_records(with_vectors=True),
+        total=store.count(),
+        desc="verify",
+        unit="pt",
+        disable=not progress,
+        dynamic_ncols=True,
+    )
+    for record in records:
         point_id, names = record.id, set(record.vectors)
         seen.add(point_id)
         owner = ledger_ids.get(point_id)

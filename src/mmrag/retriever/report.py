@@ -82,7 +82,8 @@ class SearchReport:
 def _hit_text(h: Hit) -> str:
     snippet = (h.chunk.text or h.chunk.image or "").replace("\n", " ")[:_SNIPPET_CHARS]
     page = h.chunk.metadata.get("page")
-    where = f"{h.chunk.source}" + (f" p.{page}" if page else "")
+    cited = h.chunk.citation.to_text() if h.chunk.citation else ""
+    where = f"{h.chunk.source}" + (f" {cited}" if cited else f" p.{page}" if page else "")
     scores = " ".join(
         f"{name} {v:.3f}"
         for name, v in (("dense", h.dense), ("bm25", h.sparse), ("fused", h.fused), ("rerank", h.rerank))

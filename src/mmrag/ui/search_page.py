@@ -11,6 +11,7 @@ from mmrag.config import Settings
 from mmrag.retriever.request import MAX_EXPAND
 from mmrag.store import QdrantStore
 from mmrag.types import Hit
+from mmrag.ui.citations import cited_region
 from mmrag.ui.common import encoder_for, image_exists, reranker_for
 from mmrag.ui.service import (
     SCORES,
@@ -225,7 +226,8 @@ def _scores_line(hit: Hit) -> str:
 
 def _where(hit: Hit, root: str | None) -> str:
     page = hit.chunk.metadata.get("page")
-    heading = hit.chunk.metadata.get("heading")
+    cite = hit.chunk.citation
+    heading = " › ".join(cite.headings) if cite and cite.headings else hit.chunk.metadata.get("heading")
     where = f"`{short_source(hit.chunk.source, root)}`"
     if page:
         where += f" · page {page}"
@@ -246,6 +248,9 @@ def _card(hit: Hit, query: str | None, store: QdrantStore, root: str | None) -> 
         body.markdown(f"**#{hit.final_rank}** · {c.modality} · {_where(hit, root)}")
         if c.text:
             body.markdown(highlight(c.text, query, SNIPPET_CHARS), unsafe_allow_html=True)
+        region = cited_region(c)
+        if region is not None and c.citation is not None:
+            body.image(region, caption=f"cited region · {c.citation.to_text()}", width=min(region.width, 720))
         body.markdown(_scores_line(hit))
         if hit.context:
             with body.expander(f"context: {len(hit.context)} chunks around it"):

@@ -1,7 +1,8 @@
 """Markdown (``.md``, ``.markdown``): structure-aware chunking.
 
 The text is split into sections at ATX / setext headings (outside code fences); each section's
-chunks carry ``heading`` (the nearest heading) and ``headings`` (the path from the top level).
+chunks carry ``heading`` (the nearest heading) and ``headings`` (the path from the top level),
+and the same path as their citation.
 Inside a section, blocks (paragraphs, fenced code, pipe tables) are packed whole into chunks up
 to the chunk size: a code block or table is never cut unless it alone is larger than a chunk,
 and then only between its lines (``metadata["split_block"] = True``).
@@ -10,7 +11,7 @@ and then only between its lines (``metadata["split_block"] = True``).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from mmrag.ingest.chunking import ChunkingOptions, measure, normalize, split_text
@@ -22,6 +23,7 @@ from mmrag.ingest.formats.common import (
     chunks_from_pieces,
     decode_text,
 )
+from mmrag.types import Citation
 
 EXTENSIONS = frozenset({".md", ".markdown"})
 
@@ -175,4 +177,12 @@ def load_markdown(file: RawFile, opts: LoadOptions, captions: Captions | None = 
         LoaderError: Binary content, undecodable bytes, or no text at all.
     """
     pieces = chunk_markdown(decode_text(file.data), opts.chunking)
-    return Loaded(chunks_from_pieces(file.source, pieces, fmt="markdown", file_hash=file.digest))
+    chunks = chunks_from_pieces(file.source, pieces, fmt="markdown", file_hash=file.digest)
+    return Loaded(
+        [
+            replace(c, citation=Citation(headings=tuple(c.metadata["headings"])))
+            if c.metadata.get("headings")
+            else c
+            for c in chunks
+        ]
+    )

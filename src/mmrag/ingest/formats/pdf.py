@@ -7,20 +7,24 @@
 * Pages without a text layer are rendered at 300 dpi and OCR'd (Tesseract) when available;
   otherwise they are skipped, and a PDF with no text at all fails with a reason naming what to
   install.
+* Every chunk carries a :class:`~mmrag.types.Citation`: its page, the page size and its boxes in
+  PDF page coordinates (a text chunk's line boxes from pdfium's character boxes, or from the OCR
+  word boxes of a scan; a figure's own box).
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from mmrag._lazy import require
 from mmrag.errors import LoaderError
 from mmrag.ingest import ocr
 from mmrag.ingest.formats.common import Captions, Loaded, LoadOptions, RawFile, text_chunks
-from mmrag.types import Chunk, chunk_id
+from mmrag.ingest.formats.spans import MAX_BOXES, Box, ink, ink_tagged, line_boxes, locate, union
+from mmrag.types import Chunk, Citation, chunk_id
 
 EXTENSIONS = frozenset({".pdf"})
 
@@ -35,10 +39,32 @@ _SCAN_AREA = 0.85  # an image covering this much of a page with text is the scan
 
 @dataclass(slots=True)
 class PdfPage:
+    """One page as read: its text, figures, and the ink of its text with each ink character's box."""
+
     number: int
     text: str
     ocr: bool = False
     figures: list[tuple[Any, str, tuple[float, float, float, float]]] = field(default_factory=list)
+    size: tuple[float, float] = (0.0, 0.0)
+    glyphs: str = ""
+    glyph_boxes: list[Box] = field(default_factory=list)
+
+
+def _glyphs(textpage: Any) -> tuple[str, list[Box]]:
+    """The page's ink (see :mod:`.spans`) and each ink character's loose box (the font's full
+    height, so a line's boxes line up into one highlight)."""
+    raw = require("pypdfium2.raw", "pdf")
+    chars = ((chr(raw.FPDFText_GetUnicode(textpage, i)), i) for i in range(textpage.count_chars()))
+    text, indices = ink_tagged(chars)
+    # pdfium's own call with one reused rect: the wrapper's per-call overhead dominates otherwise.
+    rect = raw.FS_RECTF()
+    boxes: dict[int, Box] = {}
+    for i in indices:
+        if i not in boxes:
+            ok = raw.FPDFText_GetLooseCharBox(textpage, i, rect)
+            # a glyph without a box gets an empty one, which line merging skips
+            boxes[i] = (rect.left, rect.bottom, rect.right, rect.top) if ok else (0.0, 0.0, 0.0, 0.0)
+    return text, [boxes[i] for i in indices]
 
 
 def _caption(textpage: Any, bounds: tuple[float, float, float, float], width: float, height: float) -> str:
@@ -88,7 +114,7 @@ def read_pdf(data: bytes, *, figures: bool, use_ocr: bool, max_pixels: int) -> l
     """
     pdfium = require("pypdfium2", "pdf")
     pages: list[PdfPage] = []
-    scans: list[tuple[int, Any]] = []
+    scans: list[tuple[int, float, Any]] = []
     with PDFIUM_LOCK:
         try:
             doc = pdfium.PdfDocument(data)
@@ -102,15 +128,18 @@ def read_pdf(data: bytes, *, figures: bool, use_ocr: bool, max_pixels: int) -> l
                 textpage = page.get_textpage()
                 try:
                     text = str(textpage.get_text_bounded())
-                    entry = PdfPage(index + 1, text)
                     has_text = bool(text.strip())
+                    width, height = page.get_size()
+                    entry = PdfPage(index + 1, text, size=(float(width), float(height)))
+                    if has_text:
+                        entry.glyphs, entry.glyph_boxes = _glyphs(textpage)
                     if figures:
                         entry.figures = _figures(page, textpage, has_text, max_pixels)
                     if not has_text and use_ocr and ocr.available():
                         width, height = page.get_size()
                         # Cap the render so a huge page box cannot become a decompression bomb.
                         scale = min(ocr.PDF_RENDER_SCALE, (max_pixels / max(1.0, width * height)) ** 0.5)
-                        scans.append((len(pages), page.render(scale=scale, grayscale=True).to_pil()))
+                        scans.append((len(pages), scale, page.render(scale=scale, grayscale=True).to_pil()))
                     pages.append(entry)
                 finally:
                     textpage.close()
@@ -120,9 +149,16 @@ def read_pdf(data: bytes, *, figures: bool, use_ocr: bool, max_pixels: int) -> l
         finally:
             doc.close()
     # OCR outside the lock: tesseract runs as a subprocess and may take seconds per page.
-    for i, image in scans:
-        pages[i].text = ocr.ocr_image(image)
+    for i, scale, image in scans:
+        pages[i].text, words = ocr.ocr_words(image)
         pages[i].ocr = True
+        # Pixel boxes (top-left origin) back to page points (bottom-left origin).
+        height = pages[i].size[1]
+        pages[i].glyphs, pages[i].glyph_boxes = ink_tagged(
+            (ch, (x0 / scale, height - y1 / scale, x1 / scale, height - y0 / scale))
+            for word, (x0, y0, x1, y1) in words
+            for ch in word
+        )
     if not any(p.text.strip() for p in pages) and not any(p.figures for p in pages):
         if use_ocr and not ocr.available():
             raise LoaderError(f"PDF has no text layer and {ocr.unavailable_reason()}")
@@ -153,6 +189,7 @@ def load_pdf(file: RawFile, opts: LoadOptions, captions: Captions | None = None)
             opts=opts.chunking,
             id_position=lambda _pos, local, extra: f"p{extra['page']}:{local}",
         )
+        chunks = cite_text(chunks, pages)
     images: dict[str, Any] = {}
     for p in pages:
         for k, (image, caption, bounds) in enumerate(p.figures):
@@ -166,6 +203,7 @@ def load_pdf(file: RawFile, opts: LoadOptions, captions: Captions | None = None)
                     source=source,
                     text=caption or None,
                     image=ref,
+                    citation=_citation(p, [bounds]),
                     metadata={
                         "format": "pdf",
                         "position": len(chunks),
@@ -182,3 +220,32 @@ def load_pdf(file: RawFile, opts: LoadOptions, captions: Captions | None = None)
     if not chunks:
         raise LoaderError("no text or figures found in PDF")
     return Loaded(chunks, images)
+
+
+def cite_text(chunks: Sequence[Chunk], pages: Sequence[PdfPage]) -> list[Chunk]:
+    """``chunks`` (text, each tagged with its page) with their citations: the line boxes of the
+    characters each one was cut from (just the page where its text cannot be placed)."""
+    out = list(chunks)
+    by_page: dict[int, list[int]] = {}
+    for i, c in enumerate(out):
+        by_page.setdefault(int(c.metadata["page"]), []).append(i)
+    for page in pages:
+        idx = by_page.get(page.number, [])
+        spans = locate(page.glyphs, [ink(out[i].text or "") for i in idx])
+        for i, span in zip(idx, spans, strict=True):
+            boxes = line_boxes(page.glyph_boxes[span[0] : span[1]]) if span else []
+            out[i] = replace(out[i], citation=_citation(page, boxes))
+    return out
+
+
+def _citation(page: PdfPage, boxes: Sequence[Box]) -> Citation:
+    def r(box: Box) -> Box:  # 0.1 pt is far below a glyph; shorter payloads
+        return (round(box[0], 1), round(box[1], 1), round(box[2], 1), round(box[3], 1))
+
+    bbox = union(boxes)
+    return Citation(
+        page=page.number,
+        bbox=r(bbox) if bbox else None,
+        boxes=tuple(r(b) for b in boxes[:MAX_BOXES]),
+        page_size=(round(page.size[0], 1), round(page.size[1], 1)),
+    )
