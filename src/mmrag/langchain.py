@@ -12,11 +12,16 @@ Async: with a Qdrant server store, ``ainvoke`` encodes the query in a worker thr
 CPU-bound torch code) and awaits the search on qdrant-client's ``AsyncQdrantClient``. The embedded
 Edge store has no async API: there the whole blocking search runs in a bounded thread pool
 (``max_workers`` threads), so the event loop never blocks and at most that many searches run at once.
+
+Batching: ``batch`` and ``abatch`` run their inputs as one micro-batch (one text-encoder pass, one
+rerank batch over every input's pool; see :mod:`mmrag.retriever.batching`), and concurrent
+``ainvoke`` calls on that path are gathered the same way (up to ``max_batch``, ``max_wait_ms``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -26,6 +31,7 @@ from mmrag import wiring
 from mmrag._lazy import require
 from mmrag.config import Settings
 from mmrag.errors import ConfigError
+from mmrag.retriever.batching import BatchSettings, SearchBatcher
 from mmrag.retriever.core import Retriever, dense_hits
 from mmrag.retriever.request import RetrievalMode, SearchRequest
 from mmrag.types import Hit
@@ -86,7 +92,10 @@ class MmragRetriever(BaseRetriever):
         hybrid: The older spelling of ``mode``: ``True`` is ``"hybrid"``, ``False`` ``"dense"``
             (``mode`` wins when both are set).
         rerank: Ask for reranking (``False``: skip it); ``None``: the retriever's default.
-        max_workers: Threads for blocking work in ``ainvoke`` (encoder; Edge searches).
+        max_workers: Threads for blocking work in ``ainvoke`` on a server store (encoder).
+        max_batch: Searches gathered into one encoder pass and one rerank batch (``batch``,
+            ``abatch``, concurrent ``ainvoke``).
+        max_wait_ms: How long a batch's first search waits for others to join.
 
     Per call: ``invoke(query, image=PATH_OR_PIL, filters={...}, k=N)``; with ``image=`` the text
     query must be empty (an image query).
@@ -108,8 +117,12 @@ class MmragRetriever(BaseRetriever):
     hybrid: bool | None = None
     rerank: bool | None = None
     max_workers: int = 4
+    max_batch: int = 32
+    max_wait_ms: float = 5.0
 
     _executor: ThreadPoolExecutor | None = PrivateAttr(default=None)
+    _batcher: SearchBatcher | None = PrivateAttr(default=None)
+    _batcher_lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
 
     @classmethod
     def from_store(
@@ -163,6 +176,9 @@ class MmragRetriever(BaseRetriever):
         if self._executor is not None:
             self._executor.shutdown(wait=True)
             self._executor = None
+        if self._batcher is not None:
+            self._batcher.close()
+            self._batcher = None
         self.retriever.store.close()
 
     # -- helpers ----------------------------------------------------------------------------
@@ -191,6 +207,14 @@ class MmragRetriever(BaseRetriever):
         if self._executor is None:
             self._executor = ThreadPoolExecutor(self.max_workers, thread_name_prefix="mmrag-lc")
         return self._executor
+
+    def _searches(self) -> SearchBatcher:
+        """The micro-batcher (created on first use; no bound: every caller's input runs)."""
+        with self._batcher_lock:
+            if self._batcher is None:
+                settings = BatchSettings(self.max_batch, self.max_wait_ms, queue_size=None)
+                self._batcher = SearchBatcher(self.retriever, settings)
+            return self._batcher
 
     @staticmethod
     def _query(query: str, image: Any) -> str | None:
@@ -231,7 +255,8 @@ class MmragRetriever(BaseRetriever):
         store = self.retriever.store
         req = self._request(query, image, filters, k)
         if not (store.supports_async and self._dense_only(req)):
-            return await loop.run_in_executor(self._pool(), self._run, req)
+            res = await asyncio.wrap_future(self._searches().submit(req, bounded=False))
+            return [hit_to_document(h) for h in res.hits]
         text = req.text
         if text is not None and not text.strip():
             raise ConfigError("the text query is empty")
@@ -258,10 +283,11 @@ class MmragRetriever(BaseRetriever):
         return_exceptions: bool = False,
         **kwargs: Any,
     ) -> list[list[Document]]:
-        """Many text queries in one encoder pass and one batched store query.
+        """Many text queries as one micro-batch: one encoder pass, one rerank batch over every
+        input's pool, the store searches per input (see :mod:`mmrag.retriever.batching`).
 
-        :meth:`Retriever.search_batch` runs every stage (hybrid, rerank) for the whole batch; per-call
-        arguments fall back to LangChain's per-input batch.
+        Per-call arguments fall back to LangChain's per-input batch. With ``return_exceptions``, an
+        input that fails gets its error and the others their documents.
         """
         if not inputs:
             return []
@@ -283,23 +309,39 @@ class MmragRetriever(BaseRetriever):
             for text in inputs:
                 if not isinstance(text, str) or not text.strip():
                     raise ConfigError(f"batch takes non-empty text queries, got {text!r}")
-            base = self._request("", None, None, None)  # this instance's settings; texts are the inputs
-            results = self.retriever.search_batch(
-                list(inputs),
-                k=base.k,
-                modality=base.modality,
-                filters=base.search_filters(),
-                pool=base.pool,
-                hybrid=base.hybrid,
-                rerank=base.rerank,
-            )
+            results = self._searches().run_many([self._request(t, None, None, None) for t in inputs])
         except Exception as exc:
             for run in runs:
                 run.on_retriever_error(exc)
             if return_exceptions:
                 return [exc for _ in inputs]  # type: ignore[misc]
             raise
-        docs = [[hit_to_document(h) for h in hits] for hits in results]
-        for run, d in zip(runs, docs, strict=True):
-            run.on_retriever_end(d)
-        return docs
+        out: list[Any] = []
+        for run, res in zip(runs, results, strict=True):
+            if isinstance(res, Exception):
+                run.on_retriever_error(res)
+                out.append(res)
+            else:
+                out.append([hit_to_document(h) for h in res.hits])
+                run.on_retriever_end(out[-1])
+        failed = [r for r in out if isinstance(r, Exception)]
+        if failed and not return_exceptions:
+            raise failed[0]
+        return out
+
+    async def abatch(
+        self,
+        inputs: list[str],
+        config: RunnableConfig | list[RunnableConfig] | None = None,
+        *,
+        return_exceptions: bool = False,
+        **kwargs: Any,
+    ) -> list[list[Document]]:
+        """:meth:`batch` (one micro-batch) off the event loop; per-call arguments fall back to
+        LangChain's concurrent ``ainvoke`` per input."""
+        if kwargs:
+            return await super().abatch(inputs, config, return_exceptions=return_exceptions, **kwargs)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            self._pool(), lambda: self.batch(inputs, config, return_exceptions=return_exceptions)
+        )
