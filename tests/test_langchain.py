@@ -110,7 +110,7 @@ def test_batch_is_one_encoder_pass(edge: tuple[MmragRetriever, CountingEncoder, 
     assert lc.batch([]) == []
 
 
-def test_ainvoke_on_edge_runs_in_the_micro_batcher(edge: tuple[MmragRetriever, CountingEncoder, Path]) -> None:
+def test_ainvoke_on_edge_uses_the_micro_batcher(edge: tuple[MmragRetriever, CountingEncoder, Path]) -> None:
     lc, enc, _ = edge
     assert not lc.retriever.store.supports_async
 
