@@ -10,8 +10,8 @@ and whose ``metadata`` keeps the chunk id, modality, source, image path, page an
 
 Async: with a Qdrant server store, ``ainvoke`` encodes the query in a worker thread (the encoder is
 CPU-bound torch code) and awaits the search on qdrant-client's ``AsyncQdrantClient``. The embedded
-Edge store has no async API: there the whole blocking search runs in a bounded thread pool
-(``max_workers`` threads), so the event loop never blocks and at most that many searches run at once.
+Edge store has no async API (nor does a search with another stage): there the whole blocking search
+runs on the micro-batcher's ``max_batch`` threads, so the event loop never blocks.
 
 Batching: ``batch`` and ``abatch`` run their inputs as one micro-batch (one text-encoder pass, one
 rerank batch over every input's pool; see :mod:`mmrag.retriever.batching`), and concurrent
