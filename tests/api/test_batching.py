@@ -120,6 +120,8 @@ def test_batching_settings_from_env() -> None:
     assert cfg.batching.max_batch == 8 and cfg.batching.queue_size == 16
     d = ApiConfig.from_env({})
     assert (d.batch_max, d.batch_wait_ms, d.queue_size) == (32, 5.0, 256)
+    assert d.batching.max_queue_wait_s == d.search_timeout_s / 2  # refused before it would time out
+    assert ApiConfig.from_env({"MMRAG_QUEUE_WAIT": "3"}).batching.max_queue_wait_s == 3.0
     with pytest.raises(ConfigError, match="MMRAG_BATCH_WAIT_MS"):
         ApiConfig.from_env({"MMRAG_BATCH_WAIT_MS": "-1"})
     with pytest.raises(ConfigError, match="MMRAG_QUEUE_SIZE"):

@@ -22,7 +22,9 @@ from mmrag.errors import ConfigError, MmragError, OverloadedError
 from mmrag.eval.datasets import BeirDataset
 from mmrag.rerank import CrossEncoderReranker
 from mmrag.retriever import RetrievalMode, Retriever, SearchRequest, SearchResult
-from mmrag.retriever.batching import BatchSettings, Gather, SearchBatcher
+from mmrag.retriever.backlog import DrainRate
+from mmrag.retriever.batching import BatchSettings, SearchBatcher
+from mmrag.retriever.gather import Gather
 from mmrag.store import QdrantStore
 from mmrag.types import Chunk, Hit, chunk_id
 from tests.fakes import HashEncoder
@@ -218,13 +220,46 @@ def test_full_queue_is_refused_at_once(tmp_path: Path) -> None:
         batcher.close()
 
 
+def test_searches_that_would_wait_too_long_are_refused(tmp_path: Path) -> None:
+    enc = HashEncoder()
+    held = HeldEncoder(enc)
+    with QdrantStore.open(str(tmp_path / "store")) as store:
+        store.ensure_vector(vector_spec(enc))
+        settings = BatchSettings(max_batch=4, queue_size=100, max_queue_wait_s=1.5)
+        batcher = SearchBatcher(Retriever(held, store), settings)
+        for t in range(10):  # searches have been finishing one a second while busy
+            batcher.drain.done(float(t), still_admitted=5)
+        first = batcher.submit(SearchRequest(text="cats"))  # nothing ahead: 0 s
+        wait_until(lambda: len(held.sizes) == 1, "a search holds the encoder")
+        second = batcher.submit(SearchRequest(text="cats"))  # one ahead: about 1 s
+        with pytest.raises(OverloadedError, match=r"about 2\.0 s of work") as err:
+            batcher.submit(SearchRequest(text="cats"))  # two ahead: about 2 s > 1.5 s
+        assert err.value.retry_after == 1
+        held.gates[0].set()
+        assert first.result(60).hits == [] and second.result(60).hits == []
+        for t in range(10):  # now a slow queue: a caller's own batch is still never refused
+            batcher.drain.done(100.0 * t, still_admitted=5)
+        assert all(isinstance(r, SearchResult) for r in batcher.run_many([SearchRequest(text="cats")] * 3))
+        batcher.close()
+
+
+def test_drain_rate() -> None:
+    rate = DrainRate(window=4, min_samples=3)
+    assert rate.wait(10) is None and rate.retry_after(5) == 1  # no estimate yet: no refusal
+    for t in (0.0, 0.0, 2.0, 4.0, 6.0):  # the window keeps the last 4: 2 s per search
+        rate.done(t, still_admitted=3)
+    assert rate.seconds_per_search() == 2.0 and rate.wait(3) == 6.0 and rate.retry_after(2) == 4
+    rate.done(7.0, still_admitted=0)  # idle: the next busy period starts afresh
+    assert rate.seconds_per_search() is None
+
+
 def test_gather_fails_only_the_bad_call() -> None:
     def square(xs: list[int]) -> list[int]:
         if any(x < 0 for x in xs):
             raise ValueError("negative")
         return [x * x for x in xs]
 
-    g: Gather[int, int] = Gather(square, BatchSettings(max_batch=8, max_wait_ms=50), ready=lambda n: n >= 3)
+    g: Gather[int, int] = Gather(square, max_batch=8, max_wait_ms=50, ready=lambda n: n >= 3)
     out: dict[int, Any] = {}
 
     def call(x: int) -> None:
@@ -245,6 +280,6 @@ def test_gather_fails_only_the_bad_call() -> None:
 
 
 def test_settings_are_checked() -> None:
-    for bad in ({"max_batch": 0}, {"max_wait_ms": -1}, {"queue_size": 0}):
+    for bad in ({"max_batch": 0}, {"max_wait_ms": -1}, {"queue_size": 0}, {"max_queue_wait_s": 0}):
         with pytest.raises(ConfigError):
             BatchSettings(**bad)  # type: ignore[arg-type]

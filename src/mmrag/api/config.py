@@ -63,6 +63,9 @@ class ApiConfig:
         batch_wait_ms: How long a batch's first search waits for others to join (0: never).
         queue_size: Searches admitted at once (running or queued); one more gets ``503`` with
             ``Retry-After`` at once instead of waiting.
+        queue_wait_s: Also ``503`` when the searches admitted would take longer than this to
+            finish (at the rate they have been finishing); ``None``: half of ``search_timeout_s``,
+            so a search is refused at once rather than left to time out (504).
     """
 
     api_key: str | None = None
@@ -80,6 +83,7 @@ class ApiConfig:
     batch_max: int = 32
     batch_wait_ms: float = 5.0
     queue_size: int = 256
+    queue_wait_s: float | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ApiConfig:
@@ -100,12 +104,14 @@ class ApiConfig:
             batch_max=int(_env_float(e, "MMRAG_BATCH_MAX", 32)),
             batch_wait_ms=_env_float(e, "MMRAG_BATCH_WAIT_MS", 5.0, allow_zero=True),
             queue_size=int(_env_float(e, "MMRAG_QUEUE_SIZE", 256)),
+            queue_wait_s=_env_float(e, "MMRAG_QUEUE_WAIT", 0) or None,
         )
 
     @property
     def batching(self) -> BatchSettings:
         """The search micro-batching settings (checked: a bad value is a ConfigError)."""
-        return BatchSettings(self.batch_max, self.batch_wait_ms, self.queue_size)
+        wait = self.queue_wait_s if self.queue_wait_s is not None else self.search_timeout_s / 2
+        return BatchSettings(self.batch_max, self.batch_wait_ms, self.queue_size, wait)
 
     @property
     def max_upload_bytes(self) -> int:

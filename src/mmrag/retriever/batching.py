@@ -14,25 +14,29 @@ A gathering wait ends early once as many calls wait as searches are admitted (up
 ``max_batch``), so one client alone never waits ``max_wait_ms``. :meth:`SearchBatcher.run_many`
 (a caller's own batch, e.g. LangChain's ``batch``) encodes all its texts in one call up front, so
 its encoder pass does not depend on timing. The queue is bounded: with ``queue_size``
-searches admitted (running or waiting), :meth:`SearchBatcher.submit` raises
-:class:`~mmrag.errors.OverloadedError` at once (the API answers ``503`` with ``Retry-After``).
+searches admitted (running or waiting), or when those would take over ``max_queue_wait_s`` to
+finish at the rate searches have been finishing (:mod:`mmrag.retriever.backlog`),
+:meth:`SearchBatcher.submit` raises :class:`~mmrag.errors.OverloadedError` at once (the API answers
+``503`` with ``Retry-After``) instead of letting the search wait into a timeout.
 """
 
 from __future__ import annotations
 
 import copy
+import math
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
 from mmrag.errors import ConfigError, MmragError, OverloadedError
+from mmrag.retriever.backlog import DrainRate
+from mmrag.retriever.gather import Gather
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -43,10 +47,7 @@ if TYPE_CHECKING:
     from mmrag.retriever.request import SearchRequest
     from mmrag.types import Hit
 
-__all__ = ["BatchSettings", "Gather", "SearchBatcher"]
-
-I = TypeVar("I")  # noqa: E741 - an item gathered into a batch
-O = TypeVar("O")  # noqa: E741 - its result
+__all__ = ["BatchSettings", "SearchBatcher"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +60,8 @@ class BatchSettings:
         max_wait_ms: How long the first call of a batch waits for others (0: never waits).
         queue_size: Searches admitted at once, running or waiting; one more is refused with
             :class:`~mmrag.errors.OverloadedError`. ``None``: no bound (a caller's own batch).
+        max_queue_wait_s: Also refuse a search when the ones admitted would take longer than
+            this to finish, at the rate searches have been finishing (``None``: no time bound).
 
     Example:
         >>> BatchSettings(max_batch=16, max_wait_ms=2.0).queue_size
@@ -68,6 +71,7 @@ class BatchSettings:
     max_batch: int = 32
     max_wait_ms: float = 5.0
     queue_size: int | None = 256
+    max_queue_wait_s: float | None = None
 
     def __post_init__(self) -> None:
         if self.max_batch < 1:
@@ -76,136 +80,11 @@ class BatchSettings:
             raise ConfigError(f"max_wait_ms must be between 0 and 1000, got {self.max_wait_ms}")
         if self.queue_size is not None and self.queue_size < 1:
             raise ConfigError(f"queue_size must be >= 1, got {self.queue_size}")
+        if self.max_queue_wait_s is not None and self.max_queue_wait_s <= 0:
+            raise ConfigError(f"max_queue_wait_s must be > 0, got {self.max_queue_wait_s}")
 
 
-class _Call(Generic[I, O]):
-    """One caller's items and, once its batch has run, their results or the error."""
-
-    __slots__ = ("done", "error", "items", "out")
-
-    def __init__(self, items: list[I]) -> None:
-        self.items = items
-        self.out: list[O] | None = None
-        self.error: BaseException | None = None
-        self.done = False
-
-
-class Gather(Generic[I, O]):
-    """Gathers the calls of many threads into one call of ``fn`` over all their items.
-
-    No thread of its own: the oldest waiting caller leads, waits up to ``max_wait_ms`` for more
-    (less when ``ready(calls waiting)`` says nobody else is coming), runs ``fn`` once for the
-    batch and hands each caller its slice. One batch runs at a time; calls arriving meanwhile
-    form the next one. If a batch of several calls fails, each call is retried alone so one bad
-    input fails only its own caller.
-
-    Args:
-        fn: Items in, one result per item out, in order.
-        settings: ``max_batch`` (items per ``fn`` call; a larger single call runs alone) and
-            ``max_wait_ms``.
-        ready: ``ready(n)`` is true when ``n`` waiting calls are all that can come; default:
-            never (wait the full ``max_wait_ms``).
-
-    Example:
-        >>> double = Gather(lambda xs: [2 * x for x in xs], BatchSettings(max_wait_ms=0))
-        >>> double([1, 2])
-        [2, 4]
-    """
-
-    def __init__(
-        self,
-        fn: Callable[[list[I]], Sequence[O]],
-        settings: BatchSettings,
-        ready: Callable[[int], bool] | None = None,
-    ) -> None:
-        self._fn = fn
-        self.max_batch = settings.max_batch
-        self.max_wait = settings.max_wait_ms / 1000.0
-        self._ready = ready or (lambda _: False)
-        self._cond = threading.Condition()
-        self._pending: deque[_Call[I, O]] = deque()
-        self._busy = False
-        self.batches = 0  # fn calls so far (batches run), for stats and tests
-        self.calls = 0  # caller calls served
-
-    @property
-    def waiting(self) -> int:
-        """Calls gathered but not yet run."""
-        with self._cond:
-            return len(self._pending)
-
-    def poke(self) -> None:
-        """Re-check a leader's wait (e.g. a search finished, so fewer calls can still come)."""
-        with self._cond:
-            self._cond.notify_all()
-
-    def __call__(self, items: Sequence[I]) -> list[O]:
-        call: _Call[I, O] = _Call(list(items))
-        with self._cond:
-            self._pending.append(call)
-            self._cond.notify_all()
-            while not call.done and (self._busy or self._pending[0] is not call):
-                self._cond.wait()
-            batch = None if call.done else self._take_locked()
-        if batch is not None:
-            self._run(batch)
-        if call.error is not None:
-            raise call.error
-        assert call.out is not None  # set by the batch that ran it
-        return call.out
-
-    def _take_locked(self) -> list[_Call[I, O]]:
-        """As the leader (holding the lock): wait for more calls, then take one batch."""
-        deadline = time.monotonic() + self.max_wait
-        while True:
-            size = sum(len(c.items) for c in self._pending)
-            left = deadline - time.monotonic()
-            if size >= self.max_batch or self._ready(len(self._pending)) or left <= 0:
-                break
-            self._cond.wait(left)
-        batch: list[_Call[I, O]] = []
-        size = 0
-        while self._pending and (not batch or size + len(self._pending[0].items) <= self.max_batch):
-            batch.append(self._pending.popleft())
-            size += len(batch[-1].items)
-        self._busy = True
-        return batch
-
-    def _run(self, batch: list[_Call[I, O]]) -> None:
-        try:
-            items = [x for c in batch for x in c.items]
-            try:
-                self._split(batch, self._fn(items))
-            except Exception as exc:  # noqa: BLE001 - handed to the callers, who raise it
-                if len(batch) == 1:
-                    batch[0].error = exc
-                else:  # one bad input must not fail the others: each call alone, its own error
-                    for c in batch:
-                        try:
-                            self._split([c], self._fn(c.items))
-                        except Exception as one:  # noqa: BLE001 - raised by its own caller
-                            c.error = one
-        finally:
-            with self._cond:
-                for c in batch:
-                    if c.out is None and c.error is None:
-                        c.error = MmragError("the batch this call was in was interrupted; retry")
-                    c.done = True
-                self.batches += 1
-                self.calls += len(batch)
-                self._busy = False
-                self._cond.notify_all()
-
-    @staticmethod
-    def _split(batch: list[_Call[I, O]], out: Sequence[O]) -> None:
-        if len(out) != sum(len(c.items) for c in batch):
-            raise MmragError(f"a batched call returned {len(out)} results for {len(batch)} calls' items")
-        start = 0
-        for c in batch:
-            c.out = list(out[start : start + len(c.items)])
-            start += len(c.items)
-
-
+@runtime_checkable
 class BatchReranker(Protocol):
     """A reranker that can score several queries' pools in one pass (``CrossEncoderReranker``)."""
 
@@ -270,8 +149,11 @@ class SearchBatcher:
         self._lock = threading.Lock()
         self._admitted = 0  # running or waiting for a thread; the gathers wait for up to this many
         self._encoded: dict[str, tuple[FloatArray, int]] = {}  # run_many's texts: vector, users
-        self.texts: Gather[str, FloatArray] = Gather(self._encode, s, self._all_here)
-        self.pools: Gather[tuple[str, list[Hit]], list[Hit]] = Gather(self._rerank, s, self._all_here)
+        self.drain = DrainRate()  # how fast the queue empties: its time bound and Retry-After
+        self.texts: Gather[str, FloatArray] = Gather(self._encode, s.max_batch, s.max_wait_ms, self._all_here)
+        self.pools: Gather[tuple[str, list[Hit]], list[Hit]] = Gather(
+            self._rerank, s.max_batch, s.max_wait_ms, self._all_here
+        )
         self.retriever = copy.copy(retriever)  # the caller's retriever keeps its own models
         self._inner_encoder = retriever.encoder
         self.retriever.encoder = _GatheredEncoder(retriever.encoder, self.texts, self._known)
@@ -289,11 +171,9 @@ class SearchBatcher:
     def _rerank(self, pools: list[tuple[str, list[Hit]]]) -> list[list[Hit]]:
         inner = self._inner_reranker
         assert inner is not None  # only gathered when the retriever has a reranker
-        many = getattr(inner, "rerank_many", None)
-        if many is not None:
-            out: list[list[Hit]] = many(pools)
-            return out
-        return [inner.rerank(q, hits) for q, hits in pools]
+        if isinstance(inner, BatchReranker):
+            return inner.rerank_many(pools)
+        return [inner.rerank(q, hits) for q, hits in pools]  # a reranker without the batch hook
 
     def _all_here(self, waiting: int) -> bool:
         with self._lock:
@@ -315,12 +195,12 @@ class SearchBatcher:
         """Queue one search; its future gives the :class:`SearchResult` (or raises its error).
 
         Raises:
-            OverloadedError: ``queue_size`` searches are already admitted (only when ``bounded``).
+            OverloadedError: ``queue_size`` searches are already admitted, or the ones admitted
+                would take over ``max_queue_wait_s`` to finish (only when ``bounded``).
         """
-        limit = self.settings.queue_size
         with self._lock:
-            if bounded and limit is not None and self._admitted >= limit:
-                raise OverloadedError(f"{self._admitted} searches are queued (the limit); retry shortly")
+            if bounded:
+                self._admit_locked()
             self._admitted += 1
         try:
             fut = self._pool.submit(self.retriever.run, req)
@@ -330,9 +210,26 @@ class SearchBatcher:
         fut.add_done_callback(self._release)  # also when cancelled before it ran (a timed-out client)
         return fut
 
-    def _release(self, _: Future[SearchResult] | None) -> None:
+    def _admit_locked(self) -> None:
+        """Refuse a search when the queue is full or would take too long to reach it."""
+        n, limit, max_s = self._admitted, self.settings.queue_size, self.settings.max_queue_wait_s
+        if limit is not None and n >= limit:
+            retry = self.drain.retry_after(n - limit + 1)
+            raise OverloadedError(f"{n} searches are queued (the limit); retry in {retry} s", retry)
+        wait = self.drain.wait(n) if max_s is not None else None
+        if max_s is not None and wait is not None and wait > max_s:
+            retry = max(1, math.ceil(wait - max_s))
+            raise OverloadedError(
+                f"{n} searches are queued, about {wait:.1f} s of work (the limit is {max_s:g} s); "
+                f"retry in {retry} s",
+                retry,
+            )
+
+    def _release(self, fut: Future[SearchResult] | None) -> None:
         with self._lock:
             self._admitted -= 1
+            if fut is not None and not fut.cancelled():
+                self.drain.done(time.monotonic(), self._admitted)
         # a leader waiting for "every admitted search" may now have them all
         self.texts.poke()
         self.pools.poke()

@@ -1,0 +1,149 @@
+"""Gather the calls of many threads into one call over all their items (a micro-batch).
+
+:class:`Gather` is the mechanism under :class:`~mmrag.retriever.batching.SearchBatcher`: the
+encoder's text calls and the reranker's pools of concurrent searches each go through one.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Generic, TypeVar
+
+from mmrag.errors import MmragError
+
+__all__ = ["Gather"]
+
+I = TypeVar("I")  # noqa: E741 - an item gathered into a batch
+O = TypeVar("O")  # noqa: E741 - its result
+
+
+class _Call(Generic[I, O]):
+    """One caller's items and, once its batch has run, their results or the error."""
+
+    __slots__ = ("done", "error", "items", "out")
+
+    def __init__(self, items: list[I]) -> None:
+        self.items = items
+        self.out: list[O] | None = None
+        self.error: BaseException | None = None
+        self.done = False
+
+
+class Gather(Generic[I, O]):
+    """Gathers the calls of many threads into one call of ``fn`` over all their items.
+
+    No thread of its own: the oldest waiting caller leads, waits up to ``max_wait_ms`` for more
+    (less when ``ready(calls waiting)`` says nobody else is coming), runs ``fn`` once for the
+    batch and hands each caller its slice. One batch runs at a time; calls arriving meanwhile
+    form the next one. If a batch of several calls fails, each call is retried alone so one bad
+    input fails only its own caller.
+
+    Args:
+        fn: Items in, one result per item out, in order.
+        max_batch: Items per ``fn`` call (a larger single call runs alone).
+        max_wait_ms: How long the leader waits for more calls.
+        ready: ``ready(n)`` is true when ``n`` waiting calls are all that can come; default:
+            never (wait the full ``max_wait_ms``).
+
+    Example:
+        >>> double = Gather(lambda xs: [2 * x for x in xs], max_batch=8, max_wait_ms=0)
+        >>> double([1, 2])
+        [2, 4]
+    """
+
+    def __init__(
+        self,
+        fn: Callable[[list[I]], Sequence[O]],
+        max_batch: int,
+        max_wait_ms: float,
+        ready: Callable[[int], bool] | None = None,
+    ) -> None:
+        self._fn = fn
+        self.max_batch = max_batch
+        self.max_wait = max_wait_ms / 1000.0
+        self._ready = ready or (lambda _: False)
+        self._cond = threading.Condition()
+        self._pending: deque[_Call[I, O]] = deque()
+        self._busy = False
+        self.batches = 0  # fn calls so far (batches run), for stats and tests
+        self.calls = 0  # caller calls served
+
+    @property
+    def waiting(self) -> int:
+        """Calls gathered but not yet run."""
+        with self._cond:
+            return len(self._pending)
+
+    def poke(self) -> None:
+        """Re-check a leader's wait (e.g. a search finished, so fewer calls can still come)."""
+        with self._cond:
+            self._cond.notify_all()
+
+    def __call__(self, items: Sequence[I]) -> list[O]:
+        call: _Call[I, O] = _Call(list(items))
+        with self._cond:
+            self._pending.append(call)
+            self._cond.notify_all()
+            while not call.done and (self._busy or self._pending[0] is not call):
+                self._cond.wait()
+            batch = None if call.done else self._take_locked()
+        if batch is not None:
+            self._run(batch)
+        if call.error is not None:
+            raise call.error
+        assert call.out is not None  # set by the batch that ran it
+        return call.out
+
+    def _take_locked(self) -> list[_Call[I, O]]:
+        """As the leader (holding the lock): wait for more calls, then take one batch."""
+        deadline = time.monotonic() + self.max_wait
+        while True:
+            size = sum(len(c.items) for c in self._pending)
+            left = deadline - time.monotonic()
+            if size >= self.max_batch or self._ready(len(self._pending)) or left <= 0:
+                break
+            self._cond.wait(left)
+        batch: list[_Call[I, O]] = []
+        size = 0
+        while self._pending and (not batch or size + len(self._pending[0].items) <= self.max_batch):
+            batch.append(self._pending.popleft())
+            size += len(batch[-1].items)
+        self._busy = True
+        return batch
+
+    def _run(self, batch: list[_Call[I, O]]) -> None:
+        try:
+            items = [x for c in batch for x in c.items]
+            try:
+                self._split(batch, self._fn(items))
+            except Exception as exc:  # noqa: BLE001 - handed to the callers, who raise it
+                if len(batch) == 1:
+                    batch[0].error = exc
+                else:  # one bad input must not fail the others: each call alone, its own error
+                    for c in batch:
+                        try:
+                            self._split([c], self._fn(c.items))
+                        except Exception as one:  # noqa: BLE001 - raised by its own caller
+                            c.error = one
+        finally:
+            with self._cond:
+                for c in batch:
+                    if c.out is None and c.error is None:
+                        c.error = MmragError("the batch this call was in was interrupted; retry")
+                    c.done = True
+                self.batches += 1
+                self.calls += len(batch)
+                self._busy = False
+                self._cond.notify_all()
+
+    @staticmethod
+    def _split(batch: list[_Call[I, O]], out: Sequence[O]) -> None:
+        if len(out) != sum(len(c.items) for c in batch):
+            raise MmragError(f"a batched call returned {len(out)} results for {len(batch)} calls' items")
+        start = 0
+        for c in batch:
+            c.out = list(out[start : start + len(c.items)])
+            start += len(c.items)
