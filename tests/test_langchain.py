@@ -123,8 +123,12 @@ def test_ainvoke_on_edge_uses_the_micro_batcher(edge: tuple[MmragRetriever, Coun
     assert batcher is not None and batcher._pool._max_workers == lc.max_batch
     assert batcher.texts.calls == len(TEXTS) and batcher.admitted == 0
     enc.passes = 0
-    assert asyncio.run(lc.abatch(TEXTS[:2]))[1][0].page_content == TEXTS[1]
+    together = asyncio.run(lc.abatch(TEXTS))
     assert enc.passes == 1  # abatch: one micro-batch, one encoder pass
+    alone = [lc.invoke(q) for q in TEXTS]
+    assert [[(d.id, d.metadata["dense"]) for d in ds] for ds in together] == [
+        [(d.id, d.metadata["dense"]) for d in ds] for ds in alone
+    ]
 
 
 def test_ainvoke_on_a_server_store_awaits_the_async_client(tmp_path: Path) -> None:

@@ -49,3 +49,7 @@ class OverloadedError(MmragError):
     def __init__(self, message: str, retry_after: int = 1) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class SearchAbandonedError(MmragError):
+    """A queued search was dropped because its client stopped waiting (it had timed out)."""

@@ -18,7 +18,7 @@ import torch
 
 from mmrag.encoders import load_encoder
 from mmrag.encoders.base import DualEncoder, FloatArray, vector_spec
-from mmrag.errors import ConfigError, MmragError, OverloadedError
+from mmrag.errors import ConfigError, MmragError, OverloadedError, SearchAbandonedError
 from mmrag.eval.datasets import BeirDataset
 from mmrag.rerank import CrossEncoderReranker
 from mmrag.retriever import RetrievalMode, Retriever, SearchRequest, SearchResult
@@ -244,13 +244,38 @@ def test_searches_that_would_wait_too_long_are_refused(tmp_path: Path) -> None:
 
 
 def test_drain_rate() -> None:
-    rate = DrainRate(window=4, min_samples=3)
+    rate = DrainRate(window=4)
     assert rate.wait(10) is None and rate.retry_after(5) == 1  # no estimate yet: no refusal
-    for t in (0.0, 0.0, 2.0, 4.0, 6.0):  # the window keeps the last 4: 2 s per search
+    rate.started(0.0, admitted_before=0)
+    for t in (5.0, 6.0, 7.0, 8.0, 9.0):  # the window keeps the last 4 gaps: 1 s per search
         rate.done(t, still_admitted=3)
-    assert rate.seconds_per_search() == 2.0 and rate.wait(3) == 6.0 and rate.retry_after(2) == 4
-    rate.done(7.0, still_admitted=0)  # idle: the next busy period starts afresh
-    assert rate.seconds_per_search() is None
+    assert rate.seconds_per_search() == 1.0 and rate.wait(3) == 3.0
+    rate.done(10.0, still_admitted=0)  # idle from here: the gap to the next busy period is not work
+    rate.started(100.0, admitted_before=0)
+    rate.done(101.0, still_admitted=1, counted=False)  # cancelled before it ran: no sample
+    rate.done(103.0, still_admitted=0)
+    assert rate.seconds_per_search() == (1 + 1 + 1 + 2) / 4 and rate.retry_after(2) == 3
+
+
+def test_abandoned_search_leaves_the_batch(tmp_path: Path) -> None:
+    enc = HashEncoder()
+    held = HeldEncoder(enc)
+    with QdrantStore.open(str(tmp_path / "store")) as store:
+        store.ensure_vector(vector_spec(enc))
+        batcher = SearchBatcher(Retriever(held, store), BatchSettings(max_batch=4, max_wait_ms=0))
+        first = batcher.submit(SearchRequest(text="first"))
+        wait_until(lambda: len(held.sizes) == 1, "the first search holds the encoder")
+        gone = batcher.submit(SearchRequest(text="gone"))
+        wait_until(lambda: batcher.texts.waiting == 1, "the second search waits at the encoder")
+        kept = batcher.submit(SearchRequest(text="kept"))
+        wait_until(lambda: batcher.texts.waiting == 2, "the third search waits at the encoder")
+        batcher.abandon(gone)  # its client timed out while it waited
+        held.gates[0].set()
+        assert first.result(60).hits == [] and kept.result(60).hits == []
+        with pytest.raises(SearchAbandonedError):
+            gone.result(60)
+        assert held.sizes == [1, 1]  # the next pass encoded only the search still waited for
+        batcher.close()
 
 
 def test_gather_fails_only_the_bad_call() -> None:

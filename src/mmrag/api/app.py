@@ -35,6 +35,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send  # noqa: E402
 from mmrag.api.config import ApiConfig  # noqa: E402
 from mmrag.api.service import ApiError, Principal, Service  # noqa: E402
 from mmrag.errors import ConfigError, MissingExtraError, MmragError, OverloadedError, StoreError  # noqa: E402
+from mmrag.retriever.core import SearchResult  # noqa: E402
 from mmrag.retriever.request import SearchRequest  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -184,11 +185,11 @@ def create_app(service: Service) -> FastAPI:
         except TimeoutError as exc:
             raise ApiError(504, f"{what} took longer than {timeout:g} s") from exc
 
-    async def wait(fut: "Future[T]", timeout: float, what: str) -> T:
+    async def wait(fut: "Future[SearchResult]", timeout: float, what: str) -> SearchResult:
         try:
-            return await asyncio.wait_for(asyncio.wrap_future(fut), timeout)
+            return await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(fut)), timeout)
         except TimeoutError as exc:
-            fut.cancel()  # still queued: never runs; already running: finishes, result dropped
+            service.batcher.abandon(fut)  # queued: never runs; running: skips the batches ahead
             raise ApiError(504, f"{what} took longer than {timeout:g} s") from exc
 
     @app.exception_handler(MmragError)

@@ -15,35 +15,39 @@ __all__ = ["DrainRate"]
 
 
 class DrainRate:
-    """Seconds per finished search over the last ``window`` completions of the current busy period.
+    """Mean seconds between finished searches while the queue is busy, over the last ``window``.
 
-    A busy period ends when nothing is admitted: an idle gap is not service time, so the samples
-    start again. With fewer than ``min_samples`` completions there is no estimate (and no refusal).
+    The first search of a busy period (the queue was empty when it came) counts its whole time;
+    the next ones the gap since the previous completion, so idle time never counts as service
+    time. One sample is enough for an estimate; before any, there is none (and no refusal).
 
     Example:
-        >>> rate = DrainRate(min_samples=3)
-        >>> for t in (0.0, 0.5, 1.0):
-        ...     rate.done(t, still_admitted=4)
+        >>> rate = DrainRate()
+        >>> rate.started(0.0, admitted_before=0)
+        >>> for t in (0.5, 1.0, 1.5):
+        ...     rate.done(t, still_admitted=2)
         >>> rate.wait(ahead=6)
         3.0
     """
 
-    def __init__(self, window: int = 64, min_samples: int = 8) -> None:
-        self._times: deque[float] = deque(maxlen=max(2, window))
-        self.min_samples = max(2, min_samples)
+    def __init__(self, window: int = 32) -> None:
+        self._gaps: deque[float] = deque(maxlen=max(1, window))
+        self._last: float | None = None  # the last completion, or when the busy period began
 
-    def done(self, now: float, still_admitted: int) -> None:
-        """A search finished at ``now``; ``still_admitted`` searches remain."""
-        self._times.append(now)
-        if still_admitted == 0:
-            self._times.clear()
+    def started(self, now: float, admitted_before: int) -> None:
+        """A search was admitted at ``now`` with ``admitted_before`` already in the queue."""
+        if admitted_before == 0:
+            self._last = now
+
+    def done(self, now: float, still_admitted: int, *, counted: bool = True) -> None:
+        """A search finished (``counted=False``: it was cancelled before it ran)."""
+        if counted and self._last is not None:
+            self._gaps.append(max(0.0, now - self._last))
+        self._last = now if still_admitted > 0 else None
 
     def seconds_per_search(self) -> float | None:
-        """Mean time between completions while busy (``None``: too few samples yet)."""
-        if len(self._times) < self.min_samples:
-            return None
-        span = self._times[-1] - self._times[0]
-        return span / (len(self._times) - 1) if span > 0 else None
+        """Mean gap between completions while busy (``None``: no sample yet)."""
+        return sum(self._gaps) / len(self._gaps) if self._gaps else None
 
     def wait(self, ahead: int) -> float | None:
         """Expected seconds until ``ahead`` admitted searches have finished."""

@@ -94,19 +94,17 @@ class BatchReranker(Protocol):
 class _GatheredEncoder:
     """The encoder seen by batched searches: text calls gathered, images passed through."""
 
-    def __init__(
-        self, inner: DualEncoder, gather: Gather[str, FloatArray], known: Callable[[str], FloatArray | None]
-    ) -> None:
+    def __init__(self, inner: DualEncoder, gather: Gather[str, FloatArray], batcher: SearchBatcher) -> None:
         self.inner = inner
         self._gather = gather
-        self._known = known
+        self._batcher = batcher
         self.id, self.dim, self.spec, self.aligned = inner.id, inner.dim, inner.spec, inner.aligned
 
     def encode_text(self, texts: Sequence[str], *, batch_size: int | None = None) -> FloatArray:
-        found = [self._known(t) for t in texts]  # encoded up front by run_many
+        found = [self._batcher._known(t) for t in texts]  # encoded up front by run_many
         rows = [f for f in found if f is not None]
         if len(rows) != len(found):
-            rows = self._gather(list(texts))
+            rows = self._gather(list(texts), self._batcher._abandoned())
         return np.stack(rows) if rows else np.zeros((0, self.dim), dtype=np.float32)
 
     def encode_image(
@@ -121,13 +119,16 @@ class _GatheredEncoder:
 class _GatheredReranker:
     """The reranker seen by batched searches: each query's pool joins one scoring pass."""
 
-    def __init__(self, inner: Reranker, gather: Gather[tuple[str, list[Hit]], list[Hit]]) -> None:
+    def __init__(
+        self, inner: Reranker, gather: Gather[tuple[str, list[Hit]], list[Hit]], batcher: SearchBatcher
+    ) -> None:
         self.inner = inner
         self.id = getattr(inner, "id", None)
         self._gather = gather
+        self._batcher = batcher
 
     def rerank(self, query: str, hits: Sequence[Hit]) -> list[Hit]:
-        return self._gather([(query, list(hits))])[0]
+        return self._gather([(query, list(hits))], self._batcher._abandoned())[0]
 
 
 class SearchBatcher:
@@ -150,16 +151,18 @@ class SearchBatcher:
         self._admitted = 0  # running or waiting for a thread; the gathers wait for up to this many
         self._encoded: dict[str, tuple[FloatArray, int]] = {}  # run_many's texts: vector, users
         self.drain = DrainRate()  # how fast the queue empties: its time bound and Retry-After
+        self._abandon: dict[Future[SearchResult], threading.Event] = {}  # set: its client is gone
+        self._local = threading.local()  # the search a thread runs (its abandon flag)
         self.texts: Gather[str, FloatArray] = Gather(self._encode, s.max_batch, s.max_wait_ms, self._all_here)
         self.pools: Gather[tuple[str, list[Hit]], list[Hit]] = Gather(
             self._rerank, s.max_batch, s.max_wait_ms, self._all_here
         )
         self.retriever = copy.copy(retriever)  # the caller's retriever keeps its own models
         self._inner_encoder = retriever.encoder
-        self.retriever.encoder = _GatheredEncoder(retriever.encoder, self.texts, self._known)
+        self.retriever.encoder = _GatheredEncoder(retriever.encoder, self.texts, self)
         self._inner_reranker = retriever.reranker
         if retriever.reranker is not None:
-            self.retriever.reranker = _GatheredReranker(retriever.reranker, self.pools)
+            self.retriever.reranker = _GatheredReranker(retriever.reranker, self.pools, self)
         # max_batch threads: enough searches in flight at once to fill one batch at each stage.
         self._pool = ThreadPoolExecutor(s.max_batch, thread_name_prefix="mmrag-search")
 
@@ -184,6 +187,11 @@ class SearchBatcher:
             hit = self._encoded.get(text)
         return None if hit is None else hit[0]
 
+    def _abandoned(self) -> Callable[[], bool] | None:
+        """The running search's "client gone" check, handed to the gathers with its call."""
+        flag: threading.Event | None = getattr(self._local, "abandon", None)
+        return None if flag is None else flag.is_set
+
     # -- running searches -----------------------------------------------------------------
     @property
     def admitted(self) -> int:
@@ -201,14 +209,34 @@ class SearchBatcher:
         with self._lock:
             if bounded:
                 self._admit_locked()
+            self.drain.started(time.monotonic(), self._admitted)
             self._admitted += 1
+        flag = threading.Event()
         try:
-            fut = self._pool.submit(self.retriever.run, req)
+            fut = self._pool.submit(self._run, req, flag)
         except BaseException:
             self._release(None)
             raise
+        with self._lock:
+            self._abandon[fut] = flag
         fut.add_done_callback(self._release)  # also when cancelled before it ran (a timed-out client)
         return fut
+
+    def _run(self, req: SearchRequest, flag: threading.Event) -> SearchResult:
+        self._local.abandon = flag
+        try:
+            return self.retriever.run(req)
+        finally:
+            self._local.abandon = None
+
+    def abandon(self, fut: Future[SearchResult]) -> None:
+        """The client stopped waiting (timed out): never start the search, or drop it from the
+        batches it has not joined yet, so its work goes to the searches still waited for."""
+        if not fut.cancel():
+            with self._lock:
+                flag = self._abandon.get(fut)
+            if flag is not None:
+                flag.set()
 
     def _admit_locked(self) -> None:
         """Refuse a search when the queue is full or would take too long to reach it."""
@@ -228,8 +256,10 @@ class SearchBatcher:
     def _release(self, fut: Future[SearchResult] | None) -> None:
         with self._lock:
             self._admitted -= 1
-            if fut is not None and not fut.cancelled():
-                self.drain.done(time.monotonic(), self._admitted)
+            if fut is not None:
+                self._abandon.pop(fut, None)
+            ran = fut is not None and not fut.cancelled()
+            self.drain.done(time.monotonic(), self._admitted, counted=ran)
         # a leader waiting for "every admitted search" may now have them all
         self.texts.poke()
         self.pools.poke()

@@ -12,7 +12,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Generic, TypeVar
 
-from mmrag.errors import MmragError
+from mmrag.errors import MmragError, SearchAbandonedError
 
 __all__ = ["Gather"]
 
@@ -23,10 +23,11 @@ O = TypeVar("O")  # noqa: E741 - its result
 class _Call(Generic[I, O]):
     """One caller's items and, once its batch has run, their results or the error."""
 
-    __slots__ = ("done", "error", "items", "out")
+    __slots__ = ("cancelled", "done", "error", "items", "out")
 
-    def __init__(self, items: list[I]) -> None:
+    def __init__(self, items: list[I], cancelled: Callable[[], bool] | None) -> None:
         self.items = items
+        self.cancelled = cancelled
         self.out: list[O] | None = None
         self.error: BaseException | None = None
         self.done = False
@@ -39,7 +40,8 @@ class Gather(Generic[I, O]):
     (less when ``ready(calls waiting)`` says nobody else is coming), runs ``fn`` once for the
     batch and hands each caller its slice. One batch runs at a time; calls arriving meanwhile
     form the next one. If a batch of several calls fails, each call is retried alone so one bad
-    input fails only its own caller.
+    input fails only its own caller. A call whose ``cancelled()`` is true when its batch is taken
+    is dropped with :class:`~mmrag.errors.SearchAbandonedError` (its client has gone).
 
     Args:
         fn: Items in, one result per item out, in order.
@@ -82,8 +84,8 @@ class Gather(Generic[I, O]):
         with self._cond:
             self._cond.notify_all()
 
-    def __call__(self, items: Sequence[I]) -> list[O]:
-        call: _Call[I, O] = _Call(list(items))
+    def __call__(self, items: Sequence[I], cancelled: Callable[[], bool] | None = None) -> list[O]:
+        call: _Call[I, O] = _Call(list(items), cancelled)
         with self._cond:
             self._pending.append(call)
             self._cond.notify_all()
@@ -109,8 +111,15 @@ class Gather(Generic[I, O]):
         batch: list[_Call[I, O]] = []
         size = 0
         while self._pending and (not batch or size + len(self._pending[0].items) <= self.max_batch):
-            batch.append(self._pending.popleft())
-            size += len(batch[-1].items)
+            c = self._pending.popleft()
+            if c.cancelled is not None and c.cancelled():
+                c.error, c.done = (
+                    SearchAbandonedError("the search was abandoned (its client timed out)"),
+                    True,
+                )
+                continue
+            batch.append(c)
+            size += len(c.items)
         self._busy = True
         return batch
 
@@ -118,7 +127,8 @@ class Gather(Generic[I, O]):
         try:
             items = [x for c in batch for x in c.items]
             try:
-                self._split(batch, self._fn(items))
+                if batch:  # empty when every call taken was abandoned
+                    self._split(batch, self._fn(items))
             except Exception as exc:  # noqa: BLE001 - handed to the callers, who raise it
                 if len(batch) == 1:
                     batch[0].error = exc
@@ -134,7 +144,7 @@ class Gather(Generic[I, O]):
                     if c.out is None and c.error is None:
                         c.error = MmragError("the batch this call was in was interrupted; retry")
                     c.done = True
-                self.batches += 1
+                self.batches += bool(batch)
                 self.calls += len(batch)
                 self._busy = False
                 self._cond.notify_all()
