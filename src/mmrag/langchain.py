@@ -13,9 +13,9 @@ CPU-bound torch code) and awaits the search on qdrant-client's ``AsyncQdrantClie
 Edge store has no async API (nor does a search with another stage): there the whole blocking search
 runs on the micro-batcher's ``max_batch`` threads, so the event loop never blocks.
 
-Batching: ``batch`` and ``abatch`` run their inputs as one micro-batch (one text-encoder pass, one
-rerank batch over every input's pool; see :mod:`mmrag.retriever.batching`), and concurrent
-``ainvoke`` calls on that path are gathered the same way (up to ``max_batch``, ``max_wait_ms``).
+Batching: ``batch`` and ``abatch`` run their inputs as one micro-batch (one text-encoder pass, their
+rerank pools gathered up to one forward pass of pairs; see :mod:`mmrag.retriever.batching`), and
+concurrent ``ainvoke`` calls on that path are gathered the same way (``max_batch``, ``max_wait_ms``).
 """
 
 from __future__ import annotations
@@ -212,7 +212,9 @@ class MmragRetriever(BaseRetriever):
         """The micro-batcher (created on first use; no bound: every caller's input runs)."""
         with self._batcher_lock:
             if self._batcher is None:
-                settings = BatchSettings(self.max_batch, self.max_wait_ms, queue_size=None)
+                settings = BatchSettings(
+                    max_batch=self.max_batch, max_wait_ms=self.max_wait_ms, queue_size=None
+                )
                 self._batcher = SearchBatcher(self.retriever, settings)
             return self._batcher
 
@@ -283,8 +285,8 @@ class MmragRetriever(BaseRetriever):
         return_exceptions: bool = False,
         **kwargs: Any,
     ) -> list[list[Document]]:
-        """Many text queries as one micro-batch: one encoder pass, one rerank batch over every
-        input's pool, the store searches per input (see :mod:`mmrag.retriever.batching`).
+        """Many text queries as one micro-batch: one encoder pass, rerank pools gathered, the
+        store searches per input (see :mod:`mmrag.retriever.batching`).
 
         Per-call arguments fall back to LangChain's per-input batch. With ``return_exceptions``, an
         input that fails gets its error and the others their documents.

@@ -122,6 +122,8 @@ def test_batching_settings_from_env() -> None:
     assert (d.batch_max, d.batch_wait_ms, d.queue_size) == (32, 5.0, 256)
     assert d.batching.max_queue_wait_s == d.search_timeout_s / 2  # refused before it would time out
     assert ApiConfig.from_env({"MMRAG_QUEUE_WAIT": "3"}).batching.max_queue_wait_s == 3.0
+    assert d.batching.rerank_pairs == 32
+    assert ApiConfig.from_env({"MMRAG_RERANK_BATCH_PAIRS": "100"}).batching.rerank_pairs == 100
     with pytest.raises(ConfigError, match="MMRAG_BATCH_WAIT_MS"):
         ApiConfig.from_env({"MMRAG_BATCH_WAIT_MS": "-1"})
     with pytest.raises(ConfigError, match="MMRAG_QUEUE_SIZE"):

@@ -135,7 +135,9 @@ def test_batched_searches_equal_single_ones(
     expected = [alone.run(r) for r in reqs]
 
     held_enc, held_rr = HeldEncoder(enc, held=2), HeldReranker(rr)
-    batcher = SearchBatcher(Retriever(held_enc, store, reranker=held_rr), BatchSettings(max_wait_ms=0))
+    # rerank_pairs: room for every pool in one batch (the default, one forward pass, fits one pool)
+    settings = BatchSettings(max_wait_ms=0, rerank_pairs=1000)
+    batcher = SearchBatcher(Retriever(held_enc, store, reranker=held_rr), settings)
     futures = [batcher.submit(reqs[0])]
     wait_until(lambda: held_enc.sizes == [1], "the first search is in the encoder")
     futures += [batcher.submit(r) for r in reqs[1:]]
@@ -305,6 +307,7 @@ def test_gather_fails_only_the_bad_call() -> None:
 
 
 def test_settings_are_checked() -> None:
-    for bad in ({"max_batch": 0}, {"max_wait_ms": -1}, {"queue_size": 0}, {"max_queue_wait_s": 0}):
+    bad_values = ({"max_batch": 0}, {"max_wait_ms": -1}, {"queue_size": 0}, {"max_queue_wait_s": 0})
+    for bad in (*bad_values, {"rerank_pairs": 0}):
         with pytest.raises(ConfigError):
             BatchSettings(**bad)  # type: ignore[arg-type]

@@ -61,6 +61,8 @@ class ApiConfig:
         batch_max: Searches gathered into one text-encoder pass and one rerank batch (and run at
             once); 1 turns micro-batching off (see :mod:`mmrag.retriever.batching`).
         batch_wait_ms: How long a batch's first search waits for others to join (0: never).
+        rerank_batch_pairs: Most (query, document) pairs in one rerank batch; on CPU a bigger
+            batch costs the same per pair, so the default (one forward pass) keeps latency down.
         queue_size: Searches admitted at once (running or queued); one more gets ``503`` with
             ``Retry-After`` at once instead of waiting.
         queue_wait_s: Also ``503`` when the searches admitted would take longer than this to
@@ -82,6 +84,7 @@ class ApiConfig:
     max_pool: int = 1000
     batch_max: int = 32
     batch_wait_ms: float = 5.0
+    rerank_batch_pairs: int = 32
     queue_size: int = 256
     queue_wait_s: float | None = None
 
@@ -103,6 +106,7 @@ class ApiConfig:
             ingest_yield_s=_env_float(e, "MMRAG_INGEST_YIELD", 0.5),
             batch_max=int(_env_float(e, "MMRAG_BATCH_MAX", 32)),
             batch_wait_ms=_env_float(e, "MMRAG_BATCH_WAIT_MS", 5.0, allow_zero=True),
+            rerank_batch_pairs=int(_env_float(e, "MMRAG_RERANK_BATCH_PAIRS", 32)),
             queue_size=int(_env_float(e, "MMRAG_QUEUE_SIZE", 256)),
             queue_wait_s=_env_float(e, "MMRAG_QUEUE_WAIT", 0) or None,
         )
@@ -111,7 +115,13 @@ class ApiConfig:
     def batching(self) -> BatchSettings:
         """The search micro-batching settings (checked: a bad value is a ConfigError)."""
         wait = self.queue_wait_s if self.queue_wait_s is not None else self.search_timeout_s / 2
-        return BatchSettings(self.batch_max, self.batch_wait_ms, self.queue_size, wait)
+        return BatchSettings(
+            max_batch=self.batch_max,
+            max_wait_ms=self.batch_wait_ms,
+            rerank_pairs=self.rerank_batch_pairs,
+            queue_size=self.queue_size,
+            max_queue_wait_s=wait,
+        )
 
     @property
     def max_upload_bytes(self) -> int:

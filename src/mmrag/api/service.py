@@ -10,7 +10,7 @@ CLI ``mmrag ingest`` into the same directory fails with StoreLockedError while i
   concurrent queries, upserts and ``optimize`` from several threads (checked by
   ``tests/api/test_concurrency.py``), and a server handles its own concurrency;
 * searches go through one :class:`~mmrag.retriever.batching.SearchBatcher`: those arriving within
-  ``batch_wait_ms`` share one text-encoder pass and one rerank batch, and a full queue is refused
+  ``batch_wait_ms`` share one text-encoder pass and their rerank batches, and a full queue is refused
   at once (:class:`~mmrag.errors.OverloadedError`, the app's 503 with ``Retry-After``);
 * ingests are serialised by one lock; a second ingest while one runs is refused (409), not queued.
 """

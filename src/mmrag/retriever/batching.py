@@ -4,7 +4,8 @@ A :class:`SearchBatcher` runs :class:`~mmrag.retriever.request.SearchRequest`\\ 
 (the API's clients, LangChain's ``abatch``) on its own threads, through a view of the retriever
 whose encoder and reranker are *gathering* wrappers: text-encoder calls that arrive within
 ``max_wait_ms`` of each other (up to ``max_batch`` texts) become one forward pass, and the rerank
-calls of those searches become one scoring pass over all their (query, document) pairs. The store
+calls of those searches become one scoring pass over their (query, document) pairs (up to
+``rerank_pairs``: on CPU a bigger rerank batch costs the same per pair, see BatchSettings). The store
 searches and the fusion still run per query, so every request keeps its own ``k``, pool, filters,
 tenant and stages, and its hits equal what :meth:`Retriever.run` gives alone (up to float rounding
 of padded batches). Batching at the model calls, not around the pipeline, means every stage the
@@ -58,6 +59,10 @@ class BatchSettings:
         max_batch: Most texts per encoder pass and most rerank pools per scoring pass; also the
             number of searches run at once (1: no batching, searches still share the bounded queue).
         max_wait_ms: How long the first call of a batch waits for others (0: never waits).
+        rerank_pairs: Most (query, document) pairs per rerank batch (a larger pool runs alone).
+            On CPU a cross-encoder costs the same per pair in any batch, so pools gathered past
+            one forward pass (the reranker's ``batch_size``, 32) only make their searches wait for
+            each other; raise it where bigger batches are cheaper per pair (a GPU).
         queue_size: Searches admitted at once, running or waiting; one more is refused with
             :class:`~mmrag.errors.OverloadedError`. ``None``: no bound (a caller's own batch).
         max_queue_wait_s: Also refuse a search when the ones admitted would take longer than
@@ -70,12 +75,15 @@ class BatchSettings:
 
     max_batch: int = 32
     max_wait_ms: float = 5.0
+    rerank_pairs: int = 32
     queue_size: int | None = 256
     max_queue_wait_s: float | None = None
 
     def __post_init__(self) -> None:
         if self.max_batch < 1:
             raise ConfigError(f"max_batch must be >= 1, got {self.max_batch}")
+        if self.rerank_pairs < 1:
+            raise ConfigError(f"rerank_pairs must be >= 1, got {self.rerank_pairs}")
         if not 0 <= self.max_wait_ms <= 1000:
             raise ConfigError(f"max_wait_ms must be between 0 and 1000, got {self.max_wait_ms}")
         if self.queue_size is not None and self.queue_size < 1:
@@ -155,7 +163,7 @@ class SearchBatcher:
         self._local = threading.local()  # the search a thread runs (its abandon flag)
         self.texts: Gather[str, FloatArray] = Gather(self._encode, s.max_batch, s.max_wait_ms, self._all_here)
         self.pools: Gather[tuple[str, list[Hit]], list[Hit]] = Gather(
-            self._rerank, s.max_batch, s.max_wait_ms, self._all_here
+            self._rerank, s.rerank_pairs, s.max_wait_ms, self._all_here, size=lambda pool: len(pool[1])
         )
         self.retriever = copy.copy(retriever)  # the caller's retriever keeps its own models
         self._inner_encoder = retriever.encoder

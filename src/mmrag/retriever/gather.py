@@ -45,10 +45,12 @@ class Gather(Generic[I, O]):
 
     Args:
         fn: Items in, one result per item out, in order.
-        max_batch: Items per ``fn`` call (a larger single call runs alone).
+        max_batch: Size of one ``fn`` call, in items or by ``size`` (a larger single call runs
+            alone).
         max_wait_ms: How long the leader waits for more calls.
         ready: ``ready(n)`` is true when ``n`` waiting calls are all that can come; default:
             never (wait the full ``max_wait_ms``).
+        size: The weight of an item against ``max_batch`` (default 1; e.g. a rerank pool's pairs).
 
     Example:
         >>> double = Gather(lambda xs: [2 * x for x in xs], max_batch=8, max_wait_ms=0)
@@ -62,8 +64,10 @@ class Gather(Generic[I, O]):
         max_batch: int,
         max_wait_ms: float,
         ready: Callable[[int], bool] | None = None,
+        size: Callable[[I], int] | None = None,
     ) -> None:
         self._fn = fn
+        self._size = size or (lambda _: 1)
         self.max_batch = max_batch
         self.max_wait = max_wait_ms / 1000.0
         self._ready = ready or (lambda _: False)
@@ -78,6 +82,9 @@ class Gather(Generic[I, O]):
         """Calls gathered but not yet run."""
         with self._cond:
             return len(self._pending)
+
+    def _weight(self, call: _Call[I, O]) -> int:
+        return sum(self._size(x) for x in call.items)
 
     def poke(self) -> None:
         """Re-check a leader's wait (e.g. a search finished, so fewer calls can still come)."""
@@ -103,14 +110,14 @@ class Gather(Generic[I, O]):
         """As the leader (holding the lock): wait for more calls, then take one batch."""
         deadline = time.monotonic() + self.max_wait
         while True:
-            size = sum(len(c.items) for c in self._pending)
+            size = sum(self._weight(c) for c in self._pending)
             left = deadline - time.monotonic()
             if size >= self.max_batch or self._ready(len(self._pending)) or left <= 0:
                 break
             self._cond.wait(left)
         batch: list[_Call[I, O]] = []
         size = 0
-        while self._pending and (not batch or size + len(self._pending[0].items) <= self.max_batch):
+        while self._pending and (not batch or size + self._weight(self._pending[0]) <= self.max_batch):
             c = self._pending.popleft()
             if c.cancelled is not None and c.cancelled():
                 c.error, c.done = (
@@ -119,7 +126,7 @@ class Gather(Generic[I, O]):
                 )
                 continue
             batch.append(c)
-            size += len(c.items)
+            size += self._weight(c)
         self._busy = True
         return batch
 
