@@ -112,7 +112,8 @@ class Gather(Generic[I, O]):
         while True:
             size = sum(self._weight(c) for c in self._pending)
             left = deadline - time.monotonic()
-            if size >= self.max_batch or self._ready(len(self._pending)) or left <= 0:
+            alone = 2 * self._weight(self._pending[0]) > self.max_batch  # no like-sized call fits
+            if size >= self.max_batch or alone or self._ready(len(self._pending)) or left <= 0:
                 break
             self._cond.wait(left)
         batch: list[_Call[I, O]] = []
