@@ -95,7 +95,11 @@ async def load(
     done: list[tuple[float, float, int]] = []
     limits = httpx.Limits(max_connections=clients + 2)
     async with httpx.AsyncClient(base_url=url, headers=HEADERS, timeout=120, limits=limits) as http:
-        before = (await http.get("/health")).json()["batching"]
+        idle_by = time.perf_counter() + 300
+        while (before := (await http.get("/health")).json()["batching"])["admitted"]:
+            if time.perf_counter() > idle_by:  # the previous row's searches must not load this one
+                raise SystemExit("the server did not drain its queue in 300 s")
+            await asyncio.sleep(0.2)
         ingest_span: list[float] = []
 
         async def run_ingest() -> None:
