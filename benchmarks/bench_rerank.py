@@ -4,9 +4,9 @@ Quality (nDCG@10, Recall@100 on the held-out val fold of SciFact train queries):
 = MiniLM), hybrid RRF (k=60, 100 candidates per branch), hybrid + rerank of the top 20/50/100 with the
 trained cross-encoder fused with the first stage (weight learned on the same val fold by
 `mmrag train-reranker`, so this is the fold it was tuned on; "_crossfit" rows instead fuse each half of
-the fold with the weight learned on the other half), rerank alone, and int8 against fp32.
+the fold with the weight learned on the other half), rerank alone, and bf16 / int8 against fp32.
 
-Speed: rerank latency per query (p50/p95) at pool 20 and 50, fp32 vs int8, tokenization cache cleared
+Speed: rerank latency per query (p50/p95) at pool 20 and 50, fp32 vs bf16 vs int8, tokenization cache cleared
 before every query (a cold pool); the cross-encoder's achieved GFLOP/s (FLOPs counted from the padded
 tokens: 2 x Linear parameters per token + the attention products) against a large fp32 torch matmul
 timed in the same run with the same threads.
@@ -179,7 +179,7 @@ def main() -> None:
         quality["hybrid_rrf"] = ranking_metrics(qrels, dict(zip(qids, hybrid, strict=True)))
 
         # fp32 scores of the deepest pool once; shallower pools are its prefixes
-        fp32 = CrossEncoderReranker(reranker_path, threads=args.threads)
+        fp32 = CrossEncoderReranker(reranker_path, threads=args.threads, precision="fp32")
         deepest = max(args.pools)
         t = time.perf_counter()
         scores = [
@@ -234,26 +234,33 @@ def main() -> None:
             quality[f"rerank_only@{pool}"] = ranking_metrics(
                 qrels, reorder(pool, scores, ScoreFusion({}, default=1.0))
             )
-        int8 = CrossEncoderReranker(reranker_path, int8=True, threads=args.threads)
-        p0 = min(args.pools)  # the pool int8 quality, end-to-end latency and LangChain are measured at
-        s8 = [
-            int8.score(q, [h.chunk.text or "" for h in hits[:p0]])
-            for q, hits in zip(texts, hybrid, strict=True)
-        ]
-        quality[f"hybrid+rerank@{p0}_int8"] = ranking_metrics(qrels, reorder(p0, s8, fusion))
-        a, b = np.concatenate([s[:p0] for s in scores]), np.concatenate(s8)
-        result["int8_vs_fp32"] = {
-            "pearson": float(np.corrcoef(a, b)[0, 1]),
-            "max_abs_diff": float(np.max(np.abs(a - b))),
-            f"ndcg@10_fp32@{p0}": quality[f"hybrid+rerank@{p0}"]["ndcg@10"],
-            f"ndcg@10_int8@{p0}": quality[f"hybrid+rerank@{p0}_int8"]["ndcg@10"],
+        # Variants of the same checkpoint: bf16 (the default where the CPU has AMX) and torch int8.
+        variants = {
+            "bf16": CrossEncoderReranker(reranker_path, threads=args.threads, precision="bf16"),
+            "int8": CrossEncoderReranker(reranker_path, int8=True, threads=args.threads),
         }
+        p0 = min(args.pools)  # the pool variant quality, end-to-end latency and LangChain are measured at
+        result["variants_vs_fp32"] = {}
+        for name, model in variants.items():
+            sv = [
+                model.score(q, [h.chunk.text or "" for h in hits[:p0]])
+                for q, hits in zip(texts, hybrid, strict=True)
+            ]
+            quality[f"hybrid+rerank@{p0}_{name}"] = ranking_metrics(qrels, reorder(p0, sv, fusion))
+            a, b = np.concatenate([s[:p0] for s in scores]), np.concatenate(sv)
+            result["variants_vs_fp32"][name] = {
+                "pearson": float(np.corrcoef(a, b)[0, 1]),
+                "max_abs_diff": float(np.max(np.abs(a - b))),
+                f"ndcg@10_fp32@{p0}": quality[f"hybrid+rerank@{p0}"]["ndcg@10"],
+                f"ndcg@10_{name}@{p0}": quality[f"hybrid+rerank@{p0}_{name}"]["ndcg@10"],
+            }
+        result["int8_vs_fp32"] = result["variants_vs_fp32"]["int8"]
 
         # latency, cold tokenization cache, one query at a time
         limit = matmul_gflops(args.threads)
         latency: dict[str, Any] = {}
         lat_q = list(zip(texts, hybrid, strict=True))[: args.latency_queries]
-        for name, model in (("fp32", fp32), ("int8", int8)):
+        for name, model in (("fp32", fp32), *variants.items()):
             for pool in [p for p in args.pools if p <= 50]:
                 times = []
                 model.stats = type(model.stats)()
@@ -276,16 +283,17 @@ def main() -> None:
         result["latency"] = latency
         e2e_q = texts[: args.latency_queries]
         e2e: dict[str, list[float]] = {}
-        for name, model in (("int8", int8), ("fp32", fp32)):
+        for name, model in (*variants.items(), ("fp32", fp32)):
             rr = Retriever(encoder, store, pool=p0, hybrid=True, reranker=model)
+            rr.search(e2e_q[0], k=10)  # warm-up
             e2e[name] = []
             for q in e2e_q:
                 model._cache.clear()
                 t = time.perf_counter()
                 rr.search(q, k=10)
                 e2e[name].append(time.perf_counter() - t)
-        result[f"end_to_end_int8_pool{p0}_p50_ms"] = 1000 * statistics.median(e2e["int8"])
-        result[f"end_to_end_fp32_pool{p0}_p50_ms"] = 1000 * statistics.median(e2e["fp32"])
+            result[f"end_to_end_{name}_pool{p0}_p50_ms"] = 1000 * statistics.median(e2e[name])
+            result[f"end_to_end_{name}_pool{p0}_p95_ms"] = 1000 * pct(e2e[name], 95)
         if reranker_path is not None and not args.no_langchain:
             first = Retriever(encoder, store, pool=p0, hybrid=True)
             lc = langchain_compare(first, reranker_path, fp32.max_length, e2e_q, p0, args.threads)
@@ -299,8 +307,7 @@ def main() -> None:
                     "queries": len(e2e_q),
                     "pool": p0,
                     "p50_ms": 1000 * lc_p50,
-                    "ratio_mmrag_int8": statistics.median(e2e["int8"]) / lc_p50,
-                    "ratio_mmrag_fp32": statistics.median(e2e["fp32"]) / lc_p50,
+                    **{f"ratio_mmrag_{n}": statistics.median(t) / lc_p50 for n, t in e2e.items()},
                     "ndcg@10_langchain": evaluate(lc_q, lc_run, ks=(10,))["ndcg@10"],
                     "ndcg@10_mmrag": ranking_metrics(lc_q, {q: ours[q] for q in lc_q}, ks=(10,))["ndcg@10"],
                 }

@@ -32,7 +32,7 @@ MAX_LINES: Final = 400
 # row does through `base`; api, ui and langchain never import another face; the CLI launches api
 # and ui).
 RULES: Final[tuple[tuple[tuple[str, ...], tuple[str, ...]], ...]] = (
-    (("mmrag", "types", "errors", "config", "_lazy", "tenancy"), ("base",)),
+    (("mmrag", "types", "errors", "config", "_lazy", "tenancy", "tracing"), ("base",)),
     (("encoders",), ("base",)),
     (("store",), ("base",)),
     (("ingest",), ("base", "encoders", "store")),

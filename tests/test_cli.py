@@ -81,7 +81,7 @@ def test_ingest_search_reingest_info(tmp_path: Path, docs: Path, capsys: pytest.
 
 def test_cli_errors_are_messages_not_tracebacks(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["search", "--store", str(tmp_path / "empty"), "--quiet"]) == 2
-    assert "exactly one" in capsys.readouterr().err
+    assert "--image FILE" in capsys.readouterr().err
     assert main(["search", "hello", "--store", str(tmp_path / "empty"), "--quiet"]) == 2
     assert "ingest" in capsys.readouterr().err
     assert main(["ingest", str(tmp_path / "nope"), "--store", str(tmp_path / "s"), "--quiet"]) == 2

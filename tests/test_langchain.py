@@ -92,8 +92,8 @@ def test_invoke_documents_carry_text_and_every_score(
     # filters (mmrag's key -> value(s) form), per call and per instance
     docs = lc.invoke("dense passage retrieval", filters={"source": ["doc2.txt", "doc3.txt"]})
     assert {d.metadata["source"] for d in docs} <= {"doc2.txt", "doc3.txt"}
-    with pytest.raises(ConfigError):
-        lc.invoke("cats", image=img)
+    # text and image together: a composed query (here all weight on the image)
+    assert lc.invoke("cats", image=img, image_weight=1.0, k=1)[0].metadata["image"] == str(img)
     with pytest.raises(ConfigError, match="rerank"):
         MmragRetriever(retriever=lc.retriever, rerank=True).invoke("cats")
 
@@ -185,12 +185,14 @@ def test_readme_langchain_example_runs_offline(
         "Dual encoders embed passages and queries to retrieve passages."
     )
     (tmp_path / "docs" / "cats.txt").write_text("Cats sleep on warm windows all afternoon.")
+    Image.new("RGB", (32, 32), (230, 160, 60)).save(tmp_path / "docs" / "cat.png")  # the composed query's
     monkeypatch.chdir(tmp_path)
     exec(compile(match.group(1), "README.md", "exec"), {"__name__": "readme_example"})
     out = capsys.readouterr().out.splitlines()
     assert out[0] == "Dual encoders embed queries and passages separately."
     source, dense, rank = out[1].split()
     assert source.endswith("dual.txt") and float(dense) > 0 and rank == "1"
+    assert out[2].endswith((".txt", "cat.png"))  # the composed query's best document
 
 
 def test_mode_picks_the_first_stage(edge: tuple[MmragRetriever, CountingEncoder, Path]) -> None:

@@ -35,6 +35,10 @@ class Settings:
             checkpoint; ``MMRAG_RERANKER``); ``None``: no rerank stage in the UI and the API.
         shards / replication: Shard number and replication factor of collections created on a Qdrant
             cluster (``MMRAG_SHARDS``, ``MMRAG_REPLICATION_FACTOR``; 0 = the server's default).
+        runtime: Where the image tower runs: ``auto`` (ONNX Runtime when installed and within
+            parity of torch), ``onnx`` or ``torch`` (``MMRAG_RUNTIME``).
+        rerank_precision: The cross-encoder's dtype: ``auto`` (bf16 on CPUs with AMX, else fp32),
+            ``fp32`` or ``bf16`` (``MMRAG_RERANK_PRECISION``).
 
     Example:
         >>> s = Settings.from_env({"MMRAG_STORE": "/tmp/x"})
@@ -54,6 +58,8 @@ class Settings:
     shards: int = 0
     replication: int = 0
     reranker: str | None = None
+    runtime: str = "auto"
+    rerank_precision: str = "auto"
 
     def __post_init__(self) -> None:
         if self.threads < 0:
@@ -62,6 +68,13 @@ class Settings:
             raise ConfigError("shards and replication must be >= 0 (0 = the server's default)")
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.runtime not in ("auto", "onnx", "torch"):
+            raise ConfigError(f"runtime must be auto, onnx or torch (MMRAG_RUNTIME), got {self.runtime!r}")
+        if self.rerank_precision not in ("auto", "fp32", "bf16"):
+            raise ConfigError(
+                "rerank_precision must be auto, fp32 or bf16 (MMRAG_RERANK_PRECISION), "
+                f"got {self.rerank_precision!r}"
+            )
         if not self.store:
             raise ConfigError("store must be a directory, an http(s):// URL or ':memory:'")
 
@@ -91,6 +104,8 @@ class Settings:
             shards=_int("MMRAG_SHARDS", 0),
             replication=_int("MMRAG_REPLICATION_FACTOR", 0),
             reranker=e.get("MMRAG_RERANKER") or None,
+            runtime=e.get("MMRAG_RUNTIME") or "auto",
+            rerank_precision=e.get("MMRAG_RERANK_PRECISION") or "auto",
             tenancy=(e.get("MMRAG_TENANCY") or "0").strip().lower() in {"1", "true", "yes", "on"},
         )
 

@@ -6,7 +6,12 @@ the app do (hybrid where the store has BM25 vectors, then its default reranker);
 
 Needs only ``langchain-core`` (extra ``langchain``). Each hit becomes a ``Document`` whose
 ``page_content`` is the chunk text (for an image: its caption / alt text, empty when it has none)
-and whose ``metadata`` keeps the chunk id, modality, source, image path, page and every score.
+and whose ``metadata`` keeps the chunk id, modality, source, image path, page and every score; with
+``expand=N``, ``metadata["context"]`` lists the chunks around it (dicts: id, modality, source, text,
+image, page, position), in reading order, not counted in ``k``.
+
+Composed queries: ``invoke("red car", image="photo.jpg", image_weight=0.3)``, or in a chain
+``retriever.bind(image="photo.jpg")`` (LangChain passes bound keyword arguments to each call).
 
 Async: with a Qdrant server store, ``ainvoke`` encodes the query in a worker thread (the encoder is
 CPU-bound torch code) and awaits the search on qdrant-client's ``AsyncQdrantClient``. The embedded
@@ -73,6 +78,19 @@ def hit_to_document(hit: Hit) -> Document:
         final_rank=hit.final_rank,
         vector=hit.vector,
     )
+    if hit.context:
+        meta["context"] = [
+            {
+                "id": x.id,
+                "modality": x.modality,
+                "source": x.source,
+                "text": x.text,
+                "image": x.image,
+                "page": x.metadata.get("page"),
+                "position": x.metadata.get("position"),
+            }
+            for x in hit.context
+        ]
     return Document(page_content=c.text or "", metadata=meta, id=c.id)
 
 
@@ -96,9 +114,14 @@ class MmragRetriever(BaseRetriever):
         max_batch: Searches gathered into one encoder pass and one rerank batch (``batch``,
             ``abatch``, concurrent ``ainvoke``).
         max_wait_ms: How long a batch's first search waits for others to join.
+        group_by: ``"source"``: ``k`` counts documents, each with up to ``group_size`` chunks.
+        group_size: Chunks per document when grouping.
+        expand: Neighbouring chunks per side attached as ``metadata["context"]`` (0: none).
+        mmr_lambda: MMR diversity over the rerank pool, in [0, 1] (``None``: off).
+        image_weight: A composed query's image share in [0, 1].
 
-    Per call: ``invoke(query, image=PATH_OR_PIL, filters={...}, k=N)``; with ``image=`` the text
-    query must be empty (an image query).
+    Per call: ``invoke(query, image=PATH_OR_PIL, image_weight=W, filters={...}, k=N)``; an empty
+    query with ``image=`` is an image query, a text query with ``image=`` a composed one.
 
     Example:
         >>> r = MmragRetriever.from_store("./.mmrag", k=3)                           # doctest: +SKIP
@@ -119,6 +142,11 @@ class MmragRetriever(BaseRetriever):
     max_workers: int = 4
     max_batch: int = 32
     max_wait_ms: float = 5.0
+    group_by: str | None = None
+    group_size: int = 1
+    expand: int = 0
+    mmr_lambda: float | None = None
+    image_weight: float = 0.5
 
     _executor: ThreadPoolExecutor | None = PrivateAttr(default=None)
     _batcher: SearchBatcher | None = PrivateAttr(default=None)
@@ -188,7 +216,12 @@ class MmragRetriever(BaseRetriever):
         return RetrievalMode.HYBRID if self.hybrid else RetrievalMode.DENSE
 
     def _request(
-        self, query: str, image: Any, filters: Mapping[str, Any] | None, k: int | None
+        self,
+        query: str,
+        image: Any,
+        filters: Mapping[str, Any] | None,
+        k: int | None,
+        image_weight: float | None = None,
     ) -> SearchRequest:
         """One call as the retriever's request: per-call ``filters`` over the instance's, its tenant."""
         return SearchRequest(
@@ -201,6 +234,11 @@ class MmragRetriever(BaseRetriever):
             tenant=self.tenant,
             mode=self._mode(),
             rerank=self.rerank,
+            image_weight=self.image_weight if image_weight is None else image_weight,
+            group_by=self.group_by,
+            group_size=self.group_size,
+            expand=self.expand,
+            mmr_lambda=self.mmr_lambda,
         )
 
     def _pool(self) -> ThreadPoolExecutor:
@@ -220,9 +258,8 @@ class MmragRetriever(BaseRetriever):
 
     @staticmethod
     def _query(query: str, image: Any) -> str | None:
-        if image is not None and query.strip():
-            raise ConfigError("pass a text query or image=..., not both (invoke('', image=path))")
-        return None if image is not None else query
+        # An empty text beside an image is an image query; text and image together a composed one.
+        return None if image is not None and not query.strip() else query
 
     def _run(self, req: SearchRequest) -> list[Document]:
         return [hit_to_document(h) for h in self.retriever.run(req).hits]
@@ -241,8 +278,9 @@ class MmragRetriever(BaseRetriever):
         image: str | Path | Any = None,
         filters: Mapping[str, Any] | None = None,
         k: int | None = None,
+        image_weight: float | None = None,
     ) -> list[Document]:
-        return self._run(self._request(query, image, filters, k))
+        return self._run(self._request(query, image, filters, k, image_weight))
 
     async def _aget_relevant_documents(
         self,
@@ -252,11 +290,14 @@ class MmragRetriever(BaseRetriever):
         image: str | Path | Any = None,
         filters: Mapping[str, Any] | None = None,
         k: int | None = None,
+        image_weight: float | None = None,
     ) -> list[Document]:
         loop = asyncio.get_running_loop()
         store = self.retriever.store
-        req = self._request(query, image, filters, k)
-        if not (store.supports_async and self._dense_only(req)):
+        req = self._request(query, image, filters, k, image_weight)
+        # The awaited path below is one dense search of one query vector: a composed query or
+        # reshaped results (group, expand, MMR) go through Retriever.run, on the micro-batcher.
+        if not (store.supports_async and self._dense_only(req)) or req.composed or req.refines:
             res = await asyncio.wrap_future(self._searches().submit(req, bounded=False))
             return [hit_to_document(h) for h in res.hits]
         text = req.text
@@ -293,7 +334,7 @@ class MmragRetriever(BaseRetriever):
         """
         if not inputs:
             return []
-        if kwargs:
+        if kwargs:  # per-call arguments: LangChain's batch, one call per input
             return super().batch(inputs, config, return_exceptions=return_exceptions, **kwargs)
         configs = get_config_list(config, len(inputs))
         runs: list[CallbackManagerForRetrieverRun] = []

@@ -217,6 +217,8 @@ class Hit:
         ann_rank: 1-based rank after the first stage.
         final_rank: 1-based rank in the returned list.
         vector: Name of the dense vector that produced ``dense``.
+        context: Chunks around this one in its document, in reading order (``SearchRequest.expand``):
+            neighbouring chunks, a figure's page text, a text chunk's figures; empty unless asked for.
     """
 
     chunk: Chunk
@@ -227,6 +229,7 @@ class Hit:
     ann_rank: int
     final_rank: int
     vector: str | None = None
+    context: tuple[Chunk, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """Stable JSON form used by ``mmrag search --json`` (documented in the README)."""
@@ -247,7 +250,20 @@ class Hit:
             "ann_rank": self.ann_rank,
             "final_rank": self.final_rank,
             "vector": self.vector,
+            "context": [chunk_dict(x) for x in self.context],
         }
+
+
+def chunk_dict(c: Chunk) -> dict[str, Any]:
+    """A chunk's JSON form (a hit's ``context`` entries)."""
+    return {
+        "id": c.id,
+        "modality": c.modality,
+        "source": c.source,
+        "text": c.text,
+        "image": c.image,
+        "metadata": dict(c.metadata),
+    }
 
 
 @dataclass(frozen=True, slots=True)
@@ -279,6 +295,9 @@ class IngestSummary:
     deleted: int = 0
     pruned: int = 0
     recovered: dict[str, int] = field(default_factory=dict)
+    # Files the ledger knows that this run could not load (``--on-unreadable keep|remove``).
+    kept_stale: list[SkippedFile] = field(default_factory=list)
+    removed_unreadable: list[SkippedFile] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -298,6 +317,8 @@ class IngestSummary:
             "deleted": self.deleted,
             "pruned": self.pruned,
             "recovered": dict(self.recovered),
+            "kept_stale": [{"path": s.path, "reason": s.reason} for s in self.kept_stale],
+            "removed_unreadable": [{"path": s.path, "reason": s.reason} for s in self.removed_unreadable],
         }
 
     def to_text(self, store: str, points_in_store: int) -> str:
@@ -314,4 +335,6 @@ class IngestSummary:
             f"{self.pruned} files pruned",
         ]
         lines += [f"  skipped {sk.path}: {sk.reason}" for sk in self.skipped]
+        lines += [f"  kept stale {sk.path} (its stored chunks stay): {sk.reason}" for sk in self.kept_stale]
+        lines += [f"  removed {sk.path} (no longer loads): {sk.reason}" for sk in self.removed_unreadable]
         return "\n".join(lines)

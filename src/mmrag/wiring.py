@@ -80,7 +80,10 @@ def load_encoder(settings: Settings, store: QdrantStore | None = None) -> DualEn
     from mmrag.encoders import cached_encoder
 
     return cached_encoder(
-        encoder_spec(settings, store), batch_size=settings.batch_size, threads=settings.threads
+        encoder_spec(settings, store),
+        batch_size=settings.batch_size,
+        threads=settings.threads,
+        runtime=settings.runtime,
     )
 
 
@@ -129,7 +132,7 @@ def load_reranker(
     if spec is None:
         return None
     try:
-        return load_reranker_spec(spec, settings.threads)
+        return load_reranker_spec(spec, settings.threads, settings.rerank_precision)
     except EncoderError as exc:
         if settings.reranker:
             raise
@@ -137,12 +140,17 @@ def load_reranker(
         return None
 
 
-def load_reranker_spec(spec: RerankerSpec, threads: int = 0) -> Reranker:
+def load_reranker_spec(spec: RerankerSpec, threads: int = 0, precision: str = "auto") -> Reranker:
     """The cross-encoder ``spec`` describes, loaded once per process and options."""
     from mmrag.rerank import cached_reranker
 
     return cached_reranker(
-        spec.model, threads, max_length=spec.max_length, int8=spec.int8, fusion_weights=spec.fusion_weights
+        spec.model,
+        threads,
+        max_length=spec.max_length,
+        int8=spec.int8,
+        fusion_weights=spec.fusion_weights,
+        precision=precision,
     )
 
 

@@ -127,3 +127,33 @@ def test_lite_id_is_stable_across_builds(lite: OpenClipEncoder) -> None:
     np.testing.assert_allclose(again.encode_text(SENTENCES[:1]), lite.encode_text(SENTENCES[:1]), atol=1e-6)
     probe = Image.new("RGB", (64, 64), (10, 120, 200))
     np.testing.assert_allclose(again.encode_image([probe]), lite.encode_image([probe]), atol=1e-6)
+
+
+def test_large_jpeg_decodes_in_draft_mode_within_parity(
+    lite: OpenClipEncoder, image_paths: list[Path], tmp_path: Path
+) -> None:
+    """A big JPEG given by path decodes at reduced scale (>= 2x the model's input per side): the
+    embedding stays within cosine 0.999 of a full decode, and the ingest loader does the same."""
+    from mmrag.ingest.formats.common import LoadOptions, RawFile
+    from mmrag.ingest.formats.image import load_image
+    from mmrag.types import content_hash
+
+    with Image.open(image_paths[0]) as im:
+        big = im.convert("RGB").resize((im.width * 4, im.height * 4), Image.Resampling.BICUBIC)
+    path = tmp_path / "big.jpg"
+    big.save(path, quality=90)
+    with Image.open(path) as im:
+        full = im.convert("RGB")
+    with Image.open(path) as im:
+        drafted = im.draft("RGB", (2 * lite.input_size,) * 2)
+    assert drafted is not None  # Pillow chose a reduced scale: the fast path is really taken
+    by_path, by_pil = lite.encode_image([path]), lite.encode_image([full])
+    assert float((by_path * by_pil).sum()) >= 0.999
+
+    data = path.read_bytes()
+    loaded = load_image(RawFile(path, str(path), data, content_hash(data)), LoadOptions())
+    [chunk] = loaded.chunks
+    decoded = loaded.images[chunk.id]
+    assert (chunk.metadata["width"], chunk.metadata["height"]) == big.size  # from the header
+    assert min(decoded.size) >= 672 and decoded.size[0] < big.size[0]
+    assert float((lite.encode_image([decoded]) * by_pil).sum()) >= 0.999

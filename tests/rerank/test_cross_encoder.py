@@ -28,7 +28,7 @@ DOCS = [
 
 @pytest.fixture(scope="module")
 def rr() -> Iterator[CrossEncoderReranker]:
-    yield CrossEncoderReranker(None, max_length=64, batch_size=2)
+    yield CrossEncoderReranker(None, max_length=64, batch_size=2, precision="fp32")
 
 
 def _hits(texts: list[str | None], first: list[float]) -> list[Hit]:
@@ -126,8 +126,24 @@ def test_learn_weight_never_picks_a_harmful_reranker() -> None:
     assert learn_weight(pools, good, top1_is_first)[0] == 0.0  # ties: closest to the first stage
 
 
+def test_bf16_tracks_fp32_and_auto_follows_the_cpu(rr: CrossEncoderReranker) -> None:
+    from mmrag.errors import ConfigError
+    from mmrag.rerank.cross_encoder import bf16_is_fast, resolve_precision
+
+    fp32 = rr.score(QUERY, DOCS)
+    half = CrossEncoderReranker(None, max_length=64, batch_size=2, precision="bf16")
+    assert half.id.endswith("#bf16") and rr.id == rr.source
+    bf16 = half.score(QUERY, DOCS)
+    assert bf16.dtype == np.float32
+    # bf16 keeps 8 mantissa bits: logits agree to ~1%, far closer than int8 (below).
+    assert np.max(np.abs(bf16 - fp32)) <= 0.02 * (1 + np.max(np.abs(fp32)))
+    assert resolve_precision("auto") == ("bf16" if bf16_is_fast() else "fp32")
+    with pytest.raises(ConfigError, match="precision"):
+        CrossEncoderReranker(None, precision="fp8")
+
+
 def test_int8_tracks_fp32() -> None:
-    fp32 = CrossEncoderReranker(None, max_length=64).score(QUERY, DOCS)
+    fp32 = CrossEncoderReranker(None, max_length=64, precision="fp32").score(QUERY, DOCS)
     q = CrossEncoderReranker(None, max_length=64, int8=True)
     assert q.id.endswith("#int8")
     int8 = q.score(QUERY, DOCS)

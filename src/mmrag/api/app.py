@@ -36,7 +36,7 @@ from mmrag.api.config import ApiConfig  # noqa: E402
 from mmrag.api.service import ApiError, Principal, Service  # noqa: E402
 from mmrag.errors import ConfigError, MissingExtraError, MmragError, OverloadedError, StoreError  # noqa: E402
 from mmrag.retriever.core import SearchResult  # noqa: E402
-from mmrag.retriever.request import SearchRequest  # noqa: E402
+from mmrag.retriever.request import MAX_EXPAND, SearchRequest  # noqa: E402
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -44,6 +44,17 @@ T = TypeVar("T")
 
 class ErrorOut(BaseModel):
     error: str
+
+
+class ContextOut(BaseModel):
+    """A chunk around a hit (``expand``): no scores, not counted in ``k``."""
+
+    id: str
+    modality: str
+    source: str
+    text: str | None
+    image: str | None
+    metadata: dict[str, Any]
 
 
 class HitOut(BaseModel):
@@ -57,6 +68,7 @@ class HitOut(BaseModel):
     ann_rank: int
     final_rank: int
     vector: str | None
+    context: list[ContextOut] = []
 
 
 class SearchOut(BaseModel):
@@ -222,11 +234,13 @@ def create_app(service: Service) -> FastAPI:
     async def stats(who: Auth, tenant: Annotated[str | None, Query(max_length=64)] = None) -> dict[str, Any]:
         return await run(lambda: service.stats(who, tenant), cfg.search_timeout_s, "stats")
 
-    @app.post("/search", response_model=SearchOut, summary="search by text or by an uploaded image")
+    @app.post("/search", response_model=SearchOut, summary="search by text, an uploaded image, or both")
     async def search(
         who: Auth,
         query: Annotated[str | None, Form(max_length=4000, description="text query")] = None,
-        image: Annotated[UploadFile | None, File(description="image query (instead of text)")] = None,
+        image: Annotated[
+            UploadFile | None, File(description="image query; with a text query too: a composed query")
+        ] = None,
         k: Annotated[int, Form(ge=1, le=cfg.max_k)] = 10,
         pool_size: Annotated[int | None, Form(alias="pool", ge=1, le=cfg.max_pool)] = None,
         modality: Annotated[str | None, Form(pattern="^(text|image)$")] = None,
@@ -246,6 +260,19 @@ def create_app(service: Service) -> FastAPI:
                 description="cross-encoder rerank; default: on when the store has one; 400 when unavailable"
             ),
         ] = None,
+        image_weight: Annotated[
+            float, Form(ge=0.0, le=1.0, description="composed query: the image's share")
+        ] = 0.5,
+        group_by: Annotated[
+            str | None, Form(pattern="^source$", description="k counts documents (source), not chunks")
+        ] = None,
+        group_size: Annotated[int, Form(ge=1, le=cfg.max_k, description="hits per document")] = 1,
+        expand: Annotated[
+            int, Form(ge=0, le=MAX_EXPAND, description="neighbouring chunks per side as each hit's context")
+        ] = 0,
+        mmr: Annotated[
+            float | None, Form(ge=0.0, le=1.0, description="MMR diversity lambda (1: relevance only)")
+        ] = None,
     ) -> dict[str, Any]:
         flt: Any = None
         if filters:
@@ -263,6 +290,8 @@ def create_app(service: Service) -> FastAPI:
             return service.search_request(
                 who, query=query, image=data, k=k, pool=pool_size, modality=modality, source=source,
                 filters=flt, tenant=tenant, hybrid=hybrid, rerank=rerank, mode=mode,
+                image_weight=image_weight, group_by=group_by, group_size=group_size, expand=expand,
+                mmr=mmr,
             )  # fmt: skip
 
         # A text request is checked on the loop (microseconds); an image is decoded off it.

@@ -9,9 +9,8 @@ CLI ``mmrag ingest`` into the same directory fails with StoreLockedError while i
 * searches run concurrently with each other and with an ingest: Qdrant Edge's shard takes
   concurrent queries, upserts and ``optimize`` from several threads (checked by
   ``tests/api/test_concurrency.py``), and a server handles its own concurrency;
-* searches go through one :class:`~mmrag.retriever.batching.SearchBatcher`: those arriving within
-  ``batch_wait_ms`` share one text-encoder pass and their rerank batches, and a full queue is refused
-  at once (:class:`~mmrag.errors.OverloadedError`, the app's 503 with ``Retry-After``);
+* searches go through a :class:`~mmrag.retriever.batching.SearchBatcher` (shared encoder passes and
+  rerank batches; a full queue is an OverloadedError at once, the app's 503 with ``Retry-After``);
 * ingests are serialised by one lock; a second ingest while one runs is refused (409), not queued.
 """
 
@@ -143,8 +142,7 @@ class Service:
 
     # -- search -----------------------------------------------------------------------------
     def search(self, principal: Principal, **fields: Any) -> dict[str, Any]:
-        """One search, blocking (``fields``: those of :meth:`search_request`); stages left ``None``
-        run as the store's model set says (hybrid, rerank)."""
+        """One search, blocking; ``fields`` as :meth:`search_request` (unset stages: the model set)."""
         req = self.search_request(principal, **fields)
         return self.render(req, self.submit(req).result())
 
@@ -163,8 +161,17 @@ class Service:
         hybrid: bool | None,
         rerank: bool | None,
         mode: str | None = None,
+        image_weight: float = 0.5,
+        group_by: str | None = None,
+        group_size: int = 1,
+        expand: int = 0,
+        mmr: float | None = None,
     ) -> SearchRequest:
-        """A search's fields checked (limits, filters, tenant) and turned into a request."""
+        """A search's fields checked (limits, filters, tenant) and turned into a request.
+
+        A text and an image together are a composed query (``image_weight``: the image's share);
+        ``group_by`` / ``group_size``, ``expand`` and ``mmr`` shape the hits (SearchRequest's fields).
+        """
         if not 1 <= k <= self.config.max_k:
             raise ConfigError(f"k must be between 1 and {self.config.max_k}, got {k}")
         if pool is not None and not 1 <= pool <= self.config.max_pool:
@@ -188,8 +195,10 @@ class Service:
         who = self.tenant_for(principal, tenant)
         if query is not None and not query.strip():
             query = None
-        if (query is None) == (image is None):
-            raise ConfigError("send a text query or an image, exactly one of them")
+        if query is None and image is None:
+            raise ConfigError("send a text query, an image, or both (a composed query)")
+        if group_size > self.config.max_k:
+            raise ConfigError(f"group_size must be at most {self.config.max_k}, got {group_size}")
         img = _open_image(image) if image is not None else None
         return SearchRequest(
             text=query,
@@ -201,6 +210,11 @@ class Service:
             tenant=who,
             mode=_mode(mode, hybrid),
             rerank=rerank,
+            image_weight=image_weight,
+            group_by=group_by,
+            group_size=group_size,
+            expand=expand,
+            mmr_lambda=mmr,
         )
 
     def submit(self, req: SearchRequest) -> Future[SearchResult]:

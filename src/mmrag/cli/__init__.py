@@ -1,10 +1,11 @@
 """The ``mmrag`` command: ingest | search | eval | train | train-reranker | info | model-set | verify |
-ui | serve.
+ledger | ui | serve.
 
 Every command takes ``--store`` (env ``MMRAG_STORE``) and ``--model`` (env ``MMRAG_MODEL``);
 ``--json`` prints stable, documented JSON on stdout (progress and logs go to stderr).
 
-One module per command group: :mod:`~mmrag.cli.ingest` (ingest, verify), :mod:`~mmrag.cli.search`
+One module per command group: :mod:`~mmrag.cli.ingest` (ingest, verify), :mod:`~mmrag.cli.ledger`,
+:mod:`~mmrag.cli.search`
 (search, info, model-set), :mod:`~mmrag.cli.training` (eval, train, train-reranker), :mod:`~mmrag.cli.serve`
 (ui, serve); the flags and helpers they share are in :mod:`~mmrag.cli._common`, and the store and
 models come from :mod:`mmrag.wiring`.
@@ -29,6 +30,7 @@ from mmrag.cli._common import (
     emit_report,
 )
 from mmrag.cli.ingest import add_ingest_parser, add_verify_parser, cmd_ingest, cmd_verify
+from mmrag.cli.ledger import add_ledger_parser, cmd_ledger
 from mmrag.cli.search import (
     add_info_parser,
     add_model_set_parser,
@@ -62,6 +64,7 @@ __all__ = [
     "cmd_eval",
     "cmd_info",
     "cmd_ingest",
+    "cmd_ledger",
     "cmd_model_set",
     "cmd_search",
     "cmd_serve",
@@ -79,6 +82,7 @@ log = logging.getLogger("mmrag")
 _PARSERS = (
     add_ingest_parser,
     add_verify_parser,
+    add_ledger_parser,
     add_search_parser,
     add_eval_parser,
     add_train_parser,
@@ -98,6 +102,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "info": cmd_info,
     "model-set": cmd_model_set,
     "verify": cmd_verify,
+    "ledger": cmd_ledger,
     "ui": cmd_ui,
     "serve": cmd_serve,
 }

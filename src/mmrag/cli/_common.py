@@ -11,7 +11,7 @@ from mmrag.config import Settings
 
 if TYPE_CHECKING:
     from mmrag.encoders.base import DualEncoder
-    from mmrag.ingest.ledger import Ledger
+    from mmrag.ingest.ledger_base import IngestLedger
     from mmrag.store import QdrantStore
 
 
@@ -74,10 +74,10 @@ def emit_report(args: argparse.Namespace, report: Report) -> None:
     _emit(args, report.to_dict(), report.to_text())
 
 
-def _ledger(args: argparse.Namespace, s: Settings, store: QdrantStore) -> Ledger:
-    from mmrag.ingest.ledger import Ledger, default_ledger_path
+def _ledger(args: argparse.Namespace, s: Settings, store: QdrantStore) -> IngestLedger:
+    from mmrag.ingest.store_ledger import open_ledger
 
-    return Ledger(args.ledger or default_ledger_path(store, s.collection))
+    return open_ledger(store, args.ledger, s.collection)
 
 
 def _apply_threads(s: Settings) -> None:

@@ -26,6 +26,12 @@ if TYPE_CHECKING:
     from mmrag.store import QdrantStore
 
 
+LEDGER_HELP = (
+    "ingest ledger as a SQLite file [default: beside an Edge store; a server or :memory: store keeps "
+    "its ledger in the companion collection <collection>__ledger]"
+)
+
+
 def add_ingest_parser(sub: Any) -> None:
     p = sub.add_parser("ingest", help="ingest a folder or files into the store")
     p.add_argument("paths", nargs="+", help="folders or files")
@@ -58,7 +64,20 @@ def add_ingest_parser(sub: Any) -> None:
         "--reranker",
         help="record this cross-encoder as the store's default reranker (see `mmrag model-set`)",
     )
-    p.add_argument("--ledger", help="ingest ledger (SQLite) [default: in the store dir; server: ~/.cache]")
+    p.add_argument(
+        "--quantization",
+        choices=["int8", "none"],
+        help="keep an int8 copy of the dense vectors, searched first and rescored (~4x less index RAM); "
+        "'none' drops it [default: keep the store's setting; new stores: none]",
+    )
+    p.add_argument("--ledger", help=LEDGER_HELP)
+    p.add_argument(
+        "--on-unreadable",
+        choices=["keep", "remove"],
+        default="keep",
+        help="a stored file that no longer loads: keep its chunks (reported as kept stale) or remove them "
+        "[default: keep]",
+    )
     p.add_argument("--tenant", help="owner of the ingested chunks (needed when MMRAG_TENANCY=1)")
     p.add_argument(
         "--engine",
@@ -76,7 +95,12 @@ def add_ingest_parser(sub: Any) -> None:
 def add_verify_parser(sub: Any) -> None:
     p = sub.add_parser("verify", help="check that the ingest ledger and the store agree")
     p.add_argument("--repair", action="store_true", help="undo interrupted writes and fix disagreements")
-    p.add_argument("--ledger", help="ingest ledger (SQLite) [default: in the store dir; server: ~/.cache]")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="with --repair: also delete points of other writers (eval, training, other ledgers, unmarked)",
+    )
+    p.add_argument("--ledger", help=LEDGER_HELP)
     add_common(p)
 
 
@@ -120,6 +144,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         names = [ln.strip() for ln in args.files_from.read_text().splitlines() if ln.strip()]
         files = [Path(args.paths[0]) / n for n in names][: args.limit]
     with _open_store(s) as store:
+        if args.quantization is not None and (store.quantization or "none") != args.quantization:
+            store.set_quantization(args.quantization)
         if args.reranker:
             # Loaded before the ingest: a wrong name fails now, not after an hour of embedding.
             wiring.load_reranker(s.with_(reranker=args.reranker))
@@ -141,6 +167,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
             pdf_images=not args.no_pdf_images,
             max_image_pixels=int(args.max_image_mpx * 1e6),
             tenant=args.tenant,
+            on_unreadable=args.on_unreadable,
         )
         with _ledger(args, s, store) as ledger:
             kw: dict[str, Any] = {"options": opts, "progress": not args.quiet, "ledger": ledger}
@@ -163,10 +190,12 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from mmrag.ingest.ledger import verify
+    from mmrag.ingest.verify import verify
 
+    if args.force and not args.repair:
+        raise MmragError("--force goes with --repair (it deletes the points of other writers)")
     s = _settings(args)
     with _open_store(s) as store, _ledger(args, s, store) as ledger:
-        rep = verify(store, ledger, repair=args.repair)
+        rep = verify(store, ledger, repair=args.repair, force=args.force)
     emit_report(args, rep)
     return 0 if rep.ok or args.repair else 1

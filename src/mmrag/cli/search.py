@@ -26,7 +26,10 @@ if TYPE_CHECKING:
 def add_search_parser(sub: Any) -> None:
     p = sub.add_parser("search", help="search by text or by image (the store's default pipeline)")
     p.add_argument("query", nargs="?", help="text query")
-    p.add_argument("--image", type=Path, help="image query (file)")
+    p.add_argument("--image", type=Path, help="image query (file); with a text QUERY too: a composed query")
+    p.add_argument(
+        "--image-weight", type=float, default=0.5, help="composed query: the image's share in [0, 1]"
+    )
     p.add_argument("--k", type=int, default=10, help="results to return")
     p.add_argument("--pool", type=int, default=50, help="candidate pool handed to the reranker (>= k)")
     p.add_argument("--modality", choices=["text", "image"], help="only this modality")
@@ -53,7 +56,19 @@ def add_search_parser(sub: Any) -> None:
     )
     p.add_argument("--int8", action="store_true", help="run the cross-encoder int8 (dynamic quantization)")
     p.add_argument("--max-length", type=int, help="cross-encoder tokens per pair")
+    add_result_options(p)
     add_common(p)
+
+
+def add_result_options(p: Any) -> None:
+    """Grouping, context and diversity flags (docs/search.md, "Results for a RAG app")."""
+    g = p.add_argument_group("results for a RAG app")
+    g.add_argument("--group-by", choices=["source"], help="k counts documents, not chunks")
+    g.add_argument("--group-size", type=int, default=1, help="hits kept per document with --group-by")
+    g.add_argument("--expand", type=int, default=0, help="attach N neighbouring chunks per side as context")
+    g.add_argument(
+        "--mmr", type=float, metavar="LAMBDA", help="MMR diversity over the pool, lambda in [0, 1]"
+    )
 
 
 def add_info_parser(sub: Any) -> None:
@@ -93,8 +108,8 @@ def cmd_search(args: argparse.Namespace) -> int:
     from mmrag.retriever.report import SearchReport
     from mmrag.retriever.request import RetrievalMode, SearchRequest
 
-    if (args.query is None) == (args.image is None):
-        raise MmragError("give a text QUERY or --image FILE (exactly one)")
+    if args.query is None and args.image is None:
+        raise MmragError("give a text QUERY, --image FILE, or both (a composed query)")
     s = _settings(args).with_(reranker=args.reranker)
     mode = _mode(args)
     req = SearchRequest(
@@ -106,6 +121,11 @@ def cmd_search(args: argparse.Namespace) -> int:
         tenant=args.tenant or None,
         mode=mode,
         rerank=False if args.no_rerank else (True if args.rerank else None),
+        image_weight=args.image_weight,
+        group_by=args.group_by,
+        group_size=args.group_size,
+        expand=args.expand,
+        mmr_lambda=args.mmr,
     )
     with _open_store(s) as store:
         reranker = None

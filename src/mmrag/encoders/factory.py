@@ -10,6 +10,7 @@ from typing import Any
 
 from mmrag._lazy import require
 from mmrag.encoders.base import vector_name
+from mmrag.encoders.onnxrt import check_runtime
 from mmrag.encoders.openclip import (
     CONFIG_FILE,
     MMRAG_FILE,
@@ -41,13 +42,17 @@ def set_threads(threads: int) -> None:
         require("torch", "core").set_num_threads(threads)
 
 
-def load_encoder(spec: str = "lite", *, batch_size: int = 32, threads: int = 0) -> OpenClipEncoder:
+def load_encoder(
+    spec: str = "lite", *, batch_size: int = 32, threads: int = 0, runtime: str = "auto"
+) -> OpenClipEncoder:
     """Load an encoder from a spec string.
 
     Args:
         spec: See the module docstring for the accepted forms.
         batch_size: Default encoding batch size.
         threads: torch intra-op threads (0 = torch default).
+        runtime: Where the image tower runs: ``auto`` (ONNX Runtime when installed and exact),
+            ``onnx`` or ``torch`` (:mod:`mmrag.encoders.onnxrt`).
 
     Raises:
         EncoderError: The spec is malformed, a checkpoint is incomplete, or the weights cannot
@@ -59,7 +64,14 @@ def load_encoder(spec: str = "lite", *, batch_size: int = 32, threads: int = 0) 
         (1, 512)
     """
     set_threads(threads)
-    spec = spec.strip()
+    check_runtime(runtime)
+    encoder = _load(spec.strip(), batch_size)
+    if runtime != "auto":
+        encoder.set_runtime(runtime)
+    return encoder
+
+
+def _load(spec: str, batch_size: int) -> OpenClipEncoder:
     if not spec:
         raise EncoderError(f"empty encoder spec; {SPEC_HELP}")
     if spec == "lite" or spec.startswith("lite:"):
@@ -83,13 +95,15 @@ def load_encoder(spec: str = "lite", *, batch_size: int = 32, threads: int = 0) 
 
 
 @functools.lru_cache(maxsize=4)
-def cached_encoder(spec: str = "lite", *, batch_size: int = 32, threads: int = 0) -> OpenClipEncoder:
+def cached_encoder(
+    spec: str = "lite", *, batch_size: int = 32, threads: int = 0, runtime: str = "auto"
+) -> OpenClipEncoder:
     """:func:`load_encoder` memoised per process, for long-lived callers (CLI, API, UI).
 
     Loading takes seconds; a server or a test session that asks for the same spec again gets
     the same (thread-safe) encoder. A checkpoint rewritten on disk needs a new process.
     """
-    return load_encoder(spec, batch_size=batch_size, threads=threads)
+    return load_encoder(spec, batch_size=batch_size, threads=threads, runtime=runtime)
 
 
 def _load_open_clip(name: str, pretrained: str | None, *, spec: str, batch_size: int) -> OpenClipEncoder:

@@ -20,6 +20,7 @@ import numpy as np
 
 from mmrag._lazy import require
 from mmrag.encoders.base import FloatArray, l2_normalize
+from mmrag.encoders.onnxrt import FastForward
 from mmrag.errors import EncoderError
 
 if TYPE_CHECKING:
@@ -94,6 +95,8 @@ class OpenClipEncoder:
         aligned: Whether image and text heads were trained together.
         batch_size: Default batch size.
         info: Extra facts reported by :meth:`describe`.
+        runtime: Where the image tower runs: ``auto`` (ONNX Runtime when installed and within
+            parity of torch, ~4x faster on CPU), ``onnx`` or ``torch``; see :mod:`mmrag.encoders.onnxrt`.
 
     Example:
         >>> enc = load_encoder("lite")                     # doctest: +SKIP
@@ -112,6 +115,7 @@ class OpenClipEncoder:
         aligned: bool,
         batch_size: int = 32,
         info: dict[str, Any] | None = None,
+        runtime: str = "auto",
     ) -> None:
         if batch_size < 1:
             raise EncoderError(f"batch_size must be >= 1, got {batch_size}")
@@ -127,6 +131,18 @@ class OpenClipEncoder:
         self.dim = int(self._probe_dim())
         # open_clip modules are not re-entrant across threads (the API and UI share one encoder).
         self._lock = threading.Lock()
+        self.draft_decode = True  # JPEG paths decode at reduced scale (see _load_batch)
+        self.set_runtime(runtime)
+
+    @property
+    def input_size(self) -> int:
+        """The image tower's input side in pixels (the larger one for a non-square input)."""
+        size = getattr(self.model.visual, "image_size", 224)
+        return int(max(size) if isinstance(size, tuple | list) else size)
+
+    def set_runtime(self, runtime: str) -> None:
+        """Choose where the image tower runs (``auto``, ``onnx``, ``torch``); see the class doc."""
+        self.image_forward = FastForward(self.model.visual, runtime=runtime, name=f"{self.id} image tower")
 
     def _probe_dim(self) -> int:
         torch = require("torch", "core")
@@ -166,6 +182,11 @@ class OpenClipEncoder:
             if isinstance(item, str | Path):
                 try:
                     with pil.open(item) as im:
+                        # A JPEG decodes at 1/2..1/8 scale (DCT scaling) when that still leaves
+                        # both sides >= twice the model's input: a 12 Mpx photo then costs ~1/16
+                        # of a full decode, and the embedding stays within cosine 0.999.
+                        if self.draft_decode:
+                            im.draft("RGB", (2 * self.input_size, 2 * self.input_size))
                         img = im.convert("RGB")
                 except (OSError, pil.DecompressionBombError, SyntaxError) as exc:
                     raise EncoderError(f"cannot read image {item}: {exc}") from exc
@@ -211,7 +232,7 @@ class OpenClipEncoder:
         out = np.zeros((len(images), self.dim), dtype=np.float32)
         with self._lock, torch.inference_mode():
             for start, batch in self.image_batches(images, bs):
-                out[start : start + len(batch)] = self.model.encode_image(batch).float().numpy()
+                out[start : start + len(batch)] = self.image_forward(batch).float().numpy()
         return l2_normalize(out)
 
     def describe(self) -> dict[str, Any]:
@@ -223,6 +244,7 @@ class OpenClipEncoder:
             "dim": self.dim,
             "aligned": self.aligned,
             "parameters": n_params,
+            "image_runtime": self.image_forward.active,
             **self.info,
         }
 

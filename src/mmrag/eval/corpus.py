@@ -18,6 +18,7 @@ import numpy as np
 
 from mmrag.encoders.base import FloatArray, vector_spec
 from mmrag.eval.metrics import evaluate
+from mmrag.store.payload import EVAL_WRITER
 from mmrag.types import Chunk, Hit, chunk_id
 
 if TYPE_CHECKING:
@@ -105,9 +106,18 @@ class _Precomputed:
 
 
 def index_corpus(
-    store: QdrantStore, encoder: DualEncoder, ds: BeirDataset, cache: Path | None, *, progress: bool = False
+    store: QdrantStore,
+    encoder: DualEncoder,
+    ds: BeirDataset,
+    cache: Path | None,
+    *,
+    progress: bool = False,
+    writer: str = EVAL_WRITER,
 ) -> int:
-    """Write the corpus (dense + BM25) into ``store`` unless it already holds it; returns the count."""
+    """Write the corpus (dense + BM25) into ``store`` unless it already holds it; returns the count.
+
+    ``writer``: the marker its points carry (eval's; reranker training passes its own).
+    """
     from mmrag.ingest.indexing import embed_and_write  # the ingest package is only needed to write
 
     chunks = corpus_chunks(ds)
@@ -116,7 +126,7 @@ def index_corpus(
         return store.count()
     vecs = corpus_vectors(encoder, ds, cache, progress=progress)
     cached = _Precomputed(encoder, [c.text or "" for c in chunks], vecs)
-    embed_and_write(cached, store, chunks, vector=vector, batch=256)
+    embed_and_write(cached, store, chunks, vector=vector, batch=256, writer=writer)
     store.optimize()
     return store.count()
 

@@ -26,6 +26,7 @@ from mmrag.eval.reports import BeirEvalReport, ImageCaptionEvalReport
 from mmrag.ingest.indexing import embed_and_write
 from mmrag.retriever import Retriever
 from mmrag.store import QdrantStore
+from mmrag.store.payload import EVAL_WRITER
 from mmrag.types import Chunk, chunk_id
 
 if TYPE_CHECKING:
@@ -69,7 +70,9 @@ def _index(
     from tqdm import tqdm
 
     with tqdm(total=len(chunks), desc=desc, unit="chunk", disable=not progress, dynamic_ncols=True) as bar:
-        embed_and_write(encoder, store, chunks, vector=vector, on_batch=bar.update, batch=WRITE_BATCH)
+        embed_and_write(
+            encoder, store, chunks, vector=vector, on_batch=bar.update, batch=WRITE_BATCH, writer=EVAL_WRITER
+        )
     store.optimize()
 
 

@@ -70,6 +70,7 @@ def embed_and_write(
     present: Collection[str] | None = None,
     on_batch: Callable[[int], None] | None = None,
     batch: int = 256,
+    writer: str | None = None,
 ) -> int:
     """Embed ``chunks`` and upsert them into ``store`` in batches; returns how many were written.
 
@@ -82,6 +83,8 @@ def embed_and_write(
         present: Ids of ``chunks`` already stored, when the caller just looked them up.
         on_batch: Called with the size of each written batch (progress bars).
         batch: Chunks per encoder call and store write.
+        writer: The marker new points carry (``mmrag.store.payload.EVAL_WRITER`` / ``TRAIN_WRITER``):
+            ``mmrag verify --repair`` deletes only points that ingest wrote.
     """
     if batch < 1:
         raise ValueError(f"batch must be >= 1, got {batch}")
@@ -91,7 +94,7 @@ def embed_and_write(
         part = chunks[start : start + batch]
         vecs = embed_chunks(encoder, part, images)
         known = None if present is None else {c.id for c in part if c.id in present}
-        written += store.upsert_chunks(part, vecs, name, present=known)
+        written += store.upsert_chunks(part, vecs, name, present=known, writer=writer)
         if on_batch is not None:
             on_batch(len(part))
     return written

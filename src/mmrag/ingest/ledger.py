@@ -1,8 +1,9 @@
 """The ingest ledger: per source file, its content hash and the chunk ids it put in the store.
 
-The ledger is a SQLite file. For a Qdrant Edge store it lives beside the shard
-(``<store>/ledger.sqlite``), covered by the store's exclusive lock; for a server store its path
-is a setting (``--ledger`` / :func:`default_ledger_path`), one per collection.
+This ledger is a SQLite file: the default for a Qdrant Edge store, where it lives beside the shard
+(``<store>/ledger.sqlite``), covered by the store's exclusive lock. A server, cluster or ``:memory:``
+store keeps its ledger with the data by default (:mod:`mmrag.ingest.store_ledger`); ``--ledger PATH``
+still picks a SQLite file there (:func:`default_ledger_path` is the old per-machine default).
 
 Invariant (what ``mmrag verify`` checks): the set of point ids in the store equals the union of
 the ledger's chunk ids, and every point of a source carries each vector recorded for it.
@@ -30,11 +31,14 @@ import logging
 import sqlite3
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from mmrag.errors import StoreError
+from mmrag.ingest.ledger_base import LedgerEntry, recover_pending
+
+# verify moved to its own module; re-exported here, where callers and tests import it from.
+from mmrag.ingest.verify import VerifyReport, verify
 
 if TYPE_CHECKING:
     from mmrag.store import QdrantStore
@@ -43,7 +47,6 @@ __all__ = ["Ledger", "LedgerEntry", "VerifyReport", "default_ledger_path", "veri
 
 log = logging.getLogger(__name__)
 LEDGER_FILE = "ledger.sqlite"
-_LOOKUP_BATCH = 512
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS sources (
@@ -57,73 +60,13 @@ CREATE TABLE IF NOT EXISTS pending (
 """
 
 
-@dataclass(frozen=True, slots=True)
-class LedgerEntry:
-    """What the ledger knows about one source file (chunk ids are loaded on demand)."""
-
-    source: str
-    hash: str
-    params: str
-    vectors: frozenset[str]
-
-
-@dataclass(slots=True)
-class VerifyReport:
-    """Result of comparing ledger and store (``mmrag verify --json``)."""
-
-    ok: bool = True
-    ledger_sources: int = 0
-    ledger_chunks: int = 0
-    store_points: int = 0
-    pending: int = 0
-    missing_in_store: list[str] = field(default_factory=list)
-    missing_in_ledger: list[str] = field(default_factory=list)
-    missing_vectors: dict[str, int] = field(default_factory=dict)
-    untracked_vectors: dict[str, int] = field(default_factory=dict)
-    repaired: dict[str, int] = field(default_factory=dict)
-
-    def to_dict(self, sample: int = 20) -> dict[str, Any]:
-        return {
-            "ok": self.ok,
-            "ledger_sources": self.ledger_sources,
-            "ledger_chunks": self.ledger_chunks,
-            "store_points": self.store_points,
-            "pending": self.pending,
-            "missing_in_store": len(self.missing_in_store),
-            "missing_in_ledger": len(self.missing_in_ledger),
-            "missing_vectors": dict(self.missing_vectors),
-            "untracked_vectors": dict(self.untracked_vectors),
-            "examples": {
-                "missing_in_store": self.missing_in_store[:sample],
-                "missing_in_ledger": self.missing_in_ledger[:sample],
-            },
-            "repaired": dict(self.repaired),
-        }
-
-    def to_text(self) -> str:
-        """The human-readable report ``mmrag verify`` prints (counts, then the verdict)."""
-        lines = [
-            f"ledger: {self.ledger_sources} files, {self.ledger_chunks} chunks; "
-            f"store: {self.store_points} points",
-            f"pending (interrupted) writes: {self.pending}",
-            f"missing in store: {len(self.missing_in_store)}; "
-            f"missing in ledger: {len(self.missing_in_ledger)}",
-            f"missing vectors: {dict(self.missing_vectors)}; "
-            f"untracked vectors: {dict(self.untracked_vectors)}",
-            "OK: ledger == store" if self.ok else "MISMATCH (run `mmrag verify --repair`)",
-        ]
-        if self.repaired:
-            lines.append(f"repaired: {dict(self.repaired)}")
-        return "\n".join(lines)
-
-
 def default_ledger_path(store: QdrantStore, collection: str = "mmrag") -> str:
-    """Where the ledger of ``store`` lives unless one is given.
+    """Where the SQLite ledger of ``store`` lives unless one is given.
 
-    Edge stores: ``<store dir>/ledger.sqlite``. ``:memory:`` stores: an in-memory ledger.
-    Server stores: ``~/.cache/mmrag/ledgers/<digest of URL + collection>.sqlite``; machines
-    ingesting into one shared collection must pass the same ``--ledger`` path (or ingest from one
-    machine), since each ledger only knows what went through it.
+    Edge stores: ``<store dir>/ledger.sqlite`` (their default ledger). ``:memory:`` stores: an
+    in-memory file. Server stores: ``~/.cache/mmrag/ledgers/<digest of URL + collection>.sqlite``,
+    the per-machine ledger used before the store-side one (:func:`~mmrag.ingest.store_ledger.open_ledger`
+    picks that by default now; ``mmrag ledger migrate`` moves this file's rows into the store).
     """
     location = store.location
     if location.startswith(":memory:"):  # ":memory:" or ":memory:#<collection>"
@@ -165,9 +108,16 @@ class Ledger:
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.executescript(_SCHEMA)
         except sqlite3.DatabaseError as exc:
+            if "locked" in str(exc):
+                raise StoreError(
+                    f"ingest ledger {self.path} is busy ({exc}): another process holds its write "
+                    "lock; wait for it to finish and run the command again"
+                ) from exc
+            # Chunk ids are deterministic: a re-ingest with a fresh ledger rebuilds it and finds
+            # every unchanged point already stored (nothing re-written, nothing duplicated).
             raise StoreError(
-                f"ingest ledger {self.path} is unreadable ({exc}); move it away and run "
-                "`mmrag verify --repair` to rebuild consistency"
+                f"ingest ledger {self.path} is unreadable ({exc}); move it away and re-run the "
+                "ingest of the same folders: it rebuilds the ledger without re-writing stored points"
             ) from exc
 
     def close(self) -> None:
@@ -178,6 +128,10 @@ class Ledger:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    @property
+    def location(self) -> str:
+        return self.path
 
     # -- reads ------------------------------------------------------------------------------
     def entries(self) -> dict[str, LedgerEntry]:
@@ -199,6 +153,9 @@ class Ledger:
 
     def chunk_ids(self, source: str) -> list[str]:
         return _chunks_of(self.db.execute("SELECT id FROM chunks WHERE source=? ORDER BY id", (source,)))
+
+    def chunk_sources(self) -> dict[str, str]:
+        return dict(self.db.execute("SELECT id, source FROM chunks"))
 
     def all_chunk_ids(self) -> set[str]:
         return set(_chunks_of(self.db.execute("SELECT id FROM chunks")))
@@ -275,35 +232,16 @@ class Ledger:
 
     # -- recovery ---------------------------------------------------------------------------
     def recover(self, store: QdrantStore) -> dict[str, int]:
-        """Undo what interrupted runs left half done (see the module docstring).
+        """Undo what interrupted runs left half done (see :func:`~mmrag.ingest.ledger_base.recover_pending`).
 
         Returns:
             ``{"pending": n, "undone_points": n, "purged_sources": n}``.
         """
-        out = {"pending": 0, "undone_points": 0, "purged_sources": 0}
-        for source, vector, new_ids in self.pending():
-            out["pending"] += 1
-            committed = self.chunk_ids(source)
-            entry = self.entry(source)
-            keep = set(committed)
-            orphans = [i for i in new_ids if i not in keep]
-            if orphans:
-                store.delete(orphans)
-                out["undone_points"] += len(orphans)
-            intact = entry is not None and _has_all(store, committed, entry.vectors)
-            if entry is not None and vector not in entry.vectors and intact:
-                # A crash while adding a second encoder's vector to an unchanged file leaves that
-                # vector on some points; remove it so the store holds exactly what is recorded.
-                store.delete_vector(committed, vector)
-            if entry is not None and not intact:
-                log.warning("ingest of %s was interrupted mid-way; purging it for a clean re-ingest", source)
-                store.delete(committed)
-                out["purged_sources"] += 1
-                self.forget([source])
-            else:
-                with self._tx():
-                    self.db.execute("DELETE FROM pending WHERE source=?", (source,))
-        return out
+        return recover_pending(self, store, self.pending())
+
+    def drop_pending(self, source: str) -> None:
+        with self._tx():
+            self.db.execute("DELETE FROM pending WHERE source=?", (source,))
 
 
 class _Transaction:
@@ -311,77 +249,26 @@ class _Transaction:
         self.db = db
 
     def __enter__(self) -> None:
-        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            # Raised before this step wrote anything: the store is untouched by it, and what
+            # earlier steps left pending is undone by the next run's recovery.
+            raise StoreError(
+                f"ingest ledger is busy ({exc}): another process holds its write lock; "
+                "wait for it to finish and run the command again"
+            ) from exc
 
-    def __exit__(self, et: type[BaseException] | None, *rest: object) -> None:
-        self.db.execute("ROLLBACK" if et is not None else "COMMIT")
-
-
-def _has_all(store: QdrantStore, ids: Sequence[str], vectors: Iterable[str]) -> bool:
-    """Whether every id is stored and carries every one of ``vectors``."""
-    wanted = sorted(vectors)
-    for start in range(0, len(ids), _LOOKUP_BATCH):
-        batch = ids[start : start + _LOOKUP_BATCH]
-        found = store.vectors_of(batch)
-        if len(found) != len(batch) or any(not set(wanted) <= v for v in found.values()):
-            return False
-    return True
-
-
-def verify(store: QdrantStore, ledger: Ledger, *, repair: bool = False) -> VerifyReport:
-    """Compare ledger and store point by point (ids and vectors); optionally repair.
-
-    Repair recovers pending rows first, then deletes store points the ledger does not know
-    (written outside ingest, or by a run that lost its ledger) and forgets sources whose points
-    or vectors are missing, so that the next ingest re-embeds exactly those files.
-    """
-    rep = VerifyReport()
-    if repair:
-        rep.repaired.update(ledger.recover(store))
-    rep.pending = len(ledger.pending())
-    entries = ledger.entries()
-    rep.ledger_sources = len(entries)
-    by_source: dict[str, list[str]] = {}
-    for cid, source in ledger.db.execute("SELECT id, source FROM chunks"):
-        by_source.setdefault(source, []).append(cid)
-    ledger_ids = {cid: s for s, ids in by_source.items() for cid in ids}
-    rep.ledger_chunks = len(ledger_ids)
-    seen: set[str] = set()
-    bad_sources: set[str] = set()
-    untracked: dict[str, list[str]] = {}
-    for point_id, names in store.iter_vector_names():
-        seen.add(point_id)
-        source = ledger_ids.get(point_id)
-        if source is None:
-            rep.missing_in_ledger.append(point_id)
-            continue
-        expected = entries[source].vectors
-        for v in expected - names:
-            rep.missing_vectors[v] = rep.missing_vectors.get(v, 0) + 1
-            bad_sources.add(source)
-        for v in names - expected:
-            untracked.setdefault(v, []).append(point_id)
-    rep.untracked_vectors = {v: len(ids) for v, ids in untracked.items()}
-    rep.store_points = len(seen)
-    for cid, source in ledger_ids.items():
-        if cid not in seen:
-            rep.missing_in_store.append(cid)
-            bad_sources.add(source)
-    rep.ok = (
-        not (rep.missing_in_store or rep.missing_in_ledger or rep.missing_vectors or rep.untracked_vectors)
-        and not rep.pending
-    )
-    if repair and not rep.ok:
-        if rep.missing_in_ledger:
-            store.delete(rep.missing_in_ledger)
-        for source in sorted(bad_sources):
-            store.delete(by_source[source])
-        ledger.forget(sorted(bad_sources))
-        for v, ids in untracked.items():
-            store.delete_vector([i for i in ids if ledger_ids[i] not in bad_sources], v)
-        rep.repaired["deleted_untracked_points"] = len(rep.missing_in_ledger)
-        rep.repaired["forgotten_sources"] = len(bad_sources)
-        rep.repaired["deleted_untracked_vectors"] = sum(rep.untracked_vectors.values())
-        # What counts after a repair is the state it left.
-        rep.ok = verify(store, ledger).ok
-    return rep
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, *rest: object) -> None:
+        try:
+            self.db.execute("ROLLBACK" if et is not None else "COMMIT")
+            failed = ev if isinstance(ev, sqlite3.OperationalError) else None
+        except sqlite3.OperationalError as exc:  # COMMIT on a full disk, an I/O error
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")
+            failed = exc
+        if failed is not None:
+            raise StoreError(
+                f"ingest ledger write failed ({failed}); this step was not recorded: free space or fix "
+                "the ledger's disk and run the command again (interrupted writes are undone then)"
+            ) from failed

@@ -28,7 +28,7 @@ from typing import Protocol
 from mmrag.encoders.base import DualEncoder, vector_spec
 from mmrag.errors import ConfigError, TenancyError
 from mmrag.ingest.chunking import ChunkingOptions
-from mmrag.ingest.ledger import Ledger, default_ledger_path
+from mmrag.ingest.ledger_base import IngestLedger
 from mmrag.ingest.loaders import LoadOptions
 from mmrag.ingest.stages import (
     Embedder,
@@ -43,6 +43,7 @@ from mmrag.ingest.stages import (
 )
 from mmrag.ingest.stages.context import TIMING_KEYS, timed
 from mmrag.ingest.stages.reader import Todo
+from mmrag.ingest.store_ledger import open_ledger
 from mmrag.store import QdrantStore
 from mmrag.types import IngestSummary
 
@@ -68,6 +69,8 @@ class IngestOptions:
         max_image_pixels: Images (and PDF pages rendered for OCR) above this many pixels are
             skipped as possible decompression bombs.
         tenant: Owner of the ingested chunks (payload key ``tenant``; see :mod:`mmrag.tenancy`).
+        on_unreadable: A file the ledger knows that now fails to load (or is skipped): ``"keep"``
+            its stored chunks (reported as kept stale, with the reason) or ``"remove"`` them.
     """
 
     batch_size: int = 32
@@ -81,8 +84,11 @@ class IngestOptions:
     pdf_images: bool = True
     max_image_pixels: int = 64_000_000
     tenant: str | None = None
+    on_unreadable: str = "keep"
 
     def __post_init__(self) -> None:
+        if self.on_unreadable not in ("keep", "remove"):
+            raise ConfigError(f"on_unreadable must be 'keep' or 'remove', not {self.on_unreadable!r}")
         if self.batch_size < 1 or self.workers < 1 or self.text_window < 1:
             raise ConfigError("batch_size, text_window and workers must be >= 1")
         if self.max_file_mb <= 0:
@@ -182,7 +188,8 @@ class IngestRunner:
         options: Batch sizes, workers, limits.
         progress: Show a tqdm progress bar on stderr.
         ledger: The ledger to use; by default the store's (see
-            :func:`~mmrag.ingest.ledger.default_ledger_path`), opened and closed by :meth:`run`.
+            :func:`~mmrag.ingest.store_ledger.open_ledger`: the SQLite file beside an Edge store,
+            the store-side ledger of a server store), opened and closed by :meth:`run`.
         distributor: Where parsing and embedding run (default :class:`LocalThreads`; the Ray
             engine passes its own, see :class:`~mmrag.ingest.ray_engine.RayIngestRunner`).
 
@@ -198,7 +205,7 @@ class IngestRunner:
         options: IngestOptions | None = None,
         *,
         progress: bool = True,
-        ledger: Ledger | None = None,
+        ledger: IngestLedger | None = None,
         distributor: Distributor | None = None,
     ) -> None:
         if not isinstance(encoder, DualEncoder):
@@ -223,7 +230,7 @@ class IngestRunner:
         root_paths = [Path(r) for r in roots]
         if self.options.prune and (limit is not None or files is not None):
             raise ConfigError("--prune needs whole folders: it cannot be combined with --limit/--files-from")
-        ledger = self._ledger or Ledger(default_ledger_path(self.store))
+        ledger = self._ledger or open_ledger(self.store)
         try:
             return self._run(ledger, root_paths, captions, limit, files, on_progress)
         finally:
@@ -232,7 +239,7 @@ class IngestRunner:
 
     def _run(
         self,
-        ledger: Ledger,
+        ledger: IngestLedger,
         roots: list[Path],
         captions: Mapping[str, Sequence[str]] | None,
         limit: int | None,
@@ -269,8 +276,13 @@ class IngestRunner:
             if res.status == "skip" and res.skip is not None:
                 log.warning("skipped %s: %s", res.path, res.skip.reason)
                 summary.skipped.append(res.skip)
-                if res.source in known:
-                    seen.add(res.source)  # the file exists; its previous version stays stored
+                if res.source in known and res.source not in seen:
+                    seen.add(res.source)  # the file exists: its stored version is kept or removed
+                    if self.options.on_unreadable == "remove":
+                        writer.forget([res.source])
+                        summary.removed_unreadable.append(res.skip)
+                    else:
+                        summary.kept_stale.append(res.skip)
             elif res.source in seen:
                 pass  # the same file reached twice (a folder and a file in it, or a symlink)
             elif res.status == "unchanged":

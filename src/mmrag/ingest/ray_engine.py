@@ -34,7 +34,7 @@ import numpy as np
 from mmrag._lazy import require
 from mmrag.encoders.base import DualEncoder
 from mmrag.errors import ConfigError, EncoderError, MmragError
-from mmrag.ingest.ledger import Ledger
+from mmrag.ingest.ledger_base import IngestLedger
 from mmrag.ingest.pipeline import IngestOptions, IngestRunner
 from mmrag.ingest.stages import (
     Embedder,
@@ -279,7 +279,7 @@ class RayIngestRunner:
         encoder_factory: Callable[[], DualEncoder],
         ray_options: RayOptions | None = None,
         progress: bool = True,
-        ledger: Ledger | None = None,
+        ledger: IngestLedger | None = None,
     ) -> None:
         require("ray.data", "ray")
         self.distributor = RayDistributor(encoder_factory, ray_options)

@@ -13,7 +13,7 @@ from mmrag.rerank.fusion import ScoreFusion, learn_weight
 
 __all__ = ["CrossEncoderReranker", "ScoreFusion", "cached_reranker", "learn_weight"]
 
-_CACHE: dict[tuple[str, int, int | None, bool, tuple[tuple[str, float], ...]], CrossEncoderReranker] = {}
+_CACHE: dict[tuple[str, int, int | None, bool, tuple[tuple[str, float], ...], str], CrossEncoderReranker] = {}
 
 
 def cached_reranker(
@@ -23,18 +23,24 @@ def cached_reranker(
     max_length: int | None = None,
     int8: bool = False,
     fusion_weights: Mapping[str, float] | None = None,
+    precision: str = "auto",
 ) -> CrossEncoderReranker:
     """One loaded cross-encoder per (spec, threads, options) in this process (faces share it).
 
     ``fusion_weights``: per-modality rerank weights that replace the checkpoint's own (empty or
-    ``None``: the checkpoint's).
+    ``None``: the checkpoint's). ``precision``: ``auto`` (bf16 on CPUs with AMX), ``fp32`` or ``bf16``.
     """
     weights = tuple(sorted((fusion_weights or {}).items()))
-    key = (spec, threads, max_length, int8, weights)
+    key = (spec, threads, max_length, int8, weights, precision)
     if key not in _CACHE:
         given = dict(weights)
         fusion = ScoreFusion(given, default=given.get("text", 0.5)) if given else None
         _CACHE[key] = CrossEncoderReranker(
-            spec, threads=threads or None, max_length=max_length, int8=int8, fusion=fusion
+            spec,
+            threads=threads or None,
+            max_length=max_length,
+            int8=int8,
+            fusion=fusion,
+            precision=precision,
         )
     return _CACHE[key]

@@ -17,9 +17,12 @@ import numpy as np
 
 from mmrag.encoders.base import l2_normalize, vector_spec
 from mmrag.errors import ConfigError
-from mmrag.retriever.fusion import FUSION_METHODS, FusionMethod, fuse
+from mmrag.retriever.fusion import FUSION_METHODS, FusionMethod
+from mmrag.retriever.hits import dense_hits, fused_hits
+from mmrag.retriever.post import refine
 from mmrag.retriever.request import SearchRequest
 from mmrag.store import Filters, QdrantStore, SearchOptions
+from mmrag.tracing import span
 from mmrag.types import Chunk, Hit
 
 if TYPE_CHECKING:
@@ -30,32 +33,13 @@ if TYPE_CHECKING:
     from mmrag.store import SparseVec
 
 log = logging.getLogger(__name__)
+__all__ = ["Retriever", "SearchResult", "SparseEncoder", "dense_hits"]  # dense_hits: the LangChain face
 
 
 class SparseEncoder(Protocol):
     """Embeds a query for the store's sparse (BM25) vectors: the sparse peer of the dual encoder."""
 
     def embed_query(self, text: str) -> SparseVec: ...
-
-
-def dense_hits(results: Sequence[Sequence[tuple[Chunk, float]]], k: int, vector: str) -> list[list[Hit]]:
-    """Store results (best first) as dense-only hits: the top ``k`` of each list, ranked 1..k."""
-    return [
-        [
-            Hit(
-                chunk=c,
-                dense=s,
-                sparse=None,
-                fused=None,
-                rerank=None,
-                ann_rank=i + 1,
-                final_rank=i + 1,
-                vector=vector,
-            )
-            for i, (c, s) in enumerate(res[:k])
-        ]
-        for res in results
-    ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,10 +213,18 @@ class Retriever:
     def run(self, req: SearchRequest) -> SearchResult:
         """Run one :class:`~mmrag.retriever.request.SearchRequest`: text, image, or text + image.
 
-        A composed (text + image) query searches with the normalised sum of both embeddings, one point
-        in the shared space, dense only: the optional stages take one text query, so asking for them
-        raises :class:`ConfigError` (as for an image query) and their defaults are skipped.
+        A composed (text + image) query searches with the normalised, ``image_weight``-weighted sum
+        of both embeddings, one point in the shared space, dense only: the optional stages take one
+        text query, so asking for them raises :class:`ConfigError` (as for an image query) and their
+        defaults are skipped. ``group_by``, ``expand`` and ``mmr_lambda`` reshape the final hits
+        (:mod:`mmrag.retriever.post`).
         """
+        with span("search", k=req.k, composed=req.composed, image=req.image is not None) as s:
+            res = SearchResult(*refine(self, req, self._run)) if req.refines else self._run(req)
+            s.set(hits=len(res.hits))
+        return res
+
+    def _run(self, req: SearchRequest) -> SearchResult:
         filters = req.search_filters()
         if not req.composed:
             return self.search_with_timings(
@@ -245,20 +237,26 @@ class Retriever:
             if wanted:
                 raise ConfigError(f"{stage} search needs a text query alone, not a text + image query")
         return self._dense_timed(
-            req.text, req.image, k=req.k, modality=req.modality, filters=filters, pool=req.pool
-        )
+            req.text, req.image, k=req.k, modality=req.modality, filters=filters, pool=req.pool,
+            image_weight=req.image_weight,
+        )  # fmt: skip
 
     def _dense_timed(
         self, text: str | None, image: Image.Image | str | Path | None, *, k: int, modality: str | None,
-        filters: Filters | None, pool: int | None,
+        filters: Filters | None, pool: int | None, image_weight: float = 0.5,
     ) -> SearchResult:  # fmt: skip
-        """Dense search for one image, or for one text + image (the normalised sum of both embeddings)."""
+        """Dense search for one image, or for one text + image (the normalised weighted sum of both
+        embeddings: ``(1 - image_weight) * text + image_weight * image``)."""
         t0 = time.perf_counter()
-        qvec = self.encoder.encode_image([image])  # type: ignore[list-item]
-        if text is not None:
-            qvec = l2_normalize(self.encoder.encode_text([text]) + qvec)
+        with span("encode", queries=1, composed=text is not None, image_weight=image_weight):
+            qvec = self.encoder.encode_image([image])  # type: ignore[list-item]
+            if text is not None:
+                tvec = self.encoder.encode_text([text])
+                qvec = l2_normalize((1.0 - image_weight) * tvec + image_weight * qvec)
         t1 = time.perf_counter()
-        hits = self.search_vectors(qvec, k=k, modality=modality, filters=filters, pool=pool)[0]
+        with span("ann", k=k, pool=pool or self.pool, vector=self.vector) as s:
+            hits = self.search_vectors(qvec, k=k, modality=modality, filters=filters, pool=pool)[0]
+            s.set(hits=len(hits))
         t2 = time.perf_counter()
         return SearchResult(hits, {"encode": t1 - t0, "ann": t2 - t1, "total": t2 - t0})
 
@@ -300,38 +298,46 @@ class Retriever:
             raise ConfigError(f"pool must be >= 1, got {size}")
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
-        qvecs = self.encoder.encode_text(list(queries))
+        with span("encode", queries=len(queries)):
+            qvecs = self.encoder.encode_text(list(queries))
         t1 = time.perf_counter()
         timings["encode"] = t1 - t0
+        n = len(queries)
         if not use_hybrid:
-            first = self.search_vectors(qvecs, k=max(k, size), modality=modality, filters=filters, pool=size)
+            with span("ann", queries=n, k=max(k, size), vector=self.vector) as sp:
+                first = self.search_vectors(
+                    qvecs, k=max(k, size), modality=modality, filters=filters, pool=size
+                )
+                sp.set(hits=sum(map(len, first)))
             timings["ann"] = time.perf_counter() - t1
         else:
-            dense = self.store.search(
-                self.vector,
-                qvecs,
-                max(k, self.dense_pool or size),
-                modality=modality,
-                filters=filters,
-                options=self.options,
-            )
+            limit = max(k, self.dense_pool or size)
+            with span("ann", queries=n, k=limit, vector=self.vector) as sp:
+                dense = self.store.search(
+                    self.vector, qvecs, limit, modality=modality, filters=filters, options=self.options
+                )
+                sp.set(hits=sum(map(len, dense)))
             t2 = time.perf_counter()
-            sparse = self.store.search_sparse(
-                [self.sparse_encoder.embed_query(q) for q in queries],
-                max(k, self.sparse_pool or size),
-                modality=modality,
-                filters=filters,
-            )
+            with span("bm25", queries=n, k=max(k, self.sparse_pool or size)) as sp:
+                sparse = self.store.search_sparse(
+                    [self.sparse_encoder.embed_query(q) for q in queries],
+                    max(k, self.sparse_pool or size),
+                    modality=modality,
+                    filters=filters,
+                )
+                sp.set(hits=sum(map(len, sparse)))
             t3 = time.perf_counter()
-            first = [self._fuse(d, s) for d, s in zip(dense, sparse, strict=True)]
+            with span("fuse", queries=n, method=self.fusion) as sp:
+                first = [self._fuse(d, s) for d, s in zip(dense, sparse, strict=True)]
+                sp.set(hits=sum(map(len, first)))
             timings.update(ann=t2 - t1, sparse=t3 - t2, fuse=time.perf_counter() - t3)
-        n = len(queries)
         out = []
         for q, hits in zip(queries, first, strict=True):
             qt = {key: v / n for key, v in timings.items()}  # batch stages: each query's share
             if use_rerank and self.reranker is not None:
                 t4 = time.perf_counter()
-                head = self.reranker.rerank(q, hits[:size])
+                with span("rerank", pool=min(size, len(hits)), reranker=getattr(self.reranker, "id", None)):
+                    head = self.reranker.rerank(q, hits[:size])
                 hits = head + [replace(h, final_rank=len(head) + i + 1) for i, h in enumerate(hits[size:])]
                 qt["rerank"] = time.perf_counter() - t4
             qt["total"] = sum(qt.values())
@@ -339,25 +345,7 @@ class Retriever:
         return out
 
     def _fuse(self, dense: list[tuple[Chunk, float]], sparse: list[tuple[Chunk, float]]) -> list[Hit]:
-        chunks = {c.id: c for c, _ in dense} | {c.id: c for c, _ in sparse}
-        dscore = {c.id: s for c, s in dense}
-        sscore = {c.id: s for c, s in sparse}
-        fused = fuse(
-            [[(c.id, s) for c, s in dense], [(c.id, s) for c, s in sparse]], self.fusion, k=self.rrf_k
-        )
-        return [
-            Hit(
-                chunk=chunks[cid],
-                dense=dscore.get(cid),
-                sparse=sscore.get(cid),
-                fused=f,
-                rerank=None,
-                ann_rank=i + 1,
-                final_rank=i + 1,
-                vector=self.vector,
-            )
-            for i, (cid, f) in enumerate(fused)
-        ]
+        return fused_hits(dense, sparse, self.fusion, self.rrf_k, self.vector)
 
     def search_images(
         self,

@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from mmrag.types import Hit
+from mmrag.types import Chunk, Hit
 
 __all__ = ["SearchReport"]
 
@@ -89,4 +89,13 @@ def _hit_text(h: Hit) -> str:
         if v is not None
     )
     moved = f" (was {h.ann_rank})" if h.ann_rank != h.final_rank else ""
-    return f"{h.final_rank:>2}.{moved} {scores} [{h.chunk.modality}] {where}\n    {snippet}"
+    text = f"{h.final_rank:>2}.{moved} {scores} [{h.chunk.modality}] {where}\n    {snippet}"
+    return text + "".join(f"\n      + {_context_text(c)}" for c in h.context)
+
+
+def _context_text(c: Chunk) -> str:
+    """One context chunk (``--expand``): where it sits in the document and a short snippet."""
+    page, pos = c.metadata.get("page"), c.metadata.get("position")
+    where = " ".join(x for x in (f"p.{page}" if page else "", f"#{pos}" if pos is not None else "") if x)
+    snippet = (c.text or c.image or "").replace("\n", " ")[: _SNIPPET_CHARS - 30]
+    return f"[{c.modality}] {where}: {snippet}"

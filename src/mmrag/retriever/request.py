@@ -20,7 +20,10 @@ from mmrag.types import MODALITIES
 if TYPE_CHECKING:
     from PIL import Image
 
-__all__ = ["RetrievalMode", "SearchRequest"]
+__all__ = ["GROUP_KEYS", "MAX_EXPAND", "RetrievalMode", "SearchRequest"]
+
+GROUP_KEYS = ("source",)  # what hits can be grouped by: the document they came from
+MAX_EXPAND = 20  # neighbours per side: a bound so one request cannot pull a whole document per hit
 
 
 class RetrievalMode(StrEnum):
@@ -50,6 +53,16 @@ class SearchRequest:
         tenant: Only this tenant's chunks (needed by a multi-tenant store); merged into the filters.
         mode: First stage (:class:`RetrievalMode`); ``None``: the retriever's default.
         rerank: ``True`` / ``False`` turn the second stage on / off; ``None``: the retriever's default.
+        image_weight: A composed query's image share in [0, 1]: the query vector is the normalised
+            ``(1 - w) * text + w * image`` (0.5: both alike).
+        group_by: ``"source"``: ``k`` counts documents, each with up to ``group_size`` hits, ranked by
+            their best hit's final rank (see :mod:`mmrag.retriever.post`); ``None``: chunks.
+        group_size: Hits kept per document when grouping (>= 1).
+        expand: Attach up to this many neighbouring chunks on each side in reading order to every
+            hit's ``context`` (a figure gets its page's text, a text chunk its page's figures);
+            0: none. Context chunks do not count in ``k``.
+        mmr_lambda: Re-order the rerank-stage pool by maximal marginal relevance before the cut,
+            in [0, 1] (1: relevance alone, 0: diversity alone); ``None``: off.
 
     Example:
         >>> req = SearchRequest(text="dense passage retrieval", k=3, tenant="acme")
@@ -66,8 +79,14 @@ class SearchRequest:
     tenant: str | None = None
     mode: RetrievalMode | None = None
     rerank: bool | None = None
+    image_weight: float = 0.5
+    group_by: str | None = None
+    group_size: int = 1
+    expand: int = 0
+    mmr_lambda: float | None = None
 
     def __post_init__(self) -> None:
+        self._check_results()
         if self.k < 1:
             raise ConfigError(f"k must be >= 1, got {self.k}")
         if self.pool is not None and self.pool < 1:
@@ -81,6 +100,26 @@ class SearchRequest:
             except ValueError as exc:
                 modes = [m.value for m in RetrievalMode]
                 raise ConfigError(f"mode must be one of {modes}, got {self.mode!r}") from exc
+
+    def _check_results(self) -> None:
+        """The result-shaping fields (composed weight, grouping, context, diversity) are in range."""
+        if not 0.0 <= self.image_weight <= 1.0:
+            raise ConfigError(f"image_weight must be in [0, 1], got {self.image_weight}")
+        if self.group_by is not None and self.group_by not in GROUP_KEYS:
+            raise ConfigError(f"group_by must be one of {GROUP_KEYS} or None, got {self.group_by!r}")
+        if self.group_size < 1:
+            raise ConfigError(f"group_size must be >= 1, got {self.group_size}")
+        if self.group_size > 1 and self.group_by is None:
+            raise ConfigError("group_size needs group_by (e.g. group_by='source')")
+        if not 0 <= self.expand <= MAX_EXPAND:
+            raise ConfigError(f"expand must be between 0 and {MAX_EXPAND}, got {self.expand}")
+        if self.mmr_lambda is not None and not 0.0 <= self.mmr_lambda <= 1.0:
+            raise ConfigError(f"mmr_lambda must be in [0, 1], got {self.mmr_lambda}")
+
+    @property
+    def refines(self) -> bool:
+        """Whether the hits are reshaped after the cut: grouped, expanded or diversified."""
+        return self.group_by is not None or self.expand > 0 or self.mmr_lambda is not None
 
     @property
     def hybrid(self) -> bool | None:

@@ -9,6 +9,8 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
+from mmrag.errors import ConfigError
+
 # Payload key -> value or list of accepted values; every key must match (AND).
 Filters = Mapping[str, str | int | bool | Sequence[str]]
 # Payload fields that get keyword indexes: they are what filters use.
@@ -50,10 +52,26 @@ class StoredRecord:
 
 @dataclass(frozen=True, slots=True)
 class SearchOptions:
-    """ANN knobs. ``hnsw_ef`` trades latency for recall; ``exact`` scans everything."""
+    """ANN knobs. ``hnsw_ef`` trades latency for recall; ``exact`` scans everything. On a store
+    with int8 quantization, ``rescore`` re-ranks the candidates with the original float vectors and
+    ``oversampling`` fetches that many times ``limit`` candidates from the quantized index first."""
 
     hnsw_ef: int | None = None
     exact: bool = False
+    rescore: bool = True
+    oversampling: float | None = None
+
+
+QUANTIZATIONS = ("int8",)  # what a store's dense vectors may be quantized to (None: full float32)
+
+
+def check_quantization(quantization: str | None) -> str | None:
+    """``None``/``"none"`` → ``None``; a known scheme as given; anything else a ConfigError."""
+    if quantization in (None, "none"):
+        return None
+    if quantization not in QUANTIZATIONS:
+        raise ConfigError(f"quantization must be none or {', '.join(QUANTIZATIONS)}, got {quantization!r}")
+    return quantization
 
 
 class Backend(Protocol):
@@ -67,6 +85,11 @@ class Backend(Protocol):
 
     def vector_dims(self) -> dict[str, int]: ...
     def add_vector(self, name: str, dim: int) -> None: ...
+    @property
+    def quantization(self) -> str | None:
+        """The dense vectors' quantization (``int8``) or ``None`` (float32 only)."""
+
+    def set_quantization(self, quantization: str | None) -> None: ...
     def upsert(self, points: Sequence[StoredPoint]) -> None: ...
     def set_vectors(self, name: str, ids: Sequence[str], vectors: npt.NDArray[np.float32]) -> None: ...
     def sparse_names(self) -> set[str]: ...

@@ -69,6 +69,7 @@ class ClientBackend:
         async_client: Any = None,
         shards: int | None = None,
         replication: int | None = None,
+        quantization: str | None = None,
     ) -> None:
         qc = require("qdrant_client", "server")
         self.location = f"{url}#{collection}"
@@ -98,6 +99,34 @@ class ClientBackend:
             self.async_client = qc.AsyncQdrantClient(url=url, api_key=api_key, timeout=30)
         self._dims: dict[str, int] | None = None
         self._sparse: set[str] | None = None
+        # Quantization of a collection this backend creates; an existing one keeps its record.
+        self._new_quantization = quantization
+        self._quant: str | None = self.read_meta().get("quantization") if self._physical else quantization
+
+    @property
+    def quantization(self) -> str | None:
+        return self._quant
+
+    def set_quantization(self, quantization: str | None) -> None:
+        """Turn int8 scalar quantization on or off; the server re-indexes in the background."""
+        m = _models()
+        self._new_quantization = self._quant = quantization
+        if self._physical is None:
+            return
+        self.client.update_collection(
+            self._physical,
+            quantization_config=self._quantization_config() or m.Disabled.DISABLED,
+            metadata={"mmrag": {**self.read_meta(), "quantization": quantization}},
+        )
+
+    def _quantization_config(self) -> Any:
+        m = _models()
+        if self._quant != "int8":
+            return None
+        # As on Edge: int8 with the 0.99 quantile, kept in RAM; the float vectors serve the rescoring.
+        return m.ScalarQuantization(
+            scalar=m.ScalarQuantizationConfig(type=m.ScalarType.INT8, quantile=0.99, always_ram=True)
+        )
 
     @property
     def supports_async(self) -> bool:
@@ -117,7 +146,9 @@ class ClientBackend:
     def write_meta(self, meta: Mapping[str, Any]) -> None:
         if self._physical is None:
             raise StoreError("no collection yet: add a vector first")
-        self.client.update_collection(self._physical, metadata={"mmrag": dict(meta)})
+        # The quantization record belongs to the backend (set_quantization), not to the caller's copy.
+        record = {**meta, "quantization": self._quant}
+        self.client.update_collection(self._physical, metadata={"mmrag": record})
 
     def vector_dims(self) -> dict[str, int]:
         # Read once per physical collection (like the alias in __init__): every search and write
@@ -140,14 +171,21 @@ class ClientBackend:
         m = _models()
         dims = {**self.vector_dims(), name: dim}
         meta = self.read_meta()
+        if self._physical is None and self._new_quantization:
+            meta["quantization"] = self._new_quantization
         n = 1 + (int(self._physical.rsplit("--", 1)[1]) if self._physical else 0)
         new = f"{self.collection}--{n}"
+        if self.client.collection_exists(new):
+            # A copy that crashed before the alias swap left it; the alias still names the old one.
+            log.warning("removing %s, left half-copied by an interrupted vector add", new)
+            self.client.delete_collection(new)
         self.client.create_collection(
             new,
             vectors_config={k: m.VectorParams(size=d, distance=m.Distance.COSINE) for k, d in dims.items()},
             # BM25 term weights come from the client (mmrag.store.sparse); Qdrant multiplies in the IDF.
             sparse_vectors_config={SPARSE_VECTOR: m.SparseVectorParams(modifier=m.Modifier.IDF)},
             metadata={"mmrag": meta},
+            quantization_config=self._quantization_config(),
             shard_number=self.shards,
             replication_factor=self.replication,
         )
@@ -227,7 +265,12 @@ class ClientBackend:
         options: SearchOptions,
     ) -> list[Any]:
         m = _models()
-        params = m.SearchParams(hnsw_ef=options.hnsw_ef, exact=options.exact)
+        quant = (
+            m.QuantizationSearchParams(rescore=options.rescore, oversampling=options.oversampling)
+            if self._quant
+            else None
+        )
+        params = m.SearchParams(hnsw_ef=options.hnsw_ef, exact=options.exact, quantization=quant)
         flt = client_filter(filters)
         return [
             m.QueryRequest(

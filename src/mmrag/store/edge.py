@@ -85,7 +85,13 @@ class EdgeBackend:
 
     supports_async = False  # Edge has no async API: asearch runs the blocking search in a thread
 
-    def __init__(self, directory: str | Path, *, indexing_threshold_kb: int | None = None) -> None:
+    def __init__(
+        self,
+        directory: str | Path,
+        *,
+        indexing_threshold_kb: int | None = None,
+        quantization: str | None = None,
+    ) -> None:
         self.root = Path(directory).expanduser()
         self.location = str(self.root)
         self.root.mkdir(parents=True, exist_ok=True)
@@ -93,6 +99,8 @@ class EdgeBackend:
         self._meta = self._load_meta()
         if indexing_threshold_kb is not None and not self._meta.get("shard"):
             self._meta["indexing_threshold_kb"] = int(indexing_threshold_kb)
+        if quantization is not None and not self._meta.get("shard"):
+            self._meta["quantization"] = quantization
         self._shard: Any = None
         if self._meta.get("shard"):
             self._shard = self._open(self.root / self._meta["shard"])
@@ -150,7 +158,8 @@ class EdgeBackend:
         return {k: v for k, v in self._meta.items() if k != "shard"}
 
     def write_meta(self, meta: Mapping[str, Any]) -> None:
-        self._meta = {**meta, "shard": self._meta.get("shard")}
+        # The shard and the quantization belong to the backend, not to the caller's copy of the meta.
+        self._meta = {**meta, "shard": self._meta.get("shard"), "quantization": self.quantization}
         self._write_meta_file()
 
     def _write_meta_file(self) -> None:
@@ -162,11 +171,38 @@ class EdgeBackend:
     def vector_dims(self) -> dict[str, int]:
         return {name: int(v["dim"]) for name, v in self._meta.get("vectors", {}).items()}
 
+    @property
+    def quantization(self) -> str | None:
+        return self._meta.get("quantization")
+
+    def set_quantization(self, quantization: str | None) -> None:
+        """Rebuild the shard with (or without) int8 scalar quantization; points and vectors are kept."""
+        self._meta["quantization"] = quantization
+        if self._shard is None:
+            self._write_meta_file()
+        else:
+            self._rebuild(self.vector_dims())
+
+    def _quantization_config(self) -> Any:
+        qe = _qe()
+        if self.quantization != "int8":
+            return None
+        # quantile 0.99 clips outliers before scaling to int8 (Qdrant's recommended setting); the
+        # quantized copy stays in RAM, the float vectors serve the rescoring.
+        return qe.ScalarQuantizationConfig(type=qe.ScalarType.Int8, quantile=0.99, always_ram=True)
+
     def _config(self, dims: Mapping[str, int]) -> Any:
         qe = _qe()
         threshold = self._meta.get("indexing_threshold_kb")
         return qe.EdgeConfig(
-            vectors={n: qe.EdgeVectorParams(size=d, distance=qe.Distance.Cosine) for n, d in dims.items()},
+            quantization_config=self._quantization_config(),
+            vectors={
+                # Quantized: float originals on disk (read for rescoring), the int8 copy in RAM.
+                n: qe.EdgeVectorParams(
+                    size=d, distance=qe.Distance.Cosine, memory=qe.Memory.Cold if self.quantization else None
+                )
+                for n, d in dims.items()
+            },
             # BM25 term weights come from the client (mmrag.store.sparse); Qdrant multiplies in the IDF.
             sparse_vectors={SPARSE_VECTOR: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)},
             optimizers=qe.EdgeOptimizersConfig(indexing_threshold=threshold)
@@ -175,7 +211,10 @@ class EdgeBackend:
         )
 
     def add_vector(self, name: str, dim: int) -> None:
-        dims = {**self.vector_dims(), name: dim}
+        self._rebuild({**self.vector_dims(), name: dim})
+
+    def _rebuild(self, dims: Mapping[str, int]) -> None:
+        """Copy every point into a new shard with ``dims`` and the current config, then switch."""
         n = 1 + max(
             [int(p.name.split("-")[1]) for p in self.root.glob("shard-*") if p.name[6:].isdigit()] or [0]
         )
@@ -195,7 +234,9 @@ class EdgeBackend:
         new.flush()
         old, old_dir = self._shard, self._meta.get("shard")
         self._shard = new
-        self._meta.setdefault("vectors", {})[name] = {"dim": dim}
+        known = self._meta.setdefault("vectors", {})
+        for name, dim in dims.items():
+            known.setdefault(name, {"dim": dim})  # a new vector; existing entries keep their spec
         self._meta["sparse"] = sorted(config.sparse_vectors or {})
         self._meta["shard"] = new_dir.name
         self._write_meta_file()  # the switch: from here on the new shard is the store
@@ -273,7 +314,12 @@ class EdgeBackend:
         qe, shard = _qe(), self._need()
         if len(queries) == 0:
             return []
-        params = qe.SearchParams(hnsw_ef=options.hnsw_ef, exact=options.exact)
+        quant = (
+            qe.QuantizationSearchParams(rescore=options.rescore, oversampling=options.oversampling)
+            if self.quantization
+            else None
+        )
+        params = qe.SearchParams(hnsw_ef=options.hnsw_ef, exact=options.exact, quantization=quant)
         flt = edge_filter(filters)
         reqs = [
             qe.QueryRequest(

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Collection, Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from mmrag.errors import ConfigError, DimensionMismatchError, StoreError
+from mmrag.errors import DimensionMismatchError, StoreError
 from mmrag.store.base import (
     SPARSE_VECTOR,
     Backend,
@@ -24,16 +24,15 @@ from mmrag.store.base import (
     SparseVec,
     StoredPoint,
     StoredRecord,
+    check_quantization,
     scroll_all,
 )
 from mmrag.store.checks import query_matrix, search_filter
 from mmrag.store.meta import StoreMeta
+from mmrag.store.opening import make_backend
 from mmrag.store.payload import chunk_payload, payload_chunk
 from mmrag.store.sparse import Bm25Encoder, document_vectors
 from mmrag.types import MODALITIES, Chunk, VectorSpec
-
-if TYPE_CHECKING:
-    from types import TracebackType
 
 log = logging.getLogger(__name__)
 
@@ -62,49 +61,42 @@ class QdrantStore:
 
     @classmethod
     def open(
-        cls,
-        location: str,
-        *,
-        collection: str = "mmrag",
-        api_key: str | None = None,
-        indexing_threshold_kb: int | None = None,
-        tenancy: bool = False,
-        shards: int | None = None,
-        replication: int | None = None,
+        cls, location: str, *, tenancy: bool = False, quantization: str | None = None, **backend: Any
     ) -> QdrantStore:
         """Open (or create) a store: a directory → Qdrant Edge; ``http(s)://`` or ``:memory:`` → server.
 
-        ``indexing_threshold_kb`` (Edge, new stores only): segment size above which HNSW is built.
-        ``tenancy``: make the store multi-tenant (see :meth:`enable_tenancy`); a store already
-        marked multi-tenant stays so whatever this says.
-        ``shards`` / ``replication`` (server, new collections only): shard number and replication
-        factor on a Qdrant cluster.
+        ``backend``: ``collection`` and ``api_key`` (server), ``shards`` / ``replication`` (new
+        collections on a cluster), ``indexing_threshold_kb`` (new Edge stores: segment size above
+        which HNSW is built); see :func:`mmrag.store.opening.make_backend`. ``tenancy``: make the
+        store multi-tenant (see :meth:`enable_tenancy`); a store already marked so stays so.
+        ``quantization`` (``int8`` / ``none``): see :meth:`set_quantization`; ``None`` keeps what
+        the store has (a new store: float32 only).
         """
-        if not location:
-            raise ConfigError("store location is empty; pass a directory or a Qdrant URL")
-        store: QdrantStore
-        if location.startswith(("http://", "https://")) or location == ":memory:":
-            from mmrag.store.client import ClientBackend
-
-            store = cls(
-                ClientBackend(
-                    location, collection=collection, api_key=api_key, shards=shards, replication=replication
-                )
-            )
-        else:
-            from mmrag.store.edge import EdgeBackend
-
-            store = cls(EdgeBackend(location, indexing_threshold_kb=indexing_threshold_kb))
+        quant = check_quantization(quantization)
+        store = cls(make_backend(location, quantization=quant, **backend))
+        if quantization is not None and store.quantization != quant:
+            store.set_quantization(quant)
         if tenancy:
             store.enable_tenancy()
         return store
 
+    @property
+    def quantization(self) -> str | None:
+        """``int8`` when the dense vectors have a scalar-quantized copy searched first, else ``None``."""
+        return self.backend.quantization
+
+    def set_quantization(self, quantization: str | None) -> None:
+        """Add (``int8``) or drop (``None``/``none``) an int8 copy of every dense vector: ~4x less RAM
+        for the index, searched first, then rescored with the float vectors (``SearchOptions``)."""
+        quant = check_quantization(quantization)
+        log.info("store %s: quantization %s -> %s", self.location, self.quantization, quant)
+        self.backend.set_quantization(quant)
+        self.meta = StoreMeta(self.backend)
+
     def __enter__(self) -> QdrantStore:
         return self
 
-    def __exit__(
-        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
-    ) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def close(self) -> None:
@@ -137,6 +129,8 @@ class QdrantStore:
         dims = self.backend.vector_dims()
         if spec.name in dims:
             self._check_dim(spec.name, dims[spec.name], spec)
+            if "spec" not in self.meta.vectors.get(spec.name, {}):  # a crash between add and record
+                self.meta.record_vector(spec, tenancy=self._tenancy, sparse=self.has_sparse)
             return spec.name
         log.info("adding vector %s (dim %d) to %s", spec.name, spec.dim, self.location)
         self.backend.add_vector(spec.name, spec.dim)
@@ -242,11 +236,12 @@ class QdrantStore:
         vector: str,
         *,
         present: Collection[str] | None = None,
+        writer: str | None = None,
     ) -> int:
         """Write chunks with their vectors (idempotent by chunk id). Returns the number written.
 
-        ``present``: ids of ``chunks`` already stored, when the caller just looked them up (see
-        :meth:`presence`); saves reading them again.
+        ``present``: ids of ``chunks`` already stored (see :meth:`presence`), saving a second read;
+        ``writer``: the marker new points carry (:data:`~mmrag.store.payload.WRITER_KEY`).
         """
         if len(chunks) != len(vectors):
             raise ValueError(f"{len(chunks)} chunks but {len(vectors)} vectors")
@@ -271,7 +266,7 @@ class QdrantStore:
                     StoredPoint(
                         chunks[i].id,
                         {vector: vectors[i]},
-                        chunk_payload(chunks[i]),
+                        chunk_payload(chunks[i], writer),
                         {SPARSE_VECTOR: sparse[chunks[i].id]} if chunks[i].id in sparse else {},
                     )
                     for i in new
@@ -393,6 +388,7 @@ class QdrantStore:
             "default_vector": self.default_vector,
             "tenancy": self.tenancy,
             "indexed_vectors": self.backend.indexed_vectors(),
+            "quantization": self.quantization,
         }
 
 

@@ -87,6 +87,8 @@ class StoreInfo:
             f"sources: {self.sources}",
             f"default vector: {self.default_vector}",
         ]
+        if self.extra.get("quantization"):
+            lines.append(f"quantization: {self.extra['quantization']} (rescored with the float vectors)")
         lines += [
             f"  vector {n}: dim {v.get('dim')}, model {v.get('spec')}, aligned {v.get('aligned')}"
             for n, v in self.vectors.items()

@@ -7,11 +7,26 @@ from typing import Any
 
 from mmrag.types import Chunk
 
-__all__ = ["chunk_payload", "payload_chunk"]
+__all__ = [
+    "EVAL_WRITER",
+    "INGEST_WRITER",
+    "TRAIN_WRITER",
+    "WRITER_KEY",
+    "chunk_payload",
+    "payload_chunk",
+]
+
+# Who wrote a point: ``mmrag verify --repair`` deletes only points that ingest wrote (and whose file
+# its ledger knows); points of eval, training or other programs are reported, never silently deleted.
+WRITER_KEY = "_writer"
+INGEST_WRITER = "ingest"
+EVAL_WRITER = "eval"
+TRAIN_WRITER = "train"
 
 
-def chunk_payload(chunk: Chunk) -> dict[str, Any]:
-    """The payload stored with a chunk's point; ``tenant`` is lifted to the top for the tenant index."""
+def chunk_payload(chunk: Chunk, writer: str | None = None) -> dict[str, Any]:
+    """The payload stored with a chunk's point; ``tenant`` is lifted to the top for the tenant index,
+    and ``writer`` (who writes it: :data:`INGEST_WRITER`, ...) is kept under :data:`WRITER_KEY`."""
     payload: dict[str, Any] = {
         "modality": chunk.modality,
         "source": chunk.source,
@@ -21,6 +36,8 @@ def chunk_payload(chunk: Chunk) -> dict[str, Any]:
     }
     if "tenant" in chunk.metadata:
         payload["tenant"] = chunk.metadata["tenant"]
+    if writer is not None:
+        payload[WRITER_KEY] = writer
     return payload
 
 

@@ -42,6 +42,7 @@ from mmrag.eval.datasets import ImageCaptionDataset
 from mmrag.eval.metrics import first_rank, flickr_recall
 from mmrag.ingest.indexing import embed_and_write
 from mmrag.store import QdrantStore
+from mmrag.store.payload import TRAIN_WRITER
 from mmrag.train.features import FeatureCache, tower_key
 from mmrag.train.lite import check_lite
 from mmrag.train.reports import ClosedLoopReport, LoopOutcome, write_report
@@ -50,7 +51,7 @@ from mmrag.train.trainer import HardNegatives, LiteHeads, TrainConfig, train_hea
 from mmrag.types import Chunk
 
 if TYPE_CHECKING:
-    from mmrag.ingest.ledger import Ledger
+    from mmrag.ingest.ledger_base import IngestLedger
 
 log = logging.getLogger(__name__)
 F32 = npt.NDArray[np.float32]
@@ -185,7 +186,9 @@ def reembed(
         chunks = [c for c, _ in items]
         # Image chunks carry what to embed (the file, or a figure decoded again from its PDF).
         images = {c.id: img for c, img in items} if modality == "image" else None
-        done += embed_and_write(encoder, store, chunks, vector=vector, images=images, batch=batch)
+        done += embed_and_write(
+            encoder, store, chunks, vector=vector, images=images, batch=batch, writer=TRAIN_WRITER
+        )
         bar.update(len(chunks))
         pending[modality] = []
 
@@ -246,7 +249,7 @@ def closed_loop(
     dev_split: str = "dev",
     cache_dir: Path | None = None,
     limit: int | None = None,
-    ledger: Ledger | None = None,
+    ledger: IngestLedger | None = None,
     progress: bool = True,
 ) -> ClosedLoopReport:
     """Mine → train → re-embed into a new vector → evaluate old and new → switch only if better.

@@ -21,6 +21,7 @@ import numpy as np
 import numpy.typing as npt
 
 from mmrag._lazy import require
+from mmrag.encoders.onnxrt import FastForward
 from mmrag.encoders.openclip import OpenClipEncoder
 from mmrag.train.finetune import block_input_features
 from mmrag.train.lite import check_lite
@@ -79,7 +80,10 @@ def image_features(
     check_lite(encoder)
     from tqdm import tqdm
 
-    trunk = encoder.model.visual.trunk.eval()
+    # The same ONNX Runtime path as encode_image (~4x eager torch on CPU), parity-checked.
+    trunk = FastForward(
+        encoder.model.visual.trunk.eval(), runtime=encoder.image_forward.runtime, name="image trunk"
+    )
     out: list[F32] = []
     with (
         torch.inference_mode(),

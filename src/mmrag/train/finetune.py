@@ -18,6 +18,7 @@ import numpy.typing as npt
 import torch
 from torch import Tensor, nn
 
+from mmrag.encoders.onnxrt import FastForward
 from mmrag.encoders.openclip import OpenClipEncoder
 from mmrag.errors import ConfigError
 from mmrag.train.lite import check_lite
@@ -83,7 +84,11 @@ def block_input_features(
     from tqdm import tqdm
 
     check_lite(encoder)
-    bottom = TrunkBottom(encoder.model.visual.trunk, n_blocks).eval()
+    bottom = FastForward(
+        TrunkBottom(encoder.model.visual.trunk, n_blocks).eval(),
+        runtime=encoder.image_forward.runtime,
+        name="frozen trunk blocks",
+    )
     out: list[F16] = []
     with (
         torch.inference_mode(),

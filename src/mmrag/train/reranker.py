@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 from mmrag.eval.corpus import doc_ids, index_corpus, ranking_metrics
 from mmrag.rerank.cross_encoder import CONFIG_FILE, CrossEncoderReranker
 from mmrag.rerank.fusion import learn_weight
+from mmrag.store.payload import TRAIN_WRITER
 from mmrag.train.groups import Group, mine_groups
 from mmrag.train.reranker_report import Calibration, FitStats, RerankTrainConfig, RerankTrainReport
 
@@ -235,7 +236,7 @@ def train_reranker(
     unseen = [q for q in val_ids if not set(ds.qrels[q]) & train_pos]
     encoder = load_encoder(encoder_spec)
     with tempfile.TemporaryDirectory(prefix="mmrag-rr-") as tmp, QdrantStore.open(store or tmp) as st:
-        index_corpus(st, encoder, ds, cache, progress=progress)
+        index_corpus(st, encoder, ds, cache, progress=progress, writer=TRAIN_WRITER)
         retriever = Retriever(encoder, st, pool=cfg.depth, hybrid=True, exact=True)
         from tqdm import tqdm
 
@@ -263,7 +264,8 @@ def train_reranker(
         )
         bar.close()
         log.info("mined %d groups in %.0f s", len(groups), time.perf_counter() - t)
-        reranker = CrossEncoderReranker(cfg.model, max_length=cfg.max_length, batch_size=32)
+        # Trained (and calibrated) in fp32; inference may then run it in bf16 (rerank precision).
+        reranker = CrossEncoderReranker(cfg.model, max_length=cfg.max_length, batch_size=32, precision="fp32")
         fitted = fit(reranker, groups, cfg, progress=progress)
         val_pools = retriever.search_batch(
             [ds.queries[q] for q in val_ids], k=cfg.val_pool, hybrid=True, rerank=False

@@ -23,22 +23,24 @@ log = logging.getLogger("mmrag.ui")
 
 
 @st.cache_resource(show_spinner="Loading the encoder (once per server process)…", max_entries=2)
-def get_encoder(spec: str, batch_size: int, threads: int) -> DualEncoder:
+def get_encoder(spec: str, batch_size: int, threads: int, runtime: str = "auto") -> DualEncoder:
     """One encoder per spec for every session of this server process (loading takes seconds).
 
     Failures are not cached, so a fixed model path works on the next run.
     """
-    return cached_encoder(spec, batch_size=batch_size, threads=threads)
+    return cached_encoder(spec, batch_size=batch_size, threads=threads, runtime=runtime)
 
 
 def encoder_for(settings: Settings, store: QdrantStore) -> DualEncoder:
     """The encoder for ``store``: the configured model, else the store's, else ``lite`` (as every face)."""
-    return get_encoder(wiring.encoder_spec(settings, store), settings.batch_size, settings.threads)
+    return get_encoder(
+        wiring.encoder_spec(settings, store), settings.batch_size, settings.threads, settings.runtime
+    )
 
 
 @st.cache_resource(show_spinner="Loading the reranker (once per server process)…", max_entries=2)
-def _get_reranker(spec: RerankerSpec, threads: int) -> Any:
-    return wiring.load_reranker_spec(spec, threads)
+def _get_reranker(spec: RerankerSpec, threads: int, precision: str = "auto") -> Any:
+    return wiring.load_reranker_spec(spec, threads, precision)
 
 
 def reranker_for(settings: Settings, store: QdrantStore) -> Any:
@@ -49,7 +51,7 @@ def reranker_for(settings: Settings, store: QdrantStore) -> Any:
     if spec is None:
         return None
     try:
-        return _get_reranker(spec, settings.threads)
+        return _get_reranker(spec, settings.threads, settings.rerank_precision)
     except EncoderError:
         if settings.reranker:
             raise

@@ -8,6 +8,7 @@ import altair as alt
 import streamlit as st
 
 from mmrag.config import Settings
+from mmrag.retriever.request import MAX_EXPAND
 from mmrag.store import QdrantStore
 from mmrag.types import Hit
 from mmrag.ui.common import encoder_for, image_exists, reranker_for
@@ -104,6 +105,7 @@ def _form(
         for stage, col in (("hybrid", s1), ("rerank", s2)):
             if stage in notes:
                 col.caption(notes[stage])
+        shaping = _result_controls()
         submitted = st.form_submit_button("Search", type="primary")
     if not submitted:
         return None
@@ -118,7 +120,29 @@ def _form(
         tenants=chosen_tenants,
         hybrid=bool(hybrid and caps.get("hybrid")),
         rerank=bool(rerank and caps.get("rerank")),
+        **shaping,
     )
+
+
+def _result_controls() -> dict[str, Any]:
+    """Grouping by document, context, MMR and the composed query's image weight (docs/search.md)."""
+    with st.expander("Documents, context, diversity"):
+        g1, g2, g3, g4 = st.columns(4)
+        by_doc = g1.toggle("Group by document", key="group", help="k counts documents, not chunks")
+        size = g1.number_input("hits per document", min_value=1, max_value=20, value=1, key="group_size")
+        expand = g2.number_input(
+            "context (chunks per side)", min_value=0, max_value=MAX_EXPAND, value=0, key="expand"
+        )
+        use_mmr = g3.toggle("Diversify (MMR)", key="mmr_on", help="maximal marginal relevance over the pool")
+        lam = g3.slider("MMR λ (1 = relevance only)", 0.0, 1.0, 0.5, 0.05, key="mmr")
+        weight = g4.slider("image weight (text + image)", 0.0, 1.0, 0.5, 0.05, key="image_weight")
+    return {
+        "group_by": "source" if by_doc else None,
+        "group_size": int(size) if by_doc else 1,
+        "expand": int(expand),
+        "mmr_lambda": float(lam) if use_mmr else None,
+        "image_weight": float(weight),
+    }
 
 
 def _results(outcome: QueryOutcome, store: QdrantStore, root: str | None) -> None:
@@ -223,6 +247,15 @@ def _card(hit: Hit, query: str | None, store: QdrantStore, root: str | None) -> 
         if c.text:
             body.markdown(highlight(c.text, query, SNIPPET_CHARS), unsafe_allow_html=True)
         body.markdown(_scores_line(hit))
+        if hit.context:
+            with body.expander(f"context: {len(hit.context)} chunks around it"):
+                for n in hit.context:
+                    page = n.metadata.get("page")
+                    st.caption(
+                        f"{n.modality} · position {n.metadata.get('position')}"
+                        + (f" · page {page}" if page else "")
+                    )
+                    st.write((n.text or n.image or "")[:SNIPPET_CHARS])
         open_now = st.session_state.get("inspect") == c.id
         body.button(
             "Close" if open_now else "Inspect",

@@ -118,6 +118,16 @@ class QueryRequest:
     tenants: Sequence[str] = ()
     hybrid: bool = False
     rerank: bool = False
+    image_weight: float = 0.5
+    group_by: str | None = None
+    group_size: int = 1
+    expand: int = 0
+    mmr_lambda: float | None = None
+
+    @property
+    def refines(self) -> bool:
+        """Grouped, expanded or diversified results: the retriever returns just what is shown."""
+        return self.group_by is not None or self.expand > 0 or self.mmr_lambda is not None
 
     def filters(self) -> dict[str, str | list[str]]:
         out: dict[str, str | list[str]] = {}
@@ -130,15 +140,21 @@ class QueryRequest:
     def search_request(self) -> SearchRequest:
         """The retriever's request: the whole pool as ``k`` (its score distribution is drawn), each
         toggle as an explicit on / off (off even where the retriever's default is on); an image or a
-        text + image query runs dense only (the optional stages take one text query)."""
+        text + image query runs dense only (the optional stages take one text query). Grouped, expanded
+        or diversified results ask for ``k`` (documents when grouped) out of the pool."""
         text = self.text.strip() if self.text and self.text.strip() else None
         composed = self.image is not None
         size = max(self.k, self.pool)
         return SearchRequest(
             text=text,
             image=self.image,
-            k=size,
+            k=self.k if self.refines else size,
             pool=size,
+            image_weight=self.image_weight,
+            group_by=self.group_by,
+            group_size=self.group_size,
+            expand=self.expand,
+            mmr_lambda=self.mmr_lambda,
             modality=self.modality,
             filters=self.filters() or None,
             mode=RetrievalMode.HYBRID if self.hybrid and not composed else RetrievalMode.DENSE,
@@ -187,7 +203,7 @@ def run_query(retriever: Retriever, req: QueryRequest) -> QueryOutcome:
     hits, timings = res.hits, dict(res.timings)
     return QueryOutcome(
         pool=hits,
-        k=req.k,
+        k=len(hits) if req.refines else req.k,  # grouped: up to k documents x group_size hits
         timings=timings,
         notes=notes,
         query_text=text,

@@ -30,6 +30,9 @@ _CAPTION_CHARS = 400
 # Document scans are mostly bright, unsaturated paper; photos rarely are. Only those are OCR'd.
 _DOC_BRIGHT_FRACTION = 0.55
 _OCR_MIN_WORDS = 5
+# Side (px) an image is decoded at for embedding: twice the largest tower input (336 px), which keeps
+# the embedding within cosine 0.999 of a full decode (tests/encoders/test_lite.py).
+_EMBED_SIDE = 672
 
 
 def caption_for(path: Path, captions: Captions | None) -> tuple[str | None, str | None]:
@@ -54,8 +57,13 @@ def caption_for(path: Path, captions: Captions | None) -> tuple[str | None, str 
     return None, None
 
 
-def _decode(data: bytes, max_pixels: int) -> tuple[Any, int, int, str | None]:
-    """The image as RGB, its size and format, after the checks that keep bad files out."""
+def _decode(data: bytes, max_pixels: int, draft: int | None = None) -> tuple[Any, int, int, str | None]:
+    """The image as RGB, its size and format, after the checks that keep bad files out.
+
+    With ``draft``, a JPEG is decoded at the smallest 1/2..1/8 scale whose sides are both still
+    >= ``draft`` pixels (libjpeg's DCT scaling): the whole file is still read, so a truncated one
+    still fails, at a fraction of the cost for a large photo.
+    """
     from PIL import Image, UnidentifiedImageError  # Pillow is core; imported late to keep startup light
 
     bad = (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, EOFError, ValueError)
@@ -76,6 +84,8 @@ def _decode(data: bytes, max_pixels: int) -> tuple[Any, int, int, str | None]:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data)) as img:
+                if draft:
+                    img.draft("RGB", (draft, draft))
                 img.load()
                 kind = img.format
                 decoded = img.convert("RGB")
@@ -93,9 +103,14 @@ def load_image(file: RawFile, opts: LoadOptions, captions: Captions | None = Non
         LoaderError: A corrupt image, or one over ``opts.max_image_pixels``.
     """
     source, file_hash = file.source, file.digest
-    decoded, width, height, kind = _decode(file.data, opts.max_image_pixels)
+    # Decoded for the encoder (which resizes to ~224-336 px) at >= _EMBED_SIDE px; only a document
+    # scan that goes to OCR is decoded again at full resolution.
+    decoded, width, height, kind = _decode(file.data, opts.max_image_pixels, draft=_EMBED_SIDE)
     caption, caption_source = caption_for(file.path, captions)
-    ocr_text = _ocr_document_image(decoded) if opts.ocr_available() else ""
+    ocr_text = ""
+    if opts.ocr_available() and _looks_like_document(decoded):
+        full = decoded if decoded.size == (width, height) else _decode(file.data, opts.max_image_pixels)[0]
+        ocr_text = _ocr_document_image(full)
     if caption is None and ocr_text:
         caption, caption_source = " ".join(ocr_text.split())[:_CAPTION_CHARS], "ocr"
     meta: dict[str, Any] = {

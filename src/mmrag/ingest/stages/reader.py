@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from mmrag.errors import ConfigError
-from mmrag.ingest.ledger import LedgerEntry
+from mmrag.ingest.ledger_base import LedgerEntry
 from mmrag.ingest.loaders import (
     IMAGE_EXTENSIONS,
     LOADER_VERSION,

@@ -14,10 +14,11 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from mmrag.ingest.ledger import Ledger, LedgerEntry
+from mmrag.ingest.ledger_base import IngestLedger, LedgerEntry
 from mmrag.ingest.stages.context import FileResult, RunContext, chunk_ledger_key, timed
 from mmrag.ingest.stages.embedder import VectorSource
 from mmrag.store import QdrantStore
+from mmrag.store.payload import INGEST_WRITER
 from mmrag.types import Chunk, IngestSummary
 
 log = logging.getLogger(__name__)
@@ -54,7 +55,7 @@ class Writer:
     def __init__(
         self,
         store: QdrantStore,
-        ledger: Ledger,
+        ledger: IngestLedger,
         ctx: RunContext,
         summary: IngestSummary,
         vectors: VectorSource,
@@ -116,7 +117,11 @@ class Writer:
             vecs = self.vectors.vectors(todo)
             with timed(self.timings, "write"):
                 summary.written += store.upsert_chunks(
-                    todo, vecs, vector, present={c.id for c in todo if c.id in present}
+                    todo,
+                    vecs,
+                    vector,
+                    present={c.id for c in todo if c.id in present},
+                    writer=INGEST_WRITER,
                 )
         self.vectors.release(batch)
         for c in batch:

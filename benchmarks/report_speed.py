@@ -1,0 +1,71 @@
+"""BENCHMARKS.md sections of the speed benchmarks (#16): the image path and store quantization."""
+
+from __future__ import annotations
+
+from typing import Any
+
+BASE_STEP = "torch, full decode"
+FAST_STEP = "ONNX Runtime + draft decode (default)"
+
+
+def image_path_section(r: dict[str, Any]) -> str:
+    rows = []
+    for run in r["runs"]:
+        for name, s in run["sets"].items():
+            for step, rate in s["images_per_s"].items():
+                share, gain = s["share_of_ceiling"][step], rate / s["images_per_s"][BASE_STEP]
+                cells = [str(run["threads"]), name, step, f"{rate:.1f}", f"{share:.2f}", f"{gain:.2f}x"]
+                rows.append("| " + " | ".join(cells) + " |")
+    parity = "; ".join(
+        f"{run['threads']} thread(s), {name}: ONNX vs torch {s['parity_onnx_vs_torch']:.5f}, "
+        f"draft vs full decode {s['parity_draft_vs_full']:.5f}"
+        for run in r["runs"]
+        for name, s in run["sets"].items()
+    )
+    ceilings = ", ".join(f"{x['threads']} thread(s) {x['ceiling_gflops']:.0f} GFLOP/s" for x in r["runs"])
+    return f"""## Image path against the hardware
+
+Command: `{r["command"]}` ({r["measured"]} UTC). Image tower `{r["model"]}`: {r["gflop_per_image"]:.3f}
+GFLOP per image (torch's FLOP counter, 2 per multiply-add). fp32 matmul ceiling in the same run
+(2048² `torch.mm`, best of 5): {ceilings}. Each cell: end-to-end `encode_image` on file paths (decode +
+resize + forward), images/s, median of the timed passes; "share" = images/s x GFLOP per image / ceiling;
+"x" = against the first step (the encoder before #16). The 1792 px set is the 224 px photos upscaled 8x
+and saved as JPEG (quality 90), standing for camera photos.
+
+| threads | images | step | images/s | share of ceiling | x first step |
+|---|---|---|---|---|---|
+{chr(10).join(rows)}
+
+Parity (min cosine over the set): {parity}.
+"""
+
+
+def quantization_section(r: dict[str, Any]) -> str:
+    rows = []
+    for label, c in r["configs"].items():
+        for mode, m in c.items():
+            if not isinstance(m, dict):
+                continue
+            rows.append(
+                f"| {label} | {mode} | {m['p50_ms']:.2f} | {m['p95_ms']:.2f} | {m['recall@10']:.4f} | "
+                f"{c['store_rss_mb']:.0f} | {c['disk_mb']:.0f} | {c['build_s']:.0f} |"
+            )
+    f32, i8 = r["configs"].get("float32"), r["configs"].get("int8")
+    ratio = ""
+    if f32 and i8 and f32["store_rss_mb"] > 0:
+        ratio = (
+            f"\n**Serving RSS int8 / float32 = {i8['store_rss_mb'] / f32['store_rss_mb']:.2f}**; "
+            f"p95 int8 (rescored) / float32 = {i8['rescore']['p95_ms'] / f32['default']['p95_ms']:.2f}.\n"
+        )
+    return f"""## Store quantization: int8 with rescoring against float32
+
+Command: `{r["command"]}` ({r["measured"]} UTC). {r["points"]:,} real `lite` vectors of distinct items
+({r["texts"]:,} texts: SciFact abstract sentences and Flickr8k captions; {r["images"]:,} images: Flickr8k
+photos and random crops), Qdrant Edge after `optimize()`; {r["queries"]} SciFact queries, ANN only (the
+query vector given), k = 10; recall@10 against exact float search on the same store. RSS = what a fresh
+process gains by opening the store and answering every query; disk = the store folder.
+
+| store | search | p50 ms | p95 ms | recall@10 | serving RSS MB | disk MB | build s |
+|---|---|---|---|---|---|---|---|
+{chr(10).join(rows)}
+{ratio}"""

@@ -1,0 +1,104 @@
+"""The image tower in ONNX Runtime: parity with torch, stale-weight re-export, fallbacks, settings."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from mmrag.config import Settings
+from mmrag.encoders import load_encoder
+from mmrag.encoders.onnxrt import PARITY_MIN, FastForward, check_runtime, min_cosine
+from mmrag.encoders.openclip import OpenClipEncoder
+from mmrag.errors import ConfigError, EncoderError
+
+
+def test_onnx_image_embeddings_match_torch(lite: OpenClipEncoder, image_paths: list[Path]) -> None:
+    assert lite.image_forward.runtime == "auto"
+    fast = lite.encode_image(image_paths)
+    assert lite.image_forward.active == "onnx"
+    assert lite.image_forward.parity is not None and lite.image_forward.parity >= PARITY_MIN
+    lite.set_runtime("torch")
+    try:
+        ref = lite.encode_image(image_paths)
+        assert lite.describe()["image_runtime"] == "torch"
+    finally:
+        lite.set_runtime("auto")
+    assert min_cosine(fast, ref) >= PARITY_MIN
+    # Same ranking of the three images for every row, not just close vectors.
+    assert np.array_equal(np.argsort(-(fast @ fast.T), axis=1), np.argsort(-(ref @ ref.T), axis=1))
+
+
+class _Net(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.bn = nn.BatchNorm2d(4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.bn(self.conv(x))).mean((2, 3))
+
+
+def test_reexports_when_weights_change_in_place() -> None:
+    torch.manual_seed(0)
+    net = _Net().eval()
+    fwd = FastForward(net, runtime="onnx", name="net")
+    x = torch.randn(5, 3, 12, 12)
+    with torch.inference_mode():
+        before = fwd(x).numpy()
+    with torch.no_grad():
+        net.conv.weight.mul_(-2.0)  # what an optimizer step does: in place
+    with torch.inference_mode():
+        after = fwd(x).numpy()
+        want = net(x).numpy()
+    assert not np.allclose(before, after)
+    np.testing.assert_allclose(after, want, rtol=1e-4, atol=1e-5)
+
+
+def test_train_mode_runs_in_torch() -> None:
+    net = _Net().train()
+    fwd = FastForward(net, runtime="onnx", name="net")
+    assert fwd.active == "torch"
+    out = fwd(torch.randn(4, 3, 12, 12))
+    assert out.requires_grad  # torch's graph, so training can backpropagate through it
+
+
+class _Branchy(nn.Module):
+    """Data-dependent control flow: the traced export keeps only the branch of its example."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * 2 if float(x.sum()) > 0 else -x
+
+
+def test_parity_failure_falls_back_to_torch_in_auto(caplog: pytest.LogCaptureFixture) -> None:
+    fwd = FastForward(_Branchy().eval(), runtime="auto", name="branchy")
+    x = torch.ones(3, 4)
+    x[1:] = -1.0  # x[:1] (the export example) takes the other branch than the whole batch
+    with caplog.at_level(logging.WARNING, logger="mmrag.encoders.onnxrt"):
+        out = fwd(x)
+    assert torch.equal(out, -x)
+    assert fwd.active == "torch"
+    assert "running it in torch" in caplog.text
+    assert torch.equal(fwd(x), -x)  # no second export attempt for the same weights
+
+
+def test_parity_failure_is_an_error_when_onnx_is_required() -> None:
+    fwd = FastForward(_Branchy().eval(), runtime="onnx", name="branchy")
+    x = torch.ones(3, 4)
+    x[1:] = -1.0
+    with pytest.raises(EncoderError, match="cosine"):
+        fwd(x)
+
+
+def test_runtime_names_are_checked() -> None:
+    with pytest.raises(EncoderError, match="choose one of"):
+        check_runtime("tensorrt")
+    with pytest.raises(EncoderError, match="choose one of"):
+        load_encoder("lite", runtime="gpu")
+    with pytest.raises(ConfigError, match="MMRAG_RUNTIME"):
+        Settings.from_env({"MMRAG_RUNTIME": "fast"})
+    assert Settings.from_env({"MMRAG_RUNTIME": "torch"}).runtime == "torch"
