@@ -749,6 +749,11 @@ def main() -> None:
     api = args.results / "api_load.json"
     if api.exists():
         sections.append(api_section(json.loads(api.read_text())))
+    conc = args.results / "api_concurrency.json"
+    if conc.exists():
+        from bench_api_concurrency import report_section  # its section lives beside the benchmark
+
+        sections.append(report_section(json.loads(conc.read_text())))
     rr = args.results / "rerank.json"
     if rr.exists():
         data = json.loads(rr.read_text())

@@ -110,8 +110,8 @@ def test_batch_is_one_encoder_pass(edge: tuple[MmragRetriever, CountingEncoder, 
     assert lc.batch([]) == []
 
 
-def test_ainvoke_on_edge_runs_in_the_bounded_pool(edge: tuple[MmragRetriever, CountingEncoder, Path]) -> None:
-    lc, _, _ = edge
+def test_ainvoke_on_edge_uses_the_micro_batcher(edge: tuple[MmragRetriever, CountingEncoder, Path]) -> None:
+    lc, enc, _ = edge
     assert not lc.retriever.store.supports_async
 
     async def main() -> list[list[Document]]:
@@ -119,8 +119,16 @@ def test_ainvoke_on_edge_runs_in_the_bounded_pool(edge: tuple[MmragRetriever, Co
 
     results = asyncio.run(main())
     assert [r[0].page_content for r in results] == TEXTS
-    assert lc._executor is not None and lc._executor._max_workers == lc.max_workers
-    assert asyncio.run(lc.abatch(TEXTS[:2]))[1][0].page_content == TEXTS[1]
+    batcher = lc._batcher  # concurrent ainvoke calls share its bounded threads and encoder passes
+    assert batcher is not None and batcher._pool._max_workers == lc.max_batch
+    assert batcher.texts.calls == len(TEXTS) and batcher.admitted == 0
+    enc.passes = 0
+    together = asyncio.run(lc.abatch(TEXTS))
+    assert enc.passes == 1  # abatch: one micro-batch, one encoder pass
+    alone = [lc.invoke(q) for q in TEXTS]
+    assert [[(d.id, d.metadata["dense"]) for d in ds] for ds in together] == [
+        [(d.id, d.metadata["dense"]) for d in ds] for ds in alone
+    ]
 
 
 def test_ainvoke_on_a_server_store_awaits_the_async_client(tmp_path: Path) -> None:

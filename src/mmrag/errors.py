@@ -41,3 +41,15 @@ class LoaderError(MmragError):
 
 class DatasetError(MmragError):
     """An evaluation dataset folder does not have the expected layout."""
+
+
+class OverloadedError(MmragError):
+    """Too many searches are already queued; retry after ``retry_after`` seconds (the API's 503)."""
+
+    def __init__(self, message: str, retry_after: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class SearchAbandonedError(MmragError):
+    """A queued search was dropped because its client stopped waiting (it had timed out)."""

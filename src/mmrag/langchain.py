@@ -16,13 +16,18 @@ Composed queries: ``invoke("red car", image="photo.jpg", image_weight=0.3)``, or
 
 Async: with a Qdrant server store, ``ainvoke`` encodes the query in a worker thread (the encoder is
 CPU-bound torch code) and awaits the search on qdrant-client's ``AsyncQdrantClient``. The embedded
-Edge store has no async API: there the whole blocking search runs in a bounded thread pool
-(``max_workers`` threads), so the event loop never blocks and at most that many searches run at once.
+Edge store has no async API (nor does a search with another stage): there the whole blocking search
+runs on the micro-batcher's ``max_batch`` threads, so the event loop never blocks.
+
+Batching: ``batch`` and ``abatch`` run their inputs as one micro-batch (one text-encoder pass, their
+rerank pools gathered up to one forward pass of pairs; see :mod:`mmrag.retriever.batching`), and
+concurrent ``ainvoke`` calls on that path are gathered the same way (``max_batch``, ``max_wait_ms``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -32,6 +37,7 @@ from mmrag import wiring
 from mmrag._lazy import require
 from mmrag.config import Settings
 from mmrag.errors import ConfigError
+from mmrag.retriever.batching import BatchSettings, SearchBatcher
 from mmrag.retriever.core import Retriever, dense_hits
 from mmrag.retriever.request import RetrievalMode, SearchRequest
 from mmrag.types import Citation, Hit
@@ -110,7 +116,10 @@ class MmragRetriever(BaseRetriever):
         hybrid: The older spelling of ``mode``: ``True`` is ``"hybrid"``, ``False`` ``"dense"``
             (``mode`` wins when both are set).
         rerank: Ask for reranking (``False``: skip it); ``None``: the retriever's default.
-        max_workers: Threads for blocking work in ``ainvoke`` (encoder; Edge searches).
+        max_workers: Threads for blocking work in ``ainvoke`` on a server store (encoder).
+        max_batch: Searches gathered into one encoder pass and one rerank batch (``batch``,
+            ``abatch``, concurrent ``ainvoke``).
+        max_wait_ms: How long a batch's first search waits for others to join.
         group_by: ``"source"``: ``k`` counts documents, each with up to ``group_size`` chunks.
         group_size: Chunks per document when grouping.
         expand: Neighbouring chunks per side attached as ``metadata["context"]`` (0: none).
@@ -137,6 +146,8 @@ class MmragRetriever(BaseRetriever):
     hybrid: bool | None = None
     rerank: bool | None = None
     max_workers: int = 4
+    max_batch: int = 32
+    max_wait_ms: float = 5.0
     group_by: str | None = None
     group_size: int = 1
     expand: int = 0
@@ -144,6 +155,8 @@ class MmragRetriever(BaseRetriever):
     image_weight: float = 0.5
 
     _executor: ThreadPoolExecutor | None = PrivateAttr(default=None)
+    _batcher: SearchBatcher | None = PrivateAttr(default=None)
+    _batcher_lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
 
     @classmethod
     def from_store(
@@ -197,6 +210,9 @@ class MmragRetriever(BaseRetriever):
         if self._executor is not None:
             self._executor.shutdown(wait=True)
             self._executor = None
+        if self._batcher is not None:
+            self._batcher.close()
+            self._batcher = None
         self.retriever.store.close()
 
     # -- helpers ----------------------------------------------------------------------------
@@ -235,6 +251,16 @@ class MmragRetriever(BaseRetriever):
         if self._executor is None:
             self._executor = ThreadPoolExecutor(self.max_workers, thread_name_prefix="mmrag-lc")
         return self._executor
+
+    def _searches(self) -> SearchBatcher:
+        """The micro-batcher (created on first use; no bound: every caller's input runs)."""
+        with self._batcher_lock:
+            if self._batcher is None:
+                settings = BatchSettings(
+                    max_batch=self.max_batch, max_wait_ms=self.max_wait_ms, queue_size=None
+                )
+                self._batcher = SearchBatcher(self.retriever, settings)
+            return self._batcher
 
     @staticmethod
     def _query(query: str, image: Any) -> str | None:
@@ -276,9 +302,10 @@ class MmragRetriever(BaseRetriever):
         store = self.retriever.store
         req = self._request(query, image, filters, k, image_weight)
         # The awaited path below is one dense search of one query vector: a composed query or
-        # reshaped results (group, expand, MMR) go through Retriever.run.
+        # reshaped results (group, expand, MMR) go through Retriever.run, on the micro-batcher.
         if not (store.supports_async and self._dense_only(req)) or req.composed or req.refines:
-            return await loop.run_in_executor(self._pool(), self._run, req)
+            res = await asyncio.wrap_future(self._searches().submit(req, bounded=False))
+            return [hit_to_document(h) for h in res.hits]
         text = req.text
         if text is not None and not text.strip():
             raise ConfigError("the text query is empty")
@@ -305,15 +332,15 @@ class MmragRetriever(BaseRetriever):
         return_exceptions: bool = False,
         **kwargs: Any,
     ) -> list[list[Document]]:
-        """Many text queries in one encoder pass and one batched store query.
+        """Many text queries as one micro-batch: one encoder pass, rerank pools gathered, the
+        store searches per input (see :mod:`mmrag.retriever.batching`).
 
-        :meth:`Retriever.search_batch` runs every stage (hybrid, rerank) for the whole batch; per-call
-        arguments fall back to LangChain's per-input batch.
+        Per-call arguments fall back to LangChain's per-input batch. With ``return_exceptions``, an
+        input that fails gets its error and the others their documents.
         """
         if not inputs:
             return []
-        if kwargs or self._request("", None, None, None).refines:
-            # per-call arguments, or results reshaped per query (group, expand, MMR): one run each
+        if kwargs:  # per-call arguments: LangChain's batch, one call per input
             return super().batch(inputs, config, return_exceptions=return_exceptions, **kwargs)
         configs = get_config_list(config, len(inputs))
         runs: list[CallbackManagerForRetrieverRun] = []
@@ -331,23 +358,39 @@ class MmragRetriever(BaseRetriever):
             for text in inputs:
                 if not isinstance(text, str) or not text.strip():
                     raise ConfigError(f"batch takes non-empty text queries, got {text!r}")
-            base = self._request("", None, None, None)  # this instance's settings; texts are the inputs
-            results = self.retriever.search_batch(
-                list(inputs),
-                k=base.k,
-                modality=base.modality,
-                filters=base.search_filters(),
-                pool=base.pool,
-                hybrid=base.hybrid,
-                rerank=base.rerank,
-            )
+            results = self._searches().run_many([self._request(t, None, None, None) for t in inputs])
         except Exception as exc:
             for run in runs:
                 run.on_retriever_error(exc)
             if return_exceptions:
                 return [exc for _ in inputs]  # type: ignore[misc]
             raise
-        docs = [[hit_to_document(h) for h in hits] for hits in results]
-        for run, d in zip(runs, docs, strict=True):
-            run.on_retriever_end(d)
-        return docs
+        out: list[Any] = []
+        for run, res in zip(runs, results, strict=True):
+            if isinstance(res, Exception):
+                run.on_retriever_error(res)
+                out.append(res)
+            else:
+                out.append([hit_to_document(h) for h in res.hits])
+                run.on_retriever_end(out[-1])
+        failed = [r for r in out if isinstance(r, Exception)]
+        if failed and not return_exceptions:
+            raise failed[0]
+        return out
+
+    async def abatch(
+        self,
+        inputs: list[str],
+        config: RunnableConfig | list[RunnableConfig] | None = None,
+        *,
+        return_exceptions: bool = False,
+        **kwargs: Any,
+    ) -> list[list[Document]]:
+        """:meth:`batch` (one micro-batch) off the event loop; per-call arguments fall back to
+        LangChain's concurrent ``ainvoke`` per input."""
+        if kwargs:
+            return await super().abatch(inputs, config, return_exceptions=return_exceptions, **kwargs)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            self._pool(), lambda: self.batch(inputs, config, return_exceptions=return_exceptions)
+        )

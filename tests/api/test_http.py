@@ -183,6 +183,12 @@ def test_timeout_and_busy_ingest(make_app: AppFactory, client_for: Any) -> None:
         assert c.post("/ingest", files=[("files", ("a.txt", b"fast words", "text/plain"))]).status_code == 200
         r = c.post("/search", data={"query": "slow"})
         assert r.status_code == 504 and "0.2 s" in r.json()["error"]
+        # The timed-out search still holds the encoder's batch (one runs at a time, as with a real
+        # model's lock); once it has finished, searches are answered again.
+        batcher = app.state.service.batcher
+        deadline = time.monotonic() + 30
+        while batcher.admitted and time.monotonic() < deadline:
+            time.sleep(0.05)
         assert c.post("/search", data={"query": "fast"}).status_code == 200
         lock = app.state.service._ingest_lock
         lock.acquire()

@@ -2,8 +2,10 @@
 
 Settings: the usual ``MMRAG_STORE`` / ``MMRAG_MODEL`` / ``MMRAG_TENANCY`` plus the API's own
 ``MMRAG_SERVE_API_KEY``, ``MMRAG_TENANT_KEYS``, ``MMRAG_INGEST_ROOT``, ``MMRAG_UPLOAD_DIR``,
-``MMRAG_MAX_UPLOAD_MB``, ``MMRAG_SEARCH_TIMEOUT``, ``MMRAG_INGEST_TIMEOUT``, ``MMRAG_API_WORKERS``
-(see :class:`mmrag.api.service.ApiConfig`).
+``MMRAG_MAX_UPLOAD_MB``, ``MMRAG_SEARCH_TIMEOUT``, ``MMRAG_INGEST_TIMEOUT``, ``MMRAG_API_WORKERS``,
+``MMRAG_BATCH_MAX``, ``MMRAG_BATCH_WAIT_MS``, ``MMRAG_RERANK_BATCH_PAIRS``, ``MMRAG_QUEUE_SIZE``,
+``MMRAG_QUEUE_WAIT``
+(see :class:`mmrag.api.config.ApiConfig`).
 """
 
 from __future__ import annotations

@@ -2,8 +2,9 @@
 
 Every error is JSON ``{"error": reason}`` with a fitting status (400 bad request, 401 no/wrong key,
 403 another tenant or a path outside the ingest root, 409 ingest busy, 411/413 body without length or
-too large, 422 malformed fields, 503 store unavailable, 504 timeout). Blocking work (encoder, Edge
-store) runs in a bounded thread pool; a timed-out request gets 504 while its thread finishes.
+too large, 422 malformed fields, 503 store unavailable or search queue full (with ``Retry-After``),
+504 timeout). Searches go through the service's micro-batcher (bounded queue); other blocking work
+(ingest, stats) runs in a bounded thread pool; a timed-out request gets 504 while its thread finishes.
 """
 
 # No `from __future__ import annotations`: FastAPI reads the route annotations at definition time,
@@ -13,7 +14,7 @@ import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator, Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -33,8 +34,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send  # noqa: E402
 
 from mmrag.api.config import ApiConfig  # noqa: E402
 from mmrag.api.service import ApiError, Principal, Service  # noqa: E402
-from mmrag.errors import ConfigError, MissingExtraError, MmragError, StoreError  # noqa: E402
-from mmrag.retriever.request import MAX_EXPAND  # noqa: E402
+from mmrag.errors import ConfigError, MissingExtraError, MmragError, OverloadedError, StoreError  # noqa: E402
+from mmrag.retriever.core import SearchResult  # noqa: E402
+from mmrag.retriever.request import MAX_EXPAND, SearchRequest  # noqa: E402
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -118,7 +120,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         403: "another tenant's data, or a path outside the ingest root",
         411: "request body without Content-Length",
         413: "request body over the upload limit",
-        503: "store unavailable",
+        503: "store unavailable, or the search queue is full (retry after Retry-After seconds)",
         504: "request timed out",
     }.items()
 }
@@ -164,7 +166,7 @@ def _status(exc: MmragError) -> int:
         return 400
     if isinstance(exc, MissingExtraError):
         return 501
-    if isinstance(exc, StoreError):
+    if isinstance(exc, StoreError | OverloadedError):
         return 503
     return 500
 
@@ -207,12 +209,20 @@ def create_app(service: Service) -> FastAPI:
         except TimeoutError as exc:
             raise ApiError(504, f"{what} took longer than {timeout:g} s") from exc
 
+    async def wait(fut: "Future[SearchResult]", timeout: float, what: str) -> SearchResult:
+        try:
+            return await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(fut)), timeout)
+        except TimeoutError as exc:
+            service.batcher.abandon(fut)  # queued: never runs; running: skips the batches ahead
+            raise ApiError(504, f"{what} took longer than {timeout:g} s") from exc
+
     @app.exception_handler(MmragError)
     async def _mmrag(_: Request, exc: MmragError) -> JSONResponse:
         status = _status(exc)
         if status >= 500:
             log.warning("request failed: %s", exc)
-        return JSONResponse({"error": str(exc)}, status_code=status)
+        headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, OverloadedError) else None
+        return JSONResponse({"error": str(exc)}, status_code=status, headers=headers)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -287,29 +297,20 @@ def create_app(service: Service) -> FastAPI:
         data = await image.read() if image is not None else None
         if data is not None and not data and image is not None and not image.filename:
             data = None  # an empty file field (some clients send one for "no file")
-        return await run(
-            lambda: service.search(
-                who,
-                query=query,
-                image=data,
-                k=k,
-                pool=pool_size,
-                modality=modality,
-                source=source,
-                filters=flt,
-                tenant=tenant,
-                hybrid=hybrid,
-                rerank=rerank,
-                mode=mode,
-                image_weight=image_weight,
-                group_by=group_by,
-                group_size=group_size,
-                expand=expand,
+
+        def prepare() -> SearchRequest:
+            return service.search_request(
+                who, query=query, image=data, k=k, pool=pool_size, modality=modality, source=source,
+                filters=flt, tenant=tenant, hybrid=hybrid, rerank=rerank, mode=mode,
+                image_weight=image_weight, group_by=group_by, group_size=group_size, expand=expand,
                 mmr=mmr,
-            ),
-            cfg.search_timeout_s,
-            "search",
-        )
+            )  # fmt: skip
+
+        # A text request is checked on the loop (microseconds); an image is decoded off it.
+        req = prepare() if data is None else await run(prepare, cfg.search_timeout_s, "search")
+        # Queued on the batcher, not the pool: a full queue is a 503 now, not a 504 later.
+        res = await wait(service.submit(req), cfg.search_timeout_s, "search")
+        return service.render(req, res)
 
     @app.post("/ingest", response_model=IngestOut, summary="ingest uploaded files or a server-side path")
     async def ingest(

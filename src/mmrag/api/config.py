@@ -9,10 +9,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mmrag.errors import ConfigError
+from mmrag.retriever.batching import BatchSettings
 from mmrag.tenancy import check_tenant
 
 
-def _env_float(env: Mapping[str, str], name: str, default: float) -> float:
+def _env_float(env: Mapping[str, str], name: str, default: float, *, allow_zero: bool = False) -> float:
     raw = env.get(name)
     if not raw:
         return default
@@ -20,8 +21,8 @@ def _env_float(env: Mapping[str, str], name: str, default: float) -> float:
         value = float(raw)
     except ValueError as exc:
         raise ConfigError(f"{name} must be a number, got {raw!r}") from exc
-    if value <= 0:
-        raise ConfigError(f"{name} must be > 0, got {raw!r}")
+    if value < 0 or (value == 0 and not allow_zero):
+        raise ConfigError(f"{name} must be {'>=' if allow_zero else '>'} 0, got {raw!r}")
     return value
 
 
@@ -57,6 +58,16 @@ class ApiConfig:
         ingest_yield_s: Before each batch, an ingest waits up to this long for in-flight searches
             to finish (searches first; the bound keeps the ingest moving under constant load).
         max_k / max_pool: Caps on ``k`` and ``pool``.
+        batch_max: Searches gathered into one text-encoder pass and one rerank batch (and run at
+            once); 1 turns micro-batching off (see :mod:`mmrag.retriever.batching`).
+        batch_wait_ms: How long a batch's first search waits for others to join (0: never).
+        rerank_batch_pairs: Most (query, document) pairs in one rerank batch; on CPU a bigger
+            batch costs the same per pair, so the default (one forward pass) keeps latency down.
+        queue_size: Searches admitted at once (running or queued); one more gets ``503`` with
+            ``Retry-After`` at once instead of waiting.
+        queue_wait_s: Also ``503`` when the searches admitted would take longer than this to
+            finish (at the rate they have been finishing); ``None``: half of ``search_timeout_s``,
+            so a search is refused at once rather than left to time out (504).
     """
 
     api_key: str | None = None
@@ -71,6 +82,11 @@ class ApiConfig:
     ingest_yield_s: float = 0.5
     max_k: int = 100
     max_pool: int = 1000
+    batch_max: int = 32
+    batch_wait_ms: float = 5.0
+    rerank_batch_pairs: int = 32
+    queue_size: int = 256
+    queue_wait_s: float | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ApiConfig:
@@ -88,6 +104,23 @@ class ApiConfig:
             workers=int(_env_float(e, "MMRAG_API_WORKERS", 4)),
             ingest_batch_size=int(_env_float(e, "MMRAG_INGEST_BATCH", 2)),
             ingest_yield_s=_env_float(e, "MMRAG_INGEST_YIELD", 0.5),
+            batch_max=int(_env_float(e, "MMRAG_BATCH_MAX", 32)),
+            batch_wait_ms=_env_float(e, "MMRAG_BATCH_WAIT_MS", 5.0, allow_zero=True),
+            rerank_batch_pairs=int(_env_float(e, "MMRAG_RERANK_BATCH_PAIRS", 32)),
+            queue_size=int(_env_float(e, "MMRAG_QUEUE_SIZE", 256)),
+            queue_wait_s=_env_float(e, "MMRAG_QUEUE_WAIT", 0) or None,
+        )
+
+    @property
+    def batching(self) -> BatchSettings:
+        """The search micro-batching settings (checked: a bad value is a ConfigError)."""
+        wait = self.queue_wait_s if self.queue_wait_s is not None else self.search_timeout_s / 2
+        return BatchSettings(
+            max_batch=self.batch_max,
+            max_wait_ms=self.batch_wait_ms,
+            rerank_pairs=self.rerank_batch_pairs,
+            queue_size=self.queue_size,
+            max_queue_wait_s=wait,
         )
 
     @property

@@ -9,11 +9,14 @@ CLI ``mmrag ingest`` into the same directory fails with StoreLockedError while i
 * searches run concurrently with each other and with an ingest: Qdrant Edge's shard takes
   concurrent queries, upserts and ``optimize`` from several threads (checked by
   ``tests/api/test_concurrency.py``), and a server handles its own concurrency;
+* searches go through a :class:`~mmrag.retriever.batching.SearchBatcher` (shared encoder passes and
+  rerank batches; a full queue is an OverloadedError at once, the app's 503 with ``Retry-After``);
 * ingests are serialised by one lock; a second ingest while one runs is refused (409), not queued.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 import io
@@ -21,6 +24,7 @@ import logging
 import os
 import threading
 from collections.abc import Mapping, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,6 +35,7 @@ from mmrag.config import Settings
 from mmrag.encoders.base import vector_spec
 from mmrag.errors import ConfigError, MmragError, TenancyError
 from mmrag.ingest import IngestOptions, IngestRunner
+from mmrag.retriever.batching import SearchBatcher
 from mmrag.retriever.request import RetrievalMode, SearchRequest
 from mmrag.store import QdrantStore
 from mmrag.tenancy import check_tenant
@@ -38,6 +43,7 @@ from mmrag.types import MODALITIES, IngestSummary
 
 if TYPE_CHECKING:
     from mmrag.encoders.base import DualEncoder
+    from mmrag.retriever.core import SearchResult
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +94,7 @@ class Service:
         if self.store.tenancy:
             self.store.enable_tenancy()  # persist the flag now that the store has a vector
         self.retriever = wiring.build_retriever(models, self.store)
+        self.batcher = SearchBatcher(self.retriever, config.batching)
         self._ingest_lock = threading.Lock()
         self._gate = threading.Condition()  # searches in flight; ingest batches yield to them
         self._searching = 0
@@ -100,6 +107,7 @@ class Service:
             self.upload_dir = Path(self.store.location) / "uploads"
 
     def close(self) -> None:
+        self.batcher.close()
         self.store.close()
 
     # -- auth and tenants -------------------------------------------------------------------
@@ -133,7 +141,12 @@ class Service:
         return requested
 
     # -- search -----------------------------------------------------------------------------
-    def search(
+    def search(self, principal: Principal, **fields: Any) -> dict[str, Any]:
+        """One search, blocking; ``fields`` as :meth:`search_request` (unset stages: the model set)."""
+        req = self.search_request(principal, **fields)
+        return self.render(req, self.submit(req).result())
+
+    def search_request(
         self,
         principal: Principal,
         *,
@@ -153,8 +166,8 @@ class Service:
         group_size: int = 1,
         expand: int = 0,
         mmr: float | None = None,
-    ) -> dict[str, Any]:
-        """One search; stages left ``None`` run as the store's model set says (hybrid, rerank).
+    ) -> SearchRequest:
+        """A search's fields checked (limits, filters, tenant) and turned into a request.
 
         A text and an image together are a composed query (``image_weight``: the image's share);
         ``group_by`` / ``group_size``, ``expand`` and ``mmr`` shape the hits (SearchRequest's fields).
@@ -187,7 +200,7 @@ class Service:
         if group_size > self.config.max_k:
             raise ConfigError(f"group_size must be at most {self.config.max_k}, got {group_size}")
         img = _open_image(image) if image is not None else None
-        req = SearchRequest(
+        return SearchRequest(
             text=query,
             image=img,
             k=k,
@@ -203,18 +216,30 @@ class Service:
             expand=expand,
             mmr_lambda=mmr,
         )
+
+    def submit(self, req: SearchRequest) -> Future[SearchResult]:
+        """Queue a search on the batcher (raises OverloadedError when its queue is full)."""
         with self._gate:
             self._searching += 1
         try:
-            res = self.retriever.run(req)
-        finally:
-            with self._gate:
-                self._searching -= 1
-                self._gate.notify_all()
+            fut = self.batcher.submit(req)
+        except BaseException:
+            self._search_done()
+            raise
+        fut.add_done_callback(lambda _: self._search_done())
+        return fut
+
+    def _search_done(self) -> None:
+        with self._gate:
+            self._searching -= 1
+            self._gate.notify_all()
+
+    def render(self, req: SearchRequest, res: SearchResult) -> dict[str, Any]:
+        """A finished search as the API's JSON body."""
         return {
-            "query": query,
-            "image": image is not None,
-            "tenant": who,
+            "query": req.text,
+            "image": req.image is not None,
+            "tenant": req.tenant,
             "encoder": self.encoder.id,
             "aligned": bool(getattr(self.encoder, "aligned", False)),
             "hits": [h.to_dict() for h in res.hits],
@@ -311,6 +336,7 @@ class Service:
             "reranker": getattr(self.retriever.reranker, "id", None),
             "tenancy": self.store.tenancy,
             "auth": self.auth_enabled,
+            "batching": {**dataclasses.asdict(self.batcher.settings), **self.batcher.stats()},
         }
 
 

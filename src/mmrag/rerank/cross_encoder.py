@@ -301,13 +301,26 @@ class CrossEncoderReranker:
         Candidates without text (images with no caption / alt / OCR text) are not scored: their
         ``rerank`` stays ``None`` and they keep their first-stage score in the fusion.
         """
-        if not hits:
-            return []
-        scorable = [i for i, h in enumerate(hits) if h.chunk.text and h.chunk.text.strip()]
-        raw = self.score(query, [hits[i].chunk.text or "" for i in scorable])
-        rerank: list[float | None] = [None] * len(hits)
-        for i, s in zip(scorable, raw, strict=True):
-            rerank[i] = float(s)
-        final = self.fusion.combine(hits, rerank)
-        order = sorted(range(len(hits)), key=lambda i: (-final[i], hits[i].ann_rank))
-        return [replace(hits[i], rerank=rerank[i], final_rank=r + 1) for r, i in enumerate(order)]
+        return self.rerank_many([(query, hits)])[0]
+
+    def rerank_many(self, pools: Sequence[tuple[str, Sequence[Hit]]]) -> list[list[Hit]]:
+        """:meth:`rerank` for several queries' pools with one :meth:`score_pairs` call over all their
+        pairs (the API's micro-batches: length-sorted batches across queries pad less)."""
+        where = [
+            (p, i)
+            for p, (_, hits) in enumerate(pools)
+            for i, h in enumerate(hits)
+            if (h.chunk.text or "").strip()
+        ]
+        raw = self.score_pairs(
+            [pools[p][0] for p, _ in where], [pools[p][1][i].chunk.text or "" for p, i in where]
+        )
+        scores: list[list[float | None]] = [[None] * len(hits) for _, hits in pools]
+        for (p, i), s in zip(where, raw, strict=True):
+            scores[p][i] = float(s)
+        out = []
+        for (_, hits), rerank in zip(pools, scores, strict=True):
+            final = self.fusion.combine(hits, rerank) if hits else []
+            order = sorted(range(len(hits)), key=lambda i: (-final[i], hits[i].ann_rank))
+            out.append([replace(hits[i], rerank=rerank[i], final_rank=r + 1) for r, i in enumerate(order)])
+        return out

@@ -1,0 +1,289 @@
+"""REST API concurrency: queries/s and latency at 1, 8 and 64 clients, micro-batching on and off.
+
+Loopback only. For each server configuration (`batched`: the defaults, MMRAG_BATCH_MAX=32 and
+MMRAG_BATCH_WAIT_MS=5; `off`: MMRAG_BATCH_MAX=1, one search at a time) it starts `mmrag serve` in a
+subprocess over a Qdrant Edge store of SciFact abstracts (ingested through `POST /ingest`), then runs
+one row per (stage, clients) for `--seconds` each: `--clients` asyncio + httpx clients send real
+SciFact queries (k = 10) back to back. Stages: `dense` (mode=dense, rerank=false) and `rerank`
+(mode=hybrid, rerank=true, pool 20, the server's `--reranker`). Then the same rows with 8 and 64
+clients while `POST /ingest` adds a second, disjoint set of abstracts.
+
+Each row reports searches, queries/s (HTTP 200 per second of wall time), p50/p95 client latency,
+the status codes seen (a full queue is 503 + Retry-After, never a 504) and the mean encoder and rerank
+batch sizes (from `GET /health`, calls / batches). The clients run in this process on the same
+machine as the server: with few cores they take CPU from it, so the figures are a floor.
+
+Usage: python benchmarks/bench_api_concurrency.py [--seconds 10] [--clients 1 8 64]
+       [--configs batched off] [--base-docs 300] [--ingest-docs 200] [--reranker minilm]
+       [--out benchmarks/results/api_concurrency.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_api_load import KEY, REPO, free_port, pct, write_docs
+
+CONFIGS = {
+    "batched": {},  # the defaults: MMRAG_BATCH_MAX=32, MMRAG_BATCH_WAIT_MS=5, MMRAG_QUEUE_SIZE=256
+    "off": {"MMRAG_BATCH_MAX": "1", "MMRAG_BATCH_WAIT_MS": "0"},
+}
+STAGES = {
+    "dense": {"mode": "dense", "rerank": "false"},
+    "rerank": {"mode": "hybrid", "rerank": "true", "pool": "20"},
+}
+HEADERS = {"X-API-Key": KEY}
+
+
+def start_server(store: Path, root: Path, env_extra: dict[str, str], args: argparse.Namespace) -> Any:
+    port = free_port()
+    env = {
+        **os.environ,
+        **env_extra,
+        "MMRAG_SERVE_API_KEY": KEY,
+        "MMRAG_INGEST_ROOT": str(root),
+        "MMRAG_THREADS": str(args.threads),
+        "HF_HUB_OFFLINE": "1",
+        "PYTHONPATH": str(REPO / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""),
+    }
+    cmd = [sys.executable, "-m", "mmrag.cli", "serve", "--store", str(store), "--model", args.model]
+    cmd += ["--reranker", args.reranker, "--port", str(port), "-q"]
+    server = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 300
+    while True:
+        if server.poll() is not None:
+            sys.exit(f"server exited: {server.stderr.read() if server.stderr else ''}")
+        try:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                return server, url
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            server.kill()
+            sys.exit("server did not start in 300 s")
+        time.sleep(0.5)
+
+
+def stop_server(server: Any) -> None:
+    server.terminate()
+    try:
+        server.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait()
+
+
+async def load(
+    url: str, queries: list[str], clients: int, seconds: float, form: dict[str, str], ingest: Path | None
+) -> dict[str, Any]:
+    """``clients`` back-to-back clients for ``seconds`` (and a concurrent ingest of ``ingest``)."""
+    done: list[tuple[float, float, int]] = []
+    limits = httpx.Limits(max_connections=clients + 2)
+    async with httpx.AsyncClient(base_url=url, headers=HEADERS, timeout=120, limits=limits) as http:
+        idle_by = time.perf_counter() + 300
+        while (before := (await http.get("/health")).json()["batching"])["admitted"]:
+            if time.perf_counter() > idle_by:  # the previous row's searches must not load this one
+                raise SystemExit("the server did not drain its queue in 300 s")
+            await asyncio.sleep(0.2)
+        ingest_span: list[float] = []
+
+        async def run_ingest() -> None:
+            t0 = time.perf_counter()
+            r = await http.post("/ingest", data={"path": ingest.name}, timeout=1800)  # type: ignore[union-attr]
+            if r.status_code != 200:
+                raise SystemExit(f"ingest failed: {r.status_code} {r.text}")
+            ingest_span.extend([t0, time.perf_counter()])
+
+        task = asyncio.create_task(run_ingest()) if ingest is not None else None
+        if task is not None:
+            await asyncio.sleep(0.05)  # the ingest request is in before the searches start
+        start = time.perf_counter()
+        deadline = start + seconds
+
+        async def client(c: int) -> None:
+            i = 0
+            while time.perf_counter() < deadline:
+                q = queries[(c * 31 + i * 7) % len(queries)]
+                i += 1
+                t0 = time.perf_counter()
+                try:
+                    r = await http.post("/search", data={"query": q, "k": "10", **form})
+                    status = r.status_code
+                except httpx.HTTPError:
+                    status = -2
+                done.append((t0, time.perf_counter(), status))
+                if status == 503:  # refused: a well-behaved client waits as Retry-After says
+                    wait = float(r.headers.get("Retry-After", "1"))
+                    await asyncio.sleep(max(0.0, min(wait, deadline - time.perf_counter())))
+
+        await asyncio.gather(*(client(c) for c in range(clients)))
+        wall = time.perf_counter() - start
+        if task is not None:
+            await task
+        after = (await http.get("/health")).json()["batching"]
+    ok = [(b - a) * 1000 for a, b, s in done if s == 200]
+    overlap = sum(1 for a, b, _ in done if ingest_span and a < ingest_span[1] and b > ingest_span[0])
+
+    def mean_batch(kind: str) -> float | None:
+        batches = after[f"{kind}_batches"] - before[f"{kind}_batches"]
+        return round((after[f"{kind}_calls"] - before[f"{kind}_calls"]) / batches, 2) if batches else None
+
+    return {
+        "searches": len(done),
+        "qps": round(len(ok) / wall, 1),
+        "p50_ms": round(pct(ok, 50), 1),
+        "p95_ms": round(pct(ok, 95), 1),
+        "status": {str(k): v for k, v in sorted(Counter(s for _, _, s in done).items())},
+        "mean_encode_batch": mean_batch("encode"),
+        "mean_rerank_batch": mean_batch("rerank"),
+        "wall_s": round(wall, 2),
+        "during_ingest": overlap if ingest is not None else None,
+        "ingest_s": round(ingest_span[1] - ingest_span[0], 1) if ingest_span else None,
+    }
+
+
+def run_config(name: str, args: argparse.Namespace, tmp: Path, queries: list[str]) -> list[dict[str, Any]]:
+    root = tmp / "root"
+    server, url = start_server(tmp / "store", root, CONFIGS[name], args)
+    rows: list[dict[str, Any]] = []
+    try:
+        r = httpx.post(f"{url}/ingest", data={"path": "base"}, headers=HEADERS, timeout=1800)
+        r.raise_for_status()  # idempotent: the second config finds the base already stored
+        for stage, form in STAGES.items():
+            asyncio.run(load(url, queries, 1, 0.5, form, None))  # warm-up (first calls, caches)
+            for clients in args.clients:
+                row = asyncio.run(load(url, queries, clients, args.seconds, form, None))
+                rows.append({"config": name, "stage": stage, "clients": clients, "ingest": False, **row})
+                print(json.dumps(rows[-1]), flush=True)
+        for stage, form in STAGES.items():
+            for clients in [c for c in args.clients if c > 1]:
+                folder = root / f"more-{name}-{stage}-{clients}"
+                row = asyncio.run(load(url, queries, clients, args.seconds, form, folder))
+                rows.append({"config": name, "stage": stage, "clients": clients, "ingest": True, **row})
+                print(json.dumps(rows[-1]), flush=True)
+    finally:
+        stop_server(server)
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seconds", type=float, default=10.0, help="load per row")
+    ap.add_argument("--clients", type=int, nargs="+", default=[1, 8, 64])
+    ap.add_argument("--configs", nargs="+", choices=list(CONFIGS), default=list(CONFIGS))
+    ap.add_argument("--base-docs", type=int, default=300, help="abstracts in the store before the rows")
+    ap.add_argument("--ingest-docs", type=int, default=100, help="abstracts per ingest row")
+    ap.add_argument("--model", default="lite", help="encoder spec for the server")
+    ap.add_argument("--reranker", default="minilm", help="cross-encoder for the rerank rows")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads in the server (MMRAG_THREADS)")
+    ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "api_concurrency.json")
+    args = ap.parse_args()
+
+    ingest_rows = len(args.configs) * len(STAGES) * len([c for c in args.clients if c > 1])
+    with tempfile.TemporaryDirectory(prefix="mmrag-conc-") as tmp:
+        root = Path(tmp) / "root"
+        root.mkdir()
+        _, more, queries = write_docs(root, args.base_docs, args.ingest_docs * ingest_rows)
+        # one disjoint folder of abstracts per ingest row: every ingest writes new points
+        files = sorted(more.iterdir())
+        slots = [f"more-{n}-{s}-{c}" for n in args.configs for s in STAGES for c in args.clients if c > 1]
+        for i, slot in enumerate(slots):
+            (root / slot).mkdir()
+            for f in files[i * args.ingest_docs : (i + 1) * args.ingest_docs]:
+                f.rename(root / slot / f.name)
+        rows = [row for name in args.configs for row in run_config(name, args, Path(tmp), queries)]
+
+    out = {
+        "rows": rows,
+        "seconds_per_row": args.seconds,
+        "base_docs": args.base_docs,
+        "ingest_docs": args.ingest_docs,
+        "model": args.model,
+        "reranker": args.reranker,
+        "torch_threads": args.threads,
+        "targets": targets(rows),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+        },
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(out, indent=2) + "\n")
+    print(json.dumps(out["targets"], indent=2))
+
+
+def targets(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Issue #16's API target per config: dense, 8 clients >= 3x one client's q/s, p95 <= 300 ms."""
+    out: dict[str, Any] = {}
+    for cfg in sorted({r["config"] for r in rows}):
+        at = {
+            r["clients"]: r for r in rows if r["config"] == cfg and r["stage"] == "dense" and not r["ingest"]
+        }
+        if 1 in at and 8 in at and at[1]["qps"]:
+            ratio = round(at[8]["qps"] / at[1]["qps"], 2)
+            out[cfg] = {"dense_qps_8_over_1": ratio, "dense_p95_8_ms": at[8]["p95_ms"]}
+            out[cfg]["met"] = ratio >= 3 and at[8]["p95_ms"] <= 300
+    return out
+
+
+def report_section(r: dict[str, Any]) -> str:
+    """The BENCHMARKS.md section for these results (called by benchmarks/report.py)."""
+    lines = [
+        "| batching | stage | clients | during ingest | searches | q/s | p50 ms | p95 ms | status codes "
+        "| mean encode batch | mean rerank batch |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in r["rows"]:
+        codes = ", ".join(f"{k}: {v}" for k, v in row["status"].items())
+        ingest = f"yes ({row['during_ingest']} overlapped)" if row["ingest"] else "no"
+        lines.append(
+            f"| {row['config']} | {row['stage']} | {row['clients']} | {ingest} | {row['searches']} | "
+            f"{row['qps']} | {row['p50_ms']} | {row['p95_ms']} | {codes} | {row['mean_encode_batch']} | "
+            f"{row['mean_rerank_batch']} |"
+        )
+    notes = [
+        f"* `{cfg}`: dense, 8 clients / 1 client = **{t['dense_qps_8_over_1']}x** q/s (target >= 3x), "
+        f"p95 at 8 clients {t['dense_p95_8_ms']} ms (target <= 300 ms): {'met' if t['met'] else 'not met'}."
+        for cfg, t in r["targets"].items()
+    ]
+    cmd = (
+        f"python benchmarks/bench_api_concurrency.py --seconds {r['seconds_per_row']:g} "
+        f"--base-docs {r['base_docs']} --ingest-docs {r['ingest_docs']} --reranker {r['reranker']}"
+    )
+    table = "\n".join(lines)
+    bullets = "\n".join(notes)
+    return f"""## REST API concurrency: micro-batched searches
+
+Command: `{cmd}` (loopback only). `mmrag serve` (model `{r["model"]}`, torch threads
+{r["torch_threads"]}) over a Qdrant Edge store of {r["base_docs"]} SciFact abstracts; each row runs its
+clients back to back for {r["seconds_per_row"]:g} s with real SciFact queries (k = 10). `batched`: the
+defaults (MMRAG_BATCH_MAX=32, MMRAG_BATCH_WAIT_MS=5, MMRAG_QUEUE_SIZE=256); `off`: MMRAG_BATCH_MAX=1 (one
+search at a time). `dense`: mode=dense, rerank=false; `rerank`: hybrid + cross-encoder `{r["reranker"]}` over
+a pool of 20. Rows "during ingest" run while `POST /ingest` adds {r["ingest_docs"]} new abstracts. The
+clients share the machine with the server. A search the queue cannot take in time (MMRAG_QUEUE_WAIT,
+default 15 s of queued work) is answered 503 with Retry-After at once, and the client waits that long.
+
+{table}
+
+{bullets}
+"""
+
+
+if __name__ == "__main__":
+    main()

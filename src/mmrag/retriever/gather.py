@@ -1,0 +1,167 @@
+"""Gather the calls of many threads into one call over all their items (a micro-batch).
+
+:class:`Gather` is the mechanism under :class:`~mmrag.retriever.batching.SearchBatcher`: the
+encoder's text calls and the reranker's pools of concurrent searches each go through one.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Generic, TypeVar
+
+from mmrag.errors import MmragError, SearchAbandonedError
+
+__all__ = ["Gather"]
+
+I = TypeVar("I")  # noqa: E741 - an item gathered into a batch
+O = TypeVar("O")  # noqa: E741 - its result
+
+
+class _Call(Generic[I, O]):
+    """One caller's items and, once its batch has run, their results or the error."""
+
+    __slots__ = ("cancelled", "done", "error", "items", "out")
+
+    def __init__(self, items: list[I], cancelled: Callable[[], bool] | None) -> None:
+        self.items = items
+        self.cancelled = cancelled
+        self.out: list[O] | None = None
+        self.error: BaseException | None = None
+        self.done = False
+
+
+class Gather(Generic[I, O]):
+    """Gathers the calls of many threads into one call of ``fn`` over all their items.
+
+    No thread of its own: the oldest waiting caller leads, waits up to ``max_wait_ms`` for more
+    (less when ``ready(calls waiting)`` says nobody else is coming), runs ``fn`` once for the
+    batch and hands each caller its slice. One batch runs at a time; calls arriving meanwhile
+    form the next one. If a batch of several calls fails, each call is retried alone so one bad
+    input fails only its own caller. A call whose ``cancelled()`` is true when its batch is taken
+    is dropped with :class:`~mmrag.errors.SearchAbandonedError` (its client has gone).
+
+    Args:
+        fn: Items in, one result per item out, in order.
+        max_batch: Size of one ``fn`` call, in items or by ``size`` (a larger single call runs
+            alone).
+        max_wait_ms: How long the leader waits for more calls.
+        ready: ``ready(n)`` is true when ``n`` waiting calls are all that can come; default:
+            never (wait the full ``max_wait_ms``).
+        size: The weight of an item against ``max_batch`` (default 1; e.g. a rerank pool's pairs).
+
+    Example:
+        >>> double = Gather(lambda xs: [2 * x for x in xs], max_batch=8, max_wait_ms=0)
+        >>> double([1, 2])
+        [2, 4]
+    """
+
+    def __init__(
+        self,
+        fn: Callable[[list[I]], Sequence[O]],
+        max_batch: int,
+        max_wait_ms: float,
+        ready: Callable[[int], bool] | None = None,
+        size: Callable[[I], int] | None = None,
+    ) -> None:
+        self._fn = fn
+        self._size = size or (lambda _: 1)
+        self.max_batch = max_batch
+        self.max_wait = max_wait_ms / 1000.0
+        self._ready = ready or (lambda _: False)
+        self._cond = threading.Condition()
+        self._pending: deque[_Call[I, O]] = deque()
+        self._busy = False
+        self.batches = 0  # fn calls so far (batches run), for stats and tests
+        self.calls = 0  # caller calls served
+
+    @property
+    def waiting(self) -> int:
+        """Calls gathered but not yet run."""
+        with self._cond:
+            return len(self._pending)
+
+    def _weight(self, call: _Call[I, O]) -> int:
+        return sum(self._size(x) for x in call.items)
+
+    def poke(self) -> None:
+        """Re-check a leader's wait (e.g. a search finished, so fewer calls can still come)."""
+        with self._cond:
+            self._cond.notify_all()
+
+    def __call__(self, items: Sequence[I], cancelled: Callable[[], bool] | None = None) -> list[O]:
+        call: _Call[I, O] = _Call(list(items), cancelled)
+        with self._cond:
+            self._pending.append(call)
+            self._cond.notify_all()
+            while not call.done and (self._busy or self._pending[0] is not call):
+                self._cond.wait()
+            batch = None if call.done else self._take_locked()
+        if batch is not None:
+            self._run(batch)
+        if call.error is not None:
+            raise call.error
+        assert call.out is not None  # set by the batch that ran it
+        return call.out
+
+    def _take_locked(self) -> list[_Call[I, O]]:
+        """As the leader (holding the lock): wait for more calls, then take one batch."""
+        deadline = time.monotonic() + self.max_wait
+        while True:
+            size = sum(self._weight(c) for c in self._pending)
+            left = deadline - time.monotonic()
+            alone = 2 * self._weight(self._pending[0]) > self.max_batch  # no like-sized call fits
+            if size >= self.max_batch or alone or self._ready(len(self._pending)) or left <= 0:
+                break
+            self._cond.wait(left)
+        batch: list[_Call[I, O]] = []
+        size = 0
+        while self._pending and (not batch or size + self._weight(self._pending[0]) <= self.max_batch):
+            c = self._pending.popleft()
+            if c.cancelled is not None and c.cancelled():
+                c.error, c.done = (
+                    SearchAbandonedError("the search was abandoned (its client timed out)"),
+                    True,
+                )
+                continue
+            batch.append(c)
+            size += self._weight(c)
+        self._busy = True
+        return batch
+
+    def _run(self, batch: list[_Call[I, O]]) -> None:
+        try:
+            items = [x for c in batch for x in c.items]
+            try:
+                if batch:  # empty when every call taken was abandoned
+                    self._split(batch, self._fn(items))
+            except Exception as exc:  # noqa: BLE001 - handed to the callers, who raise it
+                if len(batch) == 1:
+                    batch[0].error = exc
+                else:  # one bad input must not fail the others: each call alone, its own error
+                    for c in batch:
+                        try:
+                            self._split([c], self._fn(c.items))
+                        except Exception as one:  # noqa: BLE001 - raised by its own caller
+                            c.error = one
+        finally:
+            with self._cond:
+                for c in batch:
+                    if c.out is None and c.error is None:
+                        c.error = MmragError("the batch this call was in was interrupted; retry")
+                    c.done = True
+                self.batches += bool(batch)
+                self.calls += len(batch)
+                self._busy = False
+                self._cond.notify_all()
+
+    @staticmethod
+    def _split(batch: list[_Call[I, O]], out: Sequence[O]) -> None:
+        if len(out) != sum(len(c.items) for c in batch):
+            raise MmragError(f"a batched call returned {len(out)} results for {len(batch)} calls' items")
+        start = 0
+        for c in batch:
+            c.out = list(out[start : start + len(c.items)])
+            start += len(c.items)
