@@ -23,7 +23,7 @@ from tests.fakes import HashEncoder
 
 class SlowEncoder(HashEncoder):
     def encode_text(self, texts: Sequence[str], *, batch_size: int | None = None) -> Any:
-        time.sleep(0.05)
+        time.sleep(0.25)  # several calls: the whole ingest takes seconds, the client waits 0.3 s
         return super().encode_text(texts, batch_size=batch_size)
 
 
