@@ -102,3 +102,17 @@ def test_runtime_names_are_checked() -> None:
     with pytest.raises(ConfigError, match="MMRAG_RUNTIME"):
         Settings.from_env({"MMRAG_RUNTIME": "fast"})
     assert Settings.from_env({"MMRAG_RUNTIME": "torch"}).runtime == "torch"
+
+
+def test_process_default_runtime_reaches_modules_built_without_one() -> None:
+    from mmrag.encoders.onnxrt import default_runtime, set_default_runtime
+
+    assert default_runtime() == "auto"
+    set_default_runtime("torch")  # what the CLI does with MMRAG_RUNTIME=torch
+    try:
+        assert FastForward(_Net().eval()).runtime == "torch"
+        assert FastForward(_Net().eval(), runtime="onnx").runtime == "onnx"  # explicit wins
+    finally:
+        set_default_runtime("auto")
+    with pytest.raises(EncoderError, match="choose one of"):
+        set_default_runtime("fast")

@@ -82,3 +82,34 @@ def test_bad_quantization_is_a_config_error(tmp_path: Path) -> None:
         QdrantStore.open(str(tmp_path / "x"), quantization="int4")
     with QdrantStore.open(str(tmp_path / "y"), quantization="none") as store:
         assert store.quantization is None
+
+
+def test_a_failed_switch_leaves_the_record_as_it_was(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with QdrantStore.open(str(tmp_path / "s")) as store:
+        _fill(store, 20, 8)
+
+        def disk_full(dims: object) -> None:
+            raise OSError(28, "No space left on device")
+
+        monkeypatch.setattr(store.backend, "_rebuild", disk_full)
+        with pytest.raises(OSError, match="No space"):
+            store.set_quantization("int8")
+        assert store.quantization is None
+        store.meta.save()  # a later meta write must not persist the switch that never happened
+    with QdrantStore.open(str(tmp_path / "s")) as again:
+        assert again.quantization is None and again.count() == 20
+
+
+def test_a_long_lived_process_keeps_another_process_quantization() -> None:
+    from qdrant_client import QdrantClient
+
+    from mmrag.store.client import ClientBackend
+
+    shared = QdrantClient(location=":memory:")
+    api = QdrantStore(ClientBackend(":memory:", client=shared))  # e.g. the API server, opened first
+    _fill(api, 10, 8)
+    cli = QdrantStore(ClientBackend(":memory:", client=shared))  # `mmrag ingest --quantization int8`
+    cli.set_quantization("int8")
+    api.meta.save()  # the server saves its (older) copy of the meta later
+    fresh = QdrantStore(ClientBackend(":memory:", client=shared))
+    assert fresh.quantization == "int8" and api.quantization == "int8"

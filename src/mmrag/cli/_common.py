@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from mmrag import wiring
 from mmrag.config import Settings
+from mmrag.encoders.onnxrt import set_default_runtime
 
 if TYPE_CHECKING:
     from mmrag.encoders.base import DualEncoder
@@ -57,7 +58,7 @@ def status(args: argparse.Namespace, message: str) -> None:
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    return Settings.from_env().with_(
+    s = Settings.from_env().with_(
         store=args.store,
         model=args.model,
         api_key=args.api_key,
@@ -65,6 +66,9 @@ def _settings(args: argparse.Namespace) -> Settings:
         threads=args.threads,
         batch_size=args.batch_size,
     )
+    # Encoders loaded deep inside train / eval (not through wiring) follow MMRAG_RUNTIME too.
+    set_default_runtime(s.runtime)
+    return s
 
 
 def _open_store(s: Settings) -> QdrantStore:

@@ -43,7 +43,7 @@ def set_threads(threads: int) -> None:
 
 
 def load_encoder(
-    spec: str = "lite", *, batch_size: int = 32, threads: int = 0, runtime: str = "auto"
+    spec: str = "lite", *, batch_size: int = 32, threads: int = 0, runtime: str | None = None
 ) -> OpenClipEncoder:
     """Load an encoder from a spec string.
 
@@ -52,7 +52,8 @@ def load_encoder(
         batch_size: Default encoding batch size.
         threads: torch intra-op threads (0 = torch default).
         runtime: Where the image tower runs: ``auto`` (ONNX Runtime when installed and exact),
-            ``onnx`` or ``torch`` (:mod:`mmrag.encoders.onnxrt`).
+            ``onnx`` or ``torch`` (:mod:`mmrag.encoders.onnxrt`); ``None``: the process default
+            (``MMRAG_RUNTIME`` in the CLI, else ``auto``).
 
     Raises:
         EncoderError: The spec is malformed, a checkpoint is incomplete, or the weights cannot
@@ -64,9 +65,10 @@ def load_encoder(
         (1, 512)
     """
     set_threads(threads)
-    check_runtime(runtime)
+    if runtime is not None:
+        check_runtime(runtime)
     encoder = _load(spec.strip(), batch_size)
-    if runtime != "auto":
+    if runtime is not None:
         encoder.set_runtime(runtime)
     return encoder
 
@@ -96,7 +98,7 @@ def _load(spec: str, batch_size: int) -> OpenClipEncoder:
 
 @functools.lru_cache(maxsize=4)
 def cached_encoder(
-    spec: str = "lite", *, batch_size: int = 32, threads: int = 0, runtime: str = "auto"
+    spec: str = "lite", *, batch_size: int = 32, threads: int = 0, runtime: str | None = None
 ) -> OpenClipEncoder:
     """:func:`load_encoder` memoised per process, for long-lived callers (CLI, API, UI).
 

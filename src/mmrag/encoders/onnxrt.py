@@ -32,6 +32,18 @@ log = logging.getLogger(__name__)
 Runtime = Literal["auto", "torch", "onnx"]
 RUNTIMES: tuple[str, ...] = ("auto", "torch", "onnx")
 PARITY_MIN = 0.999  # per-row cosine of ONNX Runtime's output to torch's on the first batch
+# What runtime=None means in this process: set once by a face from MMRAG_RUNTIME (like torch's thread
+# count), so encoders loaded deep inside training or eval follow the user's choice too.
+_DEFAULT: list[Runtime] = ["auto"]
+
+
+def set_default_runtime(runtime: str) -> None:
+    """Make ``runtime`` what encoders loaded without an explicit runtime use in this process."""
+    _DEFAULT[0] = check_runtime(runtime)
+
+
+def default_runtime() -> Runtime:
+    return _DEFAULT[0]
 
 
 def ort_available() -> bool:
@@ -113,7 +125,7 @@ class FastForward:
     Args:
         module: The module (e.g. an image tower); its own ``forward`` stays untouched.
         runtime: ``auto`` (ONNX Runtime when installed and within parity), ``onnx`` (required:
-            raises when it cannot be used), or ``torch``.
+            raises when it cannot be used), or ``torch``; ``None``: :func:`default_runtime`.
         name: What the module is, for log messages.
 
     Example:
@@ -121,9 +133,9 @@ class FastForward:
         >>> feats = fwd(batch)            # a torch tensor, as module(batch) would return
     """
 
-    def __init__(self, module: torch.nn.Module, *, runtime: str = "auto", name: str = "module") -> None:
+    def __init__(self, module: torch.nn.Module, *, runtime: str | None = None, name: str = "module") -> None:
         self.module = module
-        self.runtime: Runtime = check_runtime(runtime)
+        self.runtime: Runtime = check_runtime(runtime or default_runtime())
         self._ort = self.runtime != "torch" and ort_available()
         self.name = name
         self._session: Any = None

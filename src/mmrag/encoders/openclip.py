@@ -115,7 +115,7 @@ class OpenClipEncoder:
         aligned: bool,
         batch_size: int = 32,
         info: dict[str, Any] | None = None,
-        runtime: str = "auto",
+        runtime: str | None = None,
     ) -> None:
         if batch_size < 1:
             raise EncoderError(f"batch_size must be >= 1, got {batch_size}")
@@ -140,7 +140,7 @@ class OpenClipEncoder:
         size = getattr(self.model.visual, "image_size", 224)
         return int(max(size) if isinstance(size, tuple | list) else size)
 
-    def set_runtime(self, runtime: str) -> None:
+    def set_runtime(self, runtime: str | None) -> None:
         """Choose where the image tower runs (``auto``, ``onnx``, ``torch``); see the class doc."""
         self.image_forward = FastForward(self.model.visual, runtime=runtime, name=f"{self.id} image tower")
 

@@ -110,18 +110,17 @@ class ClientBackend:
     def set_quantization(self, quantization: str | None) -> None:
         """Turn int8 scalar quantization on or off; the server re-indexes in the background."""
         m = _models()
-        self._new_quantization = self._quant = quantization
-        if self._physical is None:
-            return
-        self.client.update_collection(
-            self._physical,
-            quantization_config=self._quantization_config() or m.Disabled.DISABLED,
-            metadata={"mmrag": {**self.read_meta(), "quantization": quantization}},
-        )
+        if self._physical is not None:
+            self.client.update_collection(
+                self._physical,
+                quantization_config=self._quantization_config(quantization) or m.Disabled.DISABLED,
+                metadata={"mmrag": {**self.read_meta(), "quantization": quantization}},
+            )
+        self._new_quantization = self._quant = quantization  # only once the server took it
 
-    def _quantization_config(self) -> Any:
+    def _quantization_config(self, quantization: str | None) -> Any:
         m = _models()
-        if self._quant != "int8":
+        if quantization != "int8":
             return None
         # As on Edge: int8 with the 0.99 quantile, kept in RAM; the float vectors serve the rescoring.
         return m.ScalarQuantization(
@@ -146,7 +145,9 @@ class ClientBackend:
     def write_meta(self, meta: Mapping[str, Any]) -> None:
         if self._physical is None:
             raise StoreError("no collection yet: add a vector first")
-        # The quantization record belongs to the backend (set_quantization), not to the caller's copy.
+        # The quantization record belongs to set_quantization (maybe another process's, since this
+        # one opened the collection), never to the caller's copy of the meta: keep the server's.
+        self._quant = self.read_meta().get("quantization")
         record = {**meta, "quantization": self._quant}
         self.client.update_collection(self._physical, metadata={"mmrag": record})
 
@@ -185,7 +186,7 @@ class ClientBackend:
             # BM25 term weights come from the client (mmrag.store.sparse); Qdrant multiplies in the IDF.
             sparse_vectors_config={SPARSE_VECTOR: m.SparseVectorParams(modifier=m.Modifier.IDF)},
             metadata={"mmrag": meta},
-            quantization_config=self._quantization_config(),
+            quantization_config=self._quantization_config(self._quant),
             shard_number=self.shards,
             replication_factor=self.replication,
         )

@@ -177,19 +177,21 @@ class EdgeBackend:
 
     def set_quantization(self, quantization: str | None) -> None:
         """Rebuild the shard with (or without) int8 scalar quantization; points and vectors are kept."""
-        self._meta["quantization"] = quantization
-        if self._shard is None:
-            self._write_meta_file()
-        else:
-            self._rebuild(self.vector_dims())
+        before, self._meta["quantization"] = self._meta.get("quantization"), quantization
+        try:
+            if self._shard is None:
+                self._write_meta_file()
+            else:
+                self._rebuild(self.vector_dims())
+        except BaseException:
+            self._meta["quantization"] = before  # the store did not switch: say so
+            raise
 
     def _quantization_config(self) -> Any:
+        # int8 with the 0.99 quantile (clips outliers; Qdrant's recommendation), kept in RAM.
         qe = _qe()
-        if self.quantization != "int8":
-            return None
-        # quantile 0.99 clips outliers before scaling to int8 (Qdrant's recommended setting); the
-        # quantized copy stays in RAM, the float vectors serve the rescoring.
-        return qe.ScalarQuantizationConfig(type=qe.ScalarType.Int8, quantile=0.99, always_ram=True)
+        int8 = qe.ScalarQuantizationConfig(type=qe.ScalarType.Int8, quantile=0.99, always_ram=True)
+        return int8 if self.quantization == "int8" else None
 
     def _config(self, dims: Mapping[str, int]) -> Any:
         qe = _qe()
@@ -314,11 +316,8 @@ class EdgeBackend:
         qe, shard = _qe(), self._need()
         if len(queries) == 0:
             return []
-        quant = (
-            qe.QuantizationSearchParams(rescore=options.rescore, oversampling=options.oversampling)
-            if self.quantization
-            else None
-        )
+        quant = qe.QuantizationSearchParams(rescore=options.rescore, oversampling=options.oversampling)
+        quant = quant if self.quantization else None
         params = qe.SearchParams(hnsw_ef=options.hnsw_ef, exact=options.exact, quantization=quant)
         flt = edge_filter(filters)
         reqs = [

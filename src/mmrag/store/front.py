@@ -90,8 +90,11 @@ class QdrantStore:
         for the index, searched first, then rescored with the float vectors (``SearchOptions``)."""
         quant = check_quantization(quantization)
         log.info("store %s: quantization %s -> %s", self.location, self.quantization, quant)
+        had_sparse = self.has_sparse
         self.backend.set_quantization(quant)
         self.meta = StoreMeta(self.backend)
+        if not had_sparse and self.has_sparse and self.meta.ensure_bm25() and self.count():
+            self.index_sparse()  # a store from before BM25: the rebuild added the sparse vector
 
     def __enter__(self) -> QdrantStore:
         return self

@@ -79,6 +79,14 @@ class StoreMeta:
         self.save()
         return backfill
 
+    def ensure_bm25(self) -> bool:
+        """Record default BM25 settings if the store has none; returns whether it just did."""
+        if "bm25" in self.data:
+            return False
+        self.data["bm25"] = Bm25Settings().to_dict()
+        self.save()
+        return True
+
     @property
     def tenancy(self) -> bool:
         return bool(self.data.get("tenancy"))
