@@ -212,19 +212,27 @@ def test_a_crowded_page_gives_a_figure_the_text_nearest_it(kind: str, boxes: boo
     # 60 lines on one page, top to bottom (reading order = position), and a figure at the page's foot:
     # more than MAX_PAGE_CHUNKS, stored in point-id order, which is not reading order.
     n = expand.MAX_PAGE_CHUNKS + 10
+
+    def box(top: float) -> Citation | None:
+        return Citation(page=1, bbox=(72.0, top - 10.0, 540.0, top)) if boxes else None
+
+    meta = [{"position": i, "page": 1} for i in range(n + 1)]
     lines = [
         Chunk(
-            chunk_id("crowd.pdf", f"line {i}", i), "text", "crowd.pdf", f"line {i} of the page", None,
-            {"position": i, "page": 1},
-            citation=Citation(page=1, bbox=(72.0, 800.0 - 12 * i, 540.0, 810.0 - 12 * i)) if boxes else None,
-        )  # fmt: skip
+            chunk_id("crowd.pdf", f"l{i}", i),
+            "text",
+            "crowd.pdf",
+            f"line {i}",
+            None,
+            meta[i],
+            box(810.0 - 12 * i),
+        )
         for i in range(n)
     ]
     ref = "crowd.pdf#page=1&image=1"
     fig = Chunk(
-        chunk_id("crowd.pdf", ref, n), "image", "crowd.pdf", "figure: a chart", ref, {"position": n, "page": 1},
-        citation=Citation(page=1, bbox=(72.0, 20.0, 540.0, 60.0)) if boxes else None,
-    )  # fmt: skip
+        chunk_id("crowd.pdf", ref, n), "image", "crowd.pdf", "figure: a chart", ref, meta[n], box(60.0)
+    )
     enc = HashEncoder(dim=32)
     with _store(kind, tmp_path) as store:
         name = store.ensure_vector(vector_spec(enc))

@@ -65,8 +65,13 @@ def _page(store: QdrantStore, flt: Mapping[str, Any], anchor: Chunk) -> list[Chu
     nearest ``anchor`` (ties, and chunks without boxes, by reading order)."""
     chunks = _read(store, flt, PAGE_READ_LIMIT)
     if len(chunks) >= PAGE_READ_LIMIT:
-        log.warning("page %s of %s has over %d chunks: context from the first %d read", 
-                    flt.get("metadata.page"), anchor.source, PAGE_READ_LIMIT, PAGE_READ_LIMIT)
+        log.warning(
+            "page %s of %s has over %d chunks: context from the first %d read",
+            flt.get("metadata.page"),
+            anchor.source,
+            PAGE_READ_LIMIT,
+            PAGE_READ_LIMIT,
+        )
     if len(chunks) <= MAX_PAGE_CHUNKS:
         return chunks
     nearest = sorted(range(len(chunks)), key=lambda i: (_gap(anchor, chunks[i]), i))
