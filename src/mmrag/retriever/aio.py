@@ -41,8 +41,10 @@ async def dense_search_async(
         with span("encode", queries=1):
             if req.text is not None:
                 qvec = await loop.run_in_executor(executor, enc.encode_text, [req.text])
-            else:
+            elif req.image is not None:
                 qvec = await loop.run_in_executor(executor, enc.encode_image, [req.image])
+            else:
+                raise ConfigError("pass a text query or an image")
         t1 = time.perf_counter()
         with span("ann", k=req.k, pool=size, vector=retriever.vector) as sp:
             results = await retriever.store.asearch(
