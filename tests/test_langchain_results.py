@@ -20,7 +20,7 @@ from mmrag.langchain import MmragRetriever  # noqa: E402
 from mmrag.retriever import Retriever  # noqa: E402
 from mmrag.store import QdrantStore  # noqa: E402
 from mmrag.store.client import ClientBackend  # noqa: E402
-from mmrag.types import Chunk, chunk_id  # noqa: E402
+from mmrag.types import Chunk, Citation, chunk_id  # noqa: E402
 from tests.fakes import HashEncoder  # noqa: E402
 
 PAPER = [  # distinct scores for "solar panel" (no ties whose order a backend may choose)
@@ -30,6 +30,12 @@ PAPER = [  # distinct scores for "solar panel" (no ties whose order a backend ma
     "battery chemistry",
 ]
 OTHER = {"b.txt": "solar policy in europe", "c.txt": "history of solar cells"}
+
+
+def _cite(i: int) -> Citation:
+    """The citation of a.pdf's chunk ``i``: two chunks a page, one line box each."""
+    box = (72.0, 700.0 - 50 * (i % 2), 540.0, 712.0 - 50 * (i % 2))
+    return Citation(page=1 + i // 2, bbox=box, boxes=(box,), page_size=(612.0, 792.0))
 
 
 @pytest.fixture(params=["edge", "memory"])
@@ -47,7 +53,9 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Qdra
         assert s.supports_async
     name = s.ensure_vector(vector_spec(enc))
     chunks = [
-        Chunk(chunk_id("a.pdf", t, i), "text", "a.pdf", t, None, {"position": i, "page": 1 + i // 2})
+        Chunk(
+            chunk_id("a.pdf", t, i), "text", "a.pdf", t, None, {"position": i, "page": 1 + i // 2}, _cite(i)
+        )
         for i, t in enumerate(PAPER)
     ]
     chunks += [Chunk(chunk_id(src, t, 0), "text", src, t, None, {"position": 0}) for src, t in OTHER.items()]
@@ -79,6 +87,9 @@ def test_documents_grouped_with_context(store: tuple[QdrantStore, Path]) -> None
     texts = [c["text"] for c in ctx]
     assert texts == [PAPER[p] for p in (pos - 1, pos + 1) if 0 <= p < len(PAPER)]
     assert {c["source"] for c in ctx} == {"a.pdf"} and all("page" in c for c in ctx)
+    # each context entry carries its own citation, to cite it as the hit is cited
+    assert [c["citation"] for c in ctx] == [_cite(c["position"]).to_dict() for c in ctx]
+    assert top.metadata["bbox"] == list(_cite(pos).bbox or ())
 
 
 def test_mmr_and_batch(store: tuple[QdrantStore, Path]) -> None:

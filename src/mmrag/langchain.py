@@ -9,7 +9,7 @@ Needs only ``langchain-core`` (extra ``langchain``). Each hit becomes a ``Docume
 and whose ``metadata`` keeps the chunk id, modality, source, image path, page and every score, and
 the citation (``bbox``, ``boxes``, ``page_size``, ``headings``; see docs/citations.md); with
 ``expand=N``, ``metadata["context"]`` lists the chunks around it (dicts: id, modality, source, text,
-image, page, position), in reading order, not counted in ``k``.
+image, page, position, citation: its ``Citation.to_dict()`` or ``None``), in reading order, not in ``k``.
 
 Composed queries: ``invoke("red car", image="photo.jpg", image_weight=0.3)``, or in a chain
 ``retriever.bind(image="photo.jpg")`` (LangChain passes bound keyword arguments to each call).
@@ -37,8 +37,9 @@ from mmrag import wiring
 from mmrag._lazy import require
 from mmrag.config import Settings
 from mmrag.errors import ConfigError
+from mmrag.retriever.aio import dense_search_async
 from mmrag.retriever.batching import BatchSettings, SearchBatcher
-from mmrag.retriever.core import Retriever, dense_hits
+from mmrag.retriever.core import Retriever
 from mmrag.retriever.request import RetrievalMode, SearchRequest
 from mmrag.types import Citation, Hit
 
@@ -94,6 +95,7 @@ def hit_to_document(hit: Hit) -> Document:
                 "image": x.image,
                 "page": x.metadata.get("page"),
                 "position": x.metadata.get("position"),
+                "citation": x.citation.to_dict() if x.citation else None,
             }
             for x in hit.context
         ]
@@ -298,31 +300,14 @@ class MmragRetriever(BaseRetriever):
         k: int | None = None,
         image_weight: float | None = None,
     ) -> list[Document]:
-        loop = asyncio.get_running_loop()
-        store = self.retriever.store
         req = self._request(query, image, filters, k, image_weight)
-        # The awaited path below is one dense search of one query vector: a composed query or
-        # reshaped results (group, expand, MMR) go through Retriever.run, on the micro-batcher.
-        if not (store.supports_async and self._dense_only(req)) or req.composed or req.refines:
+        # The awaited path is one dense search of one query vector (mmrag.retriever.aio): a composed
+        # query or reshaped results (group, expand, MMR) go through Retriever.run, on the micro-batcher.
+        if not (self.retriever.store.supports_async and self._dense_only(req)) or req.composed or req.refines:
             res = await asyncio.wrap_future(self._searches().submit(req, bounded=False))
-            return [hit_to_document(h) for h in res.hits]
-        text = req.text
-        if text is not None and not text.strip():
-            raise ConfigError("the text query is empty")
-        enc = self.retriever.encoder
-        if text is not None:
-            qvec = await loop.run_in_executor(self._pool(), enc.encode_text, [text])
         else:
-            qvec = await loop.run_in_executor(self._pool(), enc.encode_image, [image])
-        results = await store.asearch(
-            self.retriever.vector,
-            qvec,
-            max(req.k, req.pool or self.retriever.pool),
-            modality=req.modality,
-            filters=req.search_filters(),
-            options=self.retriever.options,
-        )
-        return [hit_to_document(h) for h in dense_hits(results, req.k, self.retriever.vector)[0]]
+            res = await dense_search_async(self.retriever, req, self._pool())
+        return [hit_to_document(h) for h in res.hits]
 
     def batch(
         self,

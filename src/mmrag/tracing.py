@@ -1,7 +1,8 @@
 """OpenTelemetry spans around the retrieval stages, a no-op without OpenTelemetry.
 
 The retriever wraps each stage (``encode``, ``ann``, ``bm25``, ``fuse``, ``rerank``, ``mmr``,
-``group``, ``expand``) in :func:`span`; each span carries the stage's counts as attributes
+``group``, ``expand``) in :func:`span`, under one ``mmrag.search`` span per search call; each span
+carries the stage's counts as attributes
 (``mmrag.k``, ``mmrag.pool``, ``mmrag.hits``...) and its time in ``mmrag.ms``, besides the
 start and end OpenTelemetry records.
 The spans go to whatever tracer provider the application installed

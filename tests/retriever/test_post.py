@@ -13,10 +13,11 @@ from PIL import Image
 
 from mmrag.encoders.base import vector_spec
 from mmrag.errors import ConfigError
-from mmrag.retriever import Retriever, SearchRequest, SearchResult, post
+from mmrag.retriever import Retriever, SearchRequest, SearchResult, expand, post
 from mmrag.retriever.post import group_hits, mmr_order
 from mmrag.store import QdrantStore
-from mmrag.types import Chunk, Hit, chunk_id
+from mmrag.tenancy import with_tenant
+from mmrag.types import Chunk, Citation, Hit, chunk_id
 from tests.fakes import HashEncoder
 
 # a.pdf: six text chunks on three pages, then a figure on pages 1 and 2 (positions run on, text first).
@@ -199,3 +200,72 @@ def test_bad_result_options_are_config_errors() -> None:
     ):
         with pytest.raises(ConfigError):
             SearchRequest(text="q", **kw)  # type: ignore[arg-type]
+
+
+def _store(kind: str, tmp_path: Path, **kw: bool) -> QdrantStore:
+    return QdrantStore.open(str(tmp_path / "edge") if kind == "edge" else ":memory:", **kw)
+
+
+@pytest.mark.parametrize("kind", ["edge", "memory"])
+@pytest.mark.parametrize("boxes", [False, True])
+def test_a_crowded_page_gives_a_figure_the_text_nearest_it(kind: str, boxes: bool, tmp_path: Path) -> None:
+    # 60 lines on one page, top to bottom (reading order = position), and a figure at the page's foot:
+    # more than MAX_PAGE_CHUNKS, stored in point-id order, which is not reading order.
+    n = expand.MAX_PAGE_CHUNKS + 10
+
+    def box(top: float) -> Citation | None:
+        return Citation(page=1, bbox=(72.0, top - 10.0, 540.0, top)) if boxes else None
+
+    meta = [{"position": i, "page": 1} for i in range(n + 1)]
+    lines = [
+        Chunk(
+            chunk_id("crowd.pdf", f"l{i}", i),
+            "text",
+            "crowd.pdf",
+            f"line {i}",
+            None,
+            meta[i],
+            box(810.0 - 12 * i),
+        )
+        for i in range(n)
+    ]
+    ref = "crowd.pdf#page=1&image=1"
+    fig = Chunk(
+        chunk_id("crowd.pdf", ref, n), "image", "crowd.pdf", "figure: a chart", ref, meta[n], box(60.0)
+    )
+    enc = HashEncoder(dim=32)
+    with _store(kind, tmp_path) as store:
+        name = store.ensure_vector(vector_spec(enc))
+        chunks = [*lines, fig]
+        store.upsert_chunks(chunks, enc.encode_text([c.text or "" for c in chunks]), name)
+        stored = [r.payload["metadata"]["position"] for r in store.iter_records({"modality": "text"})]
+        assert stored != sorted(stored)  # the store's own order is not reading order
+        ctx = expand.context_of(store, fig, 1, {})
+    want = range(n - expand.MAX_PAGE_CHUNKS, n) if boxes else range(expand.MAX_PAGE_CHUNKS)
+    # with boxes: the lines nearest the figure (the page's last ones); without: the first ones
+    assert [c.metadata["position"] for c in ctx] == list(want)
+
+
+@pytest.mark.parametrize("kind", ["edge", "memory"])
+def test_expand_never_crosses_tenants(kind: str, tmp_path: Path) -> None:
+    # Two tenants hold the same document (same source, pages and positions): the context of one
+    # tenant's hit is read from that tenant's chunks only, for neighbours, page text and figures.
+    enc = HashEncoder(dim=128)
+    with _store(kind, tmp_path, tenancy=True) as store:
+        name = store.ensure_vector(vector_spec(enc))
+        for tenant in ("acme", "globex"):
+            chunks = with_tenant(_chunks(), tenant)
+            store.upsert_chunks(chunks, enc.encode_text([c.text or "" for c in chunks]), name)
+        r = Retriever(enc, store, pool=20)
+        for tenant in ("acme", "globex"):
+            for modality in ("text", "image"):
+                req = SearchRequest(text=QUERY, k=3, modality=modality, tenant=tenant, expand=2)
+                hits = r.run(req).hits
+                assert hits and all(h.context for h in hits)
+                owners = {c.metadata["tenant"] for h in hits for c in (h.chunk, *h.context)}
+                assert owners == {tenant}
+        # a hit read without a tenant in its metadata still keeps the search's tenant
+        hit = r.run(SearchRequest(text=QUERY, k=1, tenant="acme")).hits[0]
+        bare = replace(hit, chunk=replace(hit.chunk, metadata={"position": 3, "page": 2}))
+        ctx = expand.expand_hits(store, [bare], 1, {"tenant": "acme"})[0].context
+        assert ctx and {c.metadata["tenant"] for c in ctx} == {"acme"}

@@ -23,6 +23,7 @@ finish at the rate searches have been finishing (:mod:`mmrag.retriever.backlog`)
 
 from __future__ import annotations
 
+import contextvars
 import copy
 import math
 import threading
@@ -221,7 +222,8 @@ class SearchBatcher:
             self._admitted += 1
         flag = threading.Event()
         try:
-            fut = self._pool.submit(self._run, req, flag)
+            # in the caller's context: its current span (a web request's, a chain's) parents mmrag.search
+            fut = self._pool.submit(contextvars.copy_context().run, self._run, req, flag)
         except BaseException:
             self._release(None)
             raise

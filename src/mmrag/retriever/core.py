@@ -199,6 +199,16 @@ class Retriever:
         :class:`ConfigError` when this retriever cannot run it (see :attr:`capabilities`) or the query is
         an image.
         """
+        with span("search", k=k, image=image is not None) as s:
+            res = self._search_one(query, image, k, modality, filters, pool, hybrid, rerank)
+            s.set(hits=len(res.hits))
+        return res
+
+    def _search_one(
+        self, query: str | None, image: Image.Image | str | Path | None, k: int, modality: str | None,
+        filters: Filters | None, pool: int | None, hybrid: bool | None, rerank: bool | None,
+    ) -> SearchResult:  # fmt: skip
+        """:meth:`search_with_timings` inside its caller's ``mmrag.search`` span."""
         if (query is None) == (image is None):
             raise ConfigError("pass a text query or an image, exactly one of them")
         if query is not None and not query.strip():
@@ -226,11 +236,10 @@ class Retriever:
 
     def _run(self, req: SearchRequest) -> SearchResult:
         filters = req.search_filters()
-        if not req.composed:
-            return self.search_with_timings(
-                req.text, image=req.image, k=req.k, modality=req.modality, filters=filters,
-                pool=req.pool, hybrid=req.hybrid, rerank=req.rerank,
-            )  # fmt: skip
+        if not req.composed:  # run() opened the search span
+            return self._search_one(
+                req.text, req.image, req.k, req.modality, filters, req.pool, req.hybrid, req.rerank
+            )
         if not (req.text or "").strip():
             raise ConfigError("the text query is empty")
         for stage, wanted in (("hybrid", req.hybrid), ("rerank", req.rerank)):
@@ -274,9 +283,11 @@ class Retriever:
         """Many text queries in one encoder pass and one batched store query per branch."""
         if not queries:
             return []
-        results = self._search_texts(
-            queries, k=k, modality=modality, filters=filters, pool=pool, hybrid=hybrid, rerank=rerank
-        )
+        with span("search", queries=len(queries), k=k) as s:  # one span for the batch's stages
+            results = self._search_texts(
+                queries, k=k, modality=modality, filters=filters, pool=pool, hybrid=hybrid, rerank=rerank
+            )
+            s.set(hits=sum(len(r.hits) for r in results))
         return [r.hits for r in results]
 
     def _search_texts(
@@ -359,9 +370,13 @@ class Retriever:
         """Many image queries in one encoder pass and one batched store query (dense only)."""
         if not images:
             return []
-        return self.search_vectors(
-            self.encoder.encode_image(list(images)), k=k, modality=modality, filters=filters, pool=pool
-        )
+        with span("search", queries=len(images), k=k, image=True) as s:
+            with span("encode", queries=len(images)):
+                qvecs = self.encoder.encode_image(list(images))
+            with span("ann", queries=len(images), k=k, vector=self.vector):
+                out = self.search_vectors(qvecs, k=k, modality=modality, filters=filters, pool=pool)
+            s.set(hits=sum(map(len, out)))
+        return out
 
     def search_vectors(
         self,
