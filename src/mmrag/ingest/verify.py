@@ -157,9 +157,6 @@ def verify(
             entries[source] = late
     ledger_ids = {i: s for i, s in ledger_ids.items() if s in entries}  # else forgotten meanwhile
     rep.ledger_sources = len(entries)
-    by_source: dict[str, list[str]] = {}
-    for cid, source in ledger_ids.items():
-        by_source.setdefault(source, []).append(cid)
     rep.ledger_chunks = len(ledger_ids)
     known = set(entries) | busy
     seen: set[str] = set()
@@ -243,9 +240,9 @@ def _repair(
     if doomed:
         store.delete(doomed)
     ledger.forget(bad)
-    dropped = 0
+    dropped, skip = 0, bad_sources | busy
     for v, ids in untracked.items():
-        mine = [i for i in ids if _unchanged(ledger_ids[i], v, bad_sources | busy, now_entries)]
+        mine = [i for i in ids if _unchanged(ledger_ids[i], v, skip, now_entries)]
         if mine:
             store.delete_vector(mine, v)
         dropped += len(mine)
