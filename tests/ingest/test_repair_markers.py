@@ -71,7 +71,9 @@ def test_repair_from_one_ledger_keeps_the_other_ledgers_points(
 
 
 def test_repair_deletes_owned_strays_but_not_eval_or_unmarked_points(tmp_path: Path, data_dir: Path) -> None:
-    """A stale chunk ingest wrote for a file the ledger knows goes; eval's and unmarked points stay."""
+    """A stale chunk ingest wrote for a file the ledger knows goes, marked or not (mmrag wrote
+    unmarked points before markers existed); eval's points and unmarked points of files the ledger
+    does not know stay."""
     folder = data_dir / "ingest_demo" / "markdown"
     enc = HashEncoder()
     with QdrantStore.open(str(tmp_path / "s")) as store, Ledger(tmp_path / "s" / "ledger.sqlite") as ledger:
@@ -82,13 +84,15 @@ def test_repair_deletes_owned_strays_but_not_eval_or_unmarked_points(tmp_path: P
         store.upsert_chunks([stale], enc.encode_text(["old text"]), enc.id, writer=INGEST_WRITER)
         evald = Chunk("00000000-0000-5000-8000-000000000002", "text", "scifact/1", "doc", None, {})
         embed_and_write(enc, store, [evald], vector=enc.id, writer=EVAL_WRITER)
-        bare = Chunk("00000000-0000-5000-8000-000000000003", "text", source, "by hand", None, {})
+        bare = Chunk("00000000-0000-5000-8000-000000000003", "text", "notes/by-hand.txt", "by hand", None, {})
         store.upsert_chunks([bare], enc.encode_text(["by hand"]), enc.id)
+        old = Chunk("00000000-0000-5000-8000-000000000004", "text", source, "before markers", None, {})
+        store.upsert_chunks([old], enc.encode_text(["before markers"]), enc.id)  # no marker
 
         before = verify(store, ledger)
-        assert not before.ok and before.missing_in_ledger == [stale.id]
+        assert not before.ok and sorted(before.missing_in_ledger) == [stale.id, old.id]
         assert before.foreign == {"eval": 1, "unmarked": 1}
         after = verify(store, ledger, repair=True)
-        assert after.ok and after.repaired["deleted_untracked_points"] == 1
+        assert after.ok and after.repaired["deleted_untracked_points"] == 2
         assert store.count() == n + 2
-        assert {c.id for c in store.get([evald.id, bare.id])} == {evald.id, bare.id}
+        assert {c.id for c in store.get([evald.id, bare.id, old.id, stale.id])} == {evald.id, bare.id}

@@ -208,6 +208,98 @@ def test_ledger_migrate_command(tmp_path: Path, capsys: pytest.CaptureFixture[st
         old.commit([("a.txt", "h", "p", "v", ["id-1", "id-2"]), ("b.txt", "h", "p", "v", ["id-3"])])
     assert main(["ledger", "migrate", "--store", ":memory:", "--ledger", str(path), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert (out["sources"], out["chunks"]) == (2, 3) and out["to"].endswith("__ledger")
+    assert (
+        (out["sources"], out["chunks"]) == (2, 3) and out["to"].endswith("__ledger") and out["skipped"] == []
+    )
     assert main(["ledger", "migrate", "--store", ":memory:", "--ledger", str(tmp_path / "none.sqlite")]) != 0
     assert "nothing to migrate" in capsys.readouterr().err
+
+
+class _Clock:
+    """The store ledger's clock, moved by hand (``time.time`` as seen by the module)."""
+
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def time(self) -> float:
+        return self.now
+
+
+def test_a_run_writing_one_long_file_keeps_beating(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every written batch of a long file calls begin() with nothing new; it used to send no
+    heartbeat, so after 15 minutes another host undid the live run's points."""
+    from mmrag.ingest import store_ledger
+
+    clock = _Clock()
+    monkeypatch.setattr(store_ledger, "time", clock)
+    pid = "00000000-0000-5000-8000-00000000000c"
+    with QdrantStore.open(":memory:") as store:
+        from mmrag.encoders.base import vector_spec
+        from mmrag.types import Chunk
+
+        enc = HashEncoder()
+        vector = store.ensure_vector(vector_spec(enc))
+        writer = StoreLedger(store)
+        writer.begin([("long.txt", vector, [pid])])
+        store.upsert_chunks(
+            [Chunk(pid, "text", "long.txt", "alpha", None, {})], enc.encode_text(["alpha"]), vector
+        )
+        for _ in range(10):  # 10 batches of the same file, 2 minutes apart
+            clock.now += 120
+            writer.begin([])
+        other = StoreLedger(store)
+        other.host = "another-host"
+        assert other.recover(store)["running"] == 1 and store.count() == 1
+        clock.now += store_ledger.STALE_AFTER + 1  # now it really stalled
+        assert other.recover(store)["undone_points"] == 1 and store.count() == 0
+
+
+def test_heartbeats_are_rate_limited(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mmrag.ingest import store_ledger
+
+    clock = _Clock()
+    monkeypatch.setattr(store_ledger, "time", clock)
+    with QdrantStore.open(":memory:") as store:
+        writer = StoreLedger(store)
+        puts: list[Any] = []
+        put = writer.rows.put
+        writer.rows.put = lambda records: (puts.append(records), put(records))  # type: ignore[method-assign]
+        for _ in range(5):
+            writer.begin([])  # within BEAT_EVERY: one write
+        clock.now += store_ledger.BEAT_EVERY
+        writer.begin([])
+        assert len(puts) == 2
+
+
+def test_a_process_in_another_pid_namespace_is_not_judged_dead(tmp_path: Path) -> None:
+    """Two containers share a host name but not their pids: a pid that is dead *here* says nothing
+    about the other container's process (it used to be judged dead and its intent undone)."""
+    with QdrantStore.open(":memory:") as store:
+        ledger = StoreLedger(store)
+        ledger.begin([("a.txt", "v", ["00000000-0000-5000-8000-00000000000d"])])
+        dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True)
+        row = ledger.rows.get([f"r:{ledger.run}"])[f"r:{ledger.run}"]
+        ledger.rows.put([(f"r:{ledger.run}", {**row, "pid": int(dead.stdout), "ns": "other-container"})])
+        assert StoreLedger(store).recover(store)["running"] == 1
+        ledger.rows.put([(f"r:{ledger.run}", {**row, "pid": int(dead.stdout), "ns": ""})])  # unknown
+        assert StoreLedger(store).recover(store)["running"] == 1
+        assert row["host"] == ledger.host and row["ns"] == ledger.namespace  # what a run records
+
+
+def test_migrate_keeps_newer_store_side_rows(tmp_path: Path) -> None:
+    """A file another machine re-ingested into the store-side ledger is not overwritten by an old
+    local ledger's row; the skip is reported."""
+    with QdrantStore.open(":memory:") as store, Ledger(tmp_path / "old.sqlite") as old:
+        old.commit([("a.txt", "h-old", "p", "v", ["id-1"]), ("b.txt", "h", "p", "v", ["id-2"])])
+        with StoreLedger(store) as new:
+            new.commit([("a.txt", "h-new", "p", "v", ["id-9"])])
+            out = migrate_ledger(old, new)
+            assert out["skipped"] == ["a.txt"] and (out["sources"], out["chunks"]) == (1, 1)
+            a = new.entry("a.txt")
+            assert a is not None and a.hash == "h-new" and new.chunk_ids("a.txt") == ["id-9"]
+            assert new.chunk_ids("b.txt") == ["id-2"]
+            # The same version already in the store is merged (its vectors), not skipped.
+            old.commit([("b.txt", "h", "p", "w", ["id-2"])])
+            assert migrate_ledger(old, new)["skipped"] == ["a.txt"]
+            b = new.entry("b.txt")
+            assert b is not None and b.vectors == {"v", "w"}

@@ -36,6 +36,9 @@ def cmd_ledger(args: argparse.Namespace) -> int:
         args,
         out | {"from": str(path), "to": new.location},
         f"migrated {out['sources']} files ({out['chunks']} chunks) from {path} into {new.location}; "
-        "the local file is no longer used (delete it when every machine has switched)",
+        "the local file is no longer used (delete it when every machine has switched)"
+        + "".join(
+            f"\n  skipped {s}: the store-side ledger holds another version (kept)" for s in out["skipped"]
+        ),
     )
     return 0

@@ -7,15 +7,22 @@ files. Rows are records of the companion collection ``<collection>__ledger``
 
 * ``s:<source>``: the committed version of a file: hash, load parameters, vectors, chunk ids;
 * ``p:<source>``: a write begun and not committed (the intent), with the run that wrote it;
-* ``r:<run>``: a running ingest: host, pid and a heartbeat.
+* ``r:<run>``: a running ingest: host, pid, the namespace its pid lives in and a heartbeat.
 
 The write order is the SQLite ledger's (intent → points → commit; see :mod:`mmrag.ingest.ledger`);
 a commit writes the source row before it drops the intent, so a crash between the two leaves an
 intent whose recovery finds the source intact and only drops it. Recovery undoes only intents of
-runs that are over: their run row is gone (closed), their process is dead (same host), or their
-heartbeat is older than ``stale_after`` seconds (another host). Two processes ingesting different
-folders thus never undo each other's writes in flight. Two runs ingesting the *same* file at once
-are not supported (as with one SQLite ledger): the last commit wins.
+runs that are over: their run row is gone (closed), their process is dead (same host, same boot and
+same PID namespace: containers sharing a hostname have their own pids), or their heartbeat is
+older than ``stale_after`` seconds. A run beats on every ledger write it makes (every written batch,
+at most once per :data:`BEAT_EVERY` seconds).
+
+What is guaranteed: a run that calls the ledger at least every ``stale_after`` seconds (15 minutes;
+each batch written does) is never judged over, so two processes ingesting different folders do not
+undo each other's writes in flight. A run that stalls longer (suspended, stopped in a debugger, one
+batch taking more than 15 minutes), or hosts whose clocks differ by about that much, can be judged
+over by another host and have its uncommitted points undone; its next run repairs the rest. Two runs
+ingesting the *same* file at once are not supported (as with one SQLite ledger): the last commit wins.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import sys
 import time
 import uuid
 from collections.abc import Iterable, Sequence
@@ -40,6 +48,20 @@ __all__ = ["StoreLedger", "migrate_ledger", "open_ledger"]
 
 log = logging.getLogger(__name__)
 STALE_AFTER = 900.0
+BEAT_EVERY = 30.0
+
+
+def _namespace() -> str:
+    """Where this process's pid means something: boot id and PID namespace (Linux), so that a
+    container sharing the host name but not the pids never takes our pid for a dead one. Empty
+    when unknown: then liveness rests on the heartbeat alone."""
+    if sys.platform != "linux":
+        return f"{sys.platform}:host"  # no PID namespaces: one host, one pid space
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        return f"{boot}:{os.stat('/proc/self/ns/pid').st_ino}"
+    except OSError:
+        return ""
 
 
 def _alive(pid: int) -> bool:
@@ -75,6 +97,8 @@ class StoreLedger:
         self.stale_after = stale_after
         self.run = uuid.uuid4().hex
         self.host = socket.gethostname()
+        self.namespace = _namespace()
+        self._beat_at = float("-inf")
         self._location = f"{store.location}__ledger"
         self._registered = False
 
@@ -95,10 +119,13 @@ class StoreLedger:
         self.close()
 
     def _heartbeat(self) -> None:
-        self.rows.put(
-            [(f"r:{self.run}", {"kind": "run", "host": self.host, "pid": os.getpid(), "beat": time.time()})]
-        )
-        self._registered = True
+        """Say this run is alive (at most once per :data:`BEAT_EVERY` s: one small upsert)."""
+        now = time.time()
+        if self._registered and now - self._beat_at < BEAT_EVERY:
+            return
+        row = {"kind": "run", "host": self.host, "ns": self.namespace, "pid": os.getpid(), "beat": now}
+        self.rows.put([(f"r:{self.run}", row)])
+        self._registered, self._beat_at = True, now
 
     # -- reads ------------------------------------------------------------------------------
     def _sources(self, with_ids: bool) -> Iterable[dict[str, Any]]:
@@ -130,9 +157,10 @@ class StoreLedger:
 
     # -- the write protocol -----------------------------------------------------------------
     def begin(self, items: Sequence[tuple[str, str, Sequence[str]]]) -> None:
+        # Every written batch calls begin, mostly with nothing new: the beat keeps a long file's run alive.
+        self._heartbeat()
         if not items:
             return
-        self._heartbeat()
         row = {"kind": "pending", "run": self.run, "started": time.time()}
         self.rows.put(
             [(f"p:{s}", {**row, "source": s, "vector": v, "new_ids": list(ids)}) for s, v, ids in items]
@@ -175,8 +203,9 @@ class StoreLedger:
         info = runs.get(f"r:{run}")
         if info is None:
             return True
-        if info.get("host") == self.host and not _alive(int(info.get("pid", -1))):
-            return True
+        same = info.get("host") == self.host and info.get("ns") and info.get("ns") == self.namespace
+        if same and not _alive(int(info.get("pid", -1))):
+            return True  # its pid is ours to check: the process is gone
         return now - float(info.get("beat", 0.0)) > self.stale_after
 
     def recover(self, store: QdrantStore) -> dict[str, int]:
@@ -229,23 +258,31 @@ def open_ledger(
     return ledger
 
 
-def migrate_ledger(source: IngestLedger, target: IngestLedger) -> dict[str, int]:
+def migrate_ledger(source: IngestLedger, target: IngestLedger) -> dict[str, Any]:
     """Copy every committed source (hash, params, vectors, chunk ids) of ``source`` into ``target``.
 
-    Pending intents are not copied: recover the old ledger first (``mmrag verify --repair
-    --ledger OLD``). Returns ``{"sources": n, "chunks": n}``.
+    A file ``target`` already holds in another version (hash or params differ: another machine
+    ingested it since) is skipped and listed, never overwritten; the same version gets the vectors
+    merged. Pending intents are not copied: recover the old ledger first (``mmrag verify --repair
+    --ledger OLD``). Returns ``{"sources": n, "chunks": n, "skipped": [source, ...]}``.
     """
     if source.pending():
         raise ConfigError(
             f"ledger {source.location} has interrupted writes: run `mmrag verify --repair --ledger "
             f"{source.location}` first"
         )
-    n = 0
+    there = target.entries()
+    n, copied, skipped = 0, 0, []
     items: list[tuple[str, str, str, str, list[str]]] = []
-    for s, e in source.entries().items():
+    for s, e in sorted(source.entries().items()):
+        newer = there.get(s)
+        if newer is not None and (newer.hash, newer.params) != (e.hash, e.params):
+            log.warning("not migrating %s: the store-side ledger holds another version of it", s)
+            skipped.append(s)
+            continue
         ids = source.chunk_ids(s)
-        n += len(ids)
+        n, copied = n + len(ids), copied + 1
         items += [(s, e.hash, e.params, v, ids) for v in sorted(e.vectors)]
     for start in range(0, len(items), 256):
         target.commit(items[start : start + 256])
-    return {"sources": len(source.entries()), "chunks": n}
+    return {"sources": copied, "chunks": n, "skipped": skipped}

@@ -6,9 +6,18 @@ payload carries (:data:`~mmrag.store.payload.WRITER_KEY`):
 
 * **owned strays**: written by ingest for a file this ledger knows (a stale chunk of an earlier
   version, or of an interrupted run): ``--repair`` deletes them;
+  Points without a marker whose file the ledger knows count as owned too: mmrag wrote its
+  points unmarked before markers existed, and their stale chunks must stay repairable;
 * **foreign points**: written by ingest for a file this ledger does not know (another machine's
-  ledger), by ``mmrag eval`` or training, or by something else (no marker): reported, and deleted
-  only with ``--repair --force``. A repair from one machine's ledger so never deletes another's data.
+  ledger), by ``mmrag eval`` or training, or by something else (no marker, a file the ledger does
+  not know): reported, and deleted only with ``--repair --force``. A repair from one machine's
+  ledger so never deletes another's data.
+
+Writes in flight (a pending intent: a running ingest on a shared store-side ledger, or an
+interrupted one not yet recovered) are not judged: the intent's new points and every point of its
+file are counted under ``in_flight`` and left alone. Before it deletes or forgets anything, a
+repair re-reads the ledger (intents, then commits: a write always shows in one of them), so a
+file another process wrote or committed during the scan is not taken for a stray.
 """
 
 from __future__ import annotations
@@ -22,7 +31,7 @@ from mmrag.store.payload import INGEST_WRITER, WRITER_KEY
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from mmrag.ingest.ledger_base import IngestLedger
+    from mmrag.ingest.ledger_base import IngestLedger, LedgerEntry
     from mmrag.store import QdrantStore
 
 __all__ = ["VerifyReport", "verify"]
@@ -49,6 +58,7 @@ class VerifyReport:
     ledger_chunks: int = 0
     store_points: int = 0
     pending: int = 0
+    in_flight: int = 0
     missing_in_store: list[str] = field(default_factory=list)
     missing_in_ledger: list[str] = field(default_factory=list)
     missing_vectors: dict[str, int] = field(default_factory=dict)
@@ -64,6 +74,7 @@ class VerifyReport:
             "ledger_chunks": self.ledger_chunks,
             "store_points": self.store_points,
             "pending": self.pending,
+            "in_flight": self.in_flight,
             "missing_in_store": len(self.missing_in_store),
             "missing_in_ledger": len(self.missing_in_ledger),
             "missing_vectors": dict(self.missing_vectors),
@@ -88,6 +99,8 @@ class VerifyReport:
             f"missing vectors: {dict(self.missing_vectors)}; "
             f"untracked vectors: {dict(self.untracked_vectors)}",
         ]
+        if self.in_flight:
+            lines.append(f"points of writes in flight (not judged, left alone): {self.in_flight}")
         if self.foreign:
             lines.append(
                 f"points of other writers (kept; `--repair --force` deletes them): "
@@ -103,13 +116,13 @@ def _owner(payload: Mapping[str, Any], known: set[str]) -> str | None:
     """``None`` when the ledger owns this unlisted point (ingest wrote it for a file it knows),
     else the kind of foreign point it is."""
     writer = payload.get(WRITER_KEY)
-    if writer is None:
-        return UNMARKED
-    if writer != INGEST_WRITER:
+    if writer not in (None, INGEST_WRITER):
         return str(writer)
     tenant = payload.get("tenant")
     key = ledger_source(str(payload.get("source", "")), tenant if isinstance(tenant, str) else None)
-    return None if key in known else OTHER_LEDGER
+    if key in known:
+        return None  # unmarked too: a chunk mmrag wrote before markers existed
+    return UNMARKED if writer is None else OTHER_LEDGER
 
 
 def verify(
@@ -126,21 +139,26 @@ def verify(
     Repair recovers pending rows first, then deletes the owned strays (see the module docstring),
     forgets sources whose points or vectors are missing (so the next ingest re-embeds exactly
     those files) and drops vectors the ledger does not record. ``force`` also deletes the points
-    of other writers.
+    of other writers. Writes in flight are left alone (module docstring).
     """
     rep = VerifyReport()
     if repair:
         rep.repaired.update(ledger.recover(store))
     pending = ledger.pending()
     rep.pending = len(pending)
+    busy_ids = {i for _, _, ids in pending for i in ids}
+    busy = {s for s, _, _ in pending}
     entries = ledger.entries()
-    rep.ledger_sources = len(entries)
     ledger_ids = ledger.chunk_sources()
-    by_source: dict[str, list[str]] = {}
-    for cid, source in ledger_ids.items():
-        by_source.setdefault(source, []).append(cid)
+    # Two scans: a file another process committed between them has ids but no entry yet.
+    for source in sorted(set(ledger_ids.values()) - set(entries)):
+        late = ledger.entry(source)
+        if late is not None:
+            entries[source] = late
+    ledger_ids = {i: s for i, s in ledger_ids.items() if s in entries}  # else forgotten meanwhile
+    rep.ledger_sources = len(entries)
     rep.ledger_chunks = len(ledger_ids)
-    known = set(entries) | {s for s, _, _ in pending}
+    known = set(entries) | busy
     seen: set[str] = set()
     bad_sources: set[str] = set()
     untracked: dict[str, list[str]] = {}
@@ -158,6 +176,9 @@ def verify(
         point_id, names = record.id, set(record.vectors)
         seen.add(point_id)
         owner = ledger_ids.get(point_id)
+        if point_id in busy_ids or owner in busy:
+            rep.in_flight += 1
+            continue
         if owner is None:
             kind = _owner(record.payload, known)
             if kind is None:
@@ -175,7 +196,7 @@ def verify(
     rep.untracked_vectors = {v: len(ids) for v, ids in untracked.items()}
     rep.store_points = len(seen)
     for cid, source in ledger_ids.items():
-        if cid not in seen:
+        if cid not in seen and source not in busy:
             rep.missing_in_store.append(cid)
             bad_sources.add(source)
     rep.ok = (
@@ -183,16 +204,7 @@ def verify(
         and not rep.pending
     )
     if repair and not rep.ok:
-        if rep.missing_in_ledger:
-            store.delete(rep.missing_in_ledger)
-        for source in sorted(bad_sources):
-            store.delete(by_source[source])
-        ledger.forget(sorted(bad_sources))
-        for v, ids in untracked.items():
-            store.delete_vector([i for i in ids if ledger_ids[i] not in bad_sources], v)
-        rep.repaired["deleted_untracked_points"] = len(rep.missing_in_ledger)
-        rep.repaired["forgotten_sources"] = len(bad_sources)
-        rep.repaired["deleted_untracked_vectors"] = sum(rep.untracked_vectors.values())
+        _repair(store, ledger, rep, entries, ledger_ids, bad_sources, untracked)
     if repair and force and rep.foreign_ids:
         store.delete(rep.foreign_ids)
         rep.repaired["deleted_foreign_points"] = len(rep.foreign_ids)
@@ -200,3 +212,49 @@ def verify(
         # What counts after a repair is the state it left.
         rep.ok = verify(store, ledger).ok
     return rep
+
+
+def _repair(
+    store: QdrantStore,
+    ledger: IngestLedger,
+    rep: VerifyReport,
+    entries: dict[str, LedgerEntry],
+    ledger_ids: dict[str, str],
+    bad_sources: set[str],
+    untracked: dict[str, list[str]],
+) -> None:
+    """Delete the owned strays, forget the damaged sources, drop untracked vectors: each only if
+    the ledger, read again now, still says so (another process may have written meanwhile)."""
+    # Intents first, then commits: a write begun during the scan shows in one of the two.
+    now_pending = ledger.pending()
+    busy_ids = {i for _, _, ids in now_pending for i in ids}
+    busy = {s for s, _, _ in now_pending}
+    now_ids = ledger.chunk_sources()
+    now_entries = ledger.entries()
+    strays = [i for i in rep.missing_in_ledger if i not in busy_ids and i not in now_ids]
+    bad = sorted(s for s in bad_sources if s not in busy and now_entries.get(s) == entries[s])
+    gone = frozenset(bad)
+    if strays:
+        store.delete(strays)
+    doomed = [i for i, s in ledger_ids.items() if s in gone]
+    if doomed:
+        store.delete(doomed)
+    ledger.forget(bad)
+    dropped, skip = 0, bad_sources | busy
+    for v, ids in untracked.items():
+        mine = [i for i in ids if _unchanged(ledger_ids[i], v, skip, now_entries)]
+        if mine:
+            store.delete_vector(mine, v)
+        dropped += len(mine)
+    rep.repaired["deleted_untracked_points"] = len(strays)
+    rep.repaired["forgotten_sources"] = len(bad)
+    rep.repaired["deleted_untracked_vectors"] = dropped
+    left = len(rep.missing_in_ledger) - len(strays) + len(bad_sources) - len(bad)
+    if left:
+        rep.repaired["left_in_flight"] = left
+
+
+def _unchanged(source: str, vector: str, skip: set[str], now: dict[str, LedgerEntry]) -> bool:
+    """Whether ``vector`` is still untracked on ``source``'s points (and they are not deleted or busy)."""
+    entry = now.get(source)
+    return source not in skip and entry is not None and vector not in entry.vectors

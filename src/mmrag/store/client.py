@@ -84,7 +84,7 @@ class ClientBackend:
         else:
             self.client = qc.QdrantClient(url=url, api_key=api_key, timeout=30)
         try:
-            aliases = {a.alias_name: a.collection_name for a in self.client.get_aliases().aliases}
+            aliases = self._aliases()
         except Exception as exc:
             raise StoreError(
                 f"cannot reach Qdrant at {url}: {exc}; check the URL, the API key and "
@@ -168,8 +168,30 @@ class ClientBackend:
             self._sparse = set(self.client.get_collection(self._physical).config.params.sparse_vectors or {})
         return set(self._sparse)
 
+    def _aliases(self) -> dict[str, str]:
+        return {a.alias_name: a.collection_name for a in self.client.get_aliases().aliases}
+
+    def _refresh(self, physical: str | None) -> None:
+        """Another writer moved the alias since this backend read it: follow it (the cached dims,
+        sparse names and quantization describe the old collection)."""
+        log.info("collection %s now names %s (another writer added a vector)", self.collection, physical)
+        self._physical, self._dims, self._sparse = physical, None, None
+        if physical is not None:
+            self._quant = self.read_meta().get("quantization")
+
     def add_vector(self, name: str, dim: int) -> None:
         m = _models()
+        aliases = self._aliases()
+        if aliases.get(self.collection) != self._physical:
+            self._refresh(aliases.get(self.collection))
+            have = self.vector_dims().get(name)
+            if have == dim:
+                return  # the other writer added this very vector
+            if have is not None:
+                raise StoreError(
+                    f"another writer added vector {name!r} to {self.location} with dim {have}, "
+                    f"not {dim}: use another encoder id"
+                )
         dims = {**self.vector_dims(), name: dim}
         meta = self.read_meta()
         if self._physical is None and self._new_quantization:
@@ -177,6 +199,13 @@ class ClientBackend:
         n = 1 + (int(self._physical.rsplit("--", 1)[1]) if self._physical else 0)
         new = f"{self.collection}--{n}"
         if self.client.collection_exists(new):
+            named = sorted(a for a, c in aliases.items() if c == new)
+            if named:
+                # Live data (an alias names it): never a half copy, whatever its number says.
+                raise StoreError(
+                    f"cannot add vector {name!r} to {self.location}: collection {new} exists and "
+                    f"alias(es) {named} name it; re-open the store and retry"
+                )
             # A copy that crashed before the alias swap left it; the alias still names the old one.
             log.warning("removing %s, left half-copied by an interrupted vector add", new)
             self.client.delete_collection(new)
