@@ -5,9 +5,9 @@ vector recorded for its source. Points the ledger does not list are sorted by th
 payload carries (:data:`~mmrag.store.payload.WRITER_KEY`):
 
 * **owned strays**: written by ingest for a file this ledger knows (a stale chunk of an earlier
-  version, or of an interrupted run): ``--repair`` deletes them;
-  Points without a marker whose file the ledger knows count as owned too: mmrag wrote its
-  points unmarked before markers existed, and their stale chunks must stay repairable;
+  version, or of an interrupted run): ``--repair`` deletes them. Points without a marker whose
+  file the ledger knows count as owned too: mmrag wrote its points unmarked before markers
+  existed, and the stale chunks of such a store must stay repairable;
 * **foreign points**: written by ingest for a file this ledger does not know (another machine's
   ledger), by ``mmrag eval`` or training, or by something else (no marker, a file the ledger does
   not know): reported, and deleted only with ``--repair --force``. A repair from one machine's
