@@ -132,7 +132,7 @@ def test_lite_id_is_stable_across_builds(lite: OpenClipEncoder) -> None:
 def test_large_jpeg_decodes_in_draft_mode_within_parity(
     lite: OpenClipEncoder, image_paths: list[Path], tmp_path: Path
 ) -> None:
-    """A big JPEG given by path decodes at reduced scale (>= 2x the model's input per side): the
+    """A big JPEG given by path decodes at reduced scale (>= 3x the model's input per side): the
     embedding stays within cosine 0.999 of a full decode, and the ingest loader does the same."""
     from mmrag.ingest.formats.common import LoadOptions, RawFile
     from mmrag.ingest.formats.image import load_image
@@ -145,7 +145,7 @@ def test_large_jpeg_decodes_in_draft_mode_within_parity(
     with Image.open(path) as im:
         full = im.convert("RGB")
     with Image.open(path) as im:
-        drafted = im.draft("RGB", (2 * lite.input_size,) * 2)
+        drafted = im.draft("RGB", (3 * lite.input_size,) * 2)
     assert drafted is not None  # Pillow chose a reduced scale: the fast path is really taken
     by_path, by_pil = lite.encode_image([path]), lite.encode_image([full])
     assert float((by_path * by_pil).sum()) >= 0.999

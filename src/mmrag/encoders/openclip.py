@@ -183,10 +183,11 @@ class OpenClipEncoder:
                 try:
                     with pil.open(item) as im:
                         # A JPEG decodes at 1/2..1/8 scale (DCT scaling) when that still leaves
-                        # both sides >= twice the model's input: a 12 Mpx photo then costs ~1/16
-                        # of a full decode, and the embedding stays within cosine 0.999.
+                        # both sides >= 3x the model's input: a 12 Mpx photo then costs ~1/16 of
+                        # a full decode, and the embedding stays within cosine 0.999 (at 2x it
+                        # drifted to 0.987 on 8x upscaled photos: bench_image_path.py).
                         if self.draft_decode:
-                            im.draft("RGB", (2 * self.input_size, 2 * self.input_size))
+                            im.draft("RGB", (3 * self.input_size, 3 * self.input_size))
                         img = im.convert("RGB")
                 except (OSError, pil.DecompressionBombError, SyntaxError) as exc:
                     raise EncoderError(f"cannot read image {item}: {exc}") from exc

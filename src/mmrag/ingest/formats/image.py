@@ -30,8 +30,8 @@ _CAPTION_CHARS = 400
 # Document scans are mostly bright, unsaturated paper; photos rarely are. Only those are OCR'd.
 _DOC_BRIGHT_FRACTION = 0.55
 _OCR_MIN_WORDS = 5
-# Side (px) an image is decoded at for embedding: twice the largest tower input (336 px), which keeps
-# the embedding within cosine 0.999 of a full decode (tests/encoders/test_lite.py).
+# Side (px) an image is decoded at for embedding: 3x a 224 px tower input (2x the largest, 336 px),
+# which keeps the embedding within cosine 0.999 of a full decode (tests/encoders/test_lite.py).
 _EMBED_SIDE = 672
 
 
