@@ -116,3 +116,16 @@ def test_process_default_runtime_reaches_modules_built_without_one() -> None:
         set_default_runtime("auto")
     with pytest.raises(EncoderError, match="choose one of"):
         set_default_runtime("fast")
+
+
+def test_onnx_text_embeddings_match_torch(lite: OpenClipEncoder) -> None:
+    texts = ["a dog", "a much longer sentence about a dog running on the beach at sunset", "cats"]
+    fast = lite.encode_text(texts)  # padded batch: the mask must survive the export
+    assert isinstance(lite.text_forward, FastForward) and lite.text_forward.active == "onnx"
+    single = lite.encode_text(texts[1:2])  # another sequence length than the export's
+    lite.set_runtime("torch")
+    try:
+        ref, ref_single = lite.encode_text(texts), lite.encode_text(texts[1:2])
+    finally:
+        lite.set_runtime("auto")
+    assert min_cosine(fast, ref) >= PARITY_MIN and min_cosine(single, ref_single) >= PARITY_MIN

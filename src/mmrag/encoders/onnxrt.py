@@ -82,7 +82,8 @@ def export_session(module: torch.nn.Module, example: torch.Tensor, *, threads: i
 
     Args:
         module: A module taking one ``(n, ...)`` float tensor and returning one tensor.
-        example: An input of the right shape (its batch size does not matter: the axis is dynamic).
+        example: An input of the right dtype and rank (every axis is dynamic: batch size, and
+            sequence length for token ids).
         threads: Intra-op threads of the session (the caller's torch thread count).
     """
     import onnxruntime as ort
@@ -99,7 +100,7 @@ def export_session(module: torch.nn.Module, example: torch.Tensor, *, threads: i
             buf,  # type: ignore[arg-type]  # a file object works: the exporter writes bytes to it
             input_names=["x"],
             output_names=["y"],
-            dynamic_axes={"x": {0: "n"}, "y": {0: "n"}},
+            dynamic_axes={"x": {i: f"x{i}" for i in range(example.dim())}, "y": {0: "n"}},
             dynamo=False,
         )
     opts = ort.SessionOptions()
@@ -108,6 +109,12 @@ def export_session(module: torch.nn.Module, example: torch.Tensor, *, threads: i
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.log_severity_level = 3  # ORT's own warnings go to stderr, not logging
     return ort.InferenceSession(buf.getvalue(), opts, providers=["CPUExecutionProvider"])
+
+
+def _feed(x: torch.Tensor) -> np.ndarray[Any, Any]:
+    """The input as ONNX Runtime takes it: float tensors as float32, token ids as they are."""
+    arr = x.detach().cpu().numpy()
+    return arr if arr.dtype.kind in "iu" else arr.astype(np.float32, copy=False)
 
 
 def _fingerprint(module: torch.nn.Module) -> tuple[int, ...]:
@@ -163,7 +170,7 @@ class FastForward:
             if key != self._key:
                 return self._export_and_check(x, key)
             session = self._session
-        y = session.run(None, {"x": x.detach().cpu().numpy().astype(np.float32, copy=False)})[0]
+        y = session.run(None, {"x": _feed(x)})[0]
         return torch.from_numpy(y)
 
     def _export_and_check(self, x: torch.Tensor, key: tuple[int, ...]) -> torch.Tensor:
@@ -172,7 +179,7 @@ class FastForward:
         ref = self.module(x)
         try:
             session = export_session(self.module, x[:1], threads=torch.get_num_threads())
-            y = session.run(None, {"x": x.detach().cpu().numpy().astype(np.float32, copy=False)})[0]
+            y = session.run(None, {"x": _feed(x)})[0]
         except Exception as exc:  # the exporter raises many types (torch, onnx, ORT errors)
             if self.runtime == "onnx":
                 raise EncoderError(f"cannot run the {self.name} in ONNX Runtime: {exc}") from exc

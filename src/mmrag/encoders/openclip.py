@@ -141,8 +141,16 @@ class OpenClipEncoder:
         return int(max(size) if isinstance(size, tuple | list) else size)
 
     def set_runtime(self, runtime: str | None) -> None:
-        """Choose where the image tower runs (``auto``, ``onnx``, ``torch``); see the class doc."""
+        """Choose where the towers run (``auto``, ``onnx``, ``torch``); see the class doc."""
         self.image_forward = FastForward(self.model.visual, runtime=runtime, name=f"{self.id} image tower")
+        # An HF text tower (the lite family: MiniLM) exports whole; open_clip's own CLIP text
+        # transformer (ViT-B/32 & co.) stays in torch.
+        text = getattr(self.model, "text", None)
+        self.text_forward: Callable[[torch.Tensor], torch.Tensor] = (
+            FastForward(text, runtime=runtime, name=f"{self.id} text tower")
+            if text is not None
+            else self.model.encode_text
+        )
 
     def _probe_dim(self) -> int:
         torch = require("torch", "core")
@@ -170,7 +178,7 @@ class OpenClipEncoder:
             for start in range(0, len(order), bs):
                 idx = order[start : start + bs]
                 tokens = self.tokenizer([texts[i] or " " for i in idx])
-                out[idx] = self.model.encode_text(tokens).float().numpy()
+                out[idx] = self.text_forward(tokens).float().numpy()
         return l2_normalize(out)
 
     # -- images -----------------------------------------------------------------------------
