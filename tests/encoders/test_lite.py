@@ -133,7 +133,8 @@ def test_large_jpeg_decodes_in_draft_mode_within_parity(
     lite: OpenClipEncoder, image_paths: list[Path], tmp_path: Path
 ) -> None:
     """A big JPEG given by path decodes at reduced scale (>= 3x the model's input per side): the
-    embedding stays within cosine 0.999 of a full decode, and the ingest loader does the same."""
+    embedding stays within cosine 0.999 of a full decode here (0.998 at worst over 128 photos in
+    benchmarks/bench_image_path.py), and the ingest loader does the same."""
     from mmrag.ingest.formats.common import LoadOptions, RawFile
     from mmrag.ingest.formats.image import load_image
     from mmrag.types import content_hash
