@@ -174,11 +174,14 @@ class OpenClipEncoder:
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         # Sorting by length keeps padding low inside each batch.
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        with self._lock, torch.inference_mode():
+        with torch.inference_mode():
             for start in range(0, len(order), bs):
                 idx = order[start : start + bs]
                 tokens = self.tokenizer([texts[i] or " " for i in idx])
-                out[idx] = self.text_forward(tokens).float().numpy()
+                # The lock is taken per batch, not per call: a query from the API gets its turn
+                # between two batches of a long ingest instead of waiting for all of it.
+                with self._lock:
+                    out[idx] = self.text_forward(tokens).float().numpy()
         return l2_normalize(out)
 
     # -- images -----------------------------------------------------------------------------
@@ -239,9 +242,10 @@ class OpenClipEncoder:
         torch = require("torch", "core")
         bs = batch_size or self.batch_size
         out = np.zeros((len(images), self.dim), dtype=np.float32)
-        with self._lock, torch.inference_mode():
+        with torch.inference_mode():
             for start, batch in self.image_batches(images, bs):
-                out[start : start + len(batch)] = self.image_forward(batch).float().numpy()
+                with self._lock:  # per batch, as in encode_text
+                    out[start : start + len(batch)] = self.image_forward(batch).float().numpy()
         return l2_normalize(out)
 
     def describe(self) -> dict[str, Any]:
