@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from report_speed import image_path_section, quantization_section
+from report_speed import image_path_section, quantization_section, speed_summary_rows
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -327,6 +327,7 @@ def summary_section(results: Path) -> str:
             f"{api['errors']} errors | p95 during ingest / before "
             f"**{api['p95_ratio_during_ingest_to_baseline']:.2f}** |"
         )
+    rows += speed_summary_rows(results)
     if not rows:
         return ""
     return (
@@ -550,8 +551,8 @@ def rerank_section(r: dict[str, Any]) -> str:
     )
     return f"""## Hybrid search and cross-encoder reranking: SciFact val fold
 
-Command: `python benchmarks/bench_rerank.py --threads {r["threads"]}` (reranker: `mmrag train-reranker
---out checkpoints/reranker-scifact`). {r["queries"]} held-out val-fold queries of SciFact train, whole corpus
+Command: `python benchmarks/bench_rerank.py --threads {r["threads"]}` (reranker: `{rr["path"]}`).
+{r["queries"]} held-out val-fold queries of SciFact train, whole corpus
 ({r["corpus"]:,} abstracts); dense = `{r["encoder"]}` (MiniLM text tower); hybrid = RRF k=60 of BM25 and
 dense, {r["depth"]} candidates per branch; "+rerank@N" = the top N re-ordered by the cross-encoder fused
 with the first-stage score (text weight {rr["fusion_weight_text"]}, learned on this same fold, so these rows

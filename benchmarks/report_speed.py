@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 BASE_STEP = "torch, full decode"
@@ -69,3 +71,40 @@ process gains by opening the store and answering every query; disk = the store f
 |---|---|---|---|---|---|---|---|
 {chr(10).join(rows)}
 {ratio}"""
+
+
+def speed_summary_rows(results: Path) -> list[str]:
+    """Summary-table rows of the speed results present (image path, rerank variants, quantization)."""
+    rows = []
+    ip = results / "image_path.json"
+    if ip.exists():
+        r = json.loads(ip.read_text())
+        for run in r["runs"]:
+            name, s = next(iter(run["sets"].items()))
+            rows.append(
+                f"| image encode end to end, {name}, {run['threads']} thread(s) | "
+                f"{s['images_per_s'][FAST_STEP]:.1f} images/s, parity {s['parity_onnx_vs_torch']:.4f} | "
+                f"**{s['speedup']:.2f}x** torch, {s['share_of_ceiling'][FAST_STEP]:.2f} of the matmul "
+                "ceiling |"
+            )
+    rr = results / "rerank.json"
+    if rr.exists():
+        r = json.loads(rr.read_text())
+        for key, v in r.items():
+            if key.startswith("end_to_end_") and key.endswith("_p50_ms"):
+                name = key.split("_")[3]
+                lc = (r.get("langchain") or {}).get(f"ratio_mmrag_{name}")
+                rows.append(
+                    f"| hybrid + {name} rerank@20, end to end, 1 thread | p50 {v:.0f} ms | "
+                    + (f"**{lc:.2f}x** LangChain's |" if lc else "- |")
+                )
+    q = results / "quantization.json"
+    if q.exists():
+        r = json.loads(q.read_text())
+        f32, i8 = r["configs"]["float32"], r["configs"]["int8"]
+        rows.append(
+            f"| int8 store quantization, {r['points']:,} real vectors | recall@10 "
+            f"{i8['rescore']['recall@10']:.3f} (float32 {f32['default']['recall@10']:.3f}) | serving RSS "
+            f"**{i8['store_rss_mb'] / f32['store_rss_mb']:.2f}x** |"
+        )
+    return rows
