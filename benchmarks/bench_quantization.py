@@ -169,6 +169,7 @@ def main() -> None:
     ap.add_argument("--crops", type=int, default=2, help="random crops per Flickr8k image")
     ap.add_argument("--queries", type=int, default=300)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--cache", type=Path, default=CACHE, help="where encoded vectors are kept")
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args()
     import torch
@@ -184,8 +185,8 @@ def main() -> None:
     keep = np.sort(np.random.default_rng(0).permutation(n_text + len(all_images))[: args.points])
     texts = [all_texts[i] for i in keep if i < n_text]
     images = [all_images[i - n_text] for i in keep if i >= n_text]
-    CACHE.mkdir(parents=True, exist_ok=True)
-    cache = CACHE / f"quant-{encoder.id}-{len(texts)}-{len(images)}.npy"
+    args.cache.mkdir(parents=True, exist_ok=True)
+    cache = args.cache / f"quant-{encoder.id}-{len(texts)}-{len(images)}.npy"
     if cache.exists():
         vecs = np.load(cache)
     else:

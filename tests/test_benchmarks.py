@@ -101,9 +101,12 @@ def test_rerank_benchmark_smoke(tmp_path: Path, data_dir: Path) -> None:
         "hybrid+rerank@3",
         "hybrid+rerank@5",
         "hybrid+rerank@3_int8",
+        "hybrid+rerank@3_bf16",
     }
     assert all(0 <= m["ndcg@10"] <= 1 for m in q.values()) and q["bm25"]["recall@100"] > 0
-    assert set(result["latency"]) == {"fp32@3", "fp32@5", "int8@3", "int8@5"}
+    assert set(result["latency"]) == {f"{v}@{p}" for v in ("fp32", "bf16", "int8") for p in (3, 5)}
+    assert set(result["variants_vs_fp32"]) == {"bf16", "int8"}
+    assert {"end_to_end_bf16_pool3_p50_ms", "end_to_end_fp32_pool3_p95_ms"} <= set(result)
     assert result["matmul_gflops"] > 0 and all(v["gflops"] > 0 for v in result["latency"].values())
     assert "Hybrid search and cross-encoder reranking" in _report(out.parent, tmp_path)
 
@@ -123,3 +126,29 @@ def test_scale_benchmark_smoke(tmp_path: Path, data_dir: Path) -> None:
     md = _report(out.parent, tmp_path)
     assert "Query latency against collection size: 200 to 400 points" in md
     assert (out.parent / "scale.png").stat().st_size > 10_000 and "](results/scale.png)" in md
+
+
+@pytest.mark.slow
+def test_image_path_benchmark_smoke(tmp_path: Path, data_dir: Path) -> None:
+    out = tmp_path / "results" / "image_path.json"
+    args = ["--images", "4", "--repeats", "1", "--threads", "1"]
+    result = _script("bench_image_path.py", args, data_dir, out)
+    assert result["gflop_per_image"] > 0.5  # Lite0: 0.77 GFLOP
+    [run] = result["runs"]
+    assert run["ceiling_gflops"] > 0 and len(run["sets"]) == 2
+    for s in run["sets"].values():
+        assert set(s["images_per_s"]) == set(s["share_of_ceiling"]) and len(s["images_per_s"]) == 4
+        assert s["parity_onnx_vs_torch"] >= 0.999 and s["parity_draft_vs_full"] > 0.99
+    assert "Image path against the hardware" in _report(out.parent, tmp_path)
+
+
+@pytest.mark.slow
+def test_quantization_benchmark_smoke(tmp_path: Path, data_dir: Path) -> None:
+    out = tmp_path / "results" / "quantization.json"
+    args = ["--points", "400", "--queries", "5", "--repeats", "1", "--cache", str(tmp_path / "cache")]
+    result = _script("bench_quantization.py", args, data_dir, out)
+    assert result["points"] == 400 and set(result["configs"]) == {"float32", "int8"}
+    int8 = result["configs"]["int8"]
+    assert set(int8) >= {"rescore", "rescore, oversampling 2", "no rescore", "store_rss_mb", "disk_mb"}
+    assert all(0 <= int8[m]["recall@10"] <= 1 for m in ("rescore", "no rescore"))
+    assert "Store quantization" in _report(out.parent, tmp_path)
