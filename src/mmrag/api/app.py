@@ -68,14 +68,9 @@ class ContextOut(BaseModel):
     citation: CitationOut | None = None
 
 
-class HitOut(BaseModel):
-    id: str
-    modality: str
-    source: str
-    text: str | None
-    image: str | None
-    metadata: dict[str, Any]
-    citation: CitationOut | None = None
+class HitOut(ContextOut):
+    """A hit: the chunk's fields (as :class:`ContextOut`) plus every stage's score and rank."""
+
     scores: dict[str, float | None]
     ann_rank: int
     final_rank: int
