@@ -46,7 +46,7 @@ install: sysdeps $(VENV)/.installed
 demo: install
 	@if [ -f "$(CKPT)/mmrag.json" ]; then echo "demo: using the trained checkpoint $(CKPT)"; else \
 	  echo "demo: no trained checkpoint at $(CKPT), so training the lite heads on Flickr8k train now"; \
-	  echo "      (tower features are extracted once and cached in .cache/features: ~8 min the first time)"; \
+	  echo "      (tower features are extracted once and cached in .cache/features: ~1-2 min the first time)"; \
 	  $(MMRAG) train --dataset "$(MMRAG_DATA)/flickr8k" --out "$(CKPT)"; fi
 	@if [ -f "$(DEMO_RERANKER)/mmrag_rerank.json" ]; then echo "demo: using the trained reranker $(DEMO_RERANKER)"; else \
 	  echo "demo: no reranker at $(DEMO_RERANKER), so training one on a SciFact slice now (fixed steps)"; \
