@@ -110,7 +110,7 @@ def load_image(file: RawFile, opts: LoadOptions, captions: Captions | None = Non
     ocr_text = ""
     if opts.ocr_available() and _looks_like_document(decoded):
         full = decoded if decoded.size == (width, height) else _decode(file.data, opts.max_image_pixels)[0]
-        ocr_text = _ocr_document_image(full)
+        ocr_text = _ocr_text(full)
     if caption is None and ocr_text:
         caption, caption_source = " ".join(ocr_text.split())[:_CAPTION_CHARS], "ocr"
     meta: dict[str, Any] = {
@@ -162,8 +162,7 @@ def _looks_like_document(image: Any) -> bool:
     return bool(bright >= _DOC_BRIGHT_FRACTION and grey >= _DOC_BRIGHT_FRACTION)
 
 
-def _ocr_document_image(image: Any) -> str:
-    if not _looks_like_document(image):
-        return ""
+def _ocr_text(image: Any) -> str:
+    """The OCR text of a document image (the caller has checked it looks like one), if long enough."""
     text = ocr.ocr_image(image)
     return text if len(text.split()) >= _OCR_MIN_WORDS else ""
