@@ -13,6 +13,11 @@ DEFAULT_STORE = "./.mmrag"
 DEFAULT_MODEL = "lite"
 DEFAULT_DATA = "../shared/data"
 
+# Accepted values of the two inference switches; encoders.onnxrt and rerank.cross_encoder check against
+# these same tuples.
+RUNTIMES: tuple[str, ...] = ("auto", "onnx", "torch")
+RERANK_PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
+
 
 @dataclass(frozen=True, slots=True)
 class Settings:
@@ -68,9 +73,9 @@ class Settings:
             raise ConfigError("shards and replication must be >= 0 (0 = the server's default)")
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
-        if self.runtime not in ("auto", "onnx", "torch"):
+        if self.runtime not in RUNTIMES:
             raise ConfigError(f"runtime must be auto, onnx or torch (MMRAG_RUNTIME), got {self.runtime!r}")
-        if self.rerank_precision not in ("auto", "fp32", "bf16"):
+        if self.rerank_precision not in RERANK_PRECISIONS:
             raise ConfigError(
                 "rerank_precision must be auto, fp32 or bf16 (MMRAG_RERANK_PRECISION), "
                 f"got {self.rerank_precision!r}"

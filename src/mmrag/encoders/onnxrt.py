@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from mmrag.config import RUNTIMES
 from mmrag.errors import EncoderError
 
 if TYPE_CHECKING:
@@ -30,7 +31,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 Runtime = Literal["auto", "torch", "onnx"]
-RUNTIMES: tuple[str, ...] = ("auto", "torch", "onnx")
 PARITY_MIN = 0.999  # per-row cosine of ONNX Runtime's output to torch's on the first batch
 # What runtime=None means in this process: set once by a face from MMRAG_RUNTIME (like torch's thread
 # count), so encoders loaded deep inside training or eval follow the user's choice too.

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from mmrag._lazy import require
+from mmrag.config import RERANK_PRECISIONS
 from mmrag.errors import ConfigError, EncoderError
 from mmrag.rerank.fusion import ScoreFusion
 from mmrag.types import Hit
@@ -30,7 +31,6 @@ from mmrag.types import Hit
 log = logging.getLogger(__name__)
 CONFIG_FILE = "mmrag_rerank.json"  # written by train-reranker: learned fusion weights, provenance
 OFFLINE = ("minilm", "@minilm")
-PRECISIONS = ("auto", "fp32", "bf16")
 
 
 def bf16_is_fast() -> bool:
@@ -47,8 +47,9 @@ def bf16_is_fast() -> bool:
 
 def resolve_precision(precision: str) -> str:
     """``auto`` → ``bf16`` where :func:`bf16_is_fast`, else ``fp32``; other names are checked."""
-    if precision not in PRECISIONS:
-        raise ConfigError(f"reranker precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision not in RERANK_PRECISIONS:
+        names = ", ".join(RERANK_PRECISIONS)
+        raise ConfigError(f"reranker precision must be one of {names}, got {precision!r}")
     if precision == "auto":
         return "bf16" if bf16_is_fast() else "fp32"
     return precision
