@@ -24,7 +24,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -37,6 +36,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_api_load import KEY, REPO, free_port, pct, write_docs
+from machine import machine_info
 
 CONFIGS = {
     "batched": {},  # the defaults: MMRAG_BATCH_MAX=32, MMRAG_BATCH_WAIT_MS=5, MMRAG_QUEUE_SIZE=256
@@ -217,11 +217,7 @@ def main() -> None:
         "reranker": args.reranker,
         "torch_threads": args.threads,
         "targets": targets(rows),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-        },
+        "machine": machine_info(),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=2) + "\n")

@@ -23,7 +23,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import socket
 import subprocess
 import sys
@@ -34,6 +33,8 @@ from typing import Any
 
 import httpx
 import numpy as np
+
+from machine import machine_info
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("MMRAG_DATA", REPO.parent / "shared" / "data"))
@@ -248,11 +249,7 @@ def main() -> None:
         "stored_ids_unique": len(stored) == len(set(stored)),
         "lost_points": len(want - set(stored)),
         "unexpected_points": len(set(stored) - want),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-        },
+        "machine": machine_info(),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=2) + "\n")

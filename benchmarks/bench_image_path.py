@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -34,7 +33,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+from machine import machine_info
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("MMRAG_DATA", REPO.parent / "shared" / "data"))
@@ -111,22 +110,21 @@ def run(
 ) -> dict[str, Any]:
     import torch
 
+    from mmrag.encoders.onnxrt import min_cosine
+
     torch.set_num_threads(threads)
     ceiling = matmul_ceiling(threads)
     out: dict[str, Any] = {"threads": threads, "ceiling_gflops": ceiling, "sets": {}}
     for name, paths in sets.items():
         rows, vecs = run_set(encoder, paths, repeats)
 
-        def cos(a: Any, b: Any) -> float:
-            return float(np.min(np.sum(a * b, axis=1)))  # rows are unit vectors
-
         out["sets"][name] = {
             "images": len(paths),
             "images_per_s": rows,
             "share_of_ceiling": {k: v * gflop / ceiling for k, v in rows.items()},
             "speedup": rows["ONNX Runtime + draft decode (default)"] / rows["torch, full decode"],
-            "parity_onnx_vs_torch": cos(vecs["fast"], vecs["draft"]),
-            "parity_draft_vs_full": cos(vecs["draft"], vecs["full"]),
+            "parity_onnx_vs_torch": min_cosine(vecs["fast"], vecs["draft"]),
+            "parity_draft_vs_full": min_cosine(vecs["draft"], vecs["full"]),
         }
         steps = ", ".join(f"{k} {v:.1f}/s" for k, v in rows.items())
         print(f"threads {threads} {name}: {steps}", flush=True)
@@ -159,11 +157,7 @@ def main() -> None:
         sets = {"Flickr8k dev, 224 px JPEG": small, "same, upscaled to 1792 px JPEG": large}
         runs = [run(encoder, sets, t, args.repeats, gflop) for t in args.threads]
     result = {
-        "machine": {
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-        },
+        "machine": machine_info(),
         "measured": datetime.now(UTC).strftime("%Y-%m-%d %H:%M"),
         "command": "python benchmarks/bench_image_path.py " + " ".join(sys.argv[1:]),
         "model": encoder.id,

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import statistics
 import sys
@@ -29,6 +28,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from machine import machine_info
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("MMRAG_DATA", REPO.parent / "shared" / "data"))
@@ -134,11 +135,7 @@ def main() -> None:
         "batch": args.batch,
         "repeats": args.repeats,
         "target_ratio": TARGET_RATIO,
-        "machine": {
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-        },
+        "machine": machine_info(),
     }
     result["images"] = bench_images(encoder, args.images, args.repeats, args.batch)
     print(f"images: {result['images']}", file=sys.stderr)

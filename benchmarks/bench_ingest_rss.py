@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -26,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from machine import machine_info
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("MMRAG_DATA", REPO.parent / "shared" / "data"))
@@ -94,11 +95,7 @@ def main() -> None:
     )
     first_half_peak = max(r for f, r in samples if f <= n_files // 2)
     result: dict[str, Any] = {
-        "machine": {
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-        },
+        "machine": machine_info(),
         "encoder": encoder.id,
         "threads": args.threads,
         "files": n_files,

@@ -36,7 +36,6 @@ import gc
 import importlib.util
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -46,6 +45,7 @@ from typing import Any
 
 import numpy as np
 
+from machine import machine_info
 from peer_stacks import TOP, Corpus, System, haystack_system, langchain_system, mmrag_system
 
 REPO = Path(__file__).resolve().parents[1]
@@ -346,11 +346,7 @@ def run(
         "latency_queries": len(lat_q),
         "index_rounds": args.index_rounds,
         "smoke": bool(args.smoke),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-        },
+        "machine": machine_info(),
         "systems": res,
         "dense_top10_vs_mmrag": {p: overlap(dense_runs[base], dense_runs[p]) for p in peers},
         "rerank_top10_vs_mmrag": {p: overlap(rerank_runs[base], rerank_runs[p]) for p in peers},

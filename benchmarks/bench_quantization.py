@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
 import resource
 import shutil
@@ -41,6 +40,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from machine import machine_info
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("MMRAG_DATA", REPO.parent / "shared" / "data"))
@@ -196,11 +197,7 @@ def main() -> None:
     ds = BeirDataset.load(DATA / "scifact", "train")
     queries = encoder.encode_text(list(ds.queries.values())[: args.queries])
     result: dict[str, Any] = {
-        "machine": {
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-        },
+        "machine": machine_info(),
         "measured": datetime.now(UTC).strftime("%Y-%m-%d %H:%M"),
         "command": "python benchmarks/bench_quantization.py " + " ".join(sys.argv[1:]),
         "points": len(vecs),

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -29,6 +28,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from machine import machine_info
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("MMRAG_DATA", REPO.parent / "shared" / "data"))
@@ -153,11 +154,7 @@ def main() -> None:
         "threads": args.threads,
         "depth": args.depth,
         "encoder": encoder.id,
-        "machine": {
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-        },
+        "machine": machine_info(),
     }
     with tempfile.TemporaryDirectory(prefix="mmrag-bench-rr-") as tmp, QdrantStore.open(tmp) as store:
         index_corpus(store, encoder, ds, args.cache)

@@ -33,7 +33,6 @@ import argparse
 import gc
 import json
 import os
-import platform
 import shutil
 import sys
 import tempfile
@@ -43,6 +42,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from machine import machine_info
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("MMRAG_DATA", REPO.parent / "shared" / "data"))
@@ -298,11 +299,7 @@ def main() -> None:
         log(f"no reranker at {args.reranker}: the rerank stage is not timed (mmrag train-reranker)")
     base = Base(encoder, args.docs, args.images)
     result: dict[str, Any] = {
-        "machine": {
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-        },
+        "machine": machine_info(),
         "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "encoder": encoder.id,
         "dim": int(base.vecs.shape[1]),
