@@ -100,7 +100,6 @@ class ClientBackend:
         self._dims: dict[str, int] | None = None
         self._sparse: set[str] | None = None
         # Quantization of a collection this backend creates; an existing one keeps its record.
-        self._new_quantization = quantization
         self._quant: str | None = self.read_meta().get("quantization") if self._physical else quantization
 
     @property
@@ -116,7 +115,7 @@ class ClientBackend:
                 quantization_config=self._quantization_config(quantization) or m.Disabled.DISABLED,
                 metadata={"mmrag": {**self.read_meta(), "quantization": quantization}},
             )
-        self._new_quantization = self._quant = quantization  # only once the server took it
+        self._quant = quantization  # only once the server took it
 
     def _quantization_config(self, quantization: str | None) -> Any:
         m = _models()
@@ -194,8 +193,8 @@ class ClientBackend:
                 )
         dims = {**self.vector_dims(), name: dim}
         meta = self.read_meta()
-        if self._physical is None and self._new_quantization:
-            meta["quantization"] = self._new_quantization
+        if self._physical is None and self._quant:  # a new collection: quantized as asked
+            meta["quantization"] = self._quant
         n = 1 + (int(self._physical.rsplit("--", 1)[1]) if self._physical else 0)
         new = f"{self.collection}--{n}"
         if self.client.collection_exists(new):
