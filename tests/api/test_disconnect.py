@@ -4,6 +4,7 @@ ledger equals the store. Real uvicorn, real Edge store, fake encoder slowed down
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,8 +23,15 @@ from tests.fakes import HashEncoder
 
 
 class SlowEncoder(HashEncoder):
+    """Holds every embedding call until the test's client has given up, so the ingest is always
+    still running when the client disconnects (a sleep raced with the client's timeout)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.client_gone = threading.Event()
+
     def encode_text(self, texts: Sequence[str], *, batch_size: int | None = None) -> Any:
-        time.sleep(0.25)  # several calls: the whole ingest takes seconds, the client waits 0.3 s
+        self.client_gone.wait(timeout=30)
         return super().encode_text(texts, batch_size=batch_size)
 
 
@@ -32,10 +40,11 @@ def test_client_disconnect_mid_ingest_leaves_a_complete_store(tmp_path: Path) ->
     docs.mkdir(parents=True)
     for i in range(30):
         (docs / f"doc-{i}.txt").write_text(f"document {i} about vectors and ledgers")
+    encoder = SlowEncoder()
     svc = Service(
         Settings(store=str(tmp_path / "store")),
         ApiConfig(ingest_root=docs.parent, ingest_batch_size=2),
-        encoder=SlowEncoder(),
+        encoder=encoder,
     )
     with serve(create_app(svc)) as url:
         try:
@@ -43,6 +52,7 @@ def test_client_disconnect_mid_ingest_leaves_a_complete_store(tmp_path: Path) ->
             raise AssertionError("the ingest finished before the client gave up: nothing was tested")
         except httpx.ReadTimeout:
             pass  # the client hung up while the server was ingesting
+        encoder.client_gone.set()
         deadline = time.monotonic() + 60
         while True:  # 409 while the first ingest still runs
             again = httpx.post(f"{url}/ingest", data={"path": "docs"}, timeout=30)
