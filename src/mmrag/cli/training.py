@@ -25,6 +25,7 @@ from mmrag.cli._common import (
 )
 from mmrag.config import Settings
 from mmrag.errors import MmragError
+from mmrag.train.recipes import RECIPES, recipe_options
 
 
 def add_eval_parser(sub: Any) -> None:
@@ -111,11 +112,29 @@ def add_train_parser(sub: Any) -> None:
     p.add_argument(
         "--unfreeze-blocks",
         type=int,
-        default=0,
         help="second stage: also train the last N image-trunk blocks (BatchNorm frozen) [0 = heads only]",
     )
-    p.add_argument("--unfreeze-epochs", type=int, default=8, help="epochs of the unfrozen stage")
-    p.add_argument("--backbone-lr", type=float, default=1e-4, help="learning rate of the unfrozen blocks")
+    p.add_argument("--unfreeze-epochs", type=int, help="epochs of the unfrozen stage [8]")
+    p.add_argument("--backbone-lr", type=float, help="learning rate of the unfrozen blocks [1e-4]")
+    p.add_argument("--unfreeze-dropout", type=float, help="input dropout of the unfrozen stage [--dropout]")
+    p.add_argument(
+        "--augment-views",
+        type=int,
+        help="unfrozen stage: views cached per train image, the clean one included; more adds random "
+        "crops, flips and colour jitter [1 = no augmentation]",
+    )
+    p.add_argument(
+        "--device",
+        choices=["auto", "cpu", "cuda"],
+        default="auto",
+        help="where training runs [auto: a CUDA GPU when one is visible]; the checkpoint loads on CPU",
+    )
+    p.add_argument(
+        "--recipe",
+        choices=sorted(RECIPES),
+        help="a measured preset of the options above (explicit options still win): "
+        + "; ".join(f"{k}: {v['help']}" for k, v in sorted(RECIPES.items())),
+    )
     p.add_argument("--text-weight", type=float, default=1.0, help="weight of the text triplet term")
     add_common(p)
 
@@ -215,6 +234,15 @@ def _fold_queries(args: argparse.Namespace) -> set[str] | None:
     return {q for q in BeirDataset.load(args.dataset, args.split or "train").queries if q not in val}
 
 
+def _tower_options(args: argparse.Namespace) -> dict[str, Any]:
+    """Image-tower options: the recipe's values, overridden by any given explicitly."""
+    opts = recipe_options(args.recipe)
+    for key in ("unfreeze_blocks", "unfreeze_epochs", "backbone_lr", "augment_views", "unfreeze_dropout"):
+        if getattr(args, key) is not None:
+            opts[key] = getattr(args, key)
+    return opts
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from mmrag.train.run import train_image_caption
     from mmrag.train.trainer import TrainConfig
@@ -233,9 +261,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         patience=args.patience,
         seed=args.seed,
         lock_text=not args.train_text_head,
-        unfreeze_blocks=args.unfreeze_blocks,
-        unfreeze_epochs=args.unfreeze_epochs,
-        backbone_lr=args.backbone_lr,
+        device=args.device,
+        **_tower_options(args),
     )
     if args.from_store:
         return _closed_loop(args, s, cfg)

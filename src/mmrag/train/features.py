@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -25,6 +26,7 @@ from mmrag.encoders.onnxrt import FastForward
 from mmrag.encoders.openclip import OpenClipEncoder
 from mmrag.train.finetune import block_input_features
 from mmrag.train.lite import check_lite
+from mmrag.train.tower import Augment, view_block_inputs
 
 log = logging.getLogger(__name__)
 F32 = npt.NDArray[np.float32]
@@ -191,5 +193,32 @@ class FeatureCache:
         feats = self._load_or(
             f"blk{n_blocks}-{h.hexdigest()[:24]}",
             lambda: block_input_features(encoder, paths, n_blocks, progress=self.progress),
+        )
+        return feats.astype(np.float16, copy=False)
+
+    def block_views(
+        self,
+        encoder: OpenClipEncoder,
+        paths: Sequence[Path],
+        n_blocks: int,
+        augment: Augment,
+        *,
+        seed: int = 0,
+        towers: TowerKeys | None = None,
+    ) -> npt.NDArray[np.float16]:
+        """Cached block inputs of every view of every image, ``(views, images, C, H, W)``; view 0 is the
+        clean one (see :mod:`mmrag.train.tower`). One view is :meth:`block_inputs` itself."""
+        if augment.views == 1:
+            return self.block_inputs(encoder, paths, n_blocks, towers=towers)[None]
+        tag = f"{(towers or tower_key(encoder)).image}-blocks{n_blocks}-{augment.key()}-seed{seed}"
+        h = hashlib.sha256(tag.encode())
+        for p in paths:
+            h.update(_file_digest(Path(p)).encode())
+        workers = min(4, max(1, (os.cpu_count() or 2) - 1))
+        feats = self._load_or(
+            f"views{augment.views}-blk{n_blocks}-{h.hexdigest()[:24]}",
+            lambda: view_block_inputs(
+                encoder, paths, n_blocks, augment, seed=seed, workers=workers, progress=self.progress
+            ),
         )
         return feats.astype(np.float16, copy=False)

@@ -16,6 +16,7 @@ from mmrag.train.features import FeatureCache, TowerKeys, tower_key
 from mmrag.train.finetune import TrunkTop, pooled_from_blocks
 from mmrag.train.reports import TrainingReport, write_report
 from mmrag.train.text import scifact_text_data
+from mmrag.train.tower import NO_AUGMENT, Augment
 from mmrag.train.trainer import Pairs, TrainConfig, train_heads
 
 
@@ -46,12 +47,18 @@ def block_pairs(
     split: str,
     top: TrunkTop,
     limit: int | None,
+    augment: Augment = NO_AUGMENT,
+    seed: int = 0,
 ) -> tuple[Pairs, Pairs]:
-    """(pooled pairs, block-input pairs) of one split: both from the one block-input cache."""
+    """(pooled pairs, block-input pairs) of one split: both from the one block-input cache. With more
+    than one ``augment`` view the block-input pairs hold every view (the pooled ones the clean view)."""
     ds, captions, owners = _split(root, split, limit)
-    blocks = cache.block_inputs(encoder, list(ds.images), len(top.blocks), towers=towers)
+    views = cache.block_views(encoder, list(ds.images), len(top.blocks), augment, seed=seed, towers=towers)
     texts = cache.texts(encoder, captions, towers=towers)
-    return Pairs(pooled_from_blocks(top, blocks), texts, owners), Pairs(blocks, texts, owners)
+    pooled = Pairs(pooled_from_blocks(top, views[0]), texts, owners)
+    if augment.views == 1:
+        return pooled, Pairs(views[0], texts, owners)
+    return pooled, Pairs(views, texts, owners, views=True)
 
 
 def train_image_caption(
@@ -84,7 +91,10 @@ def train_image_caption(
     top = train_blocks = dev_blocks = None
     if cfg.unfreeze_blocks:
         top = TrunkTop(encoder.model.visual.trunk, cfg.unfreeze_blocks)
-        train, train_blocks = block_pairs(encoder, cache, towers, root, train_split, top, limit)
+        augment = Augment(views=cfg.augment_views) if cfg.augment_views > 1 else NO_AUGMENT
+        train, train_blocks = block_pairs(
+            encoder, cache, towers, root, train_split, top, limit, augment, cfg.seed
+        )
         dev, dev_blocks = block_pairs(encoder, cache, towers, root, dev_split, top, limit)
     else:
         train = dataset_pairs(encoder, cache, towers, root, train_split, limit)
@@ -107,6 +117,7 @@ def train_image_caption(
             lr=cfg.unfreeze_head_lr,
             epochs=cfg.unfreeze_epochs,
             patience=min(cfg.patience, cfg.unfreeze_epochs),
+            input_dropout=cfg.input_dropout if cfg.unfreeze_dropout is None else cfg.unfreeze_dropout,
         )
         stage2 = train_heads(
             encoder,

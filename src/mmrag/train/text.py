@@ -69,10 +69,11 @@ class TextDev:
 
     def ndcg(self, head: nn.Module, k: int = 10, *, only: frozenset[str] | None = None) -> float:
         """nDCG@k over the whole corpus; ``only``: restricted to these query ids."""
+        device = next(head.parameters()).device
         with torch.inference_mode():
-            q = nn.functional.normalize(head(torch.from_numpy(self.queries)), dim=-1)
-            d = nn.functional.normalize(head(torch.from_numpy(self.docs)), dim=-1)
-            top = torch.topk(q @ d.T, k, dim=1).indices.numpy()
+            q = nn.functional.normalize(head(torch.from_numpy(self.queries).to(device)), dim=-1)
+            d = nn.functional.normalize(head(torch.from_numpy(self.docs).to(device)), dim=-1)
+            top = torch.topk(q @ d.T, k, dim=1).indices.cpu().numpy()
         keep = set(self.query_ids) if only is None else set(only)
         run = {qid: [self.doc_ids[j] for j in top[n]] for n, qid in enumerate(self.query_ids) if qid in keep}
         return ndcg_at_k({q: r for q, r in self.qrels.items() if q in keep}, run, k)

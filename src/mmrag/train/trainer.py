@@ -9,6 +9,7 @@ encoder passed in is the trained model afterwards and :meth:`OpenClipEncoder.sav
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
@@ -20,15 +21,25 @@ from torch import Tensor, nn
 
 from mmrag.encoders.openclip import OpenClipEncoder
 from mmrag.errors import ConfigError
-from mmrag.eval.metrics import flickr_recall
 from mmrag.train.finetune import TrunkTop
-from mmrag.train.lite import check_lite
+from mmrag.train.heads import HardNegatives, LiteHeads, Pairs, caption_recall, recall_report
 from mmrag.train.losses import Distance, InfoNCELoss, Strategy, TripletLoss
 from mmrag.train.reports import HeadsReport
 from mmrag.train.text import TextDev, TextTriplets
+from mmrag.train.tower import DEVICES, resolve_device
 
 log = logging.getLogger(__name__)
 F32 = npt.NDArray[np.float32]
+# The records and modules live in mmrag.train.heads; importing them from here keeps working.
+__all__ = [
+    "HardNegatives",
+    "LiteHeads",
+    "Pairs",
+    "TrainConfig",
+    "caption_recall",
+    "recall_report",
+    "train_heads",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,9 +64,14 @@ class TrainConfig:
         unfreeze_epochs: Maximum epochs of that second stage.
         backbone_lr: Learning rate of the unfrozen blocks.
         unfreeze_head_lr: Learning rate of the heads in the second stage.
+        unfreeze_dropout: Input dropout in the second stage (``None``: ``input_dropout``).
         lock_text: Keep the text head fixed (LiT-style "locked text"): the untrained lite text head is
             an isometry of MiniLM, so text→text search keeps MiniLM's quality exactly while the image
             head learns to map images into that space.
+        augment_views: Views cached per train image for the unfrozen stage (1 = the clean one only;
+            more adds random crops, flips and colour jitter: :mod:`mmrag.train.tower`).
+        warmup_epochs: Epochs over which the unfrozen blocks' learning rate ramps up linearly from 0.
+        device: ``auto`` (a CUDA GPU when one is visible), ``cpu`` or ``cuda``.
     """
 
     loss: Literal["triplet", "infonce"] = "triplet"
@@ -74,114 +90,27 @@ class TrainConfig:
     unfreeze_epochs: int = 8
     backbone_lr: float = 1e-4
     unfreeze_head_lr: float = 3e-4
+    unfreeze_dropout: float | None = None
+    augment_views: int = 1
+    warmup_epochs: int = 1
+    device: str = "auto"
 
     def __post_init__(self) -> None:
+        if self.augment_views < 1 or self.warmup_epochs < 0:
+            raise ConfigError("augment_views >= 1 and warmup_epochs >= 0 are required")
+        if self.device not in DEVICES:
+            raise ConfigError(f"device must be one of {', '.join(DEVICES)}, got {self.device!r}")
         if self.unfreeze_blocks < 0 or self.unfreeze_epochs < 1 or self.backbone_lr <= 0:
             raise ConfigError("unfreeze_blocks >= 0, unfreeze_epochs >= 1 and backbone_lr > 0 are required")
         if self.loss not in ("triplet", "infonce"):
             raise ConfigError(f"loss must be 'triplet' or 'infonce', got {self.loss!r}")
         if self.epochs < 1 or self.batch_size < 2 or self.lr <= 0 or self.patience < 1:
             raise ConfigError("epochs >= 1, batch_size >= 2, lr > 0 and patience >= 1 are required")
-        if not 0 <= self.input_dropout < 1:
-            raise ConfigError(f"input_dropout must be in [0, 1), got {self.input_dropout}")
-
-
-@dataclass(frozen=True, slots=True)
-class Pairs:
-    """Cached features of an image-caption split: ``owners[i]`` is the image of caption ``i``."""
-
-    images: npt.NDArray[np.floating[Any]]  # pooled features, or cached block inputs when unfreezing
-    texts: F32
-    owners: npt.NDArray[np.int64]
-
-    def __post_init__(self) -> None:
-        if len(self.texts) != len(self.owners):
-            raise ConfigError(f"{len(self.texts)} caption features but {len(self.owners)} owners")
-        if len(self.owners) and (self.owners.min() < 0 or self.owners.max() >= len(self.images)):
-            raise ConfigError("caption owners must index the images")
-
-
-@dataclass(frozen=True, slots=True)
-class HardNegatives:
-    """Negatives mined from an index for each train caption (see :mod:`mmrag.train.closed_loop`).
-
-    ``features`` holds the tower features of every mined image; ``index[n]`` lists rows of ``features``
-    that are hard negatives of caption ``n`` (``-1`` pads the rows that found fewer).
-    """
-
-    features: F32
-    index: npt.NDArray[np.int64]
-    weight: float = 1.0
-
-    def __post_init__(self) -> None:
-        if self.index.ndim != 2:
-            raise ConfigError(f"hard-negative index must be (captions, k), got shape {self.index.shape}")
-        if self.index.size and self.index.max() >= len(self.features):
-            raise ConfigError("hard-negative index points past the mined features")
-        if self.weight <= 0:
-            raise ConfigError(f"hard-negative weight must be > 0, got {self.weight}")
-
-
-class LiteHeads(nn.Module):
-    """The lite model's projection heads over cached features: anchors = texts, positives = images."""
-
-    def __init__(
-        self, encoder: OpenClipEncoder, input_dropout: float, image_top: TrunkTop | None = None
-    ) -> None:
-        super().__init__()
-        check_lite(encoder)
-        self.text_proj: nn.Module = encoder.model.text.proj
-        self.image_proj: nn.Module = encoder.model.visual.head.proj
-        self.image_top = image_top
-        self.drop = nn.Dropout(input_dropout)
-
-    def train(self, mode: bool = True) -> LiteHeads:
-        super().train(mode)
-        if self.image_top is not None:
-            self.image_top.freeze_batchnorm()
-        return self
-
-    def embed_anchor(self, x: Tensor) -> Tensor:
-        return nn.functional.normalize(self.text_proj(self.drop(x)), dim=-1)
-
-    def embed_positive(self, x: Tensor) -> Tensor:
-        if self.image_top is not None:
-            x = self.image_top(x.float())
-        return nn.functional.normalize(self.image_proj(self.drop(x)), dim=-1)
-
-
-def caption_recall(
-    texts: F32, images: F32, owners: npt.NDArray[np.int64], ks: tuple[int, ...] = (1, 5, 10)
-) -> dict[str, float]:
-    """Flickr-protocol recall from normalised embeddings: caption ``n`` belongs to image ``owners[n]``.
-
-    text→image: each caption a query, its image the one relevant item; image→text: each image a query,
-    a hit when any of its captions is in the top k. Ranks come from exact search over the embeddings;
-    the recall itself is :func:`mmrag.eval.metrics.flickr_recall`, as in ``mmrag eval`` and the closed loop.
-    """
-    sim = texts @ images.T  # (captions, images)
-    correct = sim[np.arange(len(texts)), owners]
-    t2i_rank = (sim > correct[:, None]).sum(axis=1)
-    i2t_rank = np.full(len(images), len(texts))
-    for n, owner in enumerate(owners):
-        col = sim[:, owner]
-        i2t_rank[owner] = min(i2t_rank[owner], int((col > col[n]).sum()))
-    return flickr_recall(t2i_rank.tolist(), i2t_rank.tolist(), ks)
-
-
-def recall_report(heads: LiteHeads, dev: Pairs) -> dict[str, float]:
-    """Dev recall of the current heads, by exact search over the head embeddings."""
-    heads.eval()
-    with torch.inference_mode():
-        t = heads.embed_anchor(torch.from_numpy(dev.texts)).numpy()
-        i = np.concatenate(
-            [
-                heads.embed_positive(torch.from_numpy(np.ascontiguousarray(dev.images[s : s + 256]))).numpy()
-                for s in range(0, len(dev.images), 256)
-            ]
-        )
-    heads.train()
-    return caption_recall(t, i, dev.owners)
+        if not 0 <= self.input_dropout < 1 or not 0 <= (self.unfreeze_dropout or 0.0) < 1:
+            raise ConfigError(
+                f"input_dropout and unfreeze_dropout must be in [0, 1), got {self.input_dropout} "
+                f"and {self.unfreeze_dropout}"
+            )
 
 
 def train_heads(
@@ -217,7 +146,8 @@ def train_heads(
 
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
-    heads = LiteHeads(encoder, cfg.input_dropout, image_top).train()
+    device = resolve_device(cfg.device)
+    heads = LiteHeads(encoder, cfg.input_dropout, image_top).to(device).train()
     heads.text_proj.requires_grad_(not cfg.lock_text)
     loss_fn: nn.Module
     if cfg.loss == "infonce":
@@ -226,6 +156,7 @@ def train_heads(
         loss_fn = TripletLoss(
             heads, margin=cfg.margin, distance=cfg.distance, strategy=cfg.strategy, seed=cfg.seed
         )
+    loss_fn.to(device)
     if hard_negatives is not None:
         if cfg.loss != "triplet":
             raise ConfigError("index-mined hard negatives are used with the triplet loss (--loss triplet)")
@@ -233,7 +164,7 @@ def train_heads(
             raise ConfigError(
                 f"{len(hard_negatives.index)} hard-negative rows for {len(train.texts)} train captions"
             )
-        mined_t = torch.from_numpy(hard_negatives.features)
+        mined_t = torch.from_numpy(hard_negatives.features).to(device)
     if text_triplets is not None and cfg.lock_text:
         raise ConfigError("text triplets tune the text head: unlock it (lock_text=False, --train-text-head)")
     top_ids = {id(p) for p in image_top.parameters()} if image_top is not None else set()
@@ -246,8 +177,17 @@ def train_heads(
             {"params": [p for p in image_top.parameters() if p.requires_grad], "lr": cfg.backbone_lr}
         )
     opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    captions_of = [np.flatnonzero(train.owners == i) for i in range(len(train.images))]
-    images_t, texts_t = torch.from_numpy(train.images), torch.from_numpy(train.texts)
+    n_images = train.n_images
+    steps_per_epoch = max(1, -(-n_images // cfg.batch_size))
+    schedule = _unfrozen_schedule(opt, cfg, steps_per_epoch) if image_top is not None else None
+    captions_of = [np.flatnonzero(train.owners == i) for i in range(n_images)]
+    images_t = torch.from_numpy(train.images).to(device)
+    texts_t = torch.from_numpy(train.texts).to(device)
+
+    def images_at(idx: npt.NDArray[np.int64]) -> Tensor:
+        if not train.views:
+            return images_t[idx]
+        return images_t[torch.from_numpy(rng.integers(len(images_t), size=len(idx))), torch.from_numpy(idx)]
 
     def evaluate() -> dict[str, float]:
         metrics = recall_report(heads, dev)
@@ -268,7 +208,7 @@ def train_heads(
     history: list[dict[str, Any]] = []
     t0 = time.perf_counter()
     for epoch in range(1, cfg.epochs + 1):
-        order = rng.permutation(len(train.images))
+        order = rng.permutation(n_images)
         losses = []
         for start in tqdm(
             range(0, len(order), cfg.batch_size),
@@ -281,10 +221,10 @@ def train_heads(
             if len(img_idx) < 2:
                 continue
             cap_idx = np.array([rng.choice(captions_of[i]) for i in img_idx])
-            anchors, positives = texts_t[cap_idx], images_t[img_idx]
+            anchors, positives = texts_t[cap_idx], images_at(img_idx)
             if cfg.loss == "triplet" and cfg.strategy == "given":
-                shift = rng.integers(1, len(train.images), len(img_idx))
-                loss = loss_fn(anchors, positives, images_t[(img_idx + shift) % len(train.images)])
+                shift = rng.integers(1, n_images, len(img_idx))
+                loss = loss_fn(anchors, positives, images_at((img_idx + shift) % n_images))
             else:
                 loss = loss_fn(anchors, positives)
             if hard_negatives is not None:
@@ -296,6 +236,8 @@ def train_heads(
             opt.zero_grad()
             loss.backward()
             opt.step()
+            if schedule is not None:
+                schedule.step()
             losses.append(float(loss.detach()))
         metrics = evaluate()
         history.append(
@@ -317,11 +259,12 @@ def train_heads(
             break
     heads.load_state_dict(best_state)
     heads.text_proj.requires_grad_(True)  # the lock was for this run only
+    encoder.model.to("cpu")  # a checkpoint always loads and serves on CPU
     encoder.aligned = True
     return HeadsReport(
-        config=asdict(cfg),
-        train={"images": len(train.images), "captions": len(train.texts)},
-        dev={"images": len(dev.images), "captions": len(dev.texts)},
+        config={**asdict(cfg), "device": str(device)},
+        train={"images": n_images, "captions": len(train.texts)},
+        dev={"images": dev.n_images, "captions": len(dev.texts)},
         dev_before=before,
         dev_best=history[best_epoch - 1] if best_epoch else {"epoch": 0, **before},
         best_epoch=best_epoch,
@@ -329,6 +272,23 @@ def train_heads(
         train_seconds=round(time.perf_counter() - t0, 1),
         history=history,
     )
+
+
+def _unfrozen_schedule(
+    opt: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """Unfrozen stage: cosine decay over ``cfg.epochs`` for heads and blocks; the blocks also warm up
+    linearly over ``cfg.warmup_epochs`` (fresh gradients through pretrained blocks are large)."""
+    total = cfg.epochs * steps_per_epoch
+    warm = max(1, cfg.warmup_epochs * steps_per_epoch)
+
+    def cosine(step: int) -> float:
+        return 0.5 * (1.0 + math.cos(math.pi * min(step, total) / total))
+
+    def blocks(step: int) -> float:
+        return cosine(step) * (min(1.0, (step + 1) / warm) if cfg.warmup_epochs else 1.0)
+
+    return torch.optim.lr_scheduler.LambdaLR(opt, [cosine, blocks])
 
 
 def _mined_term(
@@ -358,12 +318,13 @@ def _mined_term(
 def _text_term(heads: LiteHeads, tt: TextTriplets, cfg: TrainConfig, rng: np.random.Generator) -> Tensor:
     """Text→text triplet loss on a random batch of (query, relevant doc, hard negative) rows."""
     rows = rng.choice(len(tt.anchor), size=min(cfg.batch_size, len(tt.anchor)), replace=False)
-    q = torch.from_numpy(tt.queries[tt.anchor[rows]])
-    p = torch.from_numpy(tt.docs[tt.positive[rows]])
-    n = torch.from_numpy(tt.docs[tt.negative[rows]])
+    device = next(heads.parameters()).device
+    q = torch.from_numpy(tt.queries[tt.anchor[rows]]).to(device)
+    p = torch.from_numpy(tt.docs[tt.positive[rows]]).to(device)
+    n = torch.from_numpy(tt.docs[tt.negative[rows]]).to(device)
     a, pe, ne = heads.embed_anchor(q), heads.embed_anchor(p), heads.embed_anchor(n)
     if cfg.strategy == "given":
         return TripletLoss.loss_from_embeddings(a, pe, ne, cfg.margin, cfg.distance, "given")
     return TripletLoss.loss_from_embeddings(
-        a, pe, ne, cfg.margin, cfg.distance, cfg.strategy, positives_mask=tt.positives_mask(rows)
+        a, pe, ne, cfg.margin, cfg.distance, cfg.strategy, positives_mask=tt.positives_mask(rows).to(device)
     )
