@@ -747,6 +747,13 @@ def main() -> None:
     extras = args.results / "train_extras.json"
     if extras.exists():
         sections.append(extras_section(json.loads(extras.read_text())))
+    tower = args.results / "image_tower_sweep.json"
+    if tower.exists():
+        from sweep_image_tower import report_section as tower_section
+
+        png = tower.with_suffix(".png")
+        rel = os.path.relpath(png, args.output.parent) if png.exists() else None
+        sections.append(tower_section(json.loads(tower.read_text()), rel))
     api = args.results / "api_load.json"
     if api.exists():
         sections.append(api_section(json.loads(api.read_text())))

@@ -62,6 +62,22 @@ def test_train_sweep_smoke(tmp_path: Path, data_dir: Path) -> None:
 
 
 @pytest.mark.slow
+def test_image_tower_sweep_smoke(tmp_path: Path, data_dir: Path) -> None:
+    out = tmp_path / "results" / "image_tower_sweep.json"
+    args = ["--models", "lite", "--blocks", "0", "1", "all", "--augment", "off", "on", "--views", "2"]
+    args += ["--epochs", "1", "--limit", "12", "--device", "cpu", "--quiet", "--cache", str(tmp_path / "c")]
+    rows = _script("sweep_image_tower.py", args, data_dir, out)["rows"]
+    cells = [(r["blocks"], r["augment"]) for r in rows]
+    assert cells == [(0, False), ("1", False), ("1", True), ("all", False), ("all", True)]
+    assert all(r["device"] == "cpu" for r in rows)
+    assert [r["skipped"] for r in rows[3:]] and all("dev" not in r for r in rows[3:])  # whole trunk on CPU
+    for r in rows[:3]:
+        assert 0 <= r["dev"]["t2i_recall@10"] <= 1 and r["minutes"] >= 0 and r["curve"]
+    assert rows[2]["views"] == 2 and out.with_suffix(".png").exists()
+    assert "Fine-tuning the image tower" in _report(out.parent, tmp_path)
+
+
+@pytest.mark.slow
 def test_train_extras_smoke(tmp_path: Path, data_dir: Path) -> None:
     out = tmp_path / "results" / "train_extras.json"
     common = ["--limit", "12", "--epochs", "2", "--cache", str(tmp_path / "cache")]
