@@ -4,6 +4,7 @@ the device choice and the ``--recipe`` presets."""
 from __future__ import annotations
 
 import json
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,8 @@ def test_augment_and_config_validation() -> None:
         TrainConfig(augment_views=0)
     with pytest.raises(ConfigError):
         TrainConfig(device="tpu")
+    with pytest.raises(ConfigError, match="unfreeze-blocks"):  # views only feed unfrozen blocks
+        TrainConfig(augment_views=4)
     with pytest.raises(ConfigError):
         resolve_device("tpu")
     assert resolve_device("cpu").type == "cpu"
@@ -36,6 +39,25 @@ def test_augment_and_config_validation() -> None:
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="no CUDA GPU"):
             resolve_device("cuda")
+
+
+def test_unfrozen_schedule_warms_the_blocks_up_then_decays_both_to_zero() -> None:
+    from mmrag.train.trainer import _unfrozen_schedule
+
+    heads, blocks = torch.nn.Parameter(torch.zeros(1)), torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([{"params": [heads]}, {"params": [blocks], "lr": 1e-3}], lr=1e-2)
+    cfg = TrainConfig(epochs=4, warmup_epochs=1, unfreeze_blocks=1)
+    schedule = _unfrozen_schedule(opt, cfg, steps_per_epoch=10)
+    lrs = []
+    for _ in range(40):
+        lrs.append((opt.param_groups[0]["lr"], opt.param_groups[1]["lr"]))
+        opt.step()
+        schedule.step()
+    assert lrs[0][0] == pytest.approx(1e-2) and lrs[0][1] == pytest.approx(1e-4)  # heads: no warm-up
+    assert all(b2 > b1 for (_, b1), (_, b2) in pairwise(lrs[:10]))  # blocks ramp up
+    assert all(h2 < h1 and b2 < b1 for (h1, b1), (h2, b2) in pairwise(lrs[10:]))  # then both decay
+    assert lrs[-1][0] < 1e-2 * 0.01 and lrs[-1][1] < 1e-3 * 0.01
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)
 
 
 def test_views_pairs_index_images_on_the_second_axis() -> None:

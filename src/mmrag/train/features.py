@@ -210,7 +210,10 @@ class FeatureCache:
         clean one (see :mod:`mmrag.train.tower`). One view is :meth:`block_inputs` itself."""
         if augment.views == 1:
             return self.block_inputs(encoder, paths, n_blocks, towers=towers)[None]
+        import torchvision  # the augmentations are its transforms: a new version may draw other views
+
         tag = f"{(towers or tower_key(encoder)).image}-blocks{n_blocks}-{augment.key()}-seed{seed}"
+        tag += f"-tv{torchvision.__version__}"
         h = hashlib.sha256(tag.encode())
         for p in paths:
             h.update(_file_digest(Path(p)).encode())

@@ -1,6 +1,6 @@
 """Fine-tuning the image tower itself: augmented views of every train image, decoded and augmented in
 worker processes, pushed once through the frozen bottom of the trunk and cached; the unfrozen top
-blocks then train on a random view per image per epoch (see :mod:`mmrag.train.finetune`).
+blocks then train on a random view per image at every step (see :mod:`mmrag.train.finetune`).
 
 View 0 of every image is the clean (evaluation) preprocessing; views 1.. are random resized crops,
 horizontal flips and colour jitter (train time only). Every view is seeded by ``(seed, image, view)``,

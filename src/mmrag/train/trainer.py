@@ -98,6 +98,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.augment_views < 1 or self.warmup_epochs < 0:
             raise ConfigError("augment_views >= 1 and warmup_epochs >= 0 are required")
+        if self.augment_views > 1 and not self.unfreeze_blocks:
+            raise ConfigError("augmented views train unfrozen trunk blocks: add --unfreeze-blocks N")
         if self.device not in DEVICES:
             raise ConfigError(f"device must be one of {', '.join(DEVICES)}, got {self.device!r}")
         if self.unfreeze_blocks < 0 or self.unfreeze_epochs < 1 or self.backbone_lr <= 0:
@@ -148,130 +150,139 @@ def train_heads(
     rng = np.random.default_rng(cfg.seed)
     device = resolve_device(cfg.device)
     heads = LiteHeads(encoder, cfg.input_dropout, image_top).to(device).train()
-    heads.text_proj.requires_grad_(not cfg.lock_text)
-    loss_fn: nn.Module
-    if cfg.loss == "infonce":
-        loss_fn = InfoNCELoss(heads)
-    else:
-        loss_fn = TripletLoss(
-            heads, margin=cfg.margin, distance=cfg.distance, strategy=cfg.strategy, seed=cfg.seed
-        )
-    loss_fn.to(device)
-    if hard_negatives is not None:
-        if cfg.loss != "triplet":
-            raise ConfigError("index-mined hard negatives are used with the triplet loss (--loss triplet)")
-        if len(hard_negatives.index) != len(train.texts):
-            raise ConfigError(
-                f"{len(hard_negatives.index)} hard-negative rows for {len(train.texts)} train captions"
-            )
-        mined_t = torch.from_numpy(hard_negatives.features).to(device)
-    if text_triplets is not None and cfg.lock_text:
-        raise ConfigError("text triplets tune the text head: unlock it (lock_text=False, --train-text-head)")
-    top_ids = {id(p) for p in image_top.parameters()} if image_top is not None else set()
-    params = [p for p in heads.parameters() if p.requires_grad and id(p) not in top_ids] + [
-        p for n, p in loss_fn.named_parameters() if not n.startswith("model.")
-    ]
-    groups: list[dict[str, Any]] = [{"params": params}]
-    if image_top is not None:
-        groups.append(
-            {"params": [p for p in image_top.parameters() if p.requires_grad], "lr": cfg.backbone_lr}
-        )
-    opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    n_images = train.n_images
-    steps_per_epoch = max(1, -(-n_images // cfg.batch_size))
-    schedule = _unfrozen_schedule(opt, cfg, steps_per_epoch) if image_top is not None else None
-    captions_of = [np.flatnonzero(train.owners == i) for i in range(n_images)]
-    images_t = torch.from_numpy(train.images).to(device)
-    texts_t = torch.from_numpy(train.texts).to(device)
-
-    def images_at(idx: npt.NDArray[np.int64]) -> Tensor:
-        if not train.views:
-            return images_t[idx]
-        return images_t[torch.from_numpy(rng.integers(len(images_t), size=len(idx))), torch.from_numpy(idx)]
-
-    def evaluate() -> dict[str, float]:
-        metrics = recall_report(heads, dev)
-        if text_dev is not None:
-            heads.eval()
-            metrics["text_ndcg@10"] = text_dev.ndcg(heads.text_proj)
-            if text_dev.unseen:
-                metrics["text_ndcg@10_unseen_docs"] = text_dev.ndcg(heads.text_proj, only=text_dev.unseen)
-            heads.train()
-        return metrics
-
-    def selection_key(m: dict[str, float]) -> tuple[float, float]:
-        return (m["t2i_recall@10"] + m.get("text_ndcg@10", 0.0), m["rsum"])
-
-    before = evaluate()
-    best_key, best_epoch, stale = selection_key(before) if start_competes else (-1.0, -1.0), 0, 0
-    best_state = {k: v.detach().clone() for k, v in heads.state_dict().items()}
-    history: list[dict[str, Any]] = []
-    t0 = time.perf_counter()
-    for epoch in range(1, cfg.epochs + 1):
-        order = rng.permutation(n_images)
-        losses = []
-        for start in tqdm(
-            range(0, len(order), cfg.batch_size),
-            desc=f"epoch {epoch}",
-            disable=not progress,
-            leave=False,
-            dynamic_ncols=True,
-        ):
-            img_idx = order[start : start + cfg.batch_size]
-            if len(img_idx) < 2:
-                continue
-            cap_idx = np.array([rng.choice(captions_of[i]) for i in img_idx])
-            anchors, positives = texts_t[cap_idx], images_at(img_idx)
-            if cfg.loss == "triplet" and cfg.strategy == "given":
-                shift = rng.integers(1, n_images, len(img_idx))
-                loss = loss_fn(anchors, positives, images_at((img_idx + shift) % n_images))
-            else:
-                loss = loss_fn(anchors, positives)
-            if hard_negatives is not None:
-                loss = loss + hard_negatives.weight * _mined_term(
-                    heads, anchors, positives, mined_t, hard_negatives.index[cap_idx], cfg, rng
-                )
-            if text_triplets is not None:
-                loss = loss + text_triplets.weight * _text_term(heads, text_triplets, cfg, rng)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            if schedule is not None:
-                schedule.step()
-            losses.append(float(loss.detach()))
-        metrics = evaluate()
-        history.append(
-            {
-                "epoch": epoch,
-                "loss": float(np.mean(losses)),
-                **metrics,
-                "seconds": round(time.perf_counter() - t0, 1),
-            }
-        )
-        key = selection_key(metrics)
-        if key > best_key:
-            best_key, best_epoch, stale = key, epoch, 0
-            best_state = {k: v.detach().clone() for k, v in heads.state_dict().items()}
+    try:
+        heads.text_proj.requires_grad_(not cfg.lock_text)
+        loss_fn: nn.Module
+        if cfg.loss == "infonce":
+            loss_fn = InfoNCELoss(heads)
         else:
-            stale += 1
-        log.info("epoch %d loss %.4f dev %s", epoch, history[-1]["loss"], metrics)
-        if stale >= cfg.patience:
-            break
-    heads.load_state_dict(best_state)
-    heads.text_proj.requires_grad_(True)  # the lock was for this run only
-    encoder.model.to("cpu")  # a checkpoint always loads and serves on CPU
-    encoder.aligned = True
-    return HeadsReport(
-        config={**asdict(cfg), "device": str(device)},
-        train={"images": n_images, "captions": len(train.texts)},
-        dev={"images": dev.n_images, "captions": len(dev.texts)},
-        dev_before=before,
-        dev_best=history[best_epoch - 1] if best_epoch else {"epoch": 0, **before},
-        best_epoch=best_epoch,
-        epochs_run=len(history),
-        train_seconds=round(time.perf_counter() - t0, 1),
-        history=history,
-    )
+            loss_fn = TripletLoss(
+                heads, margin=cfg.margin, distance=cfg.distance, strategy=cfg.strategy, seed=cfg.seed
+            )
+        loss_fn.to(device)
+        if hard_negatives is not None:
+            if cfg.loss != "triplet":
+                raise ConfigError(
+                    "index-mined hard negatives are used with the triplet loss (--loss triplet)"
+                )
+            if len(hard_negatives.index) != len(train.texts):
+                raise ConfigError(
+                    f"{len(hard_negatives.index)} hard-negative rows for {len(train.texts)} train captions"
+                )
+            mined_t = torch.from_numpy(hard_negatives.features).to(device)
+        if text_triplets is not None and cfg.lock_text:
+            raise ConfigError(
+                "text triplets tune the text head: unlock it (lock_text=False, --train-text-head)"
+            )
+        top_ids = {id(p) for p in image_top.parameters()} if image_top is not None else set()
+        params = [p for p in heads.parameters() if p.requires_grad and id(p) not in top_ids] + [
+            p for n, p in loss_fn.named_parameters() if not n.startswith("model.")
+        ]
+        groups: list[dict[str, Any]] = [{"params": params}]
+        if image_top is not None:
+            groups.append(
+                {"params": [p for p in image_top.parameters() if p.requires_grad], "lr": cfg.backbone_lr}
+            )
+        opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        n_images = train.n_images
+        # A last batch of one is skipped below, so it is no step of the schedule either.
+        bs = cfg.batch_size
+        steps_per_epoch = max(1, sum(min(bs, n_images - s) >= 2 for s in range(0, n_images, bs)))
+        schedule = _unfrozen_schedule(opt, cfg, steps_per_epoch) if image_top is not None else None
+        captions_of = [np.flatnonzero(train.owners == i) for i in range(n_images)]
+        images_t = torch.from_numpy(train.images).to(device)
+        texts_t = torch.from_numpy(train.texts).to(device)
+
+        def images_at(idx: npt.NDArray[np.int64]) -> Tensor:
+            if not train.views:
+                return images_t[idx]
+            views = torch.from_numpy(rng.integers(len(images_t), size=len(idx)))
+            return images_t[views, torch.from_numpy(idx)]
+
+        def evaluate() -> dict[str, float]:
+            metrics = recall_report(heads, dev)
+            if text_dev is not None:
+                heads.eval()
+                metrics["text_ndcg@10"] = text_dev.ndcg(heads.text_proj)
+                if text_dev.unseen:
+                    metrics["text_ndcg@10_unseen_docs"] = text_dev.ndcg(heads.text_proj, only=text_dev.unseen)
+                heads.train()
+            return metrics
+
+        def selection_key(m: dict[str, float]) -> tuple[float, float]:
+            return (m["t2i_recall@10"] + m.get("text_ndcg@10", 0.0), m["rsum"])
+
+        before = evaluate()
+        best_key, best_epoch, stale = selection_key(before) if start_competes else (-1.0, -1.0), 0, 0
+        best_state = {k: v.detach().clone() for k, v in heads.state_dict().items()}
+        history: list[dict[str, Any]] = []
+        t0 = time.perf_counter()
+        for epoch in range(1, cfg.epochs + 1):
+            order = rng.permutation(n_images)
+            losses = []
+            for start in tqdm(
+                range(0, len(order), cfg.batch_size),
+                desc=f"epoch {epoch}",
+                disable=not progress,
+                leave=False,
+                dynamic_ncols=True,
+            ):
+                img_idx = order[start : start + cfg.batch_size]
+                if len(img_idx) < 2:
+                    continue
+                cap_idx = np.array([rng.choice(captions_of[i]) for i in img_idx])
+                anchors, positives = texts_t[cap_idx], images_at(img_idx)
+                if cfg.loss == "triplet" and cfg.strategy == "given":
+                    shift = rng.integers(1, n_images, len(img_idx))
+                    loss = loss_fn(anchors, positives, images_at((img_idx + shift) % n_images))
+                else:
+                    loss = loss_fn(anchors, positives)
+                if hard_negatives is not None:
+                    loss = loss + hard_negatives.weight * _mined_term(
+                        heads, anchors, positives, mined_t, hard_negatives.index[cap_idx], cfg, rng
+                    )
+                if text_triplets is not None:
+                    loss = loss + text_triplets.weight * _text_term(heads, text_triplets, cfg, rng)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                if schedule is not None:
+                    schedule.step()
+                losses.append(float(loss.detach()))
+            metrics = evaluate()
+            history.append(
+                {
+                    "epoch": epoch,
+                    "loss": float(np.mean(losses)),
+                    **metrics,
+                    "seconds": round(time.perf_counter() - t0, 1),
+                }
+            )
+            key = selection_key(metrics)
+            if key > best_key:
+                best_key, best_epoch, stale = key, epoch, 0
+                best_state = {k: v.detach().clone() for k, v in heads.state_dict().items()}
+            else:
+                stale += 1
+            log.info("epoch %d loss %.4f dev %s", epoch, history[-1]["loss"], metrics)
+            if stale >= cfg.patience:
+                break
+        heads.load_state_dict(best_state)
+        heads.text_proj.requires_grad_(True)  # the lock was for this run only
+        encoder.aligned = True
+        return HeadsReport(
+            config={**asdict(cfg), "device": str(device)},
+            train={"images": n_images, "captions": len(train.texts)},
+            dev={"images": dev.n_images, "captions": len(dev.texts)},
+            dev_before=before,
+            dev_best=history[best_epoch - 1] if best_epoch else {"epoch": 0, **before},
+            best_epoch=best_epoch,
+            epochs_run=len(history),
+            train_seconds=round(time.perf_counter() - t0, 1),
+            history=history,
+        )
+    finally:
+        encoder.model.to("cpu")  # a checkpoint loads and serves on CPU, also after a failed run
 
 
 def _unfrozen_schedule(
