@@ -74,6 +74,14 @@ def _file_digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def _paths_digest(tag: str, paths: Sequence[Path]) -> str:
+    """Cache key part of ``tag`` plus the content of every file in ``paths``, in order."""
+    h = hashlib.sha256(tag.encode())
+    for p in paths:
+        h.update(_file_digest(Path(p)).encode())
+    return h.hexdigest()[:24]
+
+
 def image_features(
     encoder: OpenClipEncoder, paths: Sequence[Path], *, batch_size: int = 64, progress: bool = True
 ) -> F32:
@@ -161,12 +169,8 @@ class FeatureCache:
     def images(
         self, encoder: OpenClipEncoder, paths: Sequence[Path], *, towers: TowerKeys | None = None
     ) -> F32:
-        h = hashlib.sha256((towers or tower_key(encoder)).image.encode())
-        for p in paths:
-            h.update(_file_digest(Path(p)).encode())
-        return self._load_or(
-            f"img-{h.hexdigest()[:24]}", lambda: image_features(encoder, paths, progress=self.progress)
-        )
+        h = _paths_digest((towers or tower_key(encoder)).image, paths)
+        return self._load_or(f"img-{h}", lambda: image_features(encoder, paths, progress=self.progress))
 
     def texts(
         self, encoder: OpenClipEncoder, texts: Sequence[str], *, towers: TowerKeys | None = None
@@ -187,11 +191,9 @@ class FeatureCache:
         towers: TowerKeys | None = None,
     ) -> npt.NDArray[np.float16]:
         """Cached input of the last ``n_blocks`` trunk blocks per image (see :mod:`mmrag.train.finetune`)."""
-        h = hashlib.sha256(f"{(towers or tower_key(encoder)).image}-blocks{n_blocks}".encode())
-        for p in paths:
-            h.update(_file_digest(Path(p)).encode())
+        h = _paths_digest(f"{(towers or tower_key(encoder)).image}-blocks{n_blocks}", paths)
         feats = self._load_or(
-            f"blk{n_blocks}-{h.hexdigest()[:24]}",
+            f"blk{n_blocks}-{h}",
             lambda: block_input_features(encoder, paths, n_blocks, progress=self.progress),
         )
         return feats.astype(np.float16, copy=False)
@@ -214,12 +216,10 @@ class FeatureCache:
 
         tag = f"{(towers or tower_key(encoder)).image}-blocks{n_blocks}-{augment.key()}-seed{seed}"
         tag += f"-tv{torchvision.__version__}"
-        h = hashlib.sha256(tag.encode())
-        for p in paths:
-            h.update(_file_digest(Path(p)).encode())
+        h = _paths_digest(tag, paths)
         workers = min(4, max(1, (os.cpu_count() or 2) - 1))
         feats = self._load_or(
-            f"views{augment.views}-blk{n_blocks}-{h.hexdigest()[:24]}",
+            f"views{augment.views}-blk{n_blocks}-{h}",
             lambda: view_block_inputs(
                 encoder, paths, n_blocks, augment, seed=seed, workers=workers, progress=self.progress
             ),

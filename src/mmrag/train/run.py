@@ -91,7 +91,7 @@ def train_image_caption(
     top = train_blocks = dev_blocks = None
     if cfg.unfreeze_blocks:
         top = TrunkTop(encoder.model.visual.trunk, cfg.unfreeze_blocks)
-        augment = Augment(views=cfg.augment_views) if cfg.augment_views > 1 else NO_AUGMENT
+        augment = Augment(views=cfg.augment_views)  # views=1 equals NO_AUGMENT
         train, train_blocks = block_pairs(
             encoder, cache, towers, root, train_split, top, limit, augment, cfg.seed
         )
