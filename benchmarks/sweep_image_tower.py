@@ -22,7 +22,7 @@ import argparse
 import json
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -47,7 +47,8 @@ def _curve(history: list[dict[str, Any]]) -> list[dict[str, float]]:
     ]
 
 
-def sweep_model(args: argparse.Namespace, spec: str) -> list[dict[str, Any]]:
+def sweep_model(args: argparse.Namespace, spec: str, emit: Callable[[dict[str, Any]], None]) -> None:
+    """Train every cell of one tower; ``emit`` gets each row as soon as it is measured."""
     import torch
 
     from mmrag.encoders import load_encoder
@@ -70,7 +71,7 @@ def sweep_model(args: argparse.Namespace, spec: str) -> list[dict[str, Any]]:
     heads = train_heads(encoder, train, dev, cfg, progress=not args.quiet)
     heads_state = {k: v.clone() for k, v in encoder.model.state_dict().items()}
     base_row = {"model": spec, "device": device, "seed": args.seed}
-    rows = [
+    emit(
         {
             **base_row,
             "blocks": 0,
@@ -81,15 +82,14 @@ def sweep_model(args: argparse.Namespace, spec: str) -> list[dict[str, Any]]:
             "best_epoch": heads.best_epoch,
             "curve": _curve(heads.history),
         }
-    ]
-    print(json.dumps(rows[-1]), flush=True)
+    )
     n_all = len(_blocks(encoder.model.visual.trunk))
     for blocks in [b for b in args.blocks if b != "0"]:
         n = n_all if blocks == "all" else int(blocks)
         for aug in args.augment:
             row = {**base_row, "blocks": blocks, "augment": aug == "on"}
             if blocks == "all" and device == "cpu" and not args.allow_slow:
-                rows.append({**row, "skipped": "whole trunk on CPU: ~10x the 5-block step; --allow-slow"})
+                emit({**row, "skipped": "whole trunk on CPU: ~10x the 5-block step; --allow-slow"})
                 continue
             encoder.model.load_state_dict(heads_state)
             augment = Augment(views=args.views) if aug == "on" else Augment(views=1)
@@ -114,7 +114,7 @@ def sweep_model(args: argparse.Namespace, spec: str) -> list[dict[str, Any]]:
             rep = train_heads(encoder, train_b, dev_b, stage2, image_top=top, progress=not args.quiet)
             del train_b
             torch.cuda.empty_cache() if torch.cuda.is_available() else None
-            rows.append(
+            emit(
                 {
                     **row,
                     "views": augment.views,
@@ -130,8 +130,6 @@ def sweep_model(args: argparse.Namespace, spec: str) -> list[dict[str, Any]]:
                     "curve": _curve(rep.history),
                 }
             )
-            print(json.dumps(rows[-1]), flush=True)
-    return rows
 
 
 def plot(rows: list[dict[str, Any]], path: Path) -> None:
@@ -174,14 +172,39 @@ def main() -> None:
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
     ap.add_argument("--cache", type=Path, default=REPO / ".cache" / "features")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "image_tower_sweep.json")
+    ap.add_argument(
+        "--merge",
+        action="store_true",
+        help="keep the cells of --out that this run does not measure (grow a sweep run by run)",
+    )
     args = ap.parse_args()
+    kept: list[dict[str, Any]] = []
+    if args.merge and args.out.exists():
+        kept = json.loads(args.out.read_text())["rows"]
     rows: list[dict[str, Any]] = []
-    for spec in args.models:
-        rows += sweep_model(args, spec)
+    machine = machine_info()
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"machine": machine_info(), "rows": rows}, indent=2))
-    plot(rows, args.out.with_suffix(".png"))
+
+    def emit(row: dict[str, Any]) -> None:  # written after every cell: a long sweep cut short keeps its rows
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+        done = {_cell(r) for r in rows}
+        merged = [r for r in kept if _cell(r) not in done] + rows
+        merged.sort(key=lambda r: (r["model"], _block_order(r["blocks"]), r["augment"]))
+        args.out.write_text(json.dumps({"machine": machine, "rows": merged}, indent=2))
+
+    for spec in args.models:
+        sweep_model(args, spec, emit)
+    plot(json.loads(args.out.read_text())["rows"], args.out.with_suffix(".png"))
     print(f"wrote {args.out} and {args.out.with_suffix('.png')}")
+
+
+def _cell(row: Mapping[str, Any]) -> tuple[str, str, bool]:
+    return (str(row["model"]), str(row["blocks"]), bool(row["augment"]))
+
+
+def _block_order(blocks: object) -> int:
+    return 10**6 if blocks == "all" else int(str(blocks))
 
 
 if __name__ == "__main__":

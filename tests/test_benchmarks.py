@@ -75,6 +75,12 @@ def test_image_tower_sweep_smoke(tmp_path: Path, data_dir: Path) -> None:
         assert 0 <= r["dev"]["t2i_recall@10"] <= 1 and r["minutes"] >= 0 and r["curve"]
     assert rows[2]["views"] == 2 and out.with_suffix(".png").exists()
     assert "Fine-tuning the image tower" in _report(out.parent, tmp_path)
+    # --merge re-measures the cells asked for and keeps the others
+    again = ["--models", "lite", "--blocks", "0", "--epochs", "1", "--limit", "12", "--device", "cpu"]
+    again += ["--quiet", "--cache", str(tmp_path / "c"), "--merge"]
+    merged = _script("sweep_image_tower.py", again, data_dir, out)["rows"]
+    assert [(r["blocks"], r["augment"]) for r in merged] == cells
+    assert merged[1:] == rows[1:]
 
 
 @pytest.mark.slow
