@@ -173,13 +173,22 @@ def main() -> None:
     ap.add_argument("--cache", type=Path, default=REPO / ".cache" / "features")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "image_tower_sweep.json")
     ap.add_argument(
+        "--add-run",
+        type=Path,
+        nargs="+",
+        default=[],
+        metavar="REPORT",
+        help="also record finished `mmrag train` runs (their training_report.json) as rows, e.g. the "
+        "quality recipe; implies --merge and trains nothing",
+    )
+    ap.add_argument(
         "--merge",
         action="store_true",
         help="keep the cells of --out that this run does not measure (grow a sweep run by run)",
     )
     args = ap.parse_args()
     kept: list[dict[str, Any]] = []
-    if args.merge and args.out.exists():
+    if (args.merge or args.add_run) and args.out.exists():
         kept = json.loads(args.out.read_text())["rows"]
     rows: list[dict[str, Any]] = []
     machine = machine_info()
@@ -190,17 +199,40 @@ def main() -> None:
         rows.append(row)
         done = {_cell(r) for r in rows}
         merged = [r for r in kept if _cell(r) not in done] + rows
-        merged.sort(key=lambda r: (r["model"], _block_order(r["blocks"]), r["augment"]))
+        merged.sort(key=lambda r: (r["model"], _block_order(r["blocks"]), r["augment"], r.get("recipe", "")))
         args.out.write_text(json.dumps({"machine": machine, "rows": merged}, indent=2))
 
-    for spec in args.models:
+    for report in args.add_run:
+        emit(run_row(json.loads(report.read_text())))
+    for spec in [] if args.add_run else args.models:
         sweep_model(args, spec, emit)
     plot(json.loads(args.out.read_text())["rows"], args.out.with_suffix(".png"))
     print(f"wrote {args.out} and {args.out.with_suffix('.png')}")
 
 
-def _cell(row: Mapping[str, Any]) -> tuple[str, str, bool]:
-    return (str(row["model"]), str(row["blocks"]), bool(row["augment"]))
+def run_row(report: Mapping[str, Any]) -> dict[str, Any]:
+    """A row from a finished ``mmrag train`` run's ``training_report.json`` (its own command, cold)."""
+    cfg = report["config"]
+    views = int(cfg.get("augment_views") or 1)
+    return {
+        "model": report["base"],
+        "device": cfg["device"],
+        "seed": cfg["seed"],
+        "blocks": str(cfg["unfreeze_blocks"]),
+        "augment": views > 1,
+        "views": views,
+        "backbone_lr": cfg["backbone_lr"],
+        "epochs": cfg["unfreeze_epochs"],
+        "recipe": cfg.get("recipe") or "mmrag train",
+        "minutes": round(report["wall_seconds"] / 60, 1),
+        "dev": _recalls(report["dev_best"]),
+        "best_epoch": report["best_epoch"],
+        "curve": _curve(report["history"]),
+    }
+
+
+def _cell(row: Mapping[str, Any]) -> tuple[str, str, bool, str]:
+    return (str(row["model"]), str(row["blocks"]), bool(row["augment"]), str(row.get("recipe", "")))
 
 
 def _block_order(blocks: object) -> int:
@@ -219,7 +251,8 @@ def report_section(data: dict[str, Any], plot_rel: str | None = None) -> str:
         "Command: `python benchmarks/sweep_image_tower.py` (see its `--help` for the grid). Flickr8k dev "
         "(1,000 images, 5,000 captions), exact search on the trained embeddings; the text head stays locked. "
         "Minutes are what the one-shot `mmrag train` costs cold for that cell: heads stage + features + "
-        "unfrozen stage.",
+        "unfrozen stage. Rows marked `(mmrag train)` are finished `mmrag train` runs recorded with "
+        "`--add-run` (e.g. the quality recipe); their minutes are that run's wall time.",
         "",
         "| tower | blocks | aug | device | min | t2i R@1 | t2i R@5 | t2i R@10 | i2t R@1 | i2t R@5 "
         "| i2t R@10 | R@sum | best epoch |",
@@ -233,6 +266,8 @@ def report_section(data: dict[str, Any], plot_rel: str | None = None) -> str:
             continue
         d = r["dev"]
         cells = " | ".join(f"{d[k]:.3f}" for k in KEYS)
+        if r.get("recipe"):
+            aug += f", {r['epochs']} ep ({r['recipe']})"
         lines.append(
             f"| {r['model']} | {r['blocks']} | {aug if r['blocks'] else '-'} | {r['device']} | "
             f"{r['minutes']} | {cells} | {d['rsum']} | {r['best_epoch']} |"

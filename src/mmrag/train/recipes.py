@@ -15,10 +15,10 @@ RECIPES: dict[str, dict[str, Any]] = {
     },
     "quality": {
         "help": "heads, then the image trunk's last 5 blocks on 8 cached views per image (7 augmented) "
-        "(~25 min on 2 CPU cores, cold)",
+        "(~28 min on 2 CPU cores, cold)",
         "options": {
             "unfreeze_blocks": 5,
-            "unfreeze_epochs": 12,
+            "unfreeze_epochs": 14,
             "backbone_lr": 5e-4,
             "augment_views": 8,
         },
