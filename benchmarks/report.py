@@ -769,6 +769,11 @@ def main() -> None:
         png = args.results / "rerank_pool.png"
         if rerank_pool_plot(data, png):
             sections.append(f"![nDCG@10 against rerank pool]({os.path.relpath(png, args.output.parent)})\n")
+    text = args.results / "text_path.json"
+    if text.exists():
+        from bench_text_path import report_section as text_section
+
+        sections.append(text_section(json.loads(text.read_text())))
     speed = (("image_path.json", image_path_section), ("quantization.json", quantization_section))
     for name, render in speed:
         if (args.results / name).exists():

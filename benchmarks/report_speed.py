@@ -87,6 +87,16 @@ def speed_summary_rows(results: Path) -> list[str]:
                 f"**{s['speedup']:.2f}x** torch, {s['share_of_ceiling'][FAST_STEP]:.2f} of the matmul "
                 "ceiling |"
             )
+    tp = results / "text_path.json"
+    if tp.exists():
+        r = json.loads(tp.read_text())
+        for run in r["runs"]:
+            f32, b16 = run["precisions"]["fp32"], run["precisions"]["bf16"]
+            rows.append(
+                f"| text encode, SciFact abstracts, batch 32, {run['threads']} thread(s), bf16 copy | "
+                f"{b16['docs_per_s']:.1f} abstracts/s, parity {run['parity_bf16_vs_fp32']:.4f} | "
+                f"**{b16['docs_per_s'] / f32['docs_per_s']:.2f}x** fp32 |"
+            )
     rr = results / "rerank.json"
     if rr.exists():
         r = json.loads(rr.read_text())

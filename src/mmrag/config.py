@@ -13,10 +13,11 @@ DEFAULT_STORE = "./.mmrag"
 DEFAULT_MODEL = "lite"
 DEFAULT_DATA = "../shared/data"
 
-# Accepted values of the two inference switches; encoders.onnxrt and rerank.cross_encoder check against
-# these same tuples.
+# Accepted values of the inference switches; encoders.onnxrt, encoders.bf16 and rerank.cross_encoder check
+# against these same tuples.
 RUNTIMES: tuple[str, ...] = ("auto", "onnx", "torch")
 RERANK_PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
+TEXT_PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +45,9 @@ class Settings:
             parity of torch), ``onnx`` or ``torch`` (``MMRAG_RUNTIME``).
         rerank_precision: The cross-encoder's dtype: ``auto`` (bf16 on CPUs with AMX, else fp32),
             ``fp32`` or ``bf16`` (``MMRAG_RERANK_PRECISION``).
+        text_precision: The text tower's dtype for batches of 4+ texts (ingest, micro-batched
+            queries): ``auto`` (bf16 on CPUs with AMX, else fp32), ``fp32`` or ``bf16``
+            (``MMRAG_TEXT_PRECISION``); a single query always runs in fp32.
 
     Example:
         >>> s = Settings.from_env({"MMRAG_STORE": "/tmp/x"})
@@ -65,6 +69,7 @@ class Settings:
     reranker: str | None = None
     runtime: str = "auto"
     rerank_precision: str = "auto"
+    text_precision: str = "auto"
 
     def __post_init__(self) -> None:
         if self.threads < 0:
@@ -79,6 +84,11 @@ class Settings:
             raise ConfigError(
                 "rerank_precision must be auto, fp32 or bf16 (MMRAG_RERANK_PRECISION), "
                 f"got {self.rerank_precision!r}"
+            )
+        if self.text_precision not in TEXT_PRECISIONS:
+            raise ConfigError(
+                "text_precision must be auto, fp32 or bf16 (MMRAG_TEXT_PRECISION), "
+                f"got {self.text_precision!r}"
             )
         if not self.store:
             raise ConfigError("store must be a directory, an http(s):// URL or ':memory:'")
@@ -111,6 +121,7 @@ class Settings:
             reranker=e.get("MMRAG_RERANKER") or None,
             runtime=e.get("MMRAG_RUNTIME") or "auto",
             rerank_precision=e.get("MMRAG_RERANK_PRECISION") or "auto",
+            text_precision=e.get("MMRAG_TEXT_PRECISION") or "auto",
             tenancy=(e.get("MMRAG_TENANCY") or "0").strip().lower() in {"1", "true", "yes", "on"},
         )
 

@@ -89,6 +89,9 @@ def models(
     """The real ``lite`` encoder and the offline MiniLM cross-encoder over SciFact abstracts."""
     before = torch.get_num_threads()
     enc = load_encoder("lite", threads=1)
+    # fp32 for every batch size, so batched and single searches must agree to float rounding; with
+    # bf16 batches (MMRAG_TEXT_PRECISION=auto on AMX CPUs) they agree to bf16's (tests/encoders/test_bf16.py)
+    enc.set_runtime("auto", "fp32")  # type: ignore[attr-defined]
     rr = CrossEncoderReranker(None, max_length=64)
     ds = BeirDataset.load(data_dir / "scifact", "train")
     docs = list(ds.corpus)[:N_DOCS]
@@ -99,6 +102,7 @@ def models(
         name = store.ensure_vector(vector_spec(enc))
         store.upsert_chunks(chunks, enc.encode_text([c.text or "" for c in chunks]), name)
         yield enc, rr, store, queries
+    enc.set_runtime("auto")  # type: ignore[attr-defined]
     torch.set_num_threads(before)
 
 

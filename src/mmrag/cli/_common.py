@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from mmrag import wiring
 from mmrag.config import Settings
+from mmrag.encoders.bf16 import set_default_text_precision
 from mmrag.encoders.onnxrt import set_default_runtime
 
 if TYPE_CHECKING:
@@ -68,6 +69,7 @@ def _settings(args: argparse.Namespace) -> Settings:
     )
     # Encoders loaded deep inside train / eval (not through wiring) follow MMRAG_RUNTIME too.
     set_default_runtime(s.runtime)
+    set_default_text_precision(s.text_precision)
     return s
 
 

@@ -117,7 +117,8 @@ def _feed(x: torch.Tensor) -> np.ndarray[Any, Any]:
     return arr if arr.dtype.kind in "iu" else arr.astype(np.float32, copy=False)
 
 
-def _fingerprint(module: torch.nn.Module) -> tuple[int, ...]:
+def weights_fingerprint(module: torch.nn.Module) -> tuple[int, ...]:
+    """Changes whenever the module's weights do (so a derived copy or export is stale)."""
     # In-place updates (optimizer steps, load_state_dict) bump a tensor's version counter; a new
     # tensor has a new data pointer. Either means the exported graph is stale.
     out: list[int] = []
@@ -164,7 +165,7 @@ class FastForward:
         if not self._ort or self.module.training:
             return self.module(x)  # type: ignore[no-any-return]
         with self._lock:
-            key = _fingerprint(self.module)
+            key = weights_fingerprint(self.module)
             if key == self._fallback_key:
                 return self.module(x)  # type: ignore[no-any-return]
             if key != self._key:

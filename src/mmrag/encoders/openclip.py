@@ -20,6 +20,7 @@ import numpy as np
 
 from mmrag._lazy import require
 from mmrag.encoders.base import FloatArray, l2_normalize
+from mmrag.encoders.bf16 import BF16_MIN_BATCH, Bf16Forward, large_batch_bf16
 from mmrag.encoders.onnxrt import FastForward
 from mmrag.errors import EncoderError
 
@@ -97,6 +98,8 @@ class OpenClipEncoder:
         info: Extra facts reported by :meth:`describe`.
         runtime: Where the image tower runs: ``auto`` (ONNX Runtime when installed and within
             parity of torch, ~4x faster on CPU), ``onnx`` or ``torch``; see :mod:`mmrag.encoders.onnxrt`.
+        text_precision: The text tower's dtype for batches of 4+ texts: ``auto`` (bf16 on CPUs with
+            AMX), ``fp32`` or ``bf16``; ``None``: the process default (:mod:`mmrag.encoders.bf16`).
 
     Example:
         >>> enc = load_encoder("lite")                     # doctest: +SKIP
@@ -116,6 +119,7 @@ class OpenClipEncoder:
         batch_size: int = 32,
         info: dict[str, Any] | None = None,
         runtime: str | None = None,
+        text_precision: str | None = None,
     ) -> None:
         if batch_size < 1:
             raise EncoderError(f"batch_size must be >= 1, got {batch_size}")
@@ -132,7 +136,7 @@ class OpenClipEncoder:
         # open_clip modules are not re-entrant across threads (the API and UI share one encoder).
         self._lock = threading.Lock()
         self.draft_decode = True  # JPEG paths decode at reduced scale (see _load_batch)
-        self.set_runtime(runtime)
+        self.set_runtime(runtime, text_precision)
 
     @property
     def input_size(self) -> int:
@@ -140,8 +144,9 @@ class OpenClipEncoder:
         size = getattr(self.model.visual, "image_size", 224)
         return int(max(size) if isinstance(size, tuple | list) else size)
 
-    def set_runtime(self, runtime: str | None) -> None:
-        """Choose where the towers run (``auto``, ``onnx``, ``torch``); see the class doc."""
+    def set_runtime(self, runtime: str | None, text_precision: str | None = None) -> None:
+        """Choose where the towers run (``auto``, ``onnx``, ``torch``) and the text tower's
+        large-batch precision (``auto``, ``fp32``, ``bf16``; ``None``: the process default)."""
         self.image_forward = FastForward(self.model.visual, runtime=runtime, name=f"{self.id} image tower")
         # An HF text tower (the lite family: MiniLM) exports whole; open_clip's own CLIP text
         # transformer (ViT-B/32 & co.) stays in torch.
@@ -150,6 +155,12 @@ class OpenClipEncoder:
             FastForward(text, runtime=runtime, name=f"{self.id} text tower")
             if text is not None
             else self.model.encode_text
+        )
+        # Batches of BF16_MIN_BATCH+ texts run on a bf16 copy where the CPU has AMX (encoders.bf16).
+        self.text_bf16 = (
+            Bf16Forward(text, name=f"{self.id} text tower")
+            if text is not None and large_batch_bf16(text_precision)
+            else None
         )
 
     def _probe_dim(self) -> int:
@@ -180,8 +191,11 @@ class OpenClipEncoder:
                 tokens = self.tokenizer([texts[i] or " " for i in idx])
                 # The lock is taken per batch, not per call: a query from the API gets its turn
                 # between two batches of a long ingest instead of waiting for all of it.
+                fwd = self.text_forward
+                if self.text_bf16 is not None and len(idx) >= BF16_MIN_BATCH and self.text_bf16.usable():
+                    fwd = self.text_bf16
                 with self._lock:
-                    out[idx] = self.text_forward(tokens).float().numpy()
+                    out[idx] = fwd(tokens).float().numpy()
         return l2_normalize(out)
 
     # -- images -----------------------------------------------------------------------------
@@ -258,6 +272,7 @@ class OpenClipEncoder:
             "aligned": self.aligned,
             "parameters": n_params,
             "image_runtime": self.image_forward.active,
+            "text_batch_precision": "bf16" if self.text_bf16 is not None else "fp32",
             **self.info,
         }
 

@@ -53,7 +53,9 @@ def corpus_vectors(
     ids = list(ds.corpus)
     # The ids' digest in the name: two subsets of one corpus with the same size are different files.
     digest = hashlib.sha256("\x00".join(ids).encode()).hexdigest()[:10]
-    path = cache / f"{encoder.id}-{ds.root.name}-{len(ids)}-{digest}.npy" if cache else None
+    # bf16 batches (encoders.bf16) give slightly different vectors: their own file
+    tag = "-bf16" if getattr(encoder, "text_bf16", None) is not None else ""
+    path = cache / f"{encoder.id}{tag}-{ds.root.name}-{len(ids)}-{digest}.npy" if cache else None
     if path is not None and path.exists():
         vecs: np.ndarray[Any, Any] = np.load(path)
         if vecs.shape == (len(ids), encoder.dim):

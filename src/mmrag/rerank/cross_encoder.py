@@ -24,6 +24,7 @@ import numpy as np
 
 from mmrag._lazy import require
 from mmrag.config import RERANK_PRECISIONS
+from mmrag.encoders.bf16 import bf16_is_fast
 from mmrag.errors import ConfigError, EncoderError
 from mmrag.rerank.fusion import ScoreFusion
 from mmrag.types import Hit
@@ -31,18 +32,6 @@ from mmrag.types import Hit
 log = logging.getLogger(__name__)
 CONFIG_FILE = "mmrag_rerank.json"  # written by train-reranker: learned fusion weights, provenance
 OFFLINE = ("minilm", "@minilm")
-
-
-def bf16_is_fast() -> bool:
-    """Whether this CPU multiplies bf16 matrices in hardware (Intel AMX tiles, via oneDNN).
-
-    There a bf16 cross-encoder runs ~5-10x faster than fp32 with the same ranking (logits within
-    ~0.1, measured in ``benchmarks/bench_rerank.py``); without AMX, bf16 is emulated and slower.
-    """
-    import torch
-
-    probe = getattr(torch.cpu, "_is_amx_tile_supported", None)
-    return bool(probe and probe())
 
 
 def resolve_precision(precision: str) -> str:

@@ -1,0 +1,175 @@
+"""The text path: the fp32 tower (ONNX Runtime) against its bf16 copy, which batches of 4+ texts use.
+
+Measured in one run, per torch thread count (``--threads``), for ``MMRAG_TEXT_PRECISION=fp32`` and
+``bf16`` (``auto`` is ``bf16`` on CPUs with AMX):
+
+* ms per text for short queries (SciFact claims, the API's and LangChain's traffic) at batch 1, 4, 8
+  and 32: what one query costs alone and inside a micro-batch of concurrent searches;
+* texts/s for abstracts (title + text, the length ingest chunks have) at batch 32: ingest speed;
+* the machine's fp32 matmul ceiling with the same threads, for scale;
+* parity: min cosine of the bf16 vectors to fp32's over every query and abstract timed.
+
+With ``--ndcg``, SciFact dense nDCG@10 (every train query, the whole corpus, exact search) with corpus
+and queries encoded in fp32 and in bf16: the retrieval quality the precision keeps. Each timing is the
+median of ``--repeats`` passes after a warm-up pass (which also makes the bf16 copy).
+
+Usage: python benchmarks/bench_text_path.py [--threads 1 2] [--queries 256] [--docs 128] [--ndcg]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench_image_path import matmul_ceiling
+from machine import machine_info
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("MMRAG_DATA", REPO.parent / "shared" / "data"))
+RESULTS = REPO / "benchmarks" / "results"
+QUERY_BATCHES = (1, 4, 8, 32)
+
+
+def _median_s(fn: Any, repeats: int) -> float:
+    fn()  # warm-up: the ONNX export or the bf16 copy, once
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def run(encoder: Any, queries: list[str], docs: list[str], threads: int, repeats: int) -> dict[str, Any]:
+    import torch
+
+    torch.set_num_threads(threads)
+    out: dict[str, Any] = {"threads": threads, "ceiling_gflops": matmul_ceiling(threads), "precisions": {}}
+    vecs: dict[str, Any] = {}
+    for precision in ("fp32", "bf16"):
+        encoder.set_runtime("auto", precision)  # a fresh ONNX session with this thread count too
+        row: dict[str, Any] = {"query_ms": {}}
+        for b in QUERY_BATCHES:
+            n = len(queries) - len(queries) % b
+
+            def queries_in_batches(b: int = b, n: int = n) -> None:
+                for i in range(0, n, b):
+                    encoder.encode_text(queries[i : i + b], batch_size=b)
+
+            row["query_ms"][str(b)] = 1000 * _median_s(queries_in_batches, repeats) / n
+        row["docs_per_s"] = len(docs) / _median_s(lambda: encoder.encode_text(docs, batch_size=32), repeats)
+        vecs[precision] = np.concatenate([encoder.encode_text(queries), encoder.encode_text(docs)])
+        out["precisions"][precision] = row
+        ms = ", ".join(f"batch {b}: {v:.2f}" for b, v in row["query_ms"].items())
+        print(
+            f"threads {threads} {precision}: ms/query {ms}; abstracts {row['docs_per_s']:.1f}/s", flush=True
+        )
+    encoder.set_runtime("auto")
+    out["parity_bf16_vs_fp32"] = float((vecs["bf16"] * vecs["fp32"]).sum(axis=1).min())
+    return out
+
+
+def ndcg(encoder: Any, ds: Any) -> dict[str, float]:
+    """SciFact dense nDCG@10 (exact search) with everything encoded in fp32, then in bf16."""
+    from mmrag.eval.metrics import ndcg_at_k
+
+    ids = list(ds.corpus)
+    texts = [ds.doc_text(d) for d in ids]
+    qids = list(ds.queries)
+    out = {}
+    for precision in ("fp32", "bf16"):
+        encoder.set_runtime("auto", precision)
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # less padding, as eval does
+        d = np.zeros((len(texts), encoder.dim), dtype=np.float32)
+        for s in range(0, len(order), 256):
+            idx = order[s : s + 256]
+            d[idx] = encoder.encode_text([texts[i] for i in idx], batch_size=64)
+        q = encoder.encode_text([ds.queries[i] for i in qids], batch_size=64)
+        top = np.argsort(-(q @ d.T), axis=1)[:, :10]
+        run = {qid: [ids[j] for j in row] for qid, row in zip(qids, top, strict=True)}  # ranked ids
+        out[precision] = ndcg_at_k(ds.qrels, run, 10)
+        print(f"SciFact dense nDCG@10, {precision}: {out[precision]:.4f}", flush=True)
+    encoder.set_runtime("auto")
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--queries", type=int, default=256, help="SciFact claims timed")
+    ap.add_argument("--docs", type=int, default=128, help="SciFact abstracts timed")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--ndcg", action="store_true", help="also SciFact dense nDCG@10 per precision (~6 min)")
+    ap.add_argument("--model", default="lite")
+    ap.add_argument("--out", type=Path, default=RESULTS / "text_path.json")
+    args = ap.parse_args()
+    from mmrag.encoders import load_encoder
+    from mmrag.encoders.bf16 import bf16_is_fast
+    from mmrag.eval.datasets import BeirDataset
+
+    encoder = load_encoder(args.model)
+    ds = BeirDataset.load(DATA / "scifact", "train")
+    queries = [ds.queries[q] for q in ds.queries][: args.queries]
+    docs = [ds.doc_text(d) for d in ds.corpus][: args.docs]
+    result = {
+        "machine": machine_info(),
+        "measured": datetime.now(UTC).strftime("%Y-%m-%d %H:%M"),
+        "command": "python benchmarks/bench_text_path.py " + " ".join(sys.argv[1:]),
+        "model": encoder.id,
+        "amx": bf16_is_fast(),
+        "queries": len(queries),
+        "docs": len(docs),
+        "runs": [run(encoder, queries, docs, t, args.repeats) for t in args.threads],
+        "ndcg@10": ndcg(encoder, ds) if args.ndcg else None,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2))
+    print(f"wrote {args.out}")
+
+
+def report_section(data: dict[str, Any]) -> str:
+    """The BENCHMARKS.md section of a text-path result (``benchmarks/report.py`` calls this)."""
+    lines = [
+        "## Text path: fp32 against the bf16 copy for batches",
+        "",
+        f"Command: `{data['command']}` ({data['measured']} UTC); model `{data['model']}`; "
+        f"{data['queries']} SciFact claims, {data['docs']} abstracts; AMX: {data['amx']}. Batches of 4+ "
+        "texts (ingest, eval, the API's micro-batches, LangChain's `batch`) run on a bf16 copy of the "
+        "text tower where the CPU has AMX (`MMRAG_TEXT_PRECISION=auto`); a single query keeps fp32 "
+        "(ONNX Runtime), faster for it.",
+        "",
+        "| threads | precision | ms/query @1 | @4 | @8 | @32 | abstracts/s @32 | bf16 / fp32 abstracts/s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in data["runs"]:
+        base = r["precisions"]["fp32"]["docs_per_s"]
+        for p, row in r["precisions"].items():
+            q = " | ".join(f"{row['query_ms'][str(b)]:.2f}" for b in QUERY_BATCHES)
+            rate = row["docs_per_s"]
+            lines.append(f"| {r['threads']} | {p} | {q} | {rate:.1f} | **{rate / base:.2f}x** |")
+    parity = min(r["parity_bf16_vs_fp32"] for r in data["runs"])
+    lines += [
+        "",
+        f"* Parity: min cosine of bf16 vectors to fp32's, every query and abstract timed: {parity:.5f}.",
+    ]
+    nd = data.get("ndcg@10")
+    if nd:
+        lines.append(
+            "* SciFact dense nDCG@10 (809 train queries, 5,183 abstracts, exact search): "
+            f"fp32 {nd['fp32']:.4f}, "
+            f"bf16 {nd['bf16']:.4f} (difference {nd['bf16'] - nd['fp32']:+.4f})."
+        )
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,134 @@
+"""bfloat16 inference of a tower for large batches, on CPUs that multiply bf16 in hardware.
+
+On a CPU with Intel AMX tiles, oneDNN runs bf16 matrix products several times faster than fp32, but
+only once a product has enough rows: MiniLM's text tower on one thread costs ~7 ms per short query
+in fp32 (ONNX Runtime) at any batch size, and in bf16 ~11 ms for one query, ~4.4 ms per query at 4,
+~3 ms at 8 and ~2.7 ms at 32 (``benchmarks/bench_api_concurrency.py`` records the effect on the
+API). So a text batch of at least :data:`BF16_MIN_BATCH` texts (an ingest batch, or the queries the
+API's micro-batcher gathers) runs on a bf16 copy of the tower, and a single query keeps the fp32 path,
+which is faster for it.
+
+:class:`Bf16Forward` keeps that copy: made on first use, checked against the fp32 module on that
+batch (per-row cosine >= :data:`PARITY_MIN`, else bf16 is switched off for these weights, with a
+warning), and re-made when the module's weights change (training updates them in place). A module in
+train mode always runs itself. The precision is a process default set once by a face from
+``MMRAG_TEXT_PRECISION`` (``auto``: bf16 where :func:`bf16_is_fast`; ``fp32``; ``bf16``).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import threading
+from typing import TYPE_CHECKING, Any
+
+from mmrag.config import TEXT_PRECISIONS
+from mmrag.encoders.onnxrt import weights_fingerprint
+from mmrag.errors import ConfigError
+
+if TYPE_CHECKING:
+    import torch
+
+log = logging.getLogger(__name__)
+
+BF16_MIN_BATCH = 4  # below this many texts the fp32 path is as fast or faster (measured above)
+PARITY_MIN = 0.999  # per-row cosine of the bf16 copy's output to fp32's on its first batch
+_DEFAULT: list[str] = ["auto"]
+
+
+def bf16_is_fast() -> bool:
+    """Whether this CPU multiplies bf16 matrices in hardware (Intel AMX tiles, via oneDNN).
+
+    There a bf16 transformer runs several times faster than fp32 on large enough batches; without
+    AMX, bf16 is emulated and slower.
+    """
+    import torch
+
+    probe = getattr(torch.cpu, "_is_amx_tile_supported", None)
+    return bool(probe and probe())
+
+
+def set_default_text_precision(precision: str) -> None:
+    """Make ``precision`` what text towers loaded in this process use for large batches."""
+    check_precision(precision)
+    _DEFAULT[0] = precision
+
+
+def check_precision(precision: str) -> str:
+    if precision not in TEXT_PRECISIONS:
+        names = ", ".join(TEXT_PRECISIONS)
+        raise ConfigError(f"text precision must be one of {names} (MMRAG_TEXT_PRECISION), got {precision!r}")
+    return precision
+
+
+def large_batch_bf16(precision: str | None = None) -> bool:
+    """Whether large text batches run in bf16 under ``precision`` (``None``: the process default)."""
+    p = check_precision(precision or _DEFAULT[0])
+    return p == "bf16" or (p == "auto" and bf16_is_fast())
+
+
+class Bf16Forward:
+    """Run a module through a bfloat16 copy of itself, checked against it; float32 out.
+
+    Args:
+        module: The fp32 module (e.g. a text tower); it is not changed.
+        name: What the module is, for log messages.
+
+    Example:
+        >>> fwd = Bf16Forward(encoder.model.text, name="text tower")   # doctest: +SKIP
+        >>> fwd(tokens).dtype                                          # doctest: +SKIP
+        torch.float32
+    """
+
+    def __init__(self, module: torch.nn.Module, *, name: str = "module") -> None:
+        self.module = module
+        self.name = name
+        self._copy: Any = None
+        self._key: tuple[int, ...] | None = None
+        self._off_key: tuple[int, ...] | None = None  # weights whose bf16 copy failed parity
+        self.parity: float | None = None
+        self._lock = threading.Lock()
+
+    def usable(self) -> bool:
+        """False while the module trains or its current weights failed the parity check."""
+        if self.module.training:
+            return False
+        with self._lock:
+            return self._off_key is None or self._off_key != weights_fingerprint(self.module)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.module.training:
+            return self.module(x)  # type: ignore[no-any-return]
+        with self._lock:
+            key = weights_fingerprint(self.module)
+            if key == self._off_key:
+                return self.module(x)  # type: ignore[no-any-return]
+            if key != self._key:
+                return self._copy_and_check(x, key)
+            net = self._copy
+        return net(_bf16(x)).float()  # type: ignore[no-any-return]
+
+    def _copy_and_check(self, x: torch.Tensor, key: tuple[int, ...]) -> torch.Tensor:
+        import torch
+
+        ref: torch.Tensor = self.module(x).float()
+        net = copy.deepcopy(self.module).to(torch.bfloat16).eval()
+        y: torch.Tensor = net(_bf16(x)).float()
+        self.parity = float(torch.nn.functional.cosine_similarity(y, ref, dim=-1).min())
+        if self.parity < PARITY_MIN:
+            log.warning(
+                "%s: bf16 output has cosine %.5f < %s to fp32's; large batches stay in fp32",
+                self.name, self.parity, PARITY_MIN,
+            )  # fmt: skip
+            self._off_key, self._copy, self._key = key, None, None
+            return ref
+        log.debug("%s: bf16 copy ready (parity %.6f)", self.name, self.parity)
+        self._copy, self._key, self._off_key = net, key, None
+        return y
+
+
+def _bf16(x: torch.Tensor) -> torch.Tensor:
+    """Float inputs in the copy's dtype; token ids as they are."""
+    import torch
+
+    return x.to(torch.bfloat16) if x.is_floating_point() else x

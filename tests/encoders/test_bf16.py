@@ -1,0 +1,118 @@
+"""Large text batches on a bf16 copy of the tower: parity, stale weights, fallback, settings."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from mmrag.config import Settings
+from mmrag.encoders.bf16 import (
+    BF16_MIN_BATCH,
+    PARITY_MIN,
+    Bf16Forward,
+    bf16_is_fast,
+    large_batch_bf16,
+    set_default_text_precision,
+)
+from mmrag.encoders.openclip import OpenClipEncoder
+from mmrag.errors import ConfigError
+
+QUERIES = [
+    "a dog runs on the grass",
+    "Vitamin D deficiency raises the risk of fractures.",
+    "two children play football in a park",
+    "Aspirin lowers the risk of heart attacks in older adults.",
+    "a man rides a red bicycle down a street",
+    "a woman in a blue coat walks past a shop window at night",
+    "Smoking during pregnancy lowers birth weight.",
+    "birds",
+]
+
+
+def test_lite_large_batches_match_fp32(lite: OpenClipEncoder) -> None:
+    lite.set_runtime("auto", "bf16")
+    try:
+        assert lite.text_bf16 is not None
+        fast = lite.encode_text(QUERIES)
+        assert lite.text_bf16.parity is not None and lite.text_bf16.parity >= PARITY_MIN
+        single = lite.encode_text(QUERIES[:1])  # below BF16_MIN_BATCH: the fp32 path
+        lite.set_runtime("auto", "fp32")
+        assert lite.text_bf16 is None
+        ref = lite.encode_text(QUERIES)
+        np.testing.assert_allclose(single, lite.encode_text(QUERIES[:1]), atol=1e-6)
+    finally:
+        lite.set_runtime("auto")
+    assert len(QUERIES) >= BF16_MIN_BATCH
+    assert fast.dtype == np.float32 and np.allclose(np.linalg.norm(fast, axis=1), 1, atol=1e-5)
+    assert float((fast * ref).sum(axis=1).min()) >= PARITY_MIN
+    # the same nearest query for every query, not just close vectors
+    assert np.array_equal(
+        np.argsort(-(fast @ fast.T), axis=1)[:, :3], np.argsort(-(ref @ ref.T), axis=1)[:, :3]
+    )
+
+
+def test_copy_follows_weight_updates_and_training_runs_the_module() -> None:
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(16, 32), nn.GELU(), nn.Linear(32, 8)).eval()
+    fwd = Bf16Forward(net, name="mlp")
+    x = torch.randn(6, 16)
+    with torch.inference_mode():
+        y = fwd(x)
+    assert y.dtype == torch.float32 and fwd.parity is not None and fwd.parity >= PARITY_MIN
+    with torch.no_grad():
+        net[2].weight.mul_(-1)  # an optimizer step in place: the bf16 copy is stale
+    with torch.inference_mode():
+        y2, ref2 = fwd(x), net(x)
+    assert torch.nn.functional.cosine_similarity(y2, ref2).min() >= PARITY_MIN
+    assert torch.nn.functional.cosine_similarity(y2, y).max() < 0  # not the old copy's output
+    net.train()
+    assert not fwd.usable()
+    out = fwd(x)
+    out.sum().backward()  # train mode runs the fp32 module itself, with gradients
+    assert net[0].weight.grad is not None
+
+
+class _Cancels(nn.Module):
+    """y = a x - b x with a and b almost equal: bf16 keeps only the rounding noise."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Linear(8, 8, bias=False)
+        self.b = nn.Linear(8, 8, bias=False)
+        with torch.no_grad():
+            self.b.weight.copy_(self.a.weight * (1 + 1e-4))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.a(x) - self.b(x)  # type: ignore[no-any-return]
+
+
+def test_failed_parity_keeps_fp32(caplog: pytest.LogCaptureFixture) -> None:
+    torch.manual_seed(0)
+    net = _Cancels().eval()
+    fwd = Bf16Forward(net, name="cancelling net")
+    x = torch.randn(4, 8) * 100
+    with caplog.at_level(logging.WARNING, logger="mmrag.encoders.bf16"), torch.inference_mode():
+        y = fwd(x)
+        again = fwd(x)
+    assert fwd.parity is not None and fwd.parity < PARITY_MIN
+    assert "large batches stay in fp32" in caplog.text
+    assert not fwd.usable()
+    with torch.inference_mode():
+        ref = net(x)
+    assert torch.equal(y, ref) and torch.equal(again, ref)
+
+
+def test_precision_settings() -> None:
+    assert large_batch_bf16("bf16") and not large_batch_bf16("fp32")
+    assert large_batch_bf16("auto") == bf16_is_fast()
+    with pytest.raises(ConfigError, match="MMRAG_TEXT_PRECISION"):
+        large_batch_bf16("fp16")
+    with pytest.raises(ConfigError, match="MMRAG_TEXT_PRECISION"):
+        set_default_text_precision("int8")
+    assert Settings.from_env({"MMRAG_TEXT_PRECISION": "fp32"}).text_precision == "fp32"
+    with pytest.raises(ConfigError, match="MMRAG_TEXT_PRECISION"):
+        Settings.from_env({"MMRAG_TEXT_PRECISION": "half"})
