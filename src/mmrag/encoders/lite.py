@@ -84,7 +84,8 @@ def _load_image_tower_weights(trunk: Any, image_tower: str) -> None:
     """Load the packaged ImageNet weights into the timm trunk by key order, shapes checked."""
     torch = require("torch", "core")
     _, package, module, cls = LITE_IMAGE_TOWERS[image_tower]
-    weights_file = getattr(require(module, "core"), cls).get_model_file_path()
+    extra = "core" if image_tower == "efficientnet_lite0" else image_tower.removeprefix("efficientnet_")
+    weights_file = getattr(require(module, extra), cls).get_model_file_path()
     source = torch.load(weights_file, map_location="cpu", weights_only=True)
     target = trunk.state_dict()
     # The package uses lukemelas' key names; the tensors come in the same order as timm's.
