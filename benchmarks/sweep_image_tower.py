@@ -53,7 +53,7 @@ def sweep_model(args: argparse.Namespace, spec: str, emit: Callable[[dict[str, A
 
     from mmrag.encoders import load_encoder
     from mmrag.train.features import FeatureCache, tower_key
-    from mmrag.train.finetune import TrunkTop, _blocks
+    from mmrag.train.finetune import TrunkTop, trunk_blocks
     from mmrag.train.run import block_pairs, dataset_pairs
     from mmrag.train.tower import Augment, resolve_device
     from mmrag.train.trainer import TrainConfig, train_heads
@@ -83,7 +83,7 @@ def sweep_model(args: argparse.Namespace, spec: str, emit: Callable[[dict[str, A
             "curve": _curve(heads.history),
         }
     )
-    n_all = len(_blocks(encoder.model.visual.trunk))
+    n_all = len(trunk_blocks(encoder.model.visual.trunk))
     for blocks in [b for b in args.blocks if b != "0"]:
         n = n_all if blocks == "all" else int(blocks)
         for aug in args.augment:

@@ -27,7 +27,8 @@ F16 = npt.NDArray[np.float16]
 F32 = npt.NDArray[np.float32]
 
 
-def _blocks(trunk: Any) -> list[nn.Module]:
+def trunk_blocks(trunk: Any) -> list[nn.Module]:
+    """The trunk's blocks, first to last (an EfficientNet-style timm trunk's stages, flattened)."""
     if not (hasattr(trunk, "blocks") and hasattr(trunk, "conv_head") and hasattr(trunk, "conv_stem")):
         raise ConfigError("unfreezing needs an EfficientNet-style timm trunk (conv_stem, blocks, conv_head)")
     return [block for stage in trunk.blocks for block in stage]
@@ -38,7 +39,7 @@ class TrunkTop(nn.Module):
 
     def __init__(self, trunk: Any, n_blocks: int) -> None:
         super().__init__()
-        blocks = _blocks(trunk)
+        blocks = trunk_blocks(trunk)
         if not 1 <= n_blocks <= len(blocks):
             raise ConfigError(f"unfreeze_blocks must be in 1..{len(blocks)}, got {n_blocks}")
         self.blocks = nn.ModuleList(blocks[-n_blocks:])
@@ -63,7 +64,7 @@ class TrunkBottom(nn.Module):
 
     def __init__(self, trunk: Any, n_blocks: int) -> None:
         super().__init__()
-        blocks = _blocks(trunk)
+        blocks = trunk_blocks(trunk)
         self.stem = nn.Sequential(trunk.conv_stem, trunk.bn1)
         self.blocks = nn.Sequential(*blocks[: len(blocks) - n_blocks])
 
