@@ -70,7 +70,7 @@ def sweep_model(args: argparse.Namespace, spec: str, emit: Callable[[dict[str, A
     feat_s = time.perf_counter() - t0
     heads = train_heads(encoder, train, dev, cfg, progress=not args.quiet)
     heads_state = {k: v.clone() for k, v in encoder.model.state_dict().items()}
-    base_row = {"model": spec, "device": device, "seed": args.seed}
+    base_row = {"model": spec, "device": device, "seed": args.seed, "limit": args.limit}
     emit(
         {
             **base_row,
@@ -161,7 +161,7 @@ def main() -> None:
     quality = recipe_options("quality")
     ap.add_argument("--views", type=int, default=quality["augment_views"], help="views with augmentation on")
     ap.add_argument(
-        "--epochs", type=int, default=6, help="epochs of the unfrozen stage (the quality recipe runs 12)"
+        "--epochs", type=int, default=6, help="epochs of the unfrozen stage (the quality recipe runs 14)"
     )
     ap.add_argument("--backbone-lr", type=float, default=quality["backbone_lr"])
     ap.add_argument("--unfreeze-dropout", type=float, default=0.5, help="input dropout of the unfrozen stage")
@@ -197,10 +197,14 @@ def main() -> None:
     def emit(row: dict[str, Any]) -> None:  # written after every cell: a long sweep cut short keeps its rows
         print(json.dumps(row), flush=True)
         rows.append(row)
-        done = {_cell(r) for r in rows}
-        merged = [r for r in kept if _cell(r) not in done] + rows
-        merged.sort(key=lambda r: (r["model"], _block_order(r["blocks"]), r["augment"], r.get("recipe", "")))
-        args.out.write_text(json.dumps({"machine": machine, "rows": merged}, indent=2))
+        measured = {_cell(r) for r in kept if "skipped" not in r}
+        # a skipped cell never hides a measured one (e.g. a CPU run's "all" over a GPU run's)
+        mine = [r for r in rows if "skipped" not in r or _cell(r) not in measured]
+        merged = [r for r in kept if _cell(r) not in {_cell(m) for m in mine}] + mine
+        merged.sort(key=lambda r: (r["model"], _block_order(r["blocks"]), r["augment"], _cell(r)[3:]))
+        tmp = args.out.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"machine": machine, "rows": merged}, indent=2))
+        tmp.replace(args.out)  # atomic: an interrupted write never loses the kept rows
 
     for report in args.add_run:
         emit(run_row(json.loads(report.read_text())))
@@ -231,8 +235,18 @@ def run_row(report: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def _cell(row: Mapping[str, Any]) -> tuple[str, str, bool, str]:
-    return (str(row["model"]), str(row["blocks"]), bool(row["augment"]), str(row.get("recipe", "")))
+def _cell(row: Mapping[str, Any]) -> tuple[str, str, bool, str, str, str]:
+    """What a row measures: tower, blocks, augmentation, device, image limit and, for a recorded
+    ``mmrag train`` run, its epochs, views and backbone LR; rows of one cell replace each other."""
+    run = f"{row.get('epochs')}ep/{row.get('views')}v/{row.get('backbone_lr')}" if row.get("recipe") else ""
+    return (
+        str(row["model"]),
+        str(row["blocks"]),
+        bool(row["augment"]),
+        str(row.get("device")),
+        str(row.get("limit")),
+        run,
+    )
 
 
 def _block_order(blocks: object) -> int:

@@ -84,6 +84,7 @@ def load_encoder(settings: Settings, store: QdrantStore | None = None) -> DualEn
         batch_size=settings.batch_size,
         threads=settings.threads,
         runtime=settings.runtime,
+        text_precision=settings.text_precision,
     )
 
 

@@ -116,3 +116,13 @@ def test_precision_settings() -> None:
     assert Settings.from_env({"MMRAG_TEXT_PRECISION": "fp32"}).text_precision == "fp32"
     with pytest.raises(ConfigError, match="MMRAG_TEXT_PRECISION"):
         Settings.from_env({"MMRAG_TEXT_PRECISION": "half"})
+
+
+def test_settings_reach_the_loaded_encoder() -> None:
+    from mmrag import wiring
+
+    enc = wiring.load_encoder(Settings(text_precision="fp32"))
+    assert enc.text_bf16 is None  # type: ignore[attr-defined]
+    assert enc.describe()["text_batch_precision"] == "fp32"
+    forced = wiring.load_encoder(Settings(text_precision="bf16"))
+    assert forced.text_bf16 is not None  # type: ignore[attr-defined]

@@ -100,7 +100,8 @@ def test_tiny_training_run_writes_a_loadable_aligned_checkpoint(tmp_path: Path, 
     assert saved == json.loads(json.dumps(report.to_dict()))  # the file is the report's JSON
     assert (out / "training_report.json").exists() and (out / "learning_curve.png").stat().st_size > 1000
     assert json.loads((out / "mmrag.json").read_text())["aligned"] is True
-    enc = load_encoder(str(out))
+    # fp32 batches: the report's dev score came from fp32 features (training never uses the bf16 copy)
+    enc = load_encoder(str(out), text_precision="fp32")
     assert enc.aligned and enc.id.startswith("lite-") and enc.id != "lite-untrained-v1"
     # The text head is locked by default: text embeddings are exactly the untrained lite's (MiniLM's).
     from mmrag.encoders import cached_encoder

@@ -334,7 +334,6 @@ class Service:
             # What a request runs when it names no stage: the store's model set.
             "defaults": {"hybrid": self.retriever.hybrid, "rerank": self.retriever.rerank},
             "reranker": getattr(self.retriever.reranker, "id", None),
-            # bf16 when gathered query batches run on the text tower's bf16 copy (encoders.bf16)
             "text_batch_precision": self.encoder.describe().get("text_batch_precision", "fp32"),
             "tenancy": self.store.tenancy,
             "auth": self.auth_enabled,

@@ -3,14 +3,16 @@
 On a CPU with Intel AMX tiles, oneDNN runs bf16 matrix products several times faster than fp32, but
 only once a product has enough rows: MiniLM's text tower on one thread costs ~7 ms per short query
 in fp32 (ONNX Runtime) at any batch size, and in bf16 ~11 ms for one query, ~4.4 ms per query at 4,
-~3 ms at 8 and ~2.7 ms at 32 (``benchmarks/bench_api_concurrency.py`` records the effect on the
-API). So a text batch of at least :data:`BF16_MIN_BATCH` texts (an ingest batch, or the queries the
-API's micro-batcher gathers) runs on a bf16 copy of the tower, and a single query keeps the fp32 path,
+~3 ms at 8 and ~2.7 ms at 32; a 256-token abstract costs ~4x less than in fp32
+(``benchmarks/bench_text_path.py``; ``bench_api_concurrency.py`` for the API). So a text batch of at
+least :data:`BF16_MIN_BATCH` texts (an ingest batch, or the queries the API's micro-batcher gathers)
+runs on a bf16 copy of the tower, and a single query keeps the fp32 path,
 which is faster for it.
 
 :class:`Bf16Forward` keeps that copy: made on first use, checked against the fp32 module on that
-batch (per-row cosine >= :data:`PARITY_MIN`, else bf16 is switched off for these weights, with a
-warning), and re-made when the module's weights change (training updates them in place). A module in
+batch and again on any batch with inputs over twice as long as checked so far (per-row cosine >=
+:data:`PARITY_MIN`, else bf16 is switched off for these weights, with a warning), and re-made when
+the module's weights change (training updates them in place). A module in
 train mode always runs itself. The precision is a process default set once by a face from
 ``MMRAG_TEXT_PRECISION`` (``auto``: bf16 where :func:`bf16_is_fast`; ``fp32``; ``bf16``).
 """
@@ -64,7 +66,13 @@ def check_precision(precision: str) -> str:
 def large_batch_bf16(precision: str | None = None) -> bool:
     """Whether large text batches run in bf16 under ``precision`` (``None``: the process default)."""
     p = check_precision(precision or _DEFAULT[0])
+    if p == "bf16" and not bf16_is_fast() and not _WARNED:
+        _WARNED.append(True)
+        log.warning("text precision bf16 on a CPU without AMX: bf16 is emulated and slower than fp32 here")
     return p == "bf16" or (p == "auto" and bf16_is_fast())
+
+
+_WARNED: list[bool] = []
 
 
 class Bf16Forward:
@@ -86,6 +94,7 @@ class Bf16Forward:
         self._copy: Any = None
         self._key: tuple[int, ...] | None = None
         self._off_key: tuple[int, ...] | None = None  # weights whose bf16 copy failed parity
+        self._checked_len = 0  # the longest input (last dimension) checked against fp32
         self.parity: float | None = None
         self._lock = threading.Lock()
 
@@ -103,27 +112,35 @@ class Bf16Forward:
             key = weights_fingerprint(self.module)
             if key == self._off_key:
                 return self.module(x)  # type: ignore[no-any-return]
-            if key != self._key:
-                return self._copy_and_check(x, key)
+            if key != self._key or x.shape[-1] > 2 * self._checked_len:
+                # new weights, or inputs over twice as long as any checked (short queries first,
+                # then 256-token chunks; doubling keeps it to a few checks): compare with fp32 first
+                return self._check(x, key)
             net = self._copy
         return net(_bf16(x)).float()  # type: ignore[no-any-return]
 
-    def _copy_and_check(self, x: torch.Tensor, key: tuple[int, ...]) -> torch.Tensor:
+    def _check(self, x: torch.Tensor, key: tuple[int, ...]) -> torch.Tensor:
         import torch
 
         ref: torch.Tensor = self.module(x).float()
-        net = copy.deepcopy(self.module).to(torch.bfloat16).eval()
+        net = self._copy if key == self._key else None
+        if net is None:
+            net = copy.deepcopy(self.module).to(torch.bfloat16).eval().requires_grad_(False)
         y: torch.Tensor = net(_bf16(x)).float()
-        self.parity = float(torch.nn.functional.cosine_similarity(y, ref, dim=-1).min())
-        if self.parity < PARITY_MIN:
+        parity = float(torch.nn.functional.cosine_similarity(y, ref, dim=-1).min())
+        self.parity = parity if key != self._key or self.parity is None else min(self.parity, parity)
+        if parity < PARITY_MIN:
             log.warning(
                 "%s: bf16 output has cosine %.5f < %s to fp32's; large batches stay in fp32",
-                self.name, self.parity, PARITY_MIN,
+                self.name, parity, PARITY_MIN,
             )  # fmt: skip
-            self._off_key, self._copy, self._key = key, None, None
+            self._off_key, self._copy, self._key, self._checked_len = key, None, None, 0
             return ref
-        log.debug("%s: bf16 copy ready (parity %.6f)", self.name, self.parity)
+        log.debug("%s: bf16 copy checked up to length %d (parity %.6f)", self.name, x.shape[-1], parity)
+        if key != self._key:
+            self._checked_len = 0
         self._copy, self._key, self._off_key = net, key, None
+        self._checked_len = max(self._checked_len, int(x.shape[-1]))
         return y
 
 

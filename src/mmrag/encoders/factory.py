@@ -10,6 +10,7 @@ from typing import Any
 
 from mmrag._lazy import require
 from mmrag.encoders.base import vector_name
+from mmrag.encoders.bf16 import check_precision
 from mmrag.encoders.onnxrt import check_runtime
 from mmrag.encoders.openclip import (
     CONFIG_FILE,
@@ -43,7 +44,12 @@ def set_threads(threads: int) -> None:
 
 
 def load_encoder(
-    spec: str = "lite", *, batch_size: int = 32, threads: int = 0, runtime: str | None = None
+    spec: str = "lite",
+    *,
+    batch_size: int = 32,
+    threads: int = 0,
+    runtime: str | None = None,
+    text_precision: str | None = None,
 ) -> OpenClipEncoder:
     """Load an encoder from a spec string.
 
@@ -54,6 +60,8 @@ def load_encoder(
         runtime: Where the image tower runs: ``auto`` (ONNX Runtime when installed and exact),
             ``onnx`` or ``torch`` (:mod:`mmrag.encoders.onnxrt`); ``None``: the process default
             (``MMRAG_RUNTIME`` in the CLI, else ``auto``).
+        text_precision: The text tower's dtype for batches of 4+ texts: ``auto`` (bf16 on CPUs with
+            AMX), ``fp32`` or ``bf16`` (:mod:`mmrag.encoders.bf16`); ``None``: the process default.
 
     Raises:
         EncoderError: The spec is malformed, a checkpoint is incomplete, or the weights cannot
@@ -67,9 +75,11 @@ def load_encoder(
     set_threads(threads)
     if runtime is not None:
         check_runtime(runtime)
+    if text_precision is not None:
+        check_precision(text_precision)
     encoder = _load(spec.strip(), batch_size)
-    if runtime is not None:
-        encoder.set_runtime(runtime)
+    if runtime is not None or text_precision is not None:
+        encoder.set_runtime(runtime, text_precision)
     return encoder
 
 
@@ -98,14 +108,21 @@ def _load(spec: str, batch_size: int) -> OpenClipEncoder:
 
 @functools.lru_cache(maxsize=4)
 def cached_encoder(
-    spec: str = "lite", *, batch_size: int = 32, threads: int = 0, runtime: str | None = None
+    spec: str = "lite",
+    *,
+    batch_size: int = 32,
+    threads: int = 0,
+    runtime: str | None = None,
+    text_precision: str | None = None,
 ) -> OpenClipEncoder:
     """:func:`load_encoder` memoised per process, for long-lived callers (CLI, API, UI).
 
     Loading takes seconds; a server or a test session that asks for the same spec again gets
     the same (thread-safe) encoder. A checkpoint rewritten on disk needs a new process.
     """
-    return load_encoder(spec, batch_size=batch_size, threads=threads, runtime=runtime)
+    return load_encoder(
+        spec, batch_size=batch_size, threads=threads, runtime=runtime, text_precision=text_precision
+    )
 
 
 def _load_open_clip(name: str, pretrained: str | None, *, spec: str, batch_size: int) -> OpenClipEncoder:

@@ -191,9 +191,9 @@ class OpenClipEncoder:
                 tokens = self.tokenizer([texts[i] or " " for i in idx])
                 # The lock is taken per batch, not per call: a query from the API gets its turn
                 # between two batches of a long ingest instead of waiting for all of it.
-                fwd = self.text_forward
-                if self.text_bf16 is not None and len(idx) >= BF16_MIN_BATCH and self.text_bf16.usable():
-                    fwd = self.text_bf16
+                fwd, bf16 = self.text_forward, self.text_bf16  # one read: set_runtime may swap them
+                if bf16 is not None and len(idx) >= BF16_MIN_BATCH and bf16.usable():
+                    fwd = bf16
                 with self._lock:
                     out[idx] = fwd(tokens).float().numpy()
         return l2_normalize(out)
@@ -265,6 +265,7 @@ class OpenClipEncoder:
     def describe(self) -> dict[str, Any]:
         """Facts about this encoder for ``mmrag info`` and the UI."""
         n_params = sum(p.numel() for p in self.model.parameters())
+        bf16 = self.text_bf16
         return {
             "id": self.id,
             "spec": self.spec,
@@ -272,7 +273,7 @@ class OpenClipEncoder:
             "aligned": self.aligned,
             "parameters": n_params,
             "image_runtime": self.image_forward.active,
-            "text_batch_precision": "bf16" if self.text_bf16 is not None else "fp32",
+            "text_batch_precision": "bf16" if bf16 is not None and bf16.usable() else "fp32",
             **self.info,
         }
 

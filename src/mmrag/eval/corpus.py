@@ -53,9 +53,7 @@ def corpus_vectors(
     ids = list(ds.corpus)
     # The ids' digest in the name: two subsets of one corpus with the same size are different files.
     digest = hashlib.sha256("\x00".join(ids).encode()).hexdigest()[:10]
-    # bf16 batches (encoders.bf16) give slightly different vectors: their own file
-    tag = "-bf16" if getattr(encoder, "text_bf16", None) is not None else ""
-    path = cache / f"{encoder.id}{tag}-{ds.root.name}-{len(ids)}-{digest}.npy" if cache else None
+    path = _cache_path(encoder, ds, cache, len(ids), digest)
     if path is not None and path.exists():
         vecs: np.ndarray[Any, Any] = np.load(path)
         if vecs.shape == (len(ids), encoder.dim):
@@ -75,10 +73,21 @@ def corpus_vectors(
             vecs[idx] = encoder.encode_text([texts[i] for i in idx], batch_size=64)
             bar.update(len(idx))
     log.info("encoded %d docs in %.0f s", len(ids), time.perf_counter() - t)
+    path = _cache_path(encoder, ds, cache, len(ids), digest)  # the precision that really ran
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         np.save(path, vecs)
     return vecs
+
+
+def _cache_path(
+    encoder: DualEncoder, ds: BeirDataset, cache: Path | None, n: int, digest: str
+) -> Path | None:
+    """bf16 text batches (encoders.bf16) give slightly different vectors: their own file."""
+    if cache is None:
+        return None
+    tag = "-bf16" if encoder.describe().get("text_batch_precision") == "bf16" else ""
+    return cache / f"{encoder.id}{tag}-{ds.root.name}-{n}-{digest}.npy"
 
 
 class _Precomputed:

@@ -23,18 +23,26 @@ log = logging.getLogger("mmrag.ui")
 
 
 @st.cache_resource(show_spinner="Loading the encoder (once per server process)…", max_entries=2)
-def get_encoder(spec: str, batch_size: int, threads: int, runtime: str = "auto") -> DualEncoder:
+def get_encoder(
+    spec: str, batch_size: int, threads: int, runtime: str = "auto", text_precision: str = "auto"
+) -> DualEncoder:
     """One encoder per spec for every session of this server process (loading takes seconds).
 
     Failures are not cached, so a fixed model path works on the next run.
     """
-    return cached_encoder(spec, batch_size=batch_size, threads=threads, runtime=runtime)
+    return cached_encoder(
+        spec, batch_size=batch_size, threads=threads, runtime=runtime, text_precision=text_precision
+    )
 
 
 def encoder_for(settings: Settings, store: QdrantStore) -> DualEncoder:
     """The encoder for ``store``: the configured model, else the store's, else ``lite`` (as every face)."""
     return get_encoder(
-        wiring.encoder_spec(settings, store), settings.batch_size, settings.threads, settings.runtime
+        wiring.encoder_spec(settings, store),
+        settings.batch_size,
+        settings.threads,
+        settings.runtime,
+        settings.text_precision,
     )
 
 
