@@ -9,6 +9,7 @@ import pytest
 from mmrag import wiring
 from mmrag.config import Settings
 from mmrag.encoders import vector_spec
+from mmrag.encoders.bf16 import BF16_MIN_BATCH
 from mmrag.retriever import Retriever
 from tests.fakes import HashEncoder
 
@@ -34,6 +35,16 @@ def test_model_resolution_and_retriever(tmp_path: Path) -> None:
         r = wiring.build_retriever(models, store, pool=7)
         assert isinstance(r, Retriever) and r.pool == 7 and r.reranker is None
         assert r.capabilities["rerank"] is False
+        assert enc.text_calls == 0  # resolving does not encode
+        wiring.resolve_models(s, store, encoder=enc, warm=True)  # a server: one query, then a batch
+        assert enc.text_calls == 1 + BF16_MIN_BATCH
+
+
+def test_a_warmed_lite_encoder_has_its_text_paths_ready() -> None:
+    enc = wiring.resolve_models(Settings(text_precision="bf16"), warm=True).encoder
+    fwd, bf16 = enc.text_forward, enc.text_bf16  # type: ignore[attr-defined]
+    assert fwd.active == "onnx" and fwd.parity is not None  # the one-query session is exported
+    assert bf16 is not None and bf16.parity is not None  # the batch copy is made and checked
 
 
 def test_ui_store_keeps_tenancy(tmp_path: Path) -> None:

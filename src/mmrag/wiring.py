@@ -191,12 +191,24 @@ def resolve_models(
     *,
     encoder: DualEncoder | None = None,
     reranker: Reranker | None = None,
+    warm: bool = False,
 ) -> LoadedModels:
-    """The model set for ``store``: injected models win, else the ones ``settings`` resolve to."""
-    return LoadedModels(
+    """The model set for ``store``: injected models win, else the ones ``settings`` resolve to.
+
+    ``warm`` (long-lived servers): build the encoder's text paths now, so no first request pays for
+    them: the fp32 ONNX Runtime session (one query) and the bf16 copy of the text tower (a batch of
+    ``BF16_MIN_BATCH``, the API's micro-batches; :mod:`mmrag.encoders.bf16`).
+    """
+    models = LoadedModels(
         encoder=encoder if encoder is not None else load_encoder(settings, store),
         reranker=reranker if reranker is not None else load_reranker(settings, store),
     )
+    if warm:
+        from mmrag.encoders.bf16 import BF16_MIN_BATCH
+
+        models.encoder.encode_text(["warm-up"])
+        models.encoder.encode_text(["a warm-up query"] * BF16_MIN_BATCH)
+    return models
 
 
 def build_retriever(models: LoadedModels, store: QdrantStore, **options: Any) -> Retriever:

@@ -87,7 +87,7 @@ class Service:
         self.store = store or wiring.open_store(settings)
         if settings.tenancy and not self.store.tenancy:
             self.store.enable_tenancy()
-        models = wiring.resolve_models(settings, self.store, encoder=encoder)
+        models = wiring.resolve_models(settings, self.store, encoder=encoder, warm=True)
         self.encoder = models.encoder
         # before any request: no vector swap later
         self.vector = self.store.ensure_vector(vector_spec(self.encoder))
