@@ -200,7 +200,8 @@ def main() -> None:
         measured = {_cell(r) for r in kept if "skipped" not in r}
         # a skipped cell never hides a measured one (e.g. a CPU run's "all" over a GPU run's)
         mine = [r for r in rows if "skipped" not in r or _cell(r) not in measured]
-        merged = [r for r in kept if _cell(r) not in {_cell(m) for m in mine}] + mine
+        replaced = {_cell(m) for m in mine}
+        merged = [r for r in kept if _cell(r) not in replaced] + mine
         merged.sort(key=lambda r: (r["model"], _block_order(r["blocks"]), r["augment"], _cell(r)[3:]))
         tmp = args.out.with_suffix(".tmp")
         tmp.write_text(json.dumps({"machine": machine, "rows": merged}, indent=2))

@@ -9,7 +9,7 @@ least :data:`BF16_MIN_BATCH` texts (an ingest batch, or the queries the API's mi
 runs on a bf16 copy of the tower, and a single query keeps the fp32 path,
 which is faster for it.
 
-:class:`Bf16Forward` keeps that copy: made on first use, checked against the fp32 module on that
+:class:`Bf16Forward` keeps that copy: made on first use, checked against the fp32 path on that
 batch and again on any batch with inputs over twice as long as checked so far (per-row cosine >=
 :data:`PARITY_MIN`, else bf16 is switched off for these weights, with a warning), and re-made when
 the module's weights change (training updates them in place). A module in
@@ -22,6 +22,7 @@ from __future__ import annotations
 import copy
 import logging
 import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from mmrag.config import TEXT_PRECISIONS
@@ -63,16 +64,17 @@ def check_precision(precision: str) -> str:
     return precision
 
 
+_WARNED: list[bool] = []  # the no-AMX warning, once per process
+
+
 def large_batch_bf16(precision: str | None = None) -> bool:
     """Whether large text batches run in bf16 under ``precision`` (``None``: the process default)."""
     p = check_precision(precision or _DEFAULT[0])
-    if p == "bf16" and not bf16_is_fast() and not _WARNED:
+    fast = bf16_is_fast()
+    if p == "bf16" and not fast and not _WARNED:
         _WARNED.append(True)
         log.warning("text precision bf16 on a CPU without AMX: bf16 is emulated and slower than fp32 here")
-    return p == "bf16" or (p == "auto" and bf16_is_fast())
-
-
-_WARNED: list[bool] = []
+    return p == "bf16" or (p == "auto" and fast)
 
 
 class Bf16Forward:
@@ -80,6 +82,9 @@ class Bf16Forward:
 
     Args:
         module: The fp32 module (e.g. a text tower); it is not changed.
+        fallback: The fp32 path that runs instead while the module trains or after a failed check,
+            and that the copy is checked against (default: the module itself; an encoder passes
+            its ONNX Runtime forward).
         name: What the module is, for log messages.
 
     Example:
@@ -88,8 +93,15 @@ class Bf16Forward:
         torch.float32
     """
 
-    def __init__(self, module: torch.nn.Module, *, name: str = "module") -> None:
+    def __init__(
+        self,
+        module: torch.nn.Module,
+        *,
+        fallback: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        name: str = "module",
+    ) -> None:
         self.module = module
+        self.fallback = fallback or module
         self.name = name
         self._copy: Any = None
         self._key: tuple[int, ...] | None = None
@@ -99,7 +111,8 @@ class Bf16Forward:
         self._lock = threading.Lock()
 
     def usable(self) -> bool:
-        """False while the module trains or its current weights failed the parity check."""
+        """False while the module trains or its current weights failed the parity check (calls
+        then run ``fallback``)."""
         if self.module.training:
             return False
         with self._lock:
@@ -107,11 +120,11 @@ class Bf16Forward:
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if self.module.training:
-            return self.module(x)  # type: ignore[no-any-return]
+            return self.fallback(x)
         with self._lock:
             key = weights_fingerprint(self.module)
             if key == self._off_key:
-                return self.module(x)  # type: ignore[no-any-return]
+                return self.fallback(x)
             if key != self._key or x.shape[-1] > 2 * self._checked_len:
                 # new weights, or inputs over twice as long as any checked (short queries first,
                 # then 256-token chunks; doubling keeps it to a few checks): compare with fp32 first
@@ -122,13 +135,14 @@ class Bf16Forward:
     def _check(self, x: torch.Tensor, key: tuple[int, ...]) -> torch.Tensor:
         import torch
 
-        ref: torch.Tensor = self.module(x).float()
-        net = self._copy if key == self._key else None
-        if net is None:
+        ref = self.fallback(x).float()
+        fresh = key != self._key  # new weights: a new copy; else a longer input for the same copy
+        net = self._copy
+        if fresh:
             net = copy.deepcopy(self.module).to(torch.bfloat16).eval().requires_grad_(False)
         y: torch.Tensor = net(_bf16(x)).float()
         parity = float(torch.nn.functional.cosine_similarity(y, ref, dim=-1).min())
-        self.parity = parity if key != self._key or self.parity is None else min(self.parity, parity)
+        self.parity = parity if fresh or self.parity is None else min(self.parity, parity)
         if parity < PARITY_MIN:
             log.warning(
                 "%s: bf16 output has cosine %.5f < %s to fp32's; large batches stay in fp32",
@@ -137,10 +151,9 @@ class Bf16Forward:
             self._off_key, self._copy, self._key, self._checked_len = key, None, None, 0
             return ref
         log.debug("%s: bf16 copy checked up to length %d (parity %.6f)", self.name, x.shape[-1], parity)
-        if key != self._key:
-            self._checked_len = 0
+        length = int(x.shape[-1])
+        self._checked_len = length if fresh else max(self._checked_len, length)
         self._copy, self._key, self._off_key = net, key, None
-        self._checked_len = max(self._checked_len, int(x.shape[-1]))
         return y
 
 

