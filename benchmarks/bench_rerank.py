@@ -1,8 +1,8 @@
 """Hybrid first stage and cross-encoder reranking on the SciFact val fold (issue #4's closing numbers).
 
 Quality (nDCG@10, Recall@100 on the held-out val fold of SciFact train queries): BM25, dense (`lite`
-= MiniLM), hybrid RRF (k=60, 100 candidates per branch), hybrid + rerank of the top 20/50/100 with the
-trained cross-encoder fused with the first stage (weight learned on the same val fold by
+= MiniLM), hybrid (the default DBSF fusion, 100 candidates per branch), hybrid + rerank of the top
+20/50/100 with the trained cross-encoder fused with the first stage (weight learned on the same val fold by
 `mmrag train-reranker`, so this is the fold it was tuned on; "_crossfit" rows instead fuse each half of
 the fold with the weight learned on the other half), rerank alone, and bf16 / int8 against fp32.
 
@@ -173,7 +173,8 @@ def main() -> None:
         dense = r.search_batch(texts, k=args.depth, hybrid=False)
         quality["dense"] = ranking_metrics(qrels, dict(zip(qids, dense, strict=True)))
         hybrid = r.search_batch(texts, k=args.depth, hybrid=True)
-        quality["hybrid_rrf"] = ranking_metrics(qrels, dict(zip(qids, hybrid, strict=True)))
+        quality["hybrid"] = ranking_metrics(qrels, dict(zip(qids, hybrid, strict=True)))
+        result["fusion"] = r.fusion  # the first stage's fusion (results before stop 23: rrf, "hybrid_rrf")
 
         # fp32 scores of the deepest pool once; shallower pools are its prefixes
         fp32 = CrossEncoderReranker(reranker_path, threads=args.threads, precision="fp32")

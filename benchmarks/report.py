@@ -121,7 +121,9 @@ def rerank_pool_plot(r: dict[str, Any], path: Path) -> bool:
         ys = [q.get(f"{prefix}{p}{suffix}", {}).get("ndcg@10") for p in pools]
         if all(y is not None for y in ys):
             ax.plot(pools, ys, marker="o", label=label)
-    for name, style in (("hybrid_rrf", "--"), ("bm25", ":"), ("dense", "-.")):
+    if "hybrid_rrf" in q:  # results written before DBSF became the default fusion
+        q = {**q, "hybrid": q["hybrid_rrf"]}
+    for name, style in (("hybrid", "--"), ("bm25", ":"), ("dense", "-.")):
         if name in q:
             ax.axhline(q[name]["ndcg@10"], linestyle=style, color="grey", alpha=0.8)
             ax.annotate(name, (pools[-1], q[name]["ndcg@10"]), fontsize=7, va="bottom", ha="right")
@@ -270,6 +272,7 @@ def summary_section(results: Path) -> str:
             ("bm25", "BM25"),
             ("dense", "dense"),
             ("hybrid_rrf", "hybrid"),
+            ("hybrid", "hybrid"),
             ("hybrid+rerank@20_crossfit", "+rerank@20"),
         ]
         cells = " / ".join(f"{label} {q[k]['ndcg@10']:.3f}" for k, label in stages if k in q)

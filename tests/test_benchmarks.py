@@ -119,7 +119,7 @@ def test_rerank_benchmark_smoke(tmp_path: Path, data_dir: Path) -> None:
     assert set(q) >= {
         "bm25",
         "dense",
-        "hybrid_rrf",
+        "hybrid",
         "hybrid+rerank@3",
         "hybrid+rerank@5",
         "hybrid+rerank@3_int8",

@@ -56,7 +56,13 @@ def test_cli_default_search_runs_the_store_model_set(
     # No reranker yet: the first stage (hybrid: the store has BM25 vectors), and one line saying why.
     res, err = _run(capsys, ["search", "dense passage retrieval", "--store", store, "--k", "3"])
     assert res["hybrid"] is True and res["reranker"] is None
+    assert res["fusion"] == "dbsf"  # the default hybrid fusion (docs/search.md: measured against RRF)
     assert all(h["scores"]["fused"] is not None and h["scores"]["rerank"] is None for h in res["hits"])
+    # DBSF scores are normalised branch scores (up to 1 per branch); RRF's are at most 2 / 60.
+    assert max(h["scores"]["fused"] for h in res["hits"]) > 2 / 60
+    rrf, _ = _run(capsys, ["search", "dense passage retrieval", "--store", store, "--fusion", "rrf"])
+    assert rrf["fusion"] == "rrf" and rrf["hits"]
+    assert all(0 < h["scores"]["fused"] <= 2 / 60 for h in rrf["hits"])
     notes = [ln for ln in err.splitlines() if ln.startswith("note:")]
     assert len(notes) == 1 and "no default reranker" in notes[0] and "mmrag model-set" in notes[0]
 

@@ -42,8 +42,10 @@ def add_search_parser(sub: Any) -> None:
     )
     stage.add_argument("--dense-only", action="store_true", help="dense ANN only (no BM25)")
     stage.add_argument("--hybrid", action="store_true", help="fuse BM25 with dense search (= --mode hybrid)")
-    p.add_argument("--fusion", choices=["rrf", "dbsf"], default="rrf", help="hybrid fusion method")
-    p.add_argument("--rrf-k", type=int, default=60, help="RRF k")
+    p.add_argument(
+        "--fusion", choices=["dbsf", "rrf"], default="dbsf", help="hybrid fusion method [default: dbsf]"
+    )
+    p.add_argument("--rrf-k", type=int, default=60, help="RRF k (with --fusion rrf)")
     p.add_argument("--dense-pool", type=int, help="hybrid: dense candidates (default --pool)")
     p.add_argument("--sparse-pool", type=int, help="hybrid: BM25 candidates (default --pool)")
     rr = p.add_mutually_exclusive_group()

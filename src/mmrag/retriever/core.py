@@ -66,7 +66,9 @@ class Retriever:
         exact: Scan every point instead of the HNSW graph (reproducible runs, recall baselines).
         vector: Named vector to search; default: the encoder's own vector in the store.
         hybrid: Default for text queries: fuse BM25 with dense (needs a store with BM25 vectors).
-        fusion: ``"rrf"`` or ``"dbsf"`` (see :mod:`mmrag.retriever.fusion`).
+        fusion: ``"dbsf"`` (default) or ``"rrf"`` (see :mod:`mmrag.retriever.fusion`). DBSF keeps how
+            far apart each branch's scores are, which RRF's ranks drop: on SciFact's training queries
+            it scores nDCG@10 0.728 against RRF's 0.710 (docs/search.md).
         rrf_k: RRF's ``k``.
         dense_pool: Candidates from the dense branch in hybrid mode (default ``pool``).
         sparse_pool: Candidates from the BM25 branch in hybrid mode (default ``pool``).
@@ -91,7 +93,7 @@ class Retriever:
         exact: bool = False,
         vector: str | None = None,
         hybrid: bool = False,
-        fusion: FusionMethod = "rrf",
+        fusion: FusionMethod = "dbsf",
         rrf_k: int = 60,
         dense_pool: int | None = None,
         sparse_pool: int | None = None,
