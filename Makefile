@@ -14,7 +14,7 @@ DEMO_IMAGES ?= 200
 CKPT ?= checkpoints/lite-flickr8k
 # The demo's reranker: a short fixed-step run on a SciFact slice (see `make bench` for the full one).
 DEMO_RERANKER ?= checkpoints/reranker-demo
-DEMO_RERANKER_ARGS ?= --docs 800 --steps 120 --titles 200
+DEMO_RERANKER_ARGS ?= --docs 800 --steps 120
 
 .PHONY: install sysdeps demo test lint bench clean
 

@@ -52,7 +52,7 @@ def test_mine_groups_takes_the_first_stage_as_a_callable() -> None:
 
 def test_rerank_report_json_is_the_checkpoint_config(tmp_path: Path) -> None:
     unseen = {"first_stage_ndcg@10": 0.45, "rerank_only_ndcg@10": 0.4, "fused_ndcg@10": 0.5}
-    cal = Calibration(0.4, {0.0: 0.5, 0.4: 0.6, 1.0: 0.55}, 0.5, 0.55, 0.6, 30, 20, unseen, 12)
+    cal = Calibration(0.4, {0.0: 0.5, 0.4: 0.6, 1.0: 0.55}, 0.5, 0.55, 0.6, 30, 20, unseen, 12, 0.58)
     fit = FitStats(5, 10, 40, 3.2, 1.1, 0.9)
     report = RerankTrainReport(tmp_path, "minilm", 112, "hybrid", RerankTrainConfig(), fit, 44, 100, cal)
     d = report.to_dict()
@@ -61,8 +61,8 @@ def test_rerank_report_json_is_the_checkpoint_config(tmp_path: Path) -> None:
     ]  # fmt: skip
     assert d["fusion_weights"] == {"text": 0.4} and d["train"]["steps"] == 5 and d["train"]["groups"] == 44
     assert list(d["val"]) == [
-        "weight", "curve", "first_stage_ndcg@10", "rerank_only_ndcg@10", "fused_ndcg@10", "queries", "pool",
-        "unseen",
+        "weight", "curve", "first_stage_ndcg@10", "rerank_only_ndcg@10", "fused_ndcg@10",
+        "fused_crossfit_ndcg@10", "queries", "pool", "unseen",
     ]  # fmt: skip
     assert d["val"]["unseen"] == {**unseen, "queries": 12}
     json.dumps(d)
@@ -75,6 +75,7 @@ def test_rerank_report_json_is_the_checkpoint_config(tmp_path: Path) -> None:
         "first stage (hybrid)        0.5000      0.4500",
         "rerank alone                0.5500      0.4000",
         "fused (w=0.40)              0.6000      0.5000",
+        "fused, cross-fitted         0.5800           -",
         f"use it: mmrag model-set --reranker {tmp_path}   (then plain `mmrag search QUERY`)",
     ]
 

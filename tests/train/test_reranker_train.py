@@ -49,4 +49,5 @@ def test_cli_shows_progress_and_prints_the_validation_table(
     for bar in ("index corpus", "mine negatives", "train reranker", "validate"):
         assert bar in err, f"no {bar!r} progress bar on stderr"
     assert "nDCG@10, val fold" in out and "rerank alone" in out and "fused (w=" in out
+    assert "fused, cross-fitted" in out  # 4 val queries: two halves of two
     assert f"mmrag model-set --reranker {tmp_path / 'rr'}" in out

@@ -147,12 +147,17 @@ def add_train_reranker_parser(sub: Any) -> None:
     p.add_argument(
         "--steps",
         type=int,
-        help="optimisation steps, fixed: same command and seed, same model [default 400, or --epochs]",
+        help="optimisation steps, fixed: same command and seed, same model [default 800, or --epochs]",
     )
     p.add_argument("--docs", type=int, help="corpus cap: the first N docs plus every judged one (quick runs)")
     p.add_argument("--negatives", type=int, default=3, help="hard negatives per positive")
     p.add_argument("--depth", type=int, default=30, help="first-stage candidates to mine from")
-    p.add_argument("--titles", type=int, default=400, help="title -> abstract groups")
+    p.add_argument(
+        "--titles",
+        type=int,
+        default=0,
+        help="title -> abstract groups from the corpus [default 0: they cost quality]",
+    )
     p.add_argument("--max-length", type=int, default=112, help="tokens per pair")
     p.add_argument("--epochs", type=int, help="whole passes over the mined groups (instead of --steps)")
     p.add_argument("--lr", type=float, default=3e-4, help="encoder learning rate")
@@ -322,7 +327,7 @@ def cmd_train_reranker(args: argparse.Namespace) -> int:
         head_lr=args.head_lr,
         freeze_layers=args.freeze_layers,
         batch_groups=args.batch_groups,
-        steps=args.steps if args.steps is not None else (None if args.epochs else 400),
+        steps=args.steps if args.steps is not None else (None if args.epochs else RerankTrainConfig().steps),
         docs=args.docs,
         val_pool=args.val_pool,
         seed=args.seed,

@@ -75,7 +75,7 @@ class ScoreFusion:
         return out
 
 
-def _order(hits: Sequence[Hit], final: Sequence[float]) -> list[Hit]:
+def order_by(hits: Sequence[Hit], final: Sequence[float]) -> list[Hit]:
     """Hits by final score, best first; ties keep the first-stage order."""
     return [hits[i] for i in sorted(range(len(hits)), key=lambda i: (-final[i], i))]
 
@@ -103,7 +103,7 @@ def learn_weight(
         fusion = ScoreFusion({modality: w}, default=w)
         ordered = []
         for hits, scores in zip(pools, rerank_scores, strict=True):
-            ordered.append(_order(hits, fusion.combine(hits, scores)))
+            ordered.append(order_by(hits, fusion.combine(hits, scores)))
         curve[w] = metric(ordered)
     best = max(curve.values())
     return min(w for w, v in curve.items() if v == best), curve

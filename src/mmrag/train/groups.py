@@ -42,7 +42,7 @@ def mine_groups(
     *,
     negatives: int = 3,
     depth: int = 30,
-    titles: int = 400,
+    titles: int = 0,
     seed: int = 0,
     exclude: Collection[str] = (),
 ) -> list[Group]:
@@ -55,7 +55,7 @@ def mine_groups(
         negatives: Negatives per group, sampled from the first stage's non-relevant candidates.
         depth: Candidates per title query; training queries look ``2 * depth`` deep.
         titles: Title → abstract groups (the title as query, its own abstract as the positive):
-            far more groups than the labelled queries give.
+            far more groups than the labelled queries give (0: none, ``train-reranker``'s default).
         seed: Seeds the sampling and the final shuffle.
         exclude: Docs that must not become training positives (the validation queries' relevant
             docs: a title group would otherwise teach the reranker the very answer it is judged on).

@@ -9,8 +9,9 @@ cross-encoder worse than the first stage (issue #4). This trainer instead:
 
 * mines its negatives from the first stage it will rerank (hybrid BM25 + dense pool of every
   training query, so both lexical and semantic near-misses), ``negatives`` per positive;
-* adds title → abstract groups from the corpus (the title as query, its own abstract as the
-  positive, the abstracts the first stage returns for the title as negatives): far more pairs;
+* can add title → abstract groups from the corpus (the title as query, its own abstract as the
+  positive, the abstracts the first stage returns for the title as negatives): far more pairs, but
+  off by default, since on the validation fold they cost more than they gave (``RerankTrainConfig``);
 * trains listwise: softmax cross-entropy over (1 positive + n negatives) per group, the loss that
   matches a reranker's job (order a pool), not a per-pair probability;
 * never sees the validation fold: its queries are excluded, and the fusion weight with the
@@ -22,13 +23,13 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mmrag.eval.corpus import doc_ids, index_corpus, ranking_metrics
 from mmrag.rerank.cross_encoder import CONFIG_FILE, CrossEncoderReranker
-from mmrag.rerank.fusion import learn_weight
+from mmrag.rerank.fusion import ScoreFusion, learn_weight, order_by
 from mmrag.store.payload import TRAIN_WRITER
 from mmrag.train.groups import Group, mine_groups
 from mmrag.train.reranker_report import Calibration, FitStats, RerankTrainConfig, RerankTrainReport
@@ -169,6 +170,7 @@ def calibrate(
         return ranking_metrics(sub, dict(zip(ids, ordered, strict=True)), ks=(10,))["ndcg@10"]
 
     best, curve = learn_weight(pools, scores, ndcg)
+    crossfit = _crossfit(pools, scores, list(val_ids), ndcg)
     unseen_stats = None
     keep = [i for i, q in enumerate(val_ids) if q in set(unseen)]
     if keep:
@@ -191,7 +193,33 @@ def calibrate(
         pool=pool,
         unseen=unseen_stats,
         unseen_queries=len(keep),
+        fused_crossfit=crossfit,
     )
+
+
+def _crossfit(
+    pools: Sequence[Sequence[Hit]],
+    scores: Sequence[Sequence[float | None]],
+    ids: list[str],
+    ndcg: Callable[[list[list[Hit]], Sequence[str]], float],
+) -> float | None:
+    """nDCG@10 of the fold when each half (alternate queries) is fused with the weight learned on the
+    other half: an estimate of the fused gain that is not tuned on the queries it scores."""
+    if len(ids) < 4:
+        return None
+    halves = [list(range(0, len(ids), 2)), list(range(1, len(ids), 2))]
+    ordered: dict[int, list[Hit]] = {}
+    for fit_on, apply_to in (halves, halves[::-1]):
+        sub = [ids[i] for i in fit_on]
+
+        def metric(ordered_half: list[list[Hit]], sub: list[str] = sub) -> float:
+            return ndcg(ordered_half, sub)
+
+        w, _ = learn_weight([pools[i] for i in fit_on], [scores[i] for i in fit_on], metric)
+        fusion = ScoreFusion({"text": w}, default=w)
+        for i in apply_to:
+            ordered[i] = order_by(pools[i], fusion.combine(pools[i], scores[i]))
+    return ndcg([ordered[i] for i in range(len(ids))], ids)
 
 
 def train_reranker(
@@ -271,6 +299,8 @@ def train_reranker(
             [ds.queries[q] for q in val_ids], k=cfg.val_pool, hybrid=True, rerank=False
         )
         cal = calibrate(reranker, ds, val_ids, val_pools, cfg.val_pool, unseen=unseen, progress=progress)
+        # The weight is learned against this first stage's scores: the report names it.
+        fusion_name = retriever.fusion + (f" k={retriever.rrf_k}" if retriever.fusion == "rrf" else "")
     out.mkdir(parents=True, exist_ok=True)
     reranker.model.save_pretrained(out)
     reranker.tokenizer.save_pretrained(out)
@@ -278,7 +308,7 @@ def train_reranker(
         checkpoint=out,
         base=reranker.source,
         max_length=cfg.max_length,
-        first_stage="hybrid rrf k=60 (BM25 + dense " + encoder.id + ")",
+        first_stage=f"hybrid {fusion_name} (BM25 + dense {encoder.id})",
         config=cfg,
         fit=fitted,
         groups=len(groups),
