@@ -6,7 +6,8 @@ the held-out val fold of the SciFact train queries (as ``benchmarks/bench_rerank
 Systems, each in its framework's own idiom:
 
 * mmrag: ``Retriever`` over an embedded Qdrant Edge store, dense + cross-encoder rerank (and, as an extra
-  row, hybrid BM25 + dense RRF + rerank: the peers have no BM25 here without downloading a hub model);
+  row, hybrid BM25 + dense (the default DBSF fusion) + rerank: the peers have no BM25 here without
+  downloading a hub model);
 * LangChain: ``langchain_qdrant.QdrantVectorStore`` (qdrant-client local mode, ``:memory:``) +
   ``ContextualCompressionRetriever(CrossEncoderReranker(HuggingFaceCrossEncoder))``;
 * Haystack: ``QdrantDocumentStore`` (local mode, ``:memory:``) + ``QdrantEmbeddingRetriever`` +
@@ -342,6 +343,7 @@ def run(
         "pool": args.pool,
         "top": TOP,
         "threads": args.threads,
+        "fusion": _default_fusion(),  # mmrag_hybrid's first stage (RRF in runs before this key)
         "rounds": args.rounds,
         "latency_queries": len(lat_q),
         "index_rounds": args.index_rounds,
@@ -367,6 +369,15 @@ def run(
             "indexed_vectors": store.stats().get("indexed_vectors"),
         },
     }
+
+
+def _default_fusion() -> str:
+    """The hybrid fusion a ``Retriever`` built without ``fusion=`` uses (peer_stacks builds it so)."""
+    import inspect
+
+    from mmrag.retriever import Retriever
+
+    return str(inspect.signature(Retriever).parameters["fusion"].default)
 
 
 if __name__ == "__main__":

@@ -174,7 +174,7 @@ def main() -> None:
         quality["dense"] = ranking_metrics(qrels, dict(zip(qids, dense, strict=True)))
         hybrid = r.search_batch(texts, k=args.depth, hybrid=True)
         quality["hybrid"] = ranking_metrics(qrels, dict(zip(qids, hybrid, strict=True)))
-        result["fusion"] = r.fusion  # the first stage's fusion (results before stop 23: rrf, "hybrid_rrf")
+        result["fusion"] = r.fusion  # the first stage's fusion (older results: RRF, under "hybrid_rrf")
 
         # fp32 scores of the deepest pool once; shallower pools are its prefixes
         fp32 = CrossEncoderReranker(reranker_path, threads=args.threads, precision="fp32")

@@ -556,11 +556,12 @@ def rerank_section(r: dict[str, Any]) -> str:
 
 Command: `python benchmarks/bench_rerank.py --threads {r["threads"]}` (reranker: `{rr["path"]}`).
 {r["queries"]} held-out val-fold queries of SciFact train, whole corpus
-({r["corpus"]:,} abstracts); dense = `{r["encoder"]}` (MiniLM text tower); hybrid = RRF k=60 of BM25 and
-dense, {r["depth"]} candidates per branch; "+rerank@N" = the top N re-ordered by the cross-encoder fused
-with the first-stage score (text weight {rr["fusion_weight_text"]}, learned on this same fold, so these rows
-are optimistic; "_crossfit" rows fuse each half of the fold with the weight learned on the other half, the
-unbiased estimate); "rerank_only" = cross-encoder order alone. Cross-encoder max_length {rr["max_length"]}.
+({r["corpus"]:,} abstracts); dense = `{r["encoder"]}` (MiniLM text tower); hybrid =
+{r.get("fusion", "rrf").upper()} of BM25 and dense, {r["depth"]} candidates per branch; "+rerank@N" = the
+top N re-ordered by the cross-encoder fused with the first-stage score (text weight
+{rr["fusion_weight_text"]}, learned on this same fold, so these rows are optimistic; "_crossfit" rows fuse
+each half of the fold with the weight learned on the other half, the unbiased estimate); "rerank_only" =
+cross-encoder order alone. Cross-encoder max_length {rr["max_length"]}.
 
 | run | nDCG@10 | Recall@100 |
 |---|---|---|
@@ -694,7 +695,8 @@ indexes it).
 * Stores: mmrag on embedded Qdrant Edge (it also writes BM25 sparse vectors at index time); LangChain
   (`QdrantVectorStore`) and Haystack (`QdrantDocumentStore` + `QdrantEmbeddingRetriever`) on qdrant-client's
   local mode (`:memory:`, exact NumPy search), their embedded option. `mmrag_hybrid`: BM25 + dense fused by
-  RRF (k=60, 100 per branch) as first stage, an mmrag-only row (the peers' BM25 needs a hub model).
+  the retriever's default fusion ({r.get("fusion", "rrf").upper()}), 100 per branch, as first stage, an
+  mmrag-only row (the peers' BM25 needs a hub model).
 * Latency: {r["latency_queries"]} queries x {r["rounds"]} rounds; each query goes to every system in turn
   (order rotated), torch threads {r["threads"]}; p50 / p95 per round, medians over rounds. "x mmrag" = this
   system / mmrag (dense) in the same round, median over rounds. Index: median of {r["index_rounds"]} builds.

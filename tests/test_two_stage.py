@@ -63,6 +63,8 @@ def test_cli_default_search_runs_the_store_model_set(
     rrf, _ = _run(capsys, ["search", "dense passage retrieval", "--store", store, "--fusion", "rrf"])
     assert rrf["fusion"] == "rrf" and rrf["hits"]
     assert all(0 < h["scores"]["fused"] <= 2 / 60 for h in rrf["hits"])
+    assert main(["search", "dense passage retrieval", "--store", store, "--rrf-k", "10"]) == 2
+    assert "--rrf-k applies to --fusion rrf only" in capsys.readouterr().err  # not silently ignored
     notes = [ln for ln in err.splitlines() if ln.startswith("note:")]
     assert len(notes) == 1 and "no default reranker" in notes[0] and "mmrag model-set" in notes[0]
 

@@ -73,3 +73,30 @@ def test_a_configured_reranker_that_is_the_recorded_one_keeps_its_options(tmp_pa
         assert wiring.reranker_spec(Settings(), store, int8=False) == RerankerSpec(
             recorded.model, int8=False, fusion_weights={"text": 0.3}
         )
+
+
+class _Calibrated:
+    """A reranker whose checkpoint says which first stage its fusion weight was learned behind."""
+
+    def __init__(self) -> None:
+        self.id = "rr-old"
+        self.meta = {"first_stage": "hybrid rrf k=60 (BM25 + dense lite-untrained-v1)"}
+
+    def rerank(self, query: str, hits: list[object]) -> list[object]:
+        return hits
+
+
+def test_a_reranker_calibrated_behind_another_fusion_is_flagged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    enc = HashEncoder()
+    with wiring.open_store(Settings(store=str(tmp_path / "s"))) as store:
+        store.ensure_vector(vector_spec(enc))
+        models = wiring.LoadedModels(enc, _Calibrated())  # type: ignore[arg-type]
+        with caplog.at_level("WARNING", logger="mmrag.wiring"):
+            wiring.build_retriever(models, store, hybrid=True, fusion="rrf")
+            assert not caplog.records  # the fusion it was calibrated behind: nothing to say
+            r = wiring.build_retriever(models, store, hybrid=True)
+        assert r.fusion == "dbsf"
+        (rec,) = caplog.records
+        assert "calibrated behind hybrid rrf k=60" in rec.getMessage() and "--fusion rrf" in rec.getMessage()

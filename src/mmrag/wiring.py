@@ -224,4 +224,17 @@ def build_retriever(models: LoadedModels, store: QdrantStore, **options: Any) ->
 
     if options.get("hybrid") is None:
         options["hybrid"] = store.meta.model_set().hybrid
-    return Retriever(models.encoder, store, reranker=models.reranker, **options)
+    retriever = Retriever(models.encoder, store, reranker=models.reranker, **options)
+    calibrated = str((getattr(models.reranker, "meta", None) or {}).get("first_stage", ""))
+    if retriever.hybrid and calibrated.startswith("hybrid ") and calibrated.split()[1] != retriever.fusion:
+        # A checkpoint's fusion weight was learned on one first stage's score scale (RRF before DBSF
+        # became the default): it still runs, but its weight may no longer be the best one.
+        log.warning(
+            "reranker %s was calibrated behind %s, but this search fuses with %s: retrain it "
+            "(mmrag train-reranker), or in the CLI search with --fusion %s",
+            getattr(models.reranker, "id", models.reranker),
+            calibrated.split(" (")[0],
+            retriever.fusion,
+            calibrated.split()[1],
+        )
+    return retriever

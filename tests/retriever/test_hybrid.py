@@ -64,12 +64,13 @@ def test_hybrid_recall_on_real_queries(scifact: tuple[Retriever, BeirDataset]) -
     assert len(qids) >= 20
     qrels = {q: dict(ds.qrels[q]) for q in qids}
     dense = recall_at_k(qrels, _run(r, ds, qids, hybrid=False), 10)
-    rrf = recall_at_k(qrels, _run(r, ds, qids, hybrid=True), 10)
-    bm25_only = Retriever(r.encoder, r.store, pool=30, hybrid=True, dense_pool=1)  # ~BM25 alone
-    bm25 = recall_at_k(qrels, _run(bm25_only, ds, qids), 10)
-    dbsf = recall_at_k(
-        qrels, _run(Retriever(r.encoder, r.store, pool=30, hybrid=True, fusion="dbsf"), ds, qids), 10
+    rrf = recall_at_k(
+        qrels, _run(Retriever(r.encoder, r.store, pool=30, hybrid=True, fusion="rrf"), ds, qids), 10
     )
+    bm25_only = Retriever(r.encoder, r.store, pool=30, hybrid=True, dense_pool=1, fusion="rrf")  # ~BM25
+    bm25 = recall_at_k(qrels, _run(bm25_only, ds, qids), 10)
+    dbsf = recall_at_k(qrels, _run(r, ds, qids, hybrid=True), 10)  # the default fusion
+    assert r.fusion == "dbsf"
     # Real BM25 beats hashed bag-of-words on SciFact; fusing keeps most of the better branch.
     assert bm25 > dense
     assert rrf >= min(bm25, dense) and dbsf >= min(bm25, dense)

@@ -45,7 +45,7 @@ def add_search_parser(sub: Any) -> None:
     p.add_argument(
         "--fusion", choices=["dbsf", "rrf"], default="dbsf", help="hybrid fusion method [default: dbsf]"
     )
-    p.add_argument("--rrf-k", type=int, default=60, help="RRF k (with --fusion rrf)")
+    p.add_argument("--rrf-k", type=int, help="RRF k [default 60; only with --fusion rrf]")
     p.add_argument("--dense-pool", type=int, help="hybrid: dense candidates (default --pool)")
     p.add_argument("--sparse-pool", type=int, help="hybrid: BM25 candidates (default --pool)")
     rr = p.add_mutually_exclusive_group()
@@ -154,7 +154,7 @@ def cmd_search(args: argparse.Namespace) -> int:
             hnsw_ef=args.hnsw_ef,
             hybrid=None if mode is None else mode is RetrievalMode.HYBRID,
             fusion=args.fusion,
-            rrf_k=args.rrf_k,
+            rrf_k=_rrf_k(args),
             dense_pool=args.dense_pool,
             sparse_pool=args.sparse_pool,
         )
@@ -253,3 +253,12 @@ class _ModelSetView:
 
     def to_text(self) -> str:
         return "\n".join([f"store: {self.info.location}", *self.info.model_set_lines()])
+
+
+def _rrf_k(args: argparse.Namespace) -> int:
+    """``--rrf-k`` only means something to RRF: with DBSF (the default) it is an error, not ignored."""
+    if args.rrf_k is None:
+        return 60
+    if args.fusion != "rrf":
+        raise MmragError(f"--rrf-k applies to --fusion rrf only (this search fuses with {args.fusion})")
+    return int(args.rrf_k)

@@ -322,12 +322,14 @@ def cmd_train_reranker(args: argparse.Namespace) -> int:
         depth=args.depth,
         titles=args.titles,
         max_length=args.max_length,
-        epochs=args.epochs or 1,
+        epochs=args.epochs if args.epochs is not None else 1,
         lr=args.lr,
         head_lr=args.head_lr,
         freeze_layers=args.freeze_layers,
         batch_groups=args.batch_groups,
-        steps=args.steps if args.steps is not None else (None if args.epochs else RerankTrainConfig().steps),
+        steps=args.steps
+        if args.steps is not None
+        else (None if args.epochs is not None else RerankTrainConfig().steps),
         docs=args.docs,
         val_pool=args.val_pool,
         seed=args.seed,

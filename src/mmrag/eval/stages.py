@@ -4,7 +4,7 @@
 
 * ``bm25``: the store's BM25 vectors alone;
 * ``dense``: dense ANN alone;
-* ``hybrid``: both fused (RRF, as the retriever fuses them);
+* ``hybrid``: both fused (DBSF by default, as the retriever fuses them);
 * ``hybrid+rerank``: the hybrid pool's top ``pool`` reordered by the reranker's fused score (the
   production pipeline), the rest of the pool kept behind it;
 * ``rerank``: the same top ``pool`` ordered by the cross-encoder's score alone.

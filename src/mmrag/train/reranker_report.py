@@ -35,7 +35,7 @@ class RerankTrainConfig:
     warmup: float = 0.1
     # A fixed number of optimisation steps (not a time budget): the same command and seed give the same
     # checkpoint on any machine. None: one pass over the mined groups per epoch.
-    # 800: ~7.7 passes over the 833 query groups. On the val fold (pool 20, DBSF first stage 0.747)
+    # 800: ~7.7 passes over the 833 query groups. On the val fold (pool 20, 20 per branch, DBSF 0.747)
     # 400 steps gave rerank alone 0.663-0.713 and fused 0.769-0.788 across seeds; 800 gave 0.720 / 0.793.
     steps: int | None = 800
     freeze_layers: int = 3  # bottom transformer layers kept fixed (with the embeddings): faster steps
