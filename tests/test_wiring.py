@@ -97,6 +97,7 @@ def test_a_reranker_calibrated_behind_another_fusion_is_flagged(
             wiring.build_retriever(models, store, hybrid=True, fusion="rrf")
             assert not caplog.records  # the fusion it was calibrated behind: nothing to say
             r = wiring.build_retriever(models, store, hybrid=True)
+            wiring.build_retriever(models, store, hybrid=True)  # the app builds one per search: said once
         assert r.fusion == "dbsf"
         (rec,) = caplog.records
         assert "calibrated behind hybrid rrf k=60" in rec.getMessage() and "--fusion rrf" in rec.getMessage()

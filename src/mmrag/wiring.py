@@ -225,16 +225,28 @@ def build_retriever(models: LoadedModels, store: QdrantStore, **options: Any) ->
     if options.get("hybrid") is None:
         options["hybrid"] = store.meta.model_set().hybrid
     retriever = Retriever(models.encoder, store, reranker=models.reranker, **options)
-    calibrated = str((getattr(models.reranker, "meta", None) or {}).get("first_stage", ""))
-    if retriever.hybrid and calibrated.startswith("hybrid ") and calibrated.split()[1] != retriever.fusion:
-        # A checkpoint's fusion weight was learned on one first stage's score scale (RRF before DBSF
-        # became the default): it still runs, but its weight may no longer be the best one.
-        log.warning(
-            "reranker %s was calibrated behind %s, but this search fuses with %s: retrain it "
-            "(mmrag train-reranker), or in the CLI search with --fusion %s",
-            getattr(models.reranker, "id", models.reranker),
-            calibrated.split(" (")[0],
-            retriever.fusion,
-            calibrated.split()[1],
-        )
+    if retriever.hybrid:
+        _check_calibration(models.reranker, retriever.fusion)
     return retriever
+
+
+_MISMATCHES_SEEN: set[tuple[str, str]] = set()  # (reranker, fusion) pairs already warned about
+
+
+def _check_calibration(reranker: Reranker | None, fusion: str) -> None:
+    """Warn (once per reranker and fusion: the app builds a retriever per search) when a checkpoint's
+    fusion weight was learned behind another first-stage fusion (RRF before DBSF became the default):
+    it still runs, but on another score scale, so its weight may no longer be the best one."""
+    calibrated = str((getattr(reranker, "meta", None) or {}).get("first_stage", ""))
+    words = calibrated.split()
+    if len(words) < 2 or words[0] != "hybrid" or words[1] == fusion:
+        return
+    key = (str(getattr(reranker, "id", reranker)), fusion)
+    if key in _MISMATCHES_SEEN:
+        return
+    _MISMATCHES_SEEN.add(key)
+    log.warning(
+        "reranker %s was calibrated behind %s, but this search fuses with %s: retrain it "
+        "(mmrag train-reranker), or in the CLI search with --fusion %s",
+        key[0], calibrated.split(" (")[0], fusion, words[1],
+    )  # fmt: skip
