@@ -135,7 +135,7 @@ def main() -> None:
     from mmrag.eval.datasets import scifact_val_slice
     from mmrag.eval.metrics import evaluate
     from mmrag.rerank import CrossEncoderReranker
-    from mmrag.rerank.fusion import ScoreFusion, learn_weight
+    from mmrag.rerank.fusion import ScoreFusion, cross_fit
     from mmrag.retriever import Retriever
     from mmrag.store import QdrantStore
     from mmrag.types import Hit
@@ -197,29 +197,17 @@ def main() -> None:
             return out
 
         def crossfit(pool: int) -> tuple[dict[str, list[Hit]], list[float]]:
-            """Two-fold cross-fitting: each half of the queries is fused with the weight learned on the
-            other half, an unbiased estimate of what a weight learned on held-out queries gives."""
-            halves = [list(range(0, len(qids), 2)), list(range(1, len(qids), 2))]
-            runs: dict[str, list[Hit]] = {}
-            weights = []
-            for fit_on, apply_to in (halves, halves[::-1]):
-                sub_q = {qids[i]: qrels[qids[i]] for i in fit_on}
+            """Two-fold cross-fitting (mmrag.rerank.fusion.cross_fit): each half of the queries is fused
+            with the weight learned on the other half, the tail of each pool kept behind its head."""
 
-                def ndcg(ordered: list[list[Hit]], sub_q: dict[str, dict[str, int]] = sub_q) -> float:
-                    return ranking_metrics(sub_q, dict(zip(sub_q, ordered, strict=True)), ks=(10,))["ndcg@10"]
+            def ndcg(ordered: list[list[Hit]], idx: list[int]) -> float:
+                sub_q = {qids[i]: qrels[qids[i]] for i in idx}
+                return ranking_metrics(sub_q, dict(zip(sub_q, ordered, strict=True)), ks=(10,))["ndcg@10"]
 
-                w, _ = learn_weight(
-                    [hybrid[i][:pool] for i in fit_on],
-                    [[float(x) for x in scores[i][:pool]] for i in fit_on],
-                    ndcg,
-                )
-                weights.append(w)
-                fu = ScoreFusion({}, default=w)
-                for i in apply_to:
-                    head = hybrid[i][:pool]
-                    final = fu.combine(head, [float(x) for x in scores[i][:pool]])
-                    runs[qids[i]] = [head[j] for j in sorted(range(len(head)), key=lambda j: (-final[j], j))]
-                    runs[qids[i]] += list(hybrid[i][pool:])
+            heads, weights = cross_fit(
+                [h[:pool] for h in hybrid], [[float(x) for x in s[:pool]] for s in scores], ndcg
+            )
+            runs = {q: head + list(hits[pool:]) for q, head, hits in zip(qids, heads, hybrid, strict=True)}
             return runs, weights
 
         result["crossfit_weights"] = {}

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from mmrag.rerank.fusion import learn_weight
+from mmrag.rerank.fusion import cross_fit, learn_weight
 from mmrag.train.reranker import _crossfit
 from mmrag.types import Chunk, Hit
 
@@ -41,3 +41,7 @@ def test_a_gain_tuned_on_half_the_fold_does_not_carry_over() -> None:
     crossfit = _crossfit(pools, scores, ids, _top1)
     assert crossfit is not None and crossfit < curve[best]
     assert _crossfit(pools[:3], scores[:3], ids[:3], _top1) is None  # too few queries to split
+    # each half was fused with the other half's weight: the even queries' (rerank right) and the odd
+    # queries' (first stage only) weights, in that order
+    ordered, weights = cross_fit(pools, scores, lambda o, idx: _top1(o, [ids[i] for i in idx]))
+    assert weights[0] > 0 and weights[1] == 0.0 and len(ordered) == len(pools)

@@ -107,3 +107,39 @@ def learn_weight(
         curve[w] = metric(ordered)
     best = max(curve.values())
     return min(w for w, v in curve.items() if v == best), curve
+
+
+def cross_fit(
+    pools: Sequence[Sequence[Hit]],
+    rerank_scores: Sequence[Sequence[float | None]],
+    metric: Callable[[list[list[Hit]], list[int]], float],
+    modality: str = "text",
+) -> tuple[list[list[Hit]], list[float]]:
+    """Two-fold cross-fitting of the fusion weight: each half of the queries (alternate ones) is
+    re-ordered with the weight :func:`learn_weight` finds on the other half, an estimate of the fused
+    gain that is not tuned on the queries it scores.
+
+    Args:
+        pools, rerank_scores, modality: As for :func:`learn_weight`.
+        metric: Quality of re-ordered pools, given with the indices (into ``pools``) of their queries.
+
+    Returns:
+        Every pool re-ordered (in input order) and the two weights (learned on the even, then the
+        odd queries).
+    """
+    halves = [list(range(0, len(pools), 2)), list(range(1, len(pools), 2))]
+    ordered: dict[int, list[Hit]] = {}
+    weights = []
+    for fit_on, apply_to in (halves, halves[::-1]):
+
+        def half_metric(o: list[list[Hit]], idx: list[int] = fit_on) -> float:
+            return metric(o, idx)
+
+        w, _ = learn_weight(
+            [pools[i] for i in fit_on], [rerank_scores[i] for i in fit_on], half_metric, modality=modality
+        )
+        weights.append(w)
+        fusion = ScoreFusion({modality: w}, default=w)
+        for i in apply_to:
+            ordered[i] = order_by(pools[i], fusion.combine(pools[i], rerank_scores[i]))
+    return [ordered[i] for i in range(len(pools))], weights

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 
 from mmrag.eval.corpus import doc_ids, index_corpus, ranking_metrics
 from mmrag.rerank.cross_encoder import CONFIG_FILE, CrossEncoderReranker
-from mmrag.rerank.fusion import ScoreFusion, learn_weight, order_by
+from mmrag.rerank.fusion import cross_fit, learn_weight
 from mmrag.store.payload import TRAIN_WRITER
 from mmrag.train.groups import Group, mine_groups
 from mmrag.train.reranker_report import Calibration, FitStats, RerankTrainConfig, RerankTrainReport
@@ -203,23 +203,11 @@ def _crossfit(
     ids: list[str],
     ndcg: Callable[[list[list[Hit]], Sequence[str]], float],
 ) -> float | None:
-    """nDCG@10 of the fold when each half (alternate queries) is fused with the weight learned on the
-    other half: an estimate of the fused gain that is not tuned on the queries it scores."""
+    """nDCG@10 of the fold cross-fitted (:func:`mmrag.rerank.fusion.cross_fit`); None under 4 queries."""
     if len(ids) < 4:
         return None
-    halves = [list(range(0, len(ids), 2)), list(range(1, len(ids), 2))]
-    ordered: dict[int, list[Hit]] = {}
-    for fit_on, apply_to in (halves, halves[::-1]):
-        sub = [ids[i] for i in fit_on]
-
-        def metric(ordered_half: list[list[Hit]], sub: list[str] = sub) -> float:
-            return ndcg(ordered_half, sub)
-
-        w, _ = learn_weight([pools[i] for i in fit_on], [scores[i] for i in fit_on], metric)
-        fusion = ScoreFusion({"text": w}, default=w)
-        for i in apply_to:
-            ordered[i] = order_by(pools[i], fusion.combine(pools[i], scores[i]))
-    return ndcg([ordered[i] for i in range(len(ids))], ids)
+    ordered, _ = cross_fit(pools, scores, lambda o, idx: ndcg(o, [ids[i] for i in idx]))
+    return ndcg(ordered, ids)
 
 
 def train_reranker(
