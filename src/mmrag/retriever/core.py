@@ -317,10 +317,10 @@ class Retriever:
         timings["encode"] = t1 - t0
         n = len(queries)
         if not use_hybrid:
-            with span("ann", queries=n, k=max(k, size), vector=self.vector) as sp:
-                first = self.search_vectors(
-                    qvecs, k=max(k, size), modality=modality, filters=filters, pool=size
-                )
+            # the rerank pool when a reranker will read it; else k (no payloads fetched for nothing)
+            depth = max(k, size) if use_rerank and self.reranker is not None else k
+            with span("ann", queries=n, k=depth, vector=self.vector) as sp:
+                first = self.search_vectors(qvecs, k=depth, modality=modality, filters=filters, pool=depth)
                 sp.set(hits=sum(map(len, first)))
             timings["ann"] = time.perf_counter() - t1
         else:
@@ -389,11 +389,16 @@ class Retriever:
         filters: Filters | None,
         pool: int | None,
     ) -> list[list[Hit]]:
-        """Dense search with precomputed query vectors (rows of ``qvecs``), one hit list per row."""
+        """Dense search with precomputed query vectors (rows of ``qvecs``), one hit list per row.
+
+        Only ``k`` points are fetched: nothing reranks these hits, so a deeper ``pool`` (checked,
+        kept in the signature) would fetch payloads only to cut them; HNSW's ``ef`` still applies.
+        """
         if k < 1:
             raise ConfigError(f"k must be >= 1, got {k}")
-        size = max(k, pool if pool is not None else self.pool)
+        if pool is not None and pool < 1:
+            raise ConfigError(f"pool must be >= 1, got {pool}")
         results = self.store.search(
-            self.vector, qvecs, size, modality=modality, filters=filters, options=self.options
+            self.vector, qvecs, k, modality=modality, filters=filters, options=self.options
         )
         return dense_hits(results, k, self.vector)
