@@ -779,7 +779,11 @@ def main() -> None:
         from bench_text_path import report_section as text_section
 
         sections.append(text_section(json.loads(text.read_text())))
-    speed = (("image_path.json", image_path_section), ("quantization.json", quantization_section))
+    speed = (
+        ("image_path.json", image_path_section),
+        ("quantization.json", quantization_section),
+        ("quantization_1m.json", quantization_section),
+    )
     for name, render in speed:
         if (args.results / name).exists():
             sections.append(render(json.loads((args.results / name).read_text())))

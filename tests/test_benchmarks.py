@@ -183,9 +183,15 @@ def test_text_path_benchmark_smoke(tmp_path: Path, data_dir: Path) -> None:
 def test_quantization_benchmark_smoke(tmp_path: Path, data_dir: Path) -> None:
     out = tmp_path / "results" / "quantization.json"
     args = ["--points", "400", "--queries", "5", "--repeats", "1", "--cache", str(tmp_path / "cache")]
-    result = _script("bench_quantization.py", args, data_dir, out)
+    result = _script("bench_quantization.py", [*args, "--windows"], data_dir, out)
     assert result["points"] == 400 and set(result["configs"]) == {"float32", "int8"}
+    assert result["windows"] and result["gap_10_11"] >= 0
     int8 = result["configs"]["int8"]
     assert set(int8) >= {"rescore", "rescore, oversampling 2", "no rescore", "store_rss_mb", "disk_mb"}
     assert all(0 <= int8[m]["recall@10"] <= 1 for m in ("rescore", "no rescore"))
-    assert "Store quantization" in _report(out.parent, tmp_path)
+    # true cosines of what was found over the exact top 10's: 1 when found == exact
+    for row in (result["configs"]["float32"]["default"], int8["rescore"]):
+        assert 0 < row["score_ratio"] <= 1 + 1e-5
+        assert row["recall@10"] < 1 or row["score_ratio"] == pytest.approx(1, abs=1e-5)
+    md = _report(out.parent, tmp_path)
+    assert "Store quantization, 400 points" in md and "word windows of the abstracts" in md
