@@ -195,3 +195,27 @@ def test_quantization_benchmark_smoke(tmp_path: Path, data_dir: Path) -> None:
         assert row["recall@10"] < 1 or row["score_ratio"] == pytest.approx(1, abs=1e-5)
     md = _report(out.parent, tmp_path)
     assert "Store quantization, 400 points" in md and "word windows of the abstracts" in md
+
+
+def test_quantization_report_renders_runs_without_score_ratios(tmp_path: Path) -> None:
+    # results written before the score ratio existed (the committed 100k run) still render, with "-"
+    row = {"p50_ms": 0.5, "p95_ms": 0.7, "recall@10": 0.98}
+    old = {
+        "machine": {"cpus": 2},
+        "measured": "2026-11-30 16:45",
+        "command": "python benchmarks/bench_quantization.py",
+        "points": 1000,
+        "texts": 800,
+        "images": 200,
+        "queries": 5,
+        "configs": {
+            "float32": {"default": row, "store_rss_mb": 30.0, "disk_mb": 40.0, "build_s": 1.0},
+            "int8": {"rescore": row, "store_rss_mb": 15.0, "disk_mb": 45.0, "build_s": 1.0},
+        },
+    }
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "quantization.json").write_text(json.dumps(old))
+    md = _report(results, tmp_path)
+    assert "| float32 | default | 0.50 | 0.70 | 0.9800 | - | 30 | 40 | 1 |" in md
+    assert "Serving RSS int8 / float32 = 0.50" in md and "word windows" not in md

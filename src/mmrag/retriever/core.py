@@ -265,7 +265,7 @@ class Retriever:
                 tvec = self.encoder.encode_text([text])
                 qvec = l2_normalize((1.0 - image_weight) * tvec + image_weight * qvec)
         t1 = time.perf_counter()
-        with span("ann", k=k, pool=pool or self.pool, vector=self.vector) as s:
+        with span("ann", k=k, vector=self.vector) as s:
             hits = self.search_vectors(qvec, k=k, modality=modality, filters=filters, pool=pool)[0]
             s.set(hits=len(hits))
         t2 = time.perf_counter()
@@ -317,8 +317,7 @@ class Retriever:
         timings["encode"] = t1 - t0
         n = len(queries)
         if not use_hybrid:
-            # the rerank pool when a reranker will read it; else k (no payloads fetched for nothing)
-            depth = max(k, size) if use_rerank and self.reranker is not None else k
+            depth = max(k, size) if use_rerank and self.reranker is not None else k  # pool: to rerank
             with span("ann", queries=n, k=depth, vector=self.vector) as sp:
                 first = self.search_vectors(qvecs, k=depth, modality=modality, filters=filters, pool=depth)
                 sp.set(hits=sum(map(len, first)))
@@ -391,13 +390,10 @@ class Retriever:
     ) -> list[list[Hit]]:
         """Dense search with precomputed query vectors (rows of ``qvecs``), one hit list per row.
 
-        Only ``k`` points are fetched: nothing reranks these hits, so a deeper ``pool`` (checked,
-        kept in the signature) would fetch payloads only to cut them; HNSW's ``ef`` still applies.
+        Fetches ``k`` points, not ``pool`` (unused: nothing reranks these); raise ``hnsw_ef`` for recall.
         """
         if k < 1:
             raise ConfigError(f"k must be >= 1, got {k}")
-        if pool is not None and pool < 1:
-            raise ConfigError(f"pool must be >= 1, got {pool}")
         results = self.store.search(
             self.vector, qvecs, k, modality=modality, filters=filters, options=self.options
         )
