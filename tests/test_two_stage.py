@@ -137,6 +137,7 @@ def test_api_default_search_reranks(tmp_path: Path, folder: Path) -> None:
     with serve(build_app(Settings(store=store), ApiConfig(), encoder=enc)) as url:
         health = httpx.get(f"{url}/health").json()
         assert health["defaults"] == {"hybrid": True, "rerank": True} and health["reranker"]
+        assert health["fusion"] == "dbsf"  # the default hybrid fusion, said where clients can read it
         hits = httpx.post(f"{url}/search", data={"query": "bm25 ranking", "k": "3"}).json()["hits"]
         assert hits and all(
             h["scores"]["rerank"] is not None and h["scores"]["fused"] is not None for h in hits

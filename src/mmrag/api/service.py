@@ -334,6 +334,7 @@ class Service:
             # What a request runs when it names no stage: the store's model set.
             "defaults": {"hybrid": self.retriever.hybrid, "rerank": self.retriever.rerank},
             "reranker": getattr(self.retriever.reranker, "id", None),
+            "fusion": self.retriever.fusion,  # how hybrid search merges BM25 and dense (dbsf | rrf)
             "text_batch_precision": self.encoder.describe().get("text_batch_precision", "fp32"),
             "tenancy": self.store.tenancy,
             "auth": self.auth_enabled,
