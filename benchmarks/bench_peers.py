@@ -373,11 +373,9 @@ def run(
 
 def _default_fusion() -> str:
     """The hybrid fusion a ``Retriever`` built without ``fusion=`` uses (peer_stacks builds it so)."""
-    import inspect
+    from mmrag.config import DEFAULT_FUSION
 
-    from mmrag.retriever import Retriever
-
-    return str(inspect.signature(Retriever).parameters["fusion"].default)
+    return DEFAULT_FUSION
 
 
 if __name__ == "__main__":

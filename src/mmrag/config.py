@@ -6,11 +6,13 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Final
 
 from mmrag.errors import ConfigError
 
 DEFAULT_STORE = "./.mmrag"
 DEFAULT_MODEL = "lite"
+DEFAULT_FUSION: Final = "dbsf"  # hybrid search's fusion unless told (Retriever, CLI, API, UI, LangChain)
 DEFAULT_DATA = "../shared/data"
 
 # Accepted values of the inference switches; encoders.onnxrt, encoders.bf16 and rerank.cross_encoder check

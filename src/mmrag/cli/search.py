@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from mmrag import wiring
 from mmrag.cli._common import _open_store, _settings, add_common, emit_report, status
+from mmrag.config import DEFAULT_FUSION
 from mmrag.errors import MmragError
 
 if TYPE_CHECKING:
@@ -43,7 +44,10 @@ def add_search_parser(sub: Any) -> None:
     stage.add_argument("--dense-only", action="store_true", help="dense ANN only (no BM25)")
     stage.add_argument("--hybrid", action="store_true", help="fuse BM25 with dense search (= --mode hybrid)")
     p.add_argument(
-        "--fusion", choices=["dbsf", "rrf"], default="dbsf", help="hybrid fusion method [default: dbsf]"
+        "--fusion",
+        choices=["dbsf", "rrf"],
+        default=DEFAULT_FUSION,
+        help=f"hybrid fusion method [default: {DEFAULT_FUSION}]",
     )
     p.add_argument("--rrf-k", type=int, help="RRF k [default 60; only with --fusion rrf]")
     p.add_argument("--dense-pool", type=int, help="hybrid: dense candidates (default --pool)")

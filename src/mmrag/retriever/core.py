@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from mmrag.config import DEFAULT_FUSION
 from mmrag.encoders.base import l2_normalize, vector_spec
 from mmrag.errors import ConfigError
 from mmrag.retriever.fusion import FUSION_METHODS, FusionMethod
@@ -93,7 +94,7 @@ class Retriever:
         exact: bool = False,
         vector: str | None = None,
         hybrid: bool = False,
-        fusion: FusionMethod = "dbsf",
+        fusion: FusionMethod = DEFAULT_FUSION,
         rrf_k: int = 60,
         dense_pool: int | None = None,
         sparse_pool: int | None = None,
@@ -388,10 +389,8 @@ class Retriever:
         filters: Filters | None,
         pool: int | None,
     ) -> list[list[Hit]]:
-        """Dense search with precomputed query vectors (rows of ``qvecs``), one hit list per row.
-
-        Fetches ``k`` points, not ``pool`` (unused: nothing reranks these); raise ``hnsw_ef`` for recall.
-        """
+        """Dense search with precomputed query vectors (rows of ``qvecs``), one hit list per row; fetches
+        ``k`` points, not ``pool`` (unused: nothing reranks these): raise ``hnsw_ef`` for recall."""
         if k < 1:
             raise ConfigError(f"k must be >= 1, got {k}")
         results = self.store.search(
