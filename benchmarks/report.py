@@ -273,7 +273,7 @@ def summary_section(results: Path) -> str:
             ("dense", "dense"),
             ("hybrid_rrf", "hybrid"),
             ("hybrid", "hybrid"),
-            ("hybrid+rerank@20_crossfit", "+rerank@20"),
+            ("hybrid+rerank@20_crossfit", "+rerank@20 (fusion weight cross-fitted)"),
         ]
         cells = " / ".join(f"{label} {q[k]['ndcg@10']:.3f}" for k, label in stages if k in q)
         rows.append(f"| SciFact val nDCG@10 by stage | {cells} | - |")
