@@ -216,12 +216,23 @@ def main() -> None:
         "model": args.model,
         "reranker": args.reranker,
         "torch_threads": args.threads,
+        "server_stack": server_stack(),
         "targets": targets(rows),
         "machine": machine_info(),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=2) + "\n")
     print(json.dumps(out["targets"], indent=2))
+
+
+def server_stack() -> dict[str, str]:
+    """The event loop and HTTP parser uvicorn picks ("auto") in the server, which runs this interpreter."""
+    from importlib.util import find_spec
+
+    return {
+        "loop": "uvloop" if find_spec("uvloop") else "asyncio",
+        "http": "httptools" if find_spec("httptools") else "h11",
+    }
 
 
 def targets(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -264,12 +275,14 @@ def report_section(r: dict[str, Any]) -> str:
     )
     table = "\n".join(lines)
     bullets = "\n".join(notes)
+    st = r.get("server_stack")
+    stack = f"event loop {st['loop']}, HTTP parser {st['http']}" if st else "loop and parser not recorded"
     return f"""## REST API concurrency: micro-batched searches
 
 Command: `{cmd}` (loopback only). `mmrag serve` (model `{r["model"]}`, torch threads
-{r["torch_threads"]}) over a Qdrant Edge store of {r["base_docs"]} SciFact abstracts; each row runs its
-clients back to back for {r["seconds_per_row"]:g} s with real SciFact queries (k = 10). `batched`: the
-defaults (MMRAG_BATCH_MAX=32, MMRAG_BATCH_WAIT_MS=5, MMRAG_QUEUE_SIZE=256); `off`: MMRAG_BATCH_MAX=1 (one
+{r["torch_threads"]}, {stack}) over a Qdrant Edge store of {r["base_docs"]} SciFact abstracts; each row
+runs its clients back to back for {r["seconds_per_row"]:g} s with real SciFact queries (k = 10). `batched`:
+the defaults (MMRAG_BATCH_MAX=32, MMRAG_BATCH_WAIT_MS=5, MMRAG_QUEUE_SIZE=256); `off`: MMRAG_BATCH_MAX=1 (one
 search at a time). `dense`: mode=dense, rerank=false; `rerank`: hybrid + cross-encoder `{r["reranker"]}` over
 a pool of 20. Rows "during ingest" run while `POST /ingest` adds {r["ingest_docs"]} new abstracts. The
 clients share the machine with the server. A search the queue cannot take in time (MMRAG_QUEUE_WAIT,

@@ -28,3 +28,6 @@ def test_api_concurrency_benchmark_smoke(tmp_path: Path, data_dir: Path) -> None
     assert rows[2]["mean_rerank_batch"] == 1.0 and rows[0]["mean_rerank_batch"] is None
     report = _report(out.parent, tmp_path)
     assert "REST API concurrency: micro-batched searches" in report and "| batched | rerank | 2 |" in report
+    # what the server ran on (the api extra brings uvloop + httptools; uvicorn picks them up itself)
+    assert result["server_stack"] == {"loop": "uvloop", "http": "httptools"}
+    assert "event loop uvloop, HTTP parser httptools" in report
