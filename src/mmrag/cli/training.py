@@ -151,7 +151,10 @@ def add_train_reranker_parser(sub: Any) -> None:
     )
     p.add_argument("--docs", type=int, help="corpus cap: the first N docs plus every judged one (quick runs)")
     p.add_argument(
-        "--negatives", type=int, default=7, help="hard negatives per positive (3: half the training time)"
+        "--negatives",
+        type=int,
+        default=7,
+        help="hard negatives per positive [default 7; 3: about half the training time]",
     )
     p.add_argument("--depth", type=int, default=30, help="first-stage candidates to mine from")
     p.add_argument(

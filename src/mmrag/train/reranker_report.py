@@ -21,9 +21,9 @@ class RerankTrainConfig:
     model: str | None = None  # None: offline all-MiniLM-L6-v2 with a fresh head
     # Defaults = the measured best of the short CPU runs (issue #4 note): lr 4e-5 / head 1e-3 left
     # the loss at chance after 61 steps; 3e-4 / 1e-2 with 3 frozen layers learned within the budget.
-    # 7 hard negatives per group (was 3): on the val fold (pool 20) rerank alone 0.726 -> 0.734 and fused
-    # 0.777 -> 0.782 in the validation table, +0.026 -> +0.051 over the hybrid through `mmrag eval
-    # --stages`; cross-fitted 0.764 -> 0.758 (noise on 35-query halves) and the unseen slice lower. Each
+    # 7 hard negatives per group (was 3; one seed each, val fold, pool 20): rerank alone 0.726 -> 0.734,
+    # fused 0.777 -> 0.782 with the in-fold weight, +0.026 -> +0.051 over the hybrid in `mmrag eval
+    # --stages`; cross-fitted weights: flat at pool 20, 0.757 -> 0.777 at pool 50 (docs/search.md). Each
     # step scores 8 x 8 pairs instead of 8 x 4: ~2x the training time (26 min on 2 cores, was 12).
     negatives: int = 7
     depth: int = 30  # first-stage candidates mined per query
