@@ -97,6 +97,9 @@ def test_bad_arguments(setup: tuple[Retriever, HashEncoder, list[Path]], tmp_pat
         retriever.search("x", modality="video")
     with pytest.raises(ConfigError):
         Retriever(enc, retriever.store, pool=0)
+    for query in ({"query": "x"}, {"image": images[0]}):  # text and image paths both check the pool
+        with pytest.raises(ConfigError, match="pool must be >= 1"):
+            retriever.search(**query, pool=0)  # type: ignore[arg-type]
     with pytest.raises(StoreError, match="no vectors for encoder"):
         Retriever(HashEncoder(encoder_id="other"), retriever.store)
 

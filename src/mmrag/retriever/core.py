@@ -390,9 +390,10 @@ class Retriever:
         pool: int | None,
     ) -> list[list[Hit]]:
         """Dense search with precomputed query vectors (rows of ``qvecs``), one hit list per row; fetches
-        ``k`` points, not ``pool`` (unused: nothing reranks these): raise ``hnsw_ef`` for recall."""
-        if k < 1:
-            raise ConfigError(f"k must be >= 1, got {k}")
+        ``k`` points, not ``pool`` (checked only: nothing reranks these): raise ``hnsw_ef`` for recall."""
+        for name, value in (("k", k), ("pool", pool)):
+            if value is not None and value < 1:
+                raise ConfigError(f"{name} must be >= 1, got {value}")
         results = self.store.search(
             self.vector, qvecs, k, modality=modality, filters=filters, options=self.options
         )
