@@ -40,7 +40,7 @@ def mine_groups(
     query_ids: Sequence[str],
     first_stage: FirstStage,
     *,
-    negatives: int = 7,  # as RerankTrainConfig.negatives
+    negatives: int,
     depth: int = 30,
     titles: int = 0,
     seed: int = 0,
