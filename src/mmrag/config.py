@@ -47,7 +47,7 @@ class Settings:
             parity of torch), ``onnx`` or ``torch`` (``MMRAG_RUNTIME``).
         rerank_precision: The cross-encoder's dtype: ``auto`` (bf16 on CPUs with AMX, else fp32),
             ``fp32`` or ``bf16`` (``MMRAG_RERANK_PRECISION``).
-        text_precision: The text tower's dtype for batches of 4+ texts (ingest, micro-batched
+        text_precision: The text tower's dtype for batches of 2+ texts (ingest, micro-batched
             queries): ``auto`` (bf16 on CPUs with AMX, else fp32), ``fp32`` or ``bf16``
             (``MMRAG_TEXT_PRECISION``); a single query always runs in fp32.
 

@@ -55,6 +55,46 @@ def test_lite_large_batches_match_fp32(lite: OpenClipEncoder) -> None:
     )
 
 
+def test_lite_bf16_copy_is_traced_and_pads_like_eager(lite: OpenClipEncoder) -> None:
+    """The copy runs as one TorchScript call (one GIL release, no Python per op), and the trace
+    took the attention-mask path: a text gets the same vector whatever it is padded to."""
+    import copy
+
+    lite.set_runtime("auto", "bf16")
+    try:
+        fwd = lite.text_bf16
+        assert fwd is not None
+        together = lite.encode_text(QUERIES)  # one batch: the short texts padded to the longest
+        assert isinstance(fwd._copy, torch.jit.ScriptModule)
+        pairs = np.concatenate([lite.encode_text([q, "birds"])[:1] for q in QUERIES])  # other padding
+        tokens = lite.tokenizer(QUERIES)
+        eager = copy.deepcopy(lite.model.text).to(torch.bfloat16).eval()
+        with torch.inference_mode():
+            traced_out, eager_out = fwd(tokens), eager(tokens).float()
+    finally:
+        lite.set_runtime("auto")
+    assert float((together * pairs).sum(axis=1).min()) >= PARITY_MIN
+    assert torch.allclose(traced_out, eager_out, atol=1e-2)
+
+
+def test_an_untraceable_module_runs_its_eager_copy() -> None:
+    def broken_example() -> torch.Tensor:
+        raise RuntimeError("no example today")
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(16, 32), nn.GELU(), nn.Linear(32, 8)).eval()
+    fwd = Bf16Forward(net, name="mlp", example=broken_example)
+    x = torch.randn(6, 16)
+    with torch.inference_mode():
+        y, ref = fwd(x), net(x)
+    assert not isinstance(fwd._copy, torch.jit.ScriptModule) and fwd._copy is not None
+    assert torch.nn.functional.cosine_similarity(y, ref).min() >= PARITY_MIN
+    traced = Bf16Forward(net, name="mlp", example=lambda: torch.randn(2, 16))
+    with torch.inference_mode():
+        assert torch.allclose(traced(x), y, atol=1e-6)
+    assert isinstance(traced._copy, torch.jit.ScriptModule)
+
+
 def test_copy_follows_weight_updates_and_training_runs_the_module() -> None:
     torch.manual_seed(0)
     net = nn.Sequential(nn.Linear(16, 32), nn.GELU(), nn.Linear(32, 8)).eval()

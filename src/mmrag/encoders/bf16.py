@@ -1,13 +1,12 @@
 """bfloat16 inference of a tower for large batches, on CPUs that multiply bf16 in hardware.
 
 On a CPU with Intel AMX tiles, oneDNN runs bf16 matrix products several times faster than fp32, but
-only once a product has enough rows: MiniLM's text tower on one thread costs ~7 ms per short query
-in fp32 (ONNX Runtime) at any batch size, and in bf16 ~11 ms for one query, ~4.4 ms per query at 4,
-~3 ms at 8 and ~2.7 ms at 32; a 256-token abstract costs ~4x less than in fp32
+only once a product has enough rows. MiniLM's text tower on one thread, short SciFact queries, per
+query: fp32 (ONNX Runtime) 3.9 ms for one, 3.4 at 2, 3.9 at 4, 4.6 at 8; the traced bf16 copy 3.8 ms
+for one, 2.4 at 2, 1.8 at 4, 1.5 at 8; a 256-token abstract costs ~4x less than in fp32
 (``benchmarks/bench_text_path.py``; ``bench_api_concurrency.py`` for the API). So a text batch of at
 least :data:`BF16_MIN_BATCH` texts (an ingest batch, or the queries the API's micro-batcher gathers)
-runs on a bf16 copy of the tower, and a single query keeps the fp32 path,
-which is faster for it.
+runs on a bf16 copy of the tower, and a single query keeps the fp32 path: as fast, and bit-stable.
 
 :class:`Bf16Forward` keeps that copy: made on first use, checked against the fp32 path on that
 batch and again on any batch with inputs over twice as long as checked so far (per-row cosine >=
@@ -22,6 +21,7 @@ from __future__ import annotations
 import copy
 import logging
 import threading
+import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-BF16_MIN_BATCH = 4  # below this many texts the fp32 path is as fast or faster (measured above)
+BF16_MIN_BATCH = 2  # a single text runs as fast on the fp32 path (measured above), and bit-stable
 PARITY_MIN = 0.999  # per-row cosine of the bf16 copy's output to fp32's on its first batch
 _DEFAULT: list[str] = ["auto"]
 
@@ -99,10 +99,12 @@ class Bf16Forward:
         *,
         fallback: Callable[[torch.Tensor], torch.Tensor] | None = None,
         name: str = "module",
+        example: Callable[[], torch.Tensor] | None = None,
     ) -> None:
         self.module = module
         self.fallback = fallback or module
         self.name = name
+        self.example = example
         self._copy: Any = None
         self._key: tuple[int, ...] | None = None
         self._off_key: tuple[int, ...] | None = None  # weights whose bf16 copy failed parity
@@ -140,6 +142,7 @@ class Bf16Forward:
         net = self._copy
         if fresh:
             net = copy.deepcopy(self.module).to(torch.bfloat16).eval().requires_grad_(False)
+            net = self._traced(net)
         y: torch.Tensor = net(_bf16(x)).float()
         parity = float(torch.nn.functional.cosine_similarity(y, ref, dim=-1).min())
         self.parity = parity if fresh or self.parity is None else min(self.parity, parity)
@@ -155,6 +158,40 @@ class Bf16Forward:
         self._checked_len = length if fresh else max(self._checked_len, length)
         self._copy, self._key, self._off_key = net, key, None
         return y
+
+    def _traced(self, net: Any) -> Any:
+        """``net`` as one TorchScript call when an example input is known and the trace matches.
+
+        Eager, the tower's ops take the GIL back one by one: beside a busy Python thread (an API's
+        request handlers) each wait can last the interpreter's 5 ms switch interval, and a 4-query
+        batch took 127 ms/query instead of 2.3 (one thread spinning in Python beside it). Traced,
+        the call releases the GIL once and skips the Python dispatch: 1.8 ms/query alone, 4.7 beside
+        the spinner; in the API, 8 clients get ~25% more queries/s
+        (``benchmarks/bench_api_concurrency.py``).
+        The example must be padded (a short and a long text) so the attention-mask path is the one
+        traced. Where tracing is unavailable (``torch.jit`` is deprecated) or differs from eager on
+        the example, the eager copy runs.
+        """
+        if self.example is None:
+            return net
+        import torch
+
+        try:
+            x = self.example()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # the deprecation notice and HF's tracer warnings
+                traced = torch.jit.trace(net, _bf16(x), check_trace=False)  # type: ignore[no-untyped-call]
+            same = torch.nn.functional.cosine_similarity(
+                traced(_bf16(x)).float(), net(_bf16(x)).float(), dim=-1
+            )
+            if float(same.min()) >= 0.9999:
+                return traced
+            log.debug(
+                "%s: the traced bf16 copy differs from eager (cosine %.5f); eager runs", self.name, same.min()
+            )
+        except Exception as exc:  # noqa: BLE001 - any failure to trace means: run eager
+            log.debug("%s: cannot trace the bf16 copy (%s); eager runs", self.name, exc)
+        return net
 
 
 def _bf16(x: torch.Tensor) -> torch.Tensor:

@@ -98,7 +98,7 @@ class OpenClipEncoder:
         info: Extra facts reported by :meth:`describe`.
         runtime: Where the image tower runs: ``auto`` (ONNX Runtime when installed and within
             parity of torch, ~4x faster on CPU), ``onnx`` or ``torch``; see :mod:`mmrag.encoders.onnxrt`.
-        text_precision: The text tower's dtype for batches of 4+ texts: ``auto`` (bf16 on CPUs with
+        text_precision: The text tower's dtype for batches of 2+ texts: ``auto`` (bf16 on CPUs with
             AMX), ``fp32`` or ``bf16``; ``None``: the process default (:mod:`mmrag.encoders.bf16`).
 
     Example:
@@ -158,10 +158,16 @@ class OpenClipEncoder:
         )
         # Batches of BF16_MIN_BATCH+ texts run on a bf16 copy where the CPU has AMX (encoders.bf16).
         self.text_bf16 = (
-            Bf16Forward(text, fallback=self.text_forward, name=f"{self.id} text tower")
+            Bf16Forward(
+                text, fallback=self.text_forward, name=f"{self.id} text tower", example=self._trace_example
+            )
             if text is not None and large_batch_bf16(text_precision)
             else None
         )
+
+    def _trace_example(self) -> torch.Tensor:
+        """Token ids of a short and a long text: a padded batch, to trace the text tower on."""
+        return self.tokenizer(["probe", "a longer probe text, so that the first one is padded"])
 
     def _probe_dim(self) -> int:
         torch = require("torch", "core")
