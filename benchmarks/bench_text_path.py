@@ -36,7 +36,7 @@ from machine import machine_info
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("MMRAG_DATA", REPO.parent / "shared" / "data"))
 RESULTS = REPO / "benchmarks" / "results"
-QUERY_BATCHES = (1, 4, 8, 32)
+QUERY_BATCHES = (1, 2, 4, 8, 32)
 
 
 def _median_s(fn: Any, repeats: int) -> float:
@@ -115,7 +115,7 @@ def main() -> None:
     if args.queries < max(QUERY_BATCHES):
         ap.error(f"--queries must be at least {max(QUERY_BATCHES)} (the largest batch timed)")
     from mmrag.encoders import load_encoder
-    from mmrag.encoders.bf16 import bf16_is_fast
+    from mmrag.encoders.bf16 import BF16_MIN_BATCH, bf16_is_fast
     from mmrag.eval.datasets import BeirDataset
 
     encoder = load_encoder(args.model)
@@ -128,6 +128,7 @@ def main() -> None:
         "command": "python benchmarks/bench_text_path.py " + " ".join(sys.argv[1:]),
         "model": encoder.id,
         "amx": bf16_is_fast(),
+        "bf16_min_batch": BF16_MIN_BATCH,
         "queries": len(queries),
         "docs": len(docs),
         "runs": [run(encoder, queries, docs, t, args.repeats) for t in args.threads],
@@ -146,18 +147,24 @@ def report_section(data: dict[str, Any]) -> str:
         "## Text path: fp32 against the bf16 copy for batches",
         "",
         f"Command: `{data['command']}` ({data['measured']} UTC); model `{data['model']}`; "
-        f"{data['queries']} SciFact claims, {data['docs']} abstracts; AMX: {data['amx']}. Batches of 4+ "
-        "texts (ingest, eval, the API's micro-batches, LangChain's `batch`) run on a bf16 copy of the "
-        "text tower where the CPU has AMX (`MMRAG_TEXT_PRECISION=auto`); a single query keeps fp32 "
-        "(ONNX Runtime), faster for it, so the bf16 rows' @1 column times that fp32 path too.",
+        f"{data['queries']} SciFact claims, {data['docs']} abstracts; AMX: {data['amx']}. Batches of "
+        f"{data.get('bf16_min_batch', 4)}+ texts (ingest, eval, the API's micro-batches, LangChain's "
+        "`batch`) run on a bf16 copy of the text tower where the CPU has AMX "
+        "(`MMRAG_TEXT_PRECISION=auto`); a single query keeps fp32 (ONNX Runtime), as fast for it and "
+        "bit-stable, so the bf16 rows' @1 column times that fp32 path too.",
         "",
-        "| threads | precision | ms/query @1 | @4 | @8 | @32 | abstracts/s @32 | bf16 / fp32 abstracts/s |",
-        "|---|---|---|---|---|---|---|---|",
+    ]
+    batches = list(data["runs"][0]["precisions"]["fp32"]["query_ms"])
+    cols = " | ".join(f"@{b}" for b in batches[1:])
+    lines += [
+        f"| threads | precision | ms/query @{batches[0]} | {cols} | abstracts/s @32 "
+        "| bf16 / fp32 abstracts/s |",
+        "|---|---|" + "---|" * len(batches) + "---|---|",
     ]
     for r in data["runs"]:
         base = r["precisions"]["fp32"]["docs_per_s"]
         for p, row in r["precisions"].items():
-            q = " | ".join(f"{row['query_ms'][str(b)]:.2f}" for b in QUERY_BATCHES)
+            q = " | ".join(f"{row['query_ms'][b]:.2f}" for b in batches)
             rate = row["docs_per_s"]
             lines.append(f"| {r['threads']} | {p} | {q} | {rate:.1f} | **{rate / base:.2f}x** |")
     parity = min(r["parity_bf16_vs_fp32"] for r in data["runs"])
