@@ -8,7 +8,9 @@ Measured in one run, per torch thread count (``--threads``):
   training feature caches and image queries share), one step at a time:
   1. ``torch``, full decode (the encoder before #16),
   2. ``torch`` + JPEG draft decoding,
-  3. ONNX Runtime + draft (the default, ``MMRAG_RUNTIME=auto``),
+  3. ONNX Runtime + draft, decoding on one thread beside the forward pass,
+  4. the same with ``decode_workers`` threads (one per core, up to 4: the default; its ONNX
+     Runtime threads do not spin, leaving the cores to the decoders),
   and the forward pass alone on already decoded tensors (ONNX Runtime), the ceiling of this path;
 * parity: min cosine of ONNX Runtime's embeddings to torch's, and of draft to full decoding.
 
@@ -92,6 +94,10 @@ def run_set(encoder: Any, paths: list[Path], repeats: int) -> tuple[dict[str, fl
     rows["torch + draft decode"] = _rate(encode, len(paths), repeats)
     vecs["draft"] = encode()
     encoder.set_runtime("auto")
+    workers = encoder.decode_workers
+    encoder.decode_workers = 1
+    rows["ONNX Runtime + draft decode, 1 decode thread"] = _rate(encode, len(paths), repeats)
+    encoder.decode_workers = workers
     rows["ONNX Runtime + draft decode (default)"] = _rate(encode, len(paths), repeats)
     vecs["fast"] = encode()
     batch = torch.cat([b for _, b in encoder.image_batches(paths, encoder.batch_size)])
@@ -162,6 +168,7 @@ def main() -> None:
         "command": "python benchmarks/bench_image_path.py " + " ".join(sys.argv[1:]),
         "model": encoder.id,
         "gflop_per_image": gflop,
+        "decode_workers": encoder.decode_workers,
         "runs": runs,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -129,3 +129,37 @@ def test_onnx_text_embeddings_match_torch(lite: OpenClipEncoder) -> None:
     finally:
         lite.set_runtime("auto")
     assert min_cosine(fast, ref) >= PARITY_MIN and min_cosine(single, ref_single) >= PARITY_MIN
+
+
+def test_decode_workers_keep_order_and_errors(
+    lite: OpenClipEncoder, image_paths: list[Path], tmp_path: Path
+) -> None:
+    """Batches decoded on several threads (each a slice of a batch, two batches ahead) come back
+    in input order, equal to one thread's, and an unreadable file still fails its call."""
+    paths = [image_paths[i % len(image_paths)] for i in range(11)]
+    before = lite.decode_workers
+    try:
+        lite.decode_workers = 1
+        one = lite.encode_image(paths, batch_size=4)
+        lite.decode_workers = 3
+        many = lite.encode_image(paths, batch_size=4)
+        starts = [s for s, b in lite.image_batches(paths, 4)]
+        bad = tmp_path / "broken.jpg"
+        bad.write_bytes(b"not a jpeg")
+        with pytest.raises(EncoderError, match="cannot read image"):
+            lite.encode_image([*paths[:9], bad, paths[0]], batch_size=4)
+    finally:
+        lite.decode_workers = before
+    assert starts == [0, 4, 8]
+    np.testing.assert_array_equal(one, many)
+    assert min_cosine(many[:3], many[3:6]) > 0.9999  # the same photos again, same rows
+
+
+def test_image_tower_session_does_not_spin(lite: OpenClipEncoder, image_paths: list[Path]) -> None:
+    """The image tower's idle ONNX Runtime threads sleep (they share the cores with decoding);
+    the text tower keeps ONNX Runtime's spinning default (lower latency for one query)."""
+    lite.encode_image(image_paths[:1])
+    lite.encode_text(["a dog"])
+    image_cfg = lite.image_forward._session.get_session_options().get_session_config_entry
+    assert image_cfg("session.intra_op.allow_spinning") == "0"
+    assert lite.text_forward.spin  # type: ignore[attr-defined]

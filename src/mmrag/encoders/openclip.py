@@ -10,9 +10,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import threading
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -136,6 +138,7 @@ class OpenClipEncoder:
         # open_clip modules are not re-entrant across threads (the API and UI share one encoder).
         self._lock = threading.Lock()
         self.draft_decode = True  # JPEG paths decode at reduced scale (see _load_batch)
+        self.decode_workers = default_decode_workers()  # image_batches' decoding threads
         self.set_runtime(runtime, text_precision)
 
     @property
@@ -147,7 +150,10 @@ class OpenClipEncoder:
     def set_runtime(self, runtime: str | None, text_precision: str | None = None) -> None:
         """Choose where the towers run (``auto``, ``onnx``, ``torch``) and the text tower's
         large-batch precision (``auto``, ``fp32``, ``bf16``; ``None``: the process default)."""
-        self.image_forward = FastForward(self.model.visual, runtime=runtime, name=f"{self.id} image tower")
+        # spin=False: the image tower shares the cores with image_batches' decoding threads
+        self.image_forward = FastForward(
+            self.model.visual, runtime=runtime, name=f"{self.id} image tower", spin=False
+        )
         # An HF text tower (the lite family: MiniLM) exports whole; open_clip's own CLIP text
         # transformer (ViT-B/32 & co.) stays in torch.
         text = getattr(self.model, "text", None)
@@ -232,8 +238,10 @@ class OpenClipEncoder:
     ) -> Iterator[tuple[int, torch.Tensor]]:
         """Preprocessed image batches as ``(start index, (n, 3, H, W) tensor)``, in input order.
 
-        The next batch is decoded and preprocessed on a worker thread while the caller runs the
-        model on this one; :meth:`encode_image` and the training feature extractors share it.
+        The next two batches are decoded and preprocessed on :attr:`decode_workers` threads (each
+        takes a slice of a batch; Pillow releases the GIL while it decodes and resizes) while the
+        caller runs the model on this one; :meth:`encode_image` and the training feature
+        extractors share it.
 
         Args:
             images: PIL images or paths.
@@ -242,18 +250,26 @@ class OpenClipEncoder:
         Raises:
             EncoderError: If an image file cannot be read.
         """
-        bs = batch_size
+        cat = require("torch", "core").cat
+        bs, workers = batch_size, max(1, self.decode_workers)
         starts = list(range(0, len(images), bs))
         if not starts:
             return
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mmrag-img") as pool:
-            pending = pool.submit(self._load_batch, images[starts[0] : starts[0] + bs])
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mmrag-img") as pool:
+
+            def load(start: int) -> list[Future[torch.Tensor]]:
+                chunk = images[start : start + bs]
+                step = -(-len(chunk) // workers)
+                return [
+                    pool.submit(self._load_batch, chunk[i : i + step]) for i in range(0, len(chunk), step)
+                ]
+
+            ahead = deque(load(s) for s in starts[:2])
             for i, start in enumerate(starts):
-                batch = pending.result()
-                if i + 1 < len(starts):
-                    nxt = starts[i + 1]
-                    pending = pool.submit(self._load_batch, images[nxt : nxt + bs])
-                yield start, batch
+                parts = ahead.popleft()
+                if i + 2 < len(starts):
+                    ahead.append(load(starts[i + 2]))
+                yield start, cat([f.result() for f in parts])
 
     def encode_image(
         self, images: Sequence[Image.Image | str | Path], *, batch_size: int | None = None
@@ -314,6 +330,17 @@ class OpenClipEncoder:
         }
         (path / MMRAG_FILE).write_text(json.dumps(meta, indent=2))
         return path
+
+
+def default_decode_workers() -> int:
+    """Threads that decode and resize images beside the forward pass: one per core, up to 4.
+
+    With 2 cores, 2 threads took 1792 px JPEGs from 76 to 110 images/s end to end (the tower's
+    ONNX Runtime threads do not spin, so they leave the cores to the decoders while they wait);
+    a third was slower (``benchmarks/bench_image_path.py``).
+    """
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(4, cores))
 
 
 def weights_digest(path: Path) -> str:
