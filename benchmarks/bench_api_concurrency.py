@@ -118,7 +118,8 @@ async def load(
 ) -> dict[str, Any]:
     """``clients`` back-to-back clients for ``seconds`` (and a concurrent ingest of ``ingest``)."""
     done: list[tuple[float, float, int]] = []
-    connector = aiohttp.TCPConnector(limit=clients + 2)
+    # idle connections closed before uvicorn's 5 s keep-alive ends, so none is reused as it closes
+    connector = aiohttp.TCPConnector(limit=clients + 2, keepalive_timeout=4)
     timeout = aiohttp.ClientTimeout(total=120)
     async with aiohttp.ClientSession(url, headers=HEADERS, connector=connector, timeout=timeout) as http:
         idle_by = time.perf_counter() + 300
@@ -205,7 +206,7 @@ def run_config(name: str, args: argparse.Namespace, tmp: Path, queries: list[str
                 row = asyncio.run(load(url, queries, clients, args.seconds, form, folder))
                 rows.append({"config": name, "stage": stage, "clients": clients, "ingest": True, **row})
                 print(json.dumps(rows[-1]), flush=True)
-    except Exception:
+    except BaseException:  # SystemExit too ("did not drain", "ingest failed")
         code = server.poll()
         print(
             f"row failed; server {'exited with ' + str(code) if code is not None else 'still running'}; "
@@ -255,6 +256,7 @@ def main() -> None:
         "reranker": args.reranker,
         "torch_threads": args.threads,
         "server_stack": server_stack(),
+        "load_generator": f"aiohttp {aiohttp.__version__}",
         "targets": targets(rows),
         "machine": machine_info(),
     }

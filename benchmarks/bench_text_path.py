@@ -1,9 +1,9 @@
-"""The text path: the fp32 tower (ONNX Runtime) against its bf16 copy, which batches of 4+ texts use.
+"""The text path: the fp32 tower (ONNX Runtime) against its bf16 copy, which batches of 2+ texts use.
 
 Measured in one run, per torch thread count (``--threads``), for ``MMRAG_TEXT_PRECISION=fp32`` and
 ``bf16`` (``auto`` is ``bf16`` on CPUs with AMX):
 
-* ms per text for short queries (SciFact claims, the API's and LangChain's traffic) at batch 1, 4, 8
+* ms per text for short queries (SciFact claims, the API's and LangChain's traffic) at batch 1, 2, 4, 8
   and 32: what one query costs alone and inside a micro-batch of concurrent searches;
 * texts/s for abstracts (title + text, the length ingest chunks have) at batch 32: ingest speed;
 * the machine's fp32 matmul ceiling with the same threads, for scale;

@@ -31,10 +31,10 @@ Command: `{r["command"]}` ({r["measured"]} UTC). Image tower `{r["model"]}`: {r[
 GFLOP per image (torch's FLOP counter, 2 per multiply-add). fp32 matmul ceiling in the same run
 (2048² `torch.mm`, best of 5): {ceilings}. Each cell: end-to-end `encode_image` on file paths (decode +
 resize + forward), images/s, median of the timed passes; "share" = images/s x GFLOP per image / ceiling;
-"x" = against the first step (the encoder before #16). The steps before the default decode the next
-batch on one thread beside the forward pass; the default decodes on {r.get("decode_workers", 1)} thread(s)
-(one per core, up to 4). The 1792 px set is the 224 px photos upscaled 8x and saved as JPEG (quality 90),
-standing for camera photos.
+"x" = against the first step (the encoder before #16). The first three steps decode the next batch on
+one thread beside the forward pass; the last two on {r.get("decode_workers", 1)} (one per core, up to 4),
+first with ONNX Runtime's idle threads spinning, then sleeping (the default). The 1792 px set is the
+224 px photos upscaled 8x and saved as JPEG (quality 90), standing for camera photos.
 
 | threads | images | step | images/s | share of ceiling | x first step |
 |---|---|---|---|---|---|

@@ -12,6 +12,7 @@ from torch import nn
 from mmrag.config import Settings
 from mmrag.encoders.bf16 import (
     BF16_MIN_BATCH,
+    EAGER_MIN_BATCH,
     PARITY_MIN,
     Bf16Forward,
     bf16_is_fast,
@@ -60,12 +61,15 @@ def test_lite_bf16_copy_is_traced_and_pads_like_eager(lite: OpenClipEncoder) -> 
     took the attention-mask path: a text gets the same vector whatever it is padded to."""
     import copy
 
+    if not hasattr(torch.jit, "trace"):
+        pytest.skip("this torch has no torch.jit.trace: the eager copy runs (tested below)")
     lite.set_runtime("auto", "bf16")
     try:
         fwd = lite.text_bf16
         assert fwd is not None
         together = lite.encode_text(QUERIES)  # one batch: the short texts padded to the longest
-        assert isinstance(fwd._copy, torch.jit.ScriptModule)
+        assert isinstance(fwd._copy, torch.jit.ScriptModule) and fwd.traced
+        assert fwd.min_batch == BF16_MIN_BATCH == 2 and lite.describe()["text_bf16_traced"]
         pairs = np.concatenate([lite.encode_text([q, "birds"])[:1] for q in QUERIES])  # other padding
         tokens = lite.tokenizer(QUERIES)
         eager = copy.deepcopy(lite.model.text).to(torch.bfloat16).eval()
@@ -77,7 +81,18 @@ def test_lite_bf16_copy_is_traced_and_pads_like_eager(lite: OpenClipEncoder) -> 
     assert torch.allclose(traced_out, eager_out, atol=1e-2)
 
 
-def test_an_untraceable_module_runs_its_eager_copy() -> None:
+class _Signed(nn.Module):
+    """A data-dependent branch: a trace keeps the branch its example took."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(8, 8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.lin(x) if bool(x.sum() > 0) else -self.lin(x)  # type: ignore[no-any-return]
+
+
+def test_an_untraceable_module_runs_its_eager_copy(caplog: pytest.LogCaptureFixture) -> None:
     def broken_example() -> torch.Tensor:
         raise RuntimeError("no example today")
 
@@ -85,14 +100,44 @@ def test_an_untraceable_module_runs_its_eager_copy() -> None:
     net = nn.Sequential(nn.Linear(16, 32), nn.GELU(), nn.Linear(32, 8)).eval()
     fwd = Bf16Forward(net, name="mlp", example=broken_example)
     x = torch.randn(6, 16)
-    with torch.inference_mode():
+    with caplog.at_level(logging.WARNING, logger="mmrag.encoders.bf16"), torch.inference_mode():
         y, ref = fwd(x), net(x)
-    assert not isinstance(fwd._copy, torch.jit.ScriptModule) and fwd._copy is not None
+    assert "cannot trace the copy (no example today)" in caplog.text
+    assert not fwd.traced and fwd._copy is not None and fwd.min_batch == EAGER_MIN_BATCH
     assert torch.nn.functional.cosine_similarity(y, ref).min() >= PARITY_MIN
     traced = Bf16Forward(net, name="mlp", example=lambda: torch.randn(2, 16))
     with torch.inference_mode():
         assert torch.allclose(traced(x), y, atol=1e-6)
     assert isinstance(traced._copy, torch.jit.ScriptModule)
+
+
+def test_a_trace_that_differs_or_fails_gives_way_to_eager(caplog: pytest.LogCaptureFixture) -> None:
+    """The trace is checked against eager on each batch the copy is checked on (not only on its
+    example), and a traced call that raises later runs eagerly from then on."""
+    torch.manual_seed(0)
+    net = _Signed().eval()
+    fwd = Bf16Forward(net, name="signed", example=lambda: torch.ones(2, 8))  # traced: the > 0 branch
+    x = -torch.rand(3, 8)  # takes the other branch
+    with caplog.at_level(logging.WARNING, logger="mmrag.encoders.bf16"), torch.inference_mode():
+        y = fwd(x)
+        ref = net(x)
+    assert "the traced copy differs from eager on a (3, 8) input" in caplog.text
+    assert not fwd.traced and torch.nn.functional.cosine_similarity(y, ref).min() >= PARITY_MIN
+
+    ok = Bf16Forward(nn.Linear(8, 8).eval(), name="lin", example=lambda: torch.ones(2, 8))
+    with torch.inference_mode():
+        ok(torch.rand(4, 8))
+        assert ok.traced
+
+        def broken(_: torch.Tensor) -> torch.Tensor:
+            raise RuntimeError("shape not supported")
+
+        ok._copy = broken  # a traced graph that fails on a later input
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="mmrag.encoders.bf16"):
+            out = ok(torch.rand(4, 8))
+    assert "the traced copy failed on a (4, 8) input (shape not supported)" in caplog.text
+    assert out.shape == (4, 8) and out.dtype == torch.float32 and not ok.traced
 
 
 def test_copy_follows_weight_updates_and_training_runs_the_module() -> None:

@@ -162,4 +162,19 @@ def test_image_tower_session_does_not_spin(lite: OpenClipEncoder, image_paths: l
     lite.encode_text(["a dog"])
     image_cfg = lite.image_forward._session.get_session_options().get_session_config_entry
     assert image_cfg("session.intra_op.allow_spinning") == "0"
-    assert lite.text_forward.spin  # type: ignore[attr-defined]
+    text_cfg = lite.text_forward._session.get_session_options().get_session_config_entry  # type: ignore[attr-defined]
+    with pytest.raises(RuntimeError, match="does not have configuration"):  # unset: ORT's default
+        text_cfg("session.intra_op.allow_spinning")
+
+
+def test_closing_image_batches_early_stops_its_threads(
+    lite: OpenClipEncoder, image_paths: list[Path]
+) -> None:
+    import threading
+
+    paths = [image_paths[i % len(image_paths)] for i in range(12)]
+    batches = lite.image_batches(paths, 2)
+    start, first = next(batches)
+    assert start == 0 and first.shape[0] == 2
+    batches.close()  # batches 2 and 3 were submitted ahead; their threads must not linger
+    assert not [t for t in threading.enumerate() if t.name.startswith("mmrag-img")]

@@ -1,12 +1,13 @@
 """bfloat16 inference of a tower for large batches, on CPUs that multiply bf16 in hardware.
 
 On a CPU with Intel AMX tiles, oneDNN runs bf16 matrix products several times faster than fp32, but
-only once a product has enough rows. MiniLM's text tower on one thread, short SciFact queries, per
-query: fp32 (ONNX Runtime) 3.9 ms for one, 3.4 at 2, 3.9 at 4, 4.6 at 8; the traced bf16 copy 3.8 ms
-for one, 2.4 at 2, 1.8 at 4, 1.5 at 8; a 256-token abstract costs ~4x less than in fp32
-(``benchmarks/bench_text_path.py``; ``bench_api_concurrency.py`` for the API). So a text batch of at
-least :data:`BF16_MIN_BATCH` texts (an ingest batch, or the queries the API's micro-batcher gathers)
-runs on a bf16 copy of the tower, and a single query keeps the fp32 path: as fast, and bit-stable.
+only once a product has enough rows. MiniLM's text tower on one thread, short SciFact queries, ms per
+query at 1 / 2 / 4 / 8 texts: fp32 (ONNX Runtime) 4.4 / 4.1 / 4.2 / 4.7; the traced bf16 copy
+2.7 at 2, 2.0 at 4, 1.7 at 8; a 256-token abstract costs ~4x less than in fp32
+(``benchmarks/bench_text_path.py``, in BENCHMARKS.md; ``bench_api_concurrency.py`` for the API). So a
+text batch of at least :data:`BF16_MIN_BATCH` texts (an ingest batch, or the queries the API's
+micro-batcher gathers) runs on a bf16 copy of the tower, and a single query keeps the fp32 path: about
+as fast for one text (3.8 ms traced against 3.9 in a scratch run) and bit-stable.
 
 :class:`Bf16Forward` keeps that copy: made on first use, checked against the fp32 path on that
 batch and again on any batch with inputs over twice as long as checked so far (per-row cosine >=
@@ -35,6 +36,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 BF16_MIN_BATCH = 2  # a single text runs as fast on the fp32 path (measured above), and bit-stable
+EAGER_MIN_BATCH = 4  # the same threshold where the copy cannot be traced (eager: slower per text)
+TRACE_MATCH = 0.9999  # per-row cosine of the traced copy's output to the eager copy's
 PARITY_MIN = 0.999  # per-row cosine of the bf16 copy's output to fp32's on its first batch
 _DEFAULT: list[str] = ["auto"]
 
@@ -86,6 +89,8 @@ class Bf16Forward:
             and that the copy is checked against (default: the module itself; an encoder passes
             its ONNX Runtime forward).
         name: What the module is, for log messages.
+        example: Makes an input to trace the copy on (TorchScript: one call, one GIL release);
+            ``None``: the copy runs eagerly. See :meth:`_traced`.
 
     Example:
         >>> fwd = Bf16Forward(encoder.model.text, name="text tower")   # doctest: +SKIP
@@ -105,7 +110,8 @@ class Bf16Forward:
         self.fallback = fallback or module
         self.name = name
         self.example = example
-        self._copy: Any = None
+        self._copy: Any = None  # what runs: the traced copy, or the eager one
+        self._eager: Any = None  # the eager bf16 copy (the traced one shares its weights)
         self._key: tuple[int, ...] | None = None
         self._off_key: tuple[int, ...] | None = None  # weights whose bf16 copy failed parity
         self._checked_len = 0  # the longest input (last dimension) checked against fp32
@@ -120,6 +126,17 @@ class Bf16Forward:
         with self._lock:
             return self._off_key is None or self._off_key != weights_fingerprint(self.module)
 
+    @property
+    def traced(self) -> bool:
+        """Whether the copy runs traced (False before the first large batch made it)."""
+        return self._copy is not None and self._copy is not self._eager
+
+    @property
+    def min_batch(self) -> int:
+        """The fewest texts worth the copy: :data:`BF16_MIN_BATCH` traced (or not made yet),
+        :data:`EAGER_MIN_BATCH` when it has to run eagerly."""
+        return EAGER_MIN_BATCH if self._copy is not None and not self.traced else BF16_MIN_BATCH
+
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if self.module.training:
             return self.fallback(x)
@@ -131,19 +148,40 @@ class Bf16Forward:
                 # new weights, or inputs over twice as long as any checked (short queries first,
                 # then 256-token chunks; doubling keeps it to a few checks): compare with fp32 first
                 return self._check(x, key)
-            net = self._copy
-        return net(_bf16(x)).float()  # type: ignore[no-any-return]
+            net, eager = self._copy, self._eager
+        try:
+            return net(_bf16(x)).float()  # type: ignore[no-any-return]
+        except Exception as exc:
+            if net is eager:
+                raise
+            self._drop_trace(f"the traced copy failed on a {tuple(x.shape)} input ({exc})")
+            return eager(_bf16(x)).float()  # type: ignore[no-any-return]
+
+    def _drop_trace(self, why: str) -> None:
+        log.warning("%s: %s; the eager bf16 copy runs instead (slower beside busy threads)", self.name, why)
+        with self._lock:
+            self._copy = self._eager
 
     def _check(self, x: torch.Tensor, key: tuple[int, ...]) -> torch.Tensor:
         import torch
 
         ref = self.fallback(x).float()
         fresh = key != self._key  # new weights: a new copy; else a longer input for the same copy
-        net = self._copy
+        net, eager = self._copy, self._eager
         if fresh:
-            net = copy.deepcopy(self.module).to(torch.bfloat16).eval().requires_grad_(False)
-            net = self._traced(net)
-        y: torch.Tensor = net(_bf16(x)).float()
+            eager = copy.deepcopy(self.module).to(torch.bfloat16).eval().requires_grad_(False)
+            net = self._traced(eager)
+        y: torch.Tensor = eager(_bf16(x)).float()
+        if net is not eager:  # the trace must also match on this (new) shape, or it is dropped
+            try:
+                same = float(torch.nn.functional.cosine_similarity(net(_bf16(x)).float(), y, dim=-1).min())
+            except Exception as exc:  # noqa: BLE001 - a trace that fails on a shape is dropped
+                same, why = -1.0, f"the traced copy failed on a {tuple(x.shape)} input ({exc})"
+            else:
+                why = f"the traced copy differs from eager on a {tuple(x.shape)} input (cosine {same:.5f})"
+            if same < TRACE_MATCH:
+                log.warning("%s: %s; the eager bf16 copy runs instead", self.name, why)
+                net = eager
         parity = float(torch.nn.functional.cosine_similarity(y, ref, dim=-1).min())
         self.parity = parity if fresh or self.parity is None else min(self.parity, parity)
         if parity < PARITY_MIN:
@@ -151,12 +189,12 @@ class Bf16Forward:
                 "%s: bf16 output has cosine %.5f < %s to fp32's; large batches stay in fp32",
                 self.name, parity, PARITY_MIN,
             )  # fmt: skip
-            self._off_key, self._copy, self._key, self._checked_len = key, None, None, 0
+            self._off_key, self._copy, self._eager, self._key, self._checked_len = key, None, None, None, 0
             return ref
         log.debug("%s: bf16 copy checked up to length %d (parity %.6f)", self.name, x.shape[-1], parity)
         length = int(x.shape[-1])
         self._checked_len = length if fresh else max(self._checked_len, length)
-        self._copy, self._key, self._off_key = net, key, None
+        self._copy, self._eager, self._key, self._off_key = net, eager, key, None
         return y
 
     def _traced(self, net: Any) -> Any:
@@ -166,31 +204,30 @@ class Bf16Forward:
         request handlers) each wait can last the interpreter's 5 ms switch interval, and a 4-query
         batch took 127 ms/query instead of 2.3 (one thread spinning in Python beside it). Traced,
         the call releases the GIL once and skips the Python dispatch: 1.8 ms/query alone, 4.7 beside
-        the spinner; in the API, 8 clients get ~25% more queries/s
-        (``benchmarks/bench_api_concurrency.py``).
-        The example must be padded (a short and a long text) so the attention-mask path is the one
-        traced. Where tracing is unavailable (``torch.jit`` is deprecated) or differs from eager on
-        the example, the eager copy runs.
+        the spinner (``benchmarks/bench_api_concurrency.py`` for the API). The example must be
+        padded (a short and a long text) so the attention-mask path is the one traced; the trace
+        is compared with eager on it here, and on each batch :meth:`_check` sees. Where tracing is
+        unavailable (``torch.jit`` is deprecated), fails or differs, the eager copy runs, with a
+        warning.
         """
         if self.example is None:
             return net
         import torch
 
         try:
-            x = self.example()
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # the deprecation notice and HF's tracer warnings
-                traced = torch.jit.trace(net, _bf16(x), check_trace=False)  # type: ignore[no-untyped-call]
-            same = torch.nn.functional.cosine_similarity(
-                traced(_bf16(x)).float(), net(_bf16(x)).float(), dim=-1
-            )
-            if float(same.min()) >= 0.9999:
+            x = _bf16(self.example())
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")  # the deprecation notice, HF's tracer warnings
+                traced = torch.jit.trace(net, x, check_trace=False)  # type: ignore[no-untyped-call]
+            for w in caught:
+                log.debug("%s: while tracing: %s", self.name, w.message)
+            same = torch.nn.functional.cosine_similarity(traced(x).float(), net(x).float(), dim=-1)
+            if float(same.min()) >= TRACE_MATCH:
                 return traced
-            log.debug(
-                "%s: the traced bf16 copy differs from eager (cosine %.5f); eager runs", self.name, same.min()
-            )
+            why = f"the traced copy differs from eager on the example (cosine {float(same.min()):.5f})"
         except Exception as exc:  # noqa: BLE001 - any failure to trace means: run eager
-            log.debug("%s: cannot trace the bf16 copy (%s); eager runs", self.name, exc)
+            why = f"cannot trace the copy ({exc})"
+        log.warning("%s: %s; the eager bf16 copy runs instead (slower beside busy threads)", self.name, why)
         return net
 
 

@@ -8,6 +8,7 @@ with its preprocessing and tokenizer. Checkpoints use open_clip's own ``local-di
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 import os
@@ -22,7 +23,7 @@ import numpy as np
 
 from mmrag._lazy import require
 from mmrag.encoders.base import FloatArray, l2_normalize
-from mmrag.encoders.bf16 import BF16_MIN_BATCH, Bf16Forward, large_batch_bf16
+from mmrag.encoders.bf16 import Bf16Forward, large_batch_bf16
 from mmrag.encoders.onnxrt import FastForward
 from mmrag.errors import EncoderError
 
@@ -162,7 +163,7 @@ class OpenClipEncoder:
             if text is not None
             else self.model.encode_text
         )
-        # Batches of BF16_MIN_BATCH+ texts run on a bf16 copy where the CPU has AMX (encoders.bf16).
+        # Batches of 2+ texts (bf16.min_batch) run on a bf16 copy where the CPU has AMX (encoders.bf16).
         self.text_bf16 = (
             Bf16Forward(
                 text, fallback=self.text_forward, name=f"{self.id} text tower", example=self._trace_example
@@ -205,7 +206,7 @@ class OpenClipEncoder:
                 # between two batches of a long ingest instead of waiting for all of it.
                 # bf16 runs its fp32 fallback (text_forward) itself while it cannot be used
                 bf16 = self.text_bf16  # one read: set_runtime may swap it
-                fwd = bf16 if bf16 is not None and len(idx) >= BF16_MIN_BATCH else self.text_forward
+                fwd = bf16 if bf16 is not None and len(idx) >= bf16.min_batch else self.text_forward
                 with self._lock:
                     out[idx] = fwd(tokens).float().numpy()
         return l2_normalize(out)
@@ -240,8 +241,8 @@ class OpenClipEncoder:
 
         The next two batches are decoded and preprocessed on :attr:`decode_workers` threads (each
         takes a slice of a batch; Pillow releases the GIL while it decodes and resizes) while the
-        caller runs the model on this one; :meth:`encode_image` and the training feature
-        extractors share it.
+        caller runs the model on this one. A PIL image given twice is loaded here first, not by two
+        threads at once. :meth:`encode_image` and the training feature extractors share it.
 
         Args:
             images: PIL images or paths.
@@ -255,21 +256,29 @@ class OpenClipEncoder:
         starts = list(range(0, len(images), bs))
         if not starts:
             return
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mmrag-img") as pool:
+        seen: set[int] = set()
+        for item in images:
+            if not isinstance(item, str | Path):
+                if id(item) in seen:
+                    item.load()
+                seen.add(id(item))
+        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mmrag-img")
 
-            def load(start: int) -> list[Future[torch.Tensor]]:
-                chunk = images[start : start + bs]
-                step = -(-len(chunk) // workers)
-                return [
-                    pool.submit(self._load_batch, chunk[i : i + step]) for i in range(0, len(chunk), step)
-                ]
+        def load(start: int) -> list[Future[torch.Tensor]]:
+            chunk = images[start : start + bs]
+            n = min(workers, len(chunk))  # n slices of (nearly) equal size
+            cuts = [len(chunk) * j // n for j in range(n + 1)]
+            return [pool.submit(self._load_batch, chunk[a:b]) for a, b in itertools.pairwise(cuts)]
 
-            ahead = deque(load(s) for s in starts[:2])
+        ahead = deque(load(s) for s in starts[:2])
+        try:
             for i, start in enumerate(starts):
                 parts = ahead.popleft()
                 if i + 2 < len(starts):
                     ahead.append(load(starts[i + 2]))
-                yield start, cat([f.result() for f in parts])
+                yield start, parts[0].result() if len(parts) == 1 else cat([f.result() for f in parts])
+        finally:  # an error or an early close: the batches decoded ahead are not waited for
+            pool.shutdown(wait=True, cancel_futures=True)
 
     def encode_image(
         self, images: Sequence[Image.Image | str | Path], *, batch_size: int | None = None
@@ -296,6 +305,7 @@ class OpenClipEncoder:
             "parameters": n_params,
             "image_runtime": self.image_forward.active,
             "text_batch_precision": "bf16" if bf16 is not None and bf16.usable() else "fp32",
+            "text_bf16_traced": bf16 is not None and bf16.traced,
             **self.info,
         }
 
@@ -335,9 +345,9 @@ class OpenClipEncoder:
 def default_decode_workers() -> int:
     """Threads that decode and resize images beside the forward pass: one per core, up to 4.
 
-    With 2 cores, 2 threads took 1792 px JPEGs from 76 to 110 images/s end to end (the tower's
-    ONNX Runtime threads do not spin, so they leave the cores to the decoders while they wait);
-    a third was slower (``benchmarks/bench_image_path.py``).
+    With 2 cores and 2 torch threads, 2 decoding threads took 1792 px JPEGs from 76.5 to 109.2
+    images/s end to end, the tower's ONNX Runtime threads not spinning (96.2 spinning);
+    ``benchmarks/bench_image_path.py``.
     """
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     return max(1, min(4, cores))

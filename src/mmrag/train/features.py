@@ -91,8 +91,11 @@ def image_features(
     from tqdm import tqdm
 
     # The same ONNX Runtime path as encode_image (~4x eager torch on CPU), parity-checked.
-    trunk = FastForward(
-        encoder.model.visual.trunk.eval(), runtime=encoder.image_forward.runtime, name="image trunk"
+    trunk = FastForward(  # no spinning: image_batches' decoding threads share the cores
+        encoder.model.visual.trunk.eval(),
+        runtime=encoder.image_forward.runtime,
+        name="image trunk",
+        spin=False,
     )
     out: list[F32] = []
     with (

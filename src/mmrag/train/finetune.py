@@ -89,6 +89,7 @@ def block_input_features(
         TrunkBottom(encoder.model.visual.trunk, n_blocks).eval(),
         runtime=encoder.image_forward.runtime,
         name="frozen trunk blocks",
+        spin=False,  # image_batches' decoding threads share the cores
     )
     out: list[F16] = []
     with (

@@ -135,6 +135,7 @@ def view_block_inputs(
         TrunkBottom(encoder.model.visual.trunk, n_blocks).eval(),
         runtime=encoder.image_forward.runtime,
         name="frozen trunk blocks",
+        spin=False,  # the DataLoader's workers share the cores
     )
     data = ImageViews(paths, encoder.preprocess, augment, augment.transform(encoder), seed)
     loader = torch.utils.data.DataLoader(
