@@ -159,8 +159,10 @@ def test_image_path_benchmark_smoke(tmp_path: Path, data_dir: Path) -> None:
     [run] = result["runs"]
     assert run["ceiling_gflops"] > 0 and len(run["sets"]) == 2
     for s in run["sets"].values():
-        assert set(s["images_per_s"]) == set(s["share_of_ceiling"]) and len(s["images_per_s"]) == 4
+        assert set(s["images_per_s"]) == set(s["share_of_ceiling"]) and len(s["images_per_s"]) == 6
+        assert "ONNX Runtime + draft decode, 1 decode thread" in s["images_per_s"]
         assert s["parity_onnx_vs_torch"] >= 0.999 and s["parity_draft_vs_full"] > 0.99
+    assert result["decode_workers"] >= 1
     assert "Image path against the hardware" in _report(out.parent, tmp_path)
 
 
@@ -172,7 +174,9 @@ def test_text_path_benchmark_smoke(tmp_path: Path, data_dir: Path) -> None:
     [run] = result["runs"]
     assert set(run["precisions"]) == {"fp32", "bf16"} and run["ceiling_gflops"] > 0
     for row in run["precisions"].values():
-        assert set(row["query_ms"]) == {"1", "4", "8", "32"} and all(v > 0 for v in row["query_ms"].values())
+        assert set(row["query_ms"]) == {"1", "2", "4", "8", "32"} and all(
+            v > 0 for v in row["query_ms"].values()
+        )
         assert row["docs_per_s"] > 0
     assert run["parity_bf16_vs_fp32"] >= 0.999 and result["ndcg@10"] is None
     md = _report(out.parent, tmp_path)
