@@ -52,7 +52,10 @@ STAGES = {
 HEADERS = {"X-API-Key": KEY}
 
 
-def start_server(store: Path, root: Path, env_extra: dict[str, str], args: argparse.Namespace) -> Any:
+def start_server(
+    store: Path, root: Path, env_extra: dict[str, str], args: argparse.Namespace
+) -> tuple[Any, str, Path]:
+    """The server process, its URL and the file its stderr goes to."""
     port = free_port()
     env = {
         **os.environ,
@@ -76,7 +79,7 @@ def start_server(store: Path, root: Path, env_extra: dict[str, str], args: argpa
             sys.exit(f"server exited:\n{server_log_tail(log)}")
         try:
             if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                return server, url
+                return server, url, log
         except httpx.HTTPError:
             pass
         if time.monotonic() > deadline:
@@ -189,7 +192,7 @@ async def load(
 
 def run_config(name: str, args: argparse.Namespace, tmp: Path, queries: list[str]) -> list[dict[str, Any]]:
     root = tmp / "root"
-    server, url = start_server(tmp / "store", root, CONFIGS[name], args)
+    server, url, log = start_server(tmp / "store", root, CONFIGS[name], args)
     rows: list[dict[str, Any]] = []
     try:
         r = httpx.post(f"{url}/ingest", data={"path": "base"}, headers=HEADERS, timeout=1800)
@@ -210,7 +213,7 @@ def run_config(name: str, args: argparse.Namespace, tmp: Path, queries: list[str
         code = server.poll()
         print(
             f"row failed; server {'exited with ' + str(code) if code is not None else 'still running'}; "
-            f"its stderr ends:\n{server_log_tail(tmp / 'server.log')}",
+            f"its stderr ends:\n{server_log_tail(log)}",
             file=sys.stderr,
             flush=True,
         )

@@ -154,13 +154,13 @@ class Bf16Forward:
         except Exception as exc:
             if net is eager:
                 raise
-            self._drop_trace(f"the traced copy failed on a {tuple(x.shape)} input ({exc})")
+            self._eager_instead(_failed(x, exc))
+            with self._lock:
+                self._copy = eager
             return eager(_bf16(x)).float()  # type: ignore[no-any-return]
 
-    def _drop_trace(self, why: str) -> None:
+    def _eager_instead(self, why: str) -> None:
         log.warning("%s: %s; the eager bf16 copy runs instead (slower beside busy threads)", self.name, why)
-        with self._lock:
-            self._copy = self._eager
 
     def _check(self, x: torch.Tensor, key: tuple[int, ...]) -> torch.Tensor:
         import torch
@@ -171,16 +171,17 @@ class Bf16Forward:
         if fresh:
             eager = copy.deepcopy(self.module).to(torch.bfloat16).eval().requires_grad_(False)
             net = self._traced(eager)
-        y: torch.Tensor = eager(_bf16(x)).float()
+        xb = _bf16(x)
+        y: torch.Tensor = eager(xb).float()
         if net is not eager:  # the trace must also match on this (new) shape, or it is dropped
             try:
-                same = float(torch.nn.functional.cosine_similarity(net(_bf16(x)).float(), y, dim=-1).min())
+                same = float(torch.nn.functional.cosine_similarity(net(xb).float(), y, dim=-1).min())
             except Exception as exc:  # noqa: BLE001 - a trace that fails on a shape is dropped
-                same, why = -1.0, f"the traced copy failed on a {tuple(x.shape)} input ({exc})"
+                same, why = -1.0, _failed(x, exc)
             else:
                 why = f"the traced copy differs from eager on a {tuple(x.shape)} input (cosine {same:.5f})"
             if same < TRACE_MATCH:
-                log.warning("%s: %s; the eager bf16 copy runs instead", self.name, why)
+                self._eager_instead(why)
                 net = eager
         parity = float(torch.nn.functional.cosine_similarity(y, ref, dim=-1).min())
         self.parity = parity if fresh or self.parity is None else min(self.parity, parity)
@@ -227,8 +228,12 @@ class Bf16Forward:
             why = f"the traced copy differs from eager on the example (cosine {float(same.min()):.5f})"
         except Exception as exc:  # noqa: BLE001 - any failure to trace means: run eager
             why = f"cannot trace the copy ({exc})"
-        log.warning("%s: %s; the eager bf16 copy runs instead (slower beside busy threads)", self.name, why)
+        self._eager_instead(why)
         return net
+
+
+def _failed(x: torch.Tensor, exc: Exception) -> str:
+    return f"the traced copy failed on a {tuple(x.shape)} input ({exc})"
 
 
 def _bf16(x: torch.Tensor) -> torch.Tensor:
