@@ -86,12 +86,12 @@ def test_backend_upsert_failing_mid_batch_then_a_clean_rerun(
     with store_factory() as store:
         upsert = store.backend.upsert
 
-        def flaky(points: list[StoredPoint]) -> None:
+        def flaky(points: list[StoredPoint], *, flush: bool = True) -> None:
             calls["n"] += 1
             if calls["n"] == 3:
-                upsert(points[: len(points) // 2])  # half of the batch reached the store
+                upsert(points[: len(points) // 2], flush=flush)  # half of the batch reached the store
                 raise ConnectionError("injected: connection reset mid-batch")
-            upsert(points)
+            upsert(points, flush=flush)
 
         store.backend.upsert = flaky  # type: ignore[method-assign]
         with pytest.raises(ConnectionError, match="mid-batch"):

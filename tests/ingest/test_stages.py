@@ -110,3 +110,51 @@ def test_run_context_and_file_results_are_frozen_and_cross_processes(tmp_path: P
     back = pickle.loads(pickle.dumps(embedded))
     assert back.vectors is not None and back.vectors.shape == (1, ctx.dim) and not back.images
     assert back.digest == res.chunks[0].metadata["file_hash"]
+
+
+def test_ledger_commits_wait_for_a_store_flush_and_flushes_are_batched(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "notes"
+    root.mkdir()
+    for i in range(30):
+        (root / f"note-{i:02d}.txt").write_text(f"note number {i} about topic {i % 7}\n")
+    monkeypatch.setattr("mmrag.ingest.stages.writer.FLUSH_POINTS", 8)
+    monkeypatch.setattr("mmrag.ingest.stages.writer.FLUSH_SECONDS", 1e9)
+    events: list[str] = []
+    real_commit = Ledger.commit
+
+    def commit(self: Ledger, items: Any) -> None:
+        events.append(f"commit {len(items)}")
+        real_commit(self, items)
+
+    monkeypatch.setattr(Ledger, "commit", commit)
+    opts = IngestOptions(batch_size=4, text_window=4, ocr=False)
+    with QdrantStore.open(str(tmp_path / "store")) as store:
+        upsert, flush = store.backend.upsert, store.backend.flush
+
+        def logged_upsert(points: Any, *, flush: bool = True) -> None:
+            events.append("upsert" if not flush else "upsert+flush")
+            upsert(points, flush=flush)
+
+        def logged_flush() -> None:
+            events.append("flush")
+            flush()
+
+        monkeypatch.setattr(store.backend, "upsert", logged_upsert)
+        monkeypatch.setattr(store.backend, "flush", logged_flush)
+        summary = IngestRunner(HashEncoder(), store, opts, progress=False).run([root])
+        assert store.count() == 30
+    assert summary.files_loaded == 30 and summary.written == 30
+    assert events.count("upsert") == 8 and events.count("flush") == 4  # 30 points, a flush per 8 (+ the end)
+    unflushed = False
+    for e in events:
+        if e == "upsert":
+            unflushed = True
+        elif e == "flush":
+            unflushed = False
+        else:
+            assert not unflushed, f"a ledger commit before the store flushed its chunks: {events}"
+    assert sum(int(e.split()[1]) for e in events if e.startswith("commit")) == 30
+    with Ledger(default_ledger_path(store)) as ledger:
+        assert len(ledger.entries()) == 30

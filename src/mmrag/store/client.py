@@ -249,7 +249,8 @@ class ClientBackend:
         return self.collection
 
     # -- data -------------------------------------------------------------------------------
-    def upsert(self, points: Sequence[StoredPoint]) -> None:
+    # A server applies each write with wait=True (its own WAL): ``flush`` has nothing to add.
+    def upsert(self, points: Sequence[StoredPoint], *, flush: bool = True) -> None:
         coll = self._need()
         for start in range(0, len(points), UPSERT_BATCH):
             batch = points[start : start + UPSERT_BATCH]
@@ -277,7 +278,9 @@ class ClientBackend:
         responses = self.client.query_batch_points(coll, requests=reqs)
         return [[record_from_point(p, float(p.score)) for p in r.points] for r in responses]
 
-    def set_vectors(self, name: str, ids: Sequence[str], vectors: npt.NDArray[np.float32]) -> None:
+    def set_vectors(
+        self, name: str, ids: Sequence[str], vectors: npt.NDArray[np.float32], *, flush: bool = True
+    ) -> None:
         m, coll = _models(), self._need()
         self.client.update_vectors(
             coll,
@@ -394,4 +397,7 @@ class ClientBackend:
 
     def optimize(self) -> None:
         # A server indexes in the background; nothing to trigger.
+        return None
+
+    def flush(self) -> None:
         return None

@@ -240,11 +240,13 @@ class QdrantStore:
         *,
         present: Collection[str] | None = None,
         writer: str | None = None,
+        flush: bool = True,
     ) -> int:
         """Write chunks with their vectors (idempotent by chunk id). Returns the number written.
 
         ``present``: ids of ``chunks`` already stored (see :meth:`presence`), saving a second read;
-        ``writer``: the marker new points carry (:data:`~mmrag.store.payload.WRITER_KEY`).
+        ``writer``: the marker new points carry (:data:`~mmrag.store.payload.WRITER_KEY`);
+        ``flush=False``: durable only after the next :meth:`flush` (a bulk writer's batches).
         """
         if len(chunks) != len(vectors):
             raise ValueError(f"{len(chunks)} chunks but {len(vectors)} vectors")
@@ -273,10 +275,11 @@ class QdrantStore:
                         {SPARSE_VECTOR: sparse[chunks[i].id]} if chunks[i].id in sparse else {},
                     )
                     for i in new
-                ]
+                ],
+                flush=flush,
             )
         if old:
-            self.backend.set_vectors(vector, [chunks[i].id for i in old], vectors[old])
+            self.backend.set_vectors(vector, [chunks[i].id for i in old], vectors[old], flush=flush)
         return len(chunks)
 
     def existing_ids(self, ids: Sequence[str], vector: str | None = None) -> set[str]:
@@ -379,6 +382,10 @@ class QdrantStore:
     def optimize(self) -> None:
         """Build HNSW / merge segments after bulk writes (Edge); a no-op on a server."""
         self.backend.optimize()
+
+    def flush(self) -> None:
+        """Make the ``flush=False`` writes so far durable (Edge); a no-op on a server."""
+        self.backend.flush()
 
     def stats(self) -> dict[str, Any]:
         """Counts by modality and source, vectors, default vector: for ``mmrag info`` and the UI."""
