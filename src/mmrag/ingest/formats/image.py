@@ -150,16 +150,21 @@ def load_image(file: RawFile, opts: LoadOptions, captions: Captions | None = Non
 
 
 def _looks_like_document(image: Any) -> bool:
-    """Mostly bright, unsaturated pixels: a page scan or a table, not a photo."""
-    small = image.copy()
-    small.thumbnail((256, 256))
-    hsv = small.convert("HSV")
-    hist_v = hsv.getchannel("V").histogram()
-    hist_s = hsv.getchannel("S").histogram()
-    total = max(1, sum(hist_v))
-    bright = sum(hist_v[200:]) / total
-    grey = sum(hist_s[:40]) / total
-    return bool(bright >= _DOC_BRIGHT_FRACTION and grey >= _DOC_BRIGHT_FRACTION)
+    """Mostly bright, unsaturated pixels: a page scan or a table, not a photo.
+
+    HSV's value (the brightest channel) and saturation ((max - min) / max), read with numpy from
+    the image box-reduced to ~128-255 px: Pillow's HSV conversion took ~0.7 ms on a 224 px photo,
+    a parsing thread's largest cost beside the encoder.
+    """
+    import numpy as np  # numpy is core; kept local like Pillow
+
+    factor = max(1, max(image.size) // 64)
+    small = image.reduce(factor) if factor > 1 else image
+    r, g, b = (np.asarray(band, dtype=np.int32) for band in small.convert("RGB").split())
+    hi, lo = np.maximum(np.maximum(r, g), b), np.minimum(np.minimum(r, g), b)
+    bright = float(np.mean(hi >= 200))
+    grey = float(np.mean((hi - lo) * 255 < 40 * np.maximum(hi, 1)))  # saturation < 40 of 255
+    return bright >= _DOC_BRIGHT_FRACTION and grey >= _DOC_BRIGHT_FRACTION
 
 
 def _ocr_text(image: Any) -> str:
