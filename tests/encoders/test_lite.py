@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from mmrag.encoders import DualEncoder, load_encoder
+from mmrag.encoders.base import PreparedImage
 from mmrag.encoders.lite import LITE_ID, _load_image_tower_weights, minilm_path
 from mmrag.encoders.openclip import OpenClipEncoder
 from mmrag.errors import EncoderError, MissingExtraError
@@ -99,6 +100,22 @@ def test_encode_image_paths_and_pil_agree(lite: OpenClipEncoder, image_paths: li
     sims = from_paths @ from_paths.T
     assert np.all(np.argmax(sims, axis=1) == np.arange(len(image_paths)))
     assert sims[0, 1] < 0.999
+
+
+def test_prepared_images_encode_as_the_images_they_came_from(
+    lite: OpenClipEncoder, image_paths: list[Path]
+) -> None:
+    pils = []
+    for p in image_paths:
+        with Image.open(p) as im:
+            pils.append(im.copy())
+    prepared = [lite.prepare_image(im) for im in pils]
+    assert all(p.encoder == lite.id and tuple(p.data.shape) == (3, 224, 224) for p in prepared)
+    # Mixed in one call with a path and a PIL image, across a batch boundary.
+    mixed = lite.encode_image([prepared[0], image_paths[1], prepared[2]], batch_size=2)
+    np.testing.assert_array_equal(mixed, lite.encode_image(pils, batch_size=2))
+    with pytest.raises(EncoderError, match="prepared by encoder 'other'"):
+        lite.encode_image([PreparedImage("other", prepared[0].data)])
 
 
 def test_encode_image_batching_is_transparent(lite: OpenClipEncoder, image_paths: list[Path]) -> None:

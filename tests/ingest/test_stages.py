@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import pickle
 import shutil
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from mmrag.encoders.base import DualEncoder
+from mmrag.encoders.base import DualEncoder, PreparedImage
 from mmrag.ingest import IngestOptions, IngestRunner, Ledger
 from mmrag.ingest.ledger import default_ledger_path
 from mmrag.ingest.stages import Embedder, FileResult, Parser, Precomputed, Reader, RunContext, VectorSource
@@ -49,7 +50,9 @@ class EmbedFirst:
     def __init__(self, encoder: DualEncoder) -> None:
         self.encoder = encoder
 
-    def results(self, ctx: RunContext, reader: Reader, todo: Todo) -> Iterator[FileResult]:
+    def results(
+        self, ctx: RunContext, reader: Reader, todo: Todo, prepare: Any = None
+    ) -> Iterator[FileResult]:
         parser, embedder = Parser(ctx), Embedder(self.encoder, ctx)
         parsed = [parser.parse(reader.read(path, root)) for path, root in todo]
         for start in range(0, len(parsed), 3):
@@ -158,3 +161,37 @@ def test_ledger_commits_wait_for_a_store_flush_and_flushes_are_batched(
     assert sum(int(e.split()[1]) for e in events if e.startswith("commit")) == 30
     with Ledger(default_ledger_path(store)) as ledger:
         assert len(ledger.entries()) == 30
+
+
+class PreparingEncoder(HashEncoder):
+    """A hash encoder that, like the open_clip one, takes images it prepared itself."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.prepared_on: set[str] = set()
+        self.given: list[str] = []
+
+    def prepare_image(self, image: Any) -> PreparedImage:
+        self.prepared_on.add(threading.current_thread().name)
+        return PreparedImage(self.id, image.convert("RGB"))
+
+    def encode_image(self, images: Any, *, batch_size: int | None = None) -> Any:
+        self.given += [type(im).__name__ for im in images]
+        return super().encode_image([im.data if isinstance(im, PreparedImage) else im for im in images])
+
+
+def test_the_default_engine_prepares_images_on_its_parsing_threads(tmp_path: Path, folder: Path) -> None:
+    encoder = PreparingEncoder()
+    with QdrantStore.open(str(tmp_path / "store")) as store:
+        summary = IngestRunner(encoder, store, OPTS, progress=False).run([folder])
+        stored = {r.id: r.vectors for r in store.iter_records(with_vectors=True)}
+    assert summary.chunks["image"] >= 2 and encoder.given
+    assert set(encoder.given) == {"PreparedImage"}  # photos and PDF figures alike
+    assert encoder.prepared_on and all(name.startswith("mmrag-read") for name in encoder.prepared_on)
+    # The same vectors as when the encoder prepares them itself.
+    _run(tmp_path / "plain", folder)
+    with QdrantStore.open(str(tmp_path / "plain")) as plain:
+        again = {r.id: r.vectors for r in plain.iter_records(with_vectors=True)}
+    assert again.keys() == stored.keys()
+    for cid, vectors in stored.items():
+        np.testing.assert_allclose(vectors["hash-test"], again[cid]["hash-test"], atol=1e-6)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -11,7 +12,7 @@ import numpy.typing as npt
 
 from mmrag.types import VectorSpec, vector_name
 
-__all__ = ["DualEncoder", "FloatArray", "l2_normalize", "vector_name", "vector_spec"]
+__all__ = ["DualEncoder", "FloatArray", "PreparedImage", "l2_normalize", "vector_name", "vector_spec"]
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -48,6 +49,21 @@ class DualEncoder(Protocol):
     ) -> FloatArray: ...
 
     def describe(self) -> dict[str, Any]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedImage:
+    """An image already turned into one encoder's input by its ``prepare_image`` (decoded,
+    resized, normalised), so that the caller's own threads do that step ahead of ``encode_image``
+    (ingest's parsing threads do, while the encoder runs the batch before).
+
+    Attributes:
+        encoder: The id of the encoder that prepared it: only that encoder accepts it.
+        data: The input tensor.
+    """
+
+    encoder: str
+    data: Any
 
 
 def l2_normalize(x: npt.NDArray[Any]) -> FloatArray:

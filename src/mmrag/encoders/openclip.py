@@ -22,14 +22,18 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mmrag._lazy import require
-from mmrag.encoders.base import FloatArray, l2_normalize
+from mmrag.encoders.base import FloatArray, PreparedImage, l2_normalize
 from mmrag.encoders.bf16 import Bf16Forward, large_batch_bf16
 from mmrag.encoders.onnxrt import FastForward
 from mmrag.errors import EncoderError
 
 if TYPE_CHECKING:
+    from typing import TypeAlias
+
     import torch
     from PIL import Image
+
+    ImageItem: TypeAlias = Image.Image | str | Path | PreparedImage  # what encode_image takes
 
 log = logging.getLogger(__name__)
 
@@ -212,11 +216,21 @@ class OpenClipEncoder:
         return l2_normalize(out)
 
     # -- images -----------------------------------------------------------------------------
-    def _load_batch(self, items: Sequence[Image.Image | str | Path]) -> torch.Tensor:
+    def prepare_image(self, image: Image.Image) -> PreparedImage:
+        """``image`` as this encoder's input tensor, for :meth:`encode_image` to take later (the
+        preprocessing of a decoded image, done on the caller's thread)."""
+        return PreparedImage(self.id, self.preprocess(image.convert("RGB")))
+
+    def _load_batch(self, items: Sequence[ImageItem]) -> torch.Tensor:
         torch = require("torch", "core")
         pil = require("PIL.Image", "core")
         tensors = []
         for item in items:
+            if isinstance(item, PreparedImage):
+                if item.encoder != self.id:
+                    raise EncoderError(f"an image prepared by encoder {item.encoder!r} given to {self.id!r}")
+                tensors.append(item.data)
+                continue
             if isinstance(item, str | Path):
                 try:
                     with pil.open(item) as im:
@@ -235,7 +249,7 @@ class OpenClipEncoder:
         return torch.stack(tensors)  # type: ignore[no-any-return]
 
     def image_batches(
-        self, images: Sequence[Image.Image | str | Path], batch_size: int
+        self, images: Sequence[ImageItem], batch_size: int
     ) -> Iterator[tuple[int, torch.Tensor]]:
         """Preprocessed image batches as ``(start index, (n, 3, H, W) tensor)``, in input order.
 
@@ -245,7 +259,7 @@ class OpenClipEncoder:
         threads at once. :meth:`encode_image` and the training feature extractors share it.
 
         Args:
-            images: PIL images or paths.
+            images: PIL images, paths, or images this encoder prepared (:meth:`prepare_image`).
             batch_size: Images per batch (the last one may be shorter).
 
         Raises:
@@ -258,7 +272,7 @@ class OpenClipEncoder:
             return
         seen: set[int] = set()
         for item in images:
-            if not isinstance(item, str | Path):
+            if not isinstance(item, str | Path | PreparedImage):
                 if id(item) in seen:
                     item.load()
                 seen.add(id(item))
@@ -280,10 +294,9 @@ class OpenClipEncoder:
         finally:  # an error or an early close: the batches decoded ahead are not waited for
             pool.shutdown(wait=True, cancel_futures=True)
 
-    def encode_image(
-        self, images: Sequence[Image.Image | str | Path], *, batch_size: int | None = None
-    ) -> FloatArray:
-        """Embed images (PIL images or paths); returns L2-normalised float32 rows."""
+    def encode_image(self, images: Sequence[ImageItem], *, batch_size: int | None = None) -> FloatArray:
+        """Embed images (PIL images, paths, or :meth:`prepare_image` results); returns
+        L2-normalised float32 rows."""
         torch = require("torch", "core")
         bs = batch_size or self.batch_size
         out = np.zeros((len(images), self.dim), dtype=np.float32)

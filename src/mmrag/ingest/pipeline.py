@@ -50,6 +50,8 @@ from mmrag.types import IngestSummary
 
 log = logging.getLogger(__name__)
 
+Prepare = Callable[[FileResult], FileResult]
+
 
 @dataclass(frozen=True, slots=True)
 class IngestOptions:
@@ -149,8 +151,11 @@ class Distributor(Protocol):
         >>> IngestRunner(encoder, store, distributor=RayDistributor(factory)).run(["docs"])  # doctest: +SKIP
     """
 
-    def results(self, ctx: RunContext, reader: Reader, todo: Todo) -> Iterator[FileResult]:
-        """One result per file of ``todo`` (in any order): skipped, unchanged, or parsed."""
+    def results(
+        self, ctx: RunContext, reader: Reader, todo: Todo, prepare: Prepare | None = None
+    ) -> Iterator[FileResult]:
+        """One result per file of ``todo`` (in any order): skipped, unchanged, or parsed (then
+        passed through ``prepare``, the vector source's, where it was parsed)."""
         ...
 
     def vector_source(self, ctx: RunContext, encoder: DualEncoder, summary: IngestSummary) -> VectorSource:
@@ -166,11 +171,14 @@ class LocalThreads:
         >>> IngestRunner(encoder, store, distributor=LocalThreads())  # the default  # doctest: +SKIP
     """
 
-    def results(self, ctx: RunContext, reader: Reader, todo: Todo) -> Iterator[FileResult]:
+    def results(
+        self, ctx: RunContext, reader: Reader, todo: Todo, prepare: Prepare | None = None
+    ) -> Iterator[FileResult]:
         parser = Parser(ctx)
 
         def read_and_parse(item: tuple[Path, Path]) -> FileResult:
-            return parser.parse(reader.read(*item))
+            res = parser.parse(reader.read(*item))
+            return prepare(res) if prepare is not None else res
 
         # The window spans a whole batch, so the next batch is parsed while the encoder runs this
         # one (with only a few files ahead, the encoder waited for most of every batch's files).
@@ -259,9 +267,8 @@ class IngestRunner:
         todo = Reader.walk(roots, limit, files)
         ctx = self.options.context(self.encoder, summary.vector, captions)
         reader = Reader(ctx, known)
-        writer = Writer(
-            self.store, ledger, ctx, summary, self.distributor.vector_source(ctx, self.encoder, summary)
-        )
+        source = self.distributor.vector_source(ctx, self.encoder, summary)
+        writer = Writer(self.store, ledger, ctx, summary, source)
         bar = None
         if self.progress:
             from tqdm import tqdm
@@ -270,7 +277,7 @@ class IngestRunner:
         seen: set[str] = set()
 
         t_read = time.perf_counter()
-        for res in self.distributor.results(ctx, reader, todo):
+        for res in self.distributor.results(ctx, reader, todo, source.prepare):
             timings["read"] += time.perf_counter() - t_read
             timings["parse"] += res.seconds
             summary.files_seen += 1

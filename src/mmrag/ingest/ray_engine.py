@@ -35,7 +35,7 @@ from mmrag._lazy import require
 from mmrag.encoders.base import DualEncoder
 from mmrag.errors import ConfigError, EncoderError, MmragError
 from mmrag.ingest.ledger_base import IngestLedger
-from mmrag.ingest.pipeline import IngestOptions, IngestRunner
+from mmrag.ingest.pipeline import IngestOptions, IngestRunner, Prepare
 from mmrag.ingest.stages import (
     Embedder,
     FileResult,
@@ -158,7 +158,10 @@ class RayDistributor:
     def vector_source(self, ctx: RunContext, encoder: DualEncoder, summary: IngestSummary) -> VectorSource:
         return Precomputed(summary)  # the driver never encodes
 
-    def results(self, ctx: RunContext, reader: Reader, todo: Todo) -> Iterator[FileResult]:
+    def results(
+        self, ctx: RunContext, reader: Reader, todo: Todo, prepare: Prepare | None = None
+    ) -> Iterator[FileResult]:
+        # ``prepare`` is Precomputed's, a no-op: the encoder actors take decoded images.
         def check(item: tuple[Path, Path]) -> FileResult:
             # The driver only decides: the bytes are read again where they are parsed.
             return replace(reader.read(*item), raw=None)

@@ -13,6 +13,7 @@ times each modality. The writer asks a
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any, Protocol
@@ -60,6 +61,18 @@ class Embedder:
                 vecs[part] = embed_chunks(self.encoder, [chunks[i] for i in part], images, timings=seconds)
         return vecs, seconds
 
+    def prepare(self, res: FileResult) -> FileResult:
+        """``res`` with its decoded images turned into the encoder's input, where the encoder can
+        (``prepare_image``): called on the parsing thread, so the next batch is ready while the
+        encoder runs this one (done when the batch is encoded, resizing 32 images held the
+        encoder up ~1.5 ms an image: a fifth of its forward pass)."""
+        prepare = getattr(self.encoder, "prepare_image", None)
+        if prepare is None or not res.images:
+            return res
+        t0 = time.perf_counter()
+        images = {cid: prepare(img) for cid, img in res.images.items()}
+        return replace(res, images=images, seconds=res.seconds + time.perf_counter() - t0)
+
     def embed_files(self, results: Sequence[FileResult]) -> list[FileResult]:
         """The parsed files of ``results`` with their chunks' vectors (others unchanged), for an
         engine that embeds before the writer. Each file's time is its share of the batch's."""
@@ -97,6 +110,9 @@ class VectorSource(Protocol):
         >>> source.release(parsed.chunks)                                        # doctest: +SKIP
     """
 
+    def prepare(self, res: FileResult) -> FileResult:
+        """Run on the parsing thread after the parser: ready ``res``'s images for the encoder."""
+
     def hold(self, res: FileResult) -> None:
         """Keep what a parsed file brings for its chunks (decoded images, or vectors)."""
 
@@ -122,6 +138,9 @@ class EncodeOnWrite:
         self.embedder = embedder
         self.summary = summary
         self.images: dict[str, Any] = {}
+
+    def prepare(self, res: FileResult) -> FileResult:
+        return self.embedder.prepare(res)
 
     def hold(self, res: FileResult) -> None:
         self.images.update(res.images)
@@ -151,6 +170,9 @@ class Precomputed:
     def __init__(self, summary: IngestSummary) -> None:
         self.summary = summary
         self.held: dict[str, FloatArray] = {}
+
+    def prepare(self, res: FileResult) -> FileResult:
+        return res  # embedded before it arrives
 
     def hold(self, res: FileResult) -> None:
         if res.vectors is None:
