@@ -270,6 +270,9 @@ class OpenClipEncoder:
         starts = list(range(0, len(images), bs))
         if not starts:
             return
+        if all(isinstance(item, PreparedImage) for item in images):  # stacking is all that is left
+            yield from ((start, self._load_batch(images[start : start + bs])) for start in starts)
+            return
         seen: set[int] = set()
         for item in images:
             if not isinstance(item, str | Path | PreparedImage):
