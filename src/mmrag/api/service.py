@@ -335,7 +335,8 @@ class Service:
             "defaults": {"hybrid": self.retriever.hybrid, "rerank": self.retriever.rerank},
             "reranker": getattr(self.retriever.reranker, "id", None),
             "fusion": self.retriever.fusion,  # how hybrid search merges BM25 and dense (dbsf | rrf)
-            "text_batch_precision": self.encoder.describe().get("text_batch_precision", "fp32"),
+            "text_batch_precision": (enc := self.encoder.describe()).get("text_batch_precision", "fp32"),
+            "text_bf16_traced": enc.get("text_bf16_traced", False),  # eager is slower under load
             "tenancy": self.store.tenancy,
             "auth": self.auth_enabled,
             "batching": {**dataclasses.asdict(self.batcher.settings), **self.batcher.stats()},
