@@ -88,7 +88,7 @@ bench: install
 	$(PY) benchmarks/train_extras.py joint
 	$(PY) benchmarks/train_extras.py unfreeze
 	$(PY) benchmarks/train_extras.py loop
-	$(PY) benchmarks/bench_ingest.py --images 1000 --abstracts 5183
+	$(PY) benchmarks/bench_ingest.py --images 1000 --abstracts 5183 --repeats 3
 	$(PY) benchmarks/bench_ingest_rss.py
 	$(PY) benchmarks/bench_image_path.py
 	$(PY) benchmarks/bench_quantization.py

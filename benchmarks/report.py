@@ -456,9 +456,10 @@ def ingest_section(r: dict[str, Any]) -> str:
             f"| {key} | {x['items']} | {x['raw_per_s']} {x['unit']} | {x['end_to_end_per_s']} {x['unit']} "
             f"| {x['ratio']:.2f} (target >= {r['target_ratio']}) |"
         )
+    args = f"--images {r['images']['items']} --abstracts {r['text']['files']} --repeats {r['repeats']}"
     return f"""## Ingest throughput (`benchmarks/bench_ingest.py`)
 
-Command: `python benchmarks/bench_ingest.py --images {r["images"]["items"]} --abstracts {r["text"]["files"]}`
+Command: `python benchmarks/bench_ingest.py {args}`
 (`make bench`): Flickr8k dev images; SciFact abstracts, one `.txt` file each, token-aware chunks
 ({r["text"].get("chunking", "?")}).
 Encoder `{r["encoder"]}`, {r["threads"]} torch thread(s), batch {r["batch"]}, median of {r["repeats"]} run(s).
