@@ -311,8 +311,7 @@ class Service:
 
     # -- stats ------------------------------------------------------------------------------
     def stats(self, principal: Principal, tenant: str | None) -> dict[str, Any]:
-        who = self.tenant_for(principal, tenant)
-        if who is None:
+        if (who := self.tenant_for(principal, tenant)) is None:
             return self.store.stats()
         flt = {"tenant": who}
         return {
@@ -336,7 +335,7 @@ class Service:
             "reranker": getattr(self.retriever.reranker, "id", None),
             "fusion": self.retriever.fusion,  # how hybrid search merges BM25 and dense (dbsf | rrf)
             "text_batch_precision": (enc := self.encoder.describe()).get("text_batch_precision", "fp32"),
-            "text_bf16_traced": enc.get("text_bf16_traced", False),  # eager is slower under load
+            "text_bf16_traced": enc.get("text_bf16_traced", False),
             "tenancy": self.store.tenancy,
             "auth": self.auth_enabled,
             "batching": {**dataclasses.asdict(self.batcher.settings), **self.batcher.stats()},

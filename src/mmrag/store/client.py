@@ -278,9 +278,7 @@ class ClientBackend:
         responses = self.client.query_batch_points(coll, requests=reqs)
         return [[record_from_point(p, float(p.score)) for p in r.points] for r in responses]
 
-    def set_vectors(
-        self, name: str, ids: Sequence[str], vectors: npt.NDArray[np.float32], *, flush: bool = True
-    ) -> None:
+    def set_vectors(self, name: str, ids: Sequence[str], vectors: npt.NDArray[np.float32]) -> None:
         m, coll = _models(), self._need()
         self.client.update_vectors(
             coll,
@@ -395,8 +393,7 @@ class ClientBackend:
             return 0
         return int(self.client.get_collection(self._physical).indexed_vectors_count or 0)
 
-    def optimize(self) -> None:
-        # A server indexes in the background; nothing to trigger.
+    def optimize(self) -> None:  # a server indexes in the background; nothing to trigger
         return None
 
     def flush(self) -> None:

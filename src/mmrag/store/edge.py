@@ -253,17 +253,20 @@ class EdgeBackend:
         return self._shard
 
     # -- data -------------------------------------------------------------------------------
-    def upsert(self, points: Sequence[StoredPoint], *, flush: bool = True) -> None:
-        qe, shard = _qe(), self._need()
-        for start in range(0, len(points), UPSERT_BATCH):
-            batch = points[start : start + UPSERT_BATCH]
-            shard.update(qe.UpdateOperation.upsert_points([_point(p) for p in batch]))
+    def _apply(self, ops: Sequence[Any], flush: bool = True) -> None:
+        """Apply update operations; then flush (~8 ms however little changed: bulk writers pass
+        ``flush=False`` and call :meth:`flush` once per few hundred points)."""
+        shard = self._need()
+        for op in ops:
+            shard.update(op)
         if flush:
             shard.flush()
 
+    def upsert(self, points: Sequence[StoredPoint], *, flush: bool = True) -> None:
+        batches = (points[s : s + UPSERT_BATCH] for s in range(0, len(points), UPSERT_BATCH))
+        self._apply([_qe().UpdateOperation.upsert_points([_point(p) for p in b]) for b in batches], flush)
+
     def flush(self) -> None:
-        # ~8 ms however little changed (and the binding keeps the GIL): bulk writers flush once
-        # per few hundred points, before their ledger commit, not after every write.
         if self._shard is not None:
             self._shard.flush()
 
@@ -271,21 +274,13 @@ class EdgeBackend:
         return set(self._meta.get("sparse") or [])
 
     def set_sparse(self, name: str, ids: Sequence[str], vectors: Sequence[SparseVec]) -> None:
-        qe, shard = _qe(), self._need()
-        for start in range(0, len(ids), UPSERT_BATCH):
-            shard.update(
-                qe.UpdateOperation.update_vectors(
-                    [
-                        qe.PointVectors(i, {name: _sparse(v)})
-                        for i, v in zip(
-                            ids[start : start + UPSERT_BATCH],
-                            vectors[start : start + UPSERT_BATCH],
-                            strict=True,
-                        )
-                    ]
-                )
-            )
-        shard.flush()
+        qe, pairs = _qe(), list(zip(ids, vectors, strict=True))
+        self._apply(
+            [
+                qe.UpdateOperation.update_vectors([qe.PointVectors(i, {name: _sparse(v)}) for i, v in batch])
+                for batch in (pairs[s : s + UPSERT_BATCH] for s in range(0, len(pairs), UPSERT_BATCH))
+            ]
+        )
 
     def search_sparse(
         self, name: str, queries: Sequence[SparseVec], limit: int, filters: Filters | None
@@ -303,17 +298,10 @@ class EdgeBackend:
         results = shard.query_batch(qe.QueryBatchRequest(reqs)) if len(reqs) > 1 else [shard.query(reqs[0])]
         return [[record_from_point(p, float(p.score)) for p in res] for res in results]
 
-    def set_vectors(
-        self, name: str, ids: Sequence[str], vectors: npt.NDArray[np.float32], *, flush: bool = True
-    ) -> None:
-        qe, shard = _qe(), self._need()
-        shard.update(
-            qe.UpdateOperation.update_vectors(
-                [qe.PointVectors(i, {name: as_list(v)}) for i, v in zip(ids, vectors, strict=True)]
-            )
-        )
-        if flush:
-            shard.flush()
+    def set_vectors(self, name: str, ids: Sequence[str], vectors: npt.NDArray[np.float32]) -> None:
+        qe = _qe()
+        pts = [qe.PointVectors(i, {name: as_list(v)}) for i, v in zip(ids, vectors, strict=True)]
+        self._apply([qe.UpdateOperation.update_vectors(pts)])
 
     def search(
         self,
@@ -364,14 +352,12 @@ class EdgeBackend:
 
     def delete(self, ids: Sequence[str]) -> None:
         if self._shard is not None and ids:
-            self._shard.update(_qe().UpdateOperation.delete_points(list(ids)))
-            self._shard.flush()
+            self._apply([_qe().UpdateOperation.delete_points(list(ids))])
 
     def delete_vectors(self, name: str, ids: Sequence[str]) -> None:
         """Remove one named vector from points, keeping the points and their other vectors."""
         if self._shard is not None and ids:
-            self._shard.update(_qe().UpdateOperation.delete_vectors(list(ids), [name]))
-            self._shard.flush()
+            self._apply([_qe().UpdateOperation.delete_vectors(list(ids), [name])])
 
     def count(self, filters: Filters | None = None) -> int:
         if self._shard is None:

@@ -156,9 +156,6 @@ class QdrantStore:
             self._bm25 = Bm25Encoder(self.meta.bm25)
         return self._bm25
 
-    def _sparse_of(self, chunks: Sequence[Chunk]) -> dict[str, SparseVec]:
-        return document_vectors(self.sparse_encoder, chunks)
-
     def index_sparse(self, batch: int = 256) -> int:
         """(Re)compute the BM25 vector of every stored point from its text; returns how many got one."""
         if not self.has_sparse:
@@ -167,7 +164,7 @@ class QdrantStore:
             )
         done = 0
         for page in scroll_all(self.backend, batch=batch):
-            sparse = self._sparse_of([payload_chunk(r.id, r.payload) for r in page])
+            sparse = document_vectors(self.sparse_encoder, [payload_chunk(r.id, r.payload) for r in page])
             if sparse:
                 self.backend.set_sparse(SPARSE_VECTOR, list(sparse), list(sparse.values()))
             done += len(sparse)
@@ -192,10 +189,8 @@ class QdrantStore:
         # A query of only stop words has no tokens: it matches nothing (Qdrant rejects empty vectors).
         live = [i for i, v in enumerate(queries) if v.indices]
         found = self.backend.search_sparse(SPARSE_VECTOR, [queries[i] for i in live], limit, flt or None)
-        out: Results = [[] for _ in queries]
-        for i, res in zip(live, found, strict=True):
-            out[i] = _results(res)
-        return out
+        by_query = dict(zip(live, found, strict=True))
+        return [_results(by_query.get(i, [])) for i in range(len(queries))]
 
     def vector_for(self, spec: VectorSpec) -> str:
         """The existing vector of ``spec``; a clear error if the store has none."""
@@ -246,7 +241,7 @@ class QdrantStore:
 
         ``present``: ids of ``chunks`` already stored (see :meth:`presence`), saving a second read;
         ``writer``: the marker new points carry (:data:`~mmrag.store.payload.WRITER_KEY`);
-        ``flush=False``: durable only after the next :meth:`flush` (a bulk writer's batches).
+        ``flush=False``: new points are durable only after the next :meth:`flush` (bulk writes).
         """
         if len(chunks) != len(vectors):
             raise ValueError(f"{len(chunks)} chunks but {len(vectors)} vectors")
@@ -264,29 +259,27 @@ class QdrantStore:
         new = [i for i, c in enumerate(chunks) if c.id not in present]
         old = [i for i, c in enumerate(chunks) if c.id in present]
         # BM25 vectors depend only on the text, so points already stored keep theirs.
-        sparse = self._sparse_of([chunks[i] for i in new]) if self.has_sparse else {}
-        if new:
-            self.backend.upsert(
-                [
-                    StoredPoint(
-                        chunks[i].id,
-                        {vector: vectors[i]},
-                        chunk_payload(chunks[i], writer),
-                        {SPARSE_VECTOR: sparse[chunks[i].id]} if chunks[i].id in sparse else {},
-                    )
-                    for i in new
-                ],
-                flush=flush,
+        sparse = document_vectors(self.sparse_encoder, [chunks[i] for i in new]) if self.has_sparse else {}
+        points = [
+            StoredPoint(
+                c.id,
+                {vector: vectors[i]},
+                chunk_payload(c, writer),
+                {SPARSE_VECTOR: sparse[c.id]} if c.id in sparse else {},
             )
+            for i, c in ((i, chunks[i]) for i in new)
+        ]
+        if points:
+            self.backend.upsert(points, flush=flush)
         if old:
-            self.backend.set_vectors(vector, [chunks[i].id for i in old], vectors[old], flush=flush)
+            self.backend.set_vectors(vector, [chunks[i].id for i in old], vectors[old])
         return len(chunks)
 
     def existing_ids(self, ids: Sequence[str], vector: str | None = None) -> set[str]:
         """Which of ``ids`` are already stored (with ``vector``, when given): used to skip re-embedding."""
         if vector is None:
             return {r.id for r in self.backend.retrieve(ids)}
-        return {r.id for r in self.backend.retrieve(ids, with_vectors=[vector]) if vector in r.vectors}
+        return self.presence(ids, vector)[1]
 
     def presence(self, ids: Sequence[str], vector: str) -> tuple[set[str], set[str]]:
         """``(stored ids, stored ids that carry vector)`` in one read: what ingest skips/updates."""
