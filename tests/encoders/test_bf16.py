@@ -12,6 +12,7 @@ from torch import nn
 from mmrag.config import Settings
 from mmrag.encoders.bf16 import (
     BF16_MIN_BATCH,
+    CHECK_ROWS,
     EAGER_MIN_BATCH,
     PARITY_MIN,
     Bf16Forward,
@@ -179,7 +180,7 @@ def test_failed_parity_keeps_fp32(caplog: pytest.LogCaptureFixture) -> None:
     torch.manual_seed(0)
     net = _Cancels().eval()
     fwd = Bf16Forward(net, name="cancelling net")
-    x = torch.randn(4, 8) * 100
+    x = torch.randn(9, 8) * 100  # more rows than the check compares: all of them come back fp32
     with caplog.at_level(logging.WARNING, logger="mmrag.encoders.bf16"), torch.inference_mode():
         y = fwd(x)
         again = fwd(x)
@@ -189,6 +190,25 @@ def test_failed_parity_keeps_fp32(caplog: pytest.LogCaptureFixture) -> None:
     with torch.inference_mode():
         ref = net(x)
     assert torch.equal(y, ref) and torch.equal(again, ref)
+
+
+def test_the_check_runs_fp32_on_a_few_rows_only() -> None:
+    # The fp32 path is ONNX Runtime in an encoder: its arena keeps the largest batch it ran.
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(8, 8), nn.Tanh()).eval()
+    seen: list[int] = []
+
+    def fp32(x: torch.Tensor) -> torch.Tensor:
+        seen.append(len(x))
+        return net(x)
+
+    fwd = Bf16Forward(net, fallback=fp32, name="small net")
+    x = torch.randn(32, 8)
+    with torch.inference_mode():
+        y = fwd(x)
+        ref = net(x)
+    assert seen == [CHECK_ROWS] and fwd.usable() and fwd.parity is not None and fwd.parity >= PARITY_MIN
+    assert y.shape == ref.shape and float(torch.nn.functional.cosine_similarity(y, ref).min()) >= PARITY_MIN
 
 
 def test_precision_settings() -> None:
