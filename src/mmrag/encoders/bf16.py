@@ -11,11 +11,10 @@ as fast for one text (3.8 ms traced against 3.9 in a scratch run) and bit-stable
 
 :class:`Bf16Forward` keeps that copy: made on first use, checked against the fp32 path on that
 batch's first rows (:data:`CHECK_ROWS`) and again on any batch with inputs over twice as long as
-checked so far (per-row cosine >=
-:data:`PARITY_MIN`, else bf16 is switched off for these weights, with a warning), and re-made when
-the module's weights change (training updates them in place). A module in
-train mode always runs itself. The precision is a process default set once by a face from
-``MMRAG_TEXT_PRECISION`` (``auto``: bf16 where :func:`bf16_is_fast`; ``fp32``; ``bf16``).
+checked so far (per-row cosine >= :data:`PARITY_MIN`, else bf16 is switched off for these
+weights, with a warning), and re-made when the module's weights change (training updates them in
+place). A module in train mode always runs itself. The precision is a process default set once by a
+face from ``MMRAG_TEXT_PRECISION`` (``auto``: bf16 where :func:`bf16_is_fast`; ``fp32``; ``bf16``).
 """
 
 from __future__ import annotations

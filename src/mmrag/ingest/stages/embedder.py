@@ -63,9 +63,9 @@ class Embedder:
 
     def prepare(self, res: FileResult) -> FileResult:
         """``res`` with its decoded images turned into the encoder's input, where the encoder can
-        (``prepare_image``): called on the parsing thread, so the next batch is ready while the
-        encoder runs this one (done when the batch is encoded, resizing 32 images held the
-        encoder up ~1.5 ms an image: a fifth of its forward pass)."""
+        (``prepare_image``). Called on the parsing thread, so the next batch is ready while the
+        encoder runs this one: left to ``encode_image``, resizing each batch held the encoder up
+        ~1.5 ms an image, a fifth of its forward pass."""
         prepare = getattr(self.encoder, "prepare_image", None)
         if prepare is None or not res.images:
             return res
