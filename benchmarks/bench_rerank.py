@@ -220,7 +220,7 @@ def main() -> None:
             quality[f"rerank_only@{pool}"] = ranking_metrics(
                 qrels, reorder(pool, scores, ScoreFusion({}, default=1.0))
             )
-        # Variants of the same checkpoint: bf16 (the default where the CPU has AMX) and torch int8.
+        # Variants of the same checkpoint: bf16 (the default on AMX / AVX512-BF16) and torch int8.
         variants = {
             "bf16": CrossEncoderReranker(reranker_path, threads=args.threads, precision="bf16"),
             "int8": CrossEncoderReranker(reranker_path, int8=True, threads=args.threads),

@@ -1,7 +1,7 @@
 """The text path: the fp32 tower (ONNX Runtime) against its bf16 copy, which batches of 2+ texts use.
 
 Measured in one run, per torch thread count (``--threads``), for ``MMRAG_TEXT_PRECISION=fp32`` and
-``bf16`` (``auto`` is ``bf16`` on CPUs with AMX):
+``bf16`` (``auto`` is ``bf16`` on CPUs with AMX or AVX512-BF16):
 
 * ms per text for short queries (SciFact claims, the API's and LangChain's traffic) at batch 1, 2, 4, 8
   and 32: what one query costs alone and inside a micro-batch of concurrent searches;
@@ -115,7 +115,7 @@ def main() -> None:
     if args.queries < max(QUERY_BATCHES):
         ap.error(f"--queries must be at least {max(QUERY_BATCHES)} (the largest batch timed)")
     from mmrag.encoders import load_encoder
-    from mmrag.encoders.bf16 import BF16_MIN_BATCH, bf16_is_fast
+    from mmrag.encoders.bf16 import BF16_MIN_BATCH, bf16_hardware
     from mmrag.eval.datasets import BeirDataset
 
     encoder = load_encoder(args.model)
@@ -127,7 +127,7 @@ def main() -> None:
         "measured": datetime.now(UTC).strftime("%Y-%m-%d %H:%M"),
         "command": "python benchmarks/bench_text_path.py " + " ".join(sys.argv[1:]),
         "model": encoder.id,
-        "amx": bf16_is_fast(),
+        "bf16_hardware": bf16_hardware(),
         "bf16_min_batch": BF16_MIN_BATCH,
         "queries": len(queries),
         "docs": len(docs),
@@ -141,15 +141,23 @@ def main() -> None:
     print(f"wrote {args.out}")
 
 
+def hardware(data: dict[str, Any]) -> str:
+    """The CPU's bf16 instructions a result was measured with (results before 2026-12-01 say ``amx``)."""
+    if "bf16_hardware" in data:
+        return str(data["bf16_hardware"] or "none")
+    return "amx" if data.get("amx") else "none"
+
+
 def report_section(data: dict[str, Any]) -> str:
     """The BENCHMARKS.md section of a text-path result (``benchmarks/report.py`` calls this)."""
     lines = [
         "## Text path: fp32 against the bf16 copy for batches",
         "",
         f"Command: `{data['command']}` ({data['measured']} UTC); model `{data['model']}`; "
-        f"{data['queries']} SciFact claims, {data['docs']} abstracts; AMX: {data['amx']}. Batches of "
-        f"{data.get('bf16_min_batch', 4)}+ texts (ingest, eval, the API's micro-batches, LangChain's "
-        "`batch`) run on a bf16 copy of the text tower where the CPU has AMX "
+        f"{data['queries']} SciFact claims, {data['docs']} abstracts; bf16 hardware: {hardware(data)}. "
+        f"Batches of {data.get('bf16_min_batch', 4)}+ texts (ingest, eval, the API's micro-batches, "
+        "LangChain's "
+        "`batch`) run on a bf16 copy of the text tower where the CPU has AMX or AVX512-BF16 "
         "(`MMRAG_TEXT_PRECISION=auto`); a single query keeps fp32 (ONNX Runtime), as fast for it and "
         "bit-stable, so the bf16 rows' @1 column times that fp32 path too.",
         "",

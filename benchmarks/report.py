@@ -569,8 +569,8 @@ cross-encoder order alone. Cross-encoder max_length {rr["max_length"]}.
 {rows}
 
 Lower-precision variants of the same checkpoint against fp32, pool {e2e_pool} (bf16 = weights and
-activations in bfloat16, the default on CPUs with AMX; int8 = torch dynamic quantization of the Linear
-layers):
+activations in bfloat16, the default on CPUs with AMX or AVX512-BF16; int8 = torch dynamic quantization of
+the Linear layers):
 
 | variant | Pearson to fp32 | max abs diff | nDCG@10 fp32 | nDCG@10 variant |
 |---|---|---|---|---|

@@ -45,10 +45,10 @@ class Settings:
             cluster (``MMRAG_SHARDS``, ``MMRAG_REPLICATION_FACTOR``; 0 = the server's default).
         runtime: Where the image tower runs: ``auto`` (ONNX Runtime when installed and within
             parity of torch), ``onnx`` or ``torch`` (``MMRAG_RUNTIME``).
-        rerank_precision: The cross-encoder's dtype: ``auto`` (bf16 on CPUs with AMX, else fp32),
-            ``fp32`` or ``bf16`` (``MMRAG_RERANK_PRECISION``).
+        rerank_precision: The cross-encoder's dtype: ``auto`` (bf16 on CPUs with AMX or
+            AVX512-BF16, else fp32), ``fp32`` or ``bf16`` (``MMRAG_RERANK_PRECISION``).
         text_precision: The text tower's dtype for batches of 2+ texts (ingest, micro-batched
-            queries): ``auto`` (bf16 on CPUs with AMX, else fp32), ``fp32`` or ``bf16``
+            queries): ``auto`` (bf16 on CPUs with AMX or AVX512-BF16, else fp32), ``fp32`` or ``bf16``
             (``MMRAG_TEXT_PRECISION``); a single query always runs in fp32.
 
     Example:

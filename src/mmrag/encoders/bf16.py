@@ -1,13 +1,15 @@
 """bfloat16 inference of a tower for large batches, on CPUs that multiply bf16 in hardware.
 
-On a CPU with Intel AMX tiles, oneDNN runs bf16 matrix products several times faster than fp32, but
-only once a product has enough rows. MiniLM's text tower on one thread, short SciFact queries, ms per
-query at 1 / 2 / 4 / 8 texts: fp32 (ONNX Runtime) 4.4 / 4.1 / 4.2 / 4.7; the traced bf16 copy
-2.7 at 2, 2.0 at 4, 1.7 at 8; a 256-token abstract costs ~4x less than in fp32
-(``benchmarks/bench_text_path.py``, in BENCHMARKS.md; ``bench_api_concurrency.py`` for the API). So a
-text batch of at least :data:`BF16_MIN_BATCH` texts (an ingest batch, or the queries the API's
-micro-batcher gathers) runs on a bf16 copy of the tower, and a single query keeps the fp32 path: about
-as fast for one text (3.8 ms traced against 3.9 in a scratch run) and bit-stable.
+On a CPU with Intel AMX tiles, oneDNN runs bf16 matrix products several times faster than fp32
+(with AVX512-BF16, e.g. AMD Zen 4, ~1.5x), but only once a product has enough rows. With AMX,
+MiniLM's text tower on one thread, short SciFact queries, ms per query at 1 / 2 / 4 / 8 texts: fp32
+(ONNX Runtime) 4.4 / 4.1 / 4.2 / 4.7; the traced bf16 copy 2.7 at 2, 2.0 at 4, 1.7 at 8; a 256-token
+abstract costs ~4x less than in fp32. With AVX512-BF16 (AMD EPYC): fp32 4.8 / 4.0 / 3.6 / 3.6, bf16
+3.0 at 2, 2.6 at 4, 2.5 at 8; abstracts 1.5x (``benchmarks/bench_text_path.py``, in BENCHMARKS.md;
+``bench_api_concurrency.py`` for the API). So a text batch of at least :data:`BF16_MIN_BATCH` texts
+(an ingest batch, or the queries the API's micro-batcher gathers) runs on a bf16 copy of the tower,
+and a single query keeps the fp32 path: about as fast for one text (3.8 ms traced against 3.9 in a
+scratch run with AMX; 5.3 against 4.8 with AVX512-BF16) and bit-stable.
 
 :class:`Bf16Forward` keeps that copy: made on first use, checked against the fp32 path on that
 batch's first rows (:data:`CHECK_ROWS`) and again on any batch with inputs over twice as long as
@@ -45,16 +47,27 @@ CHECK_ROWS = 4
 _DEFAULT: list[str] = ["auto"]
 
 
-def bf16_is_fast() -> bool:
-    """Whether this CPU multiplies bf16 matrices in hardware (Intel AMX tiles, via oneDNN).
-
-    There a bf16 transformer runs several times faster than fp32 on large enough batches; without
-    AMX, bf16 is emulated and slower.
-    """
+def bf16_hardware() -> str | None:
+    """The bf16 matrix instructions this CPU has, as oneDNN uses them: ``"amx"`` (Intel AMX tiles,
+    Sapphire Rapids and later), ``"avx512_bf16"`` (bf16 dot products: AMD Zen 4 and later, Intel
+    Cooper Lake), or ``None`` (bf16 is emulated and slower than fp32)."""
     import torch
 
-    probe = getattr(torch.cpu, "_is_amx_tile_supported", None)
-    return bool(probe and probe())
+    for name, probe in (("amx", "_is_amx_tile_supported"), ("avx512_bf16", "_is_avx512_bf16_supported")):
+        check = getattr(torch.cpu, probe, None)
+        if check is not None and check():
+            return name
+    return None
+
+
+def bf16_is_fast() -> bool:
+    """Whether this CPU multiplies bf16 matrices in hardware (:func:`bf16_hardware`).
+
+    There a bf16 transformer runs faster than fp32 on large enough batches. MiniLM text tower, 1
+    thread, abstracts/s bf16 against fp32: ~4.3x with AMX; 1.5x with AVX512-BF16 (AMD EPYC, 2 cores;
+    the 20-pair rerank 2.7x). Without either, bf16 is emulated and slower.
+    """
+    return bf16_hardware() is not None
 
 
 def set_default_text_precision(precision: str) -> None:
@@ -70,7 +83,7 @@ def check_precision(precision: str) -> str:
     return precision
 
 
-_WARNED: list[bool] = []  # the no-AMX warning, once per process
+_WARNED: list[bool] = []  # the no-bf16-hardware warning, once per process
 
 
 def large_batch_bf16(precision: str | None = None) -> bool:
@@ -79,7 +92,10 @@ def large_batch_bf16(precision: str | None = None) -> bool:
     fast = bf16_is_fast()
     if p == "bf16" and not fast and not _WARNED:
         _WARNED.append(True)
-        log.warning("text precision bf16 on a CPU without AMX: bf16 is emulated and slower than fp32 here")
+        log.warning(
+            "text precision bf16 on a CPU without AMX or AVX512-BF16: "
+            "bf16 is emulated and slower than fp32 here"
+        )
     return p == "bf16" or (p == "auto" and fast)
 
 

@@ -61,7 +61,8 @@ def load_encoder(
             ``onnx`` or ``torch`` (:mod:`mmrag.encoders.onnxrt`); ``None``: the process default
             (``MMRAG_RUNTIME`` in the CLI, else ``auto``).
         text_precision: The text tower's dtype for batches of 2+ texts: ``auto`` (bf16 on CPUs with
-            AMX), ``fp32`` or ``bf16`` (:mod:`mmrag.encoders.bf16`); ``None``: the process default.
+            AMX or AVX512-BF16), ``fp32`` or ``bf16`` (:mod:`mmrag.encoders.bf16`); ``None``: the
+            process default.
 
     Raises:
         EncoderError: The spec is malformed, a checkpoint is incomplete, or the weights cannot

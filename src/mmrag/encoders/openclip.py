@@ -106,7 +106,8 @@ class OpenClipEncoder:
         runtime: Where the image tower runs: ``auto`` (ONNX Runtime when installed and within
             parity of torch, ~4x faster on CPU), ``onnx`` or ``torch``; see :mod:`mmrag.encoders.onnxrt`.
         text_precision: The text tower's dtype for batches of 2+ texts: ``auto`` (bf16 on CPUs with
-            AMX), ``fp32`` or ``bf16``; ``None``: the process default (:mod:`mmrag.encoders.bf16`).
+            AMX or AVX512-BF16), ``fp32`` or ``bf16``; ``None``: the process default
+            (:mod:`mmrag.encoders.bf16`).
 
     Example:
         >>> enc = load_encoder("lite")                     # doctest: +SKIP
@@ -167,7 +168,7 @@ class OpenClipEncoder:
             if text is not None
             else self.model.encode_text
         )
-        # Batches of 2+ texts (bf16.min_batch) run on a bf16 copy where the CPU has AMX (encoders.bf16).
+        # Batches of 2+ texts (bf16.min_batch) run on a bf16 copy on bf16 hardware (encoders.bf16).
         self.text_bf16 = (
             Bf16Forward(
                 text, fallback=self.text_forward, name=f"{self.id} text tower", example=self._trace_example

@@ -28,7 +28,8 @@ def cached_reranker(
     """One loaded cross-encoder per (spec, threads, options) in this process (faces share it).
 
     ``fusion_weights``: per-modality rerank weights that replace the checkpoint's own (empty or
-    ``None``: the checkpoint's). ``precision``: ``auto`` (bf16 on CPUs with AMX), ``fp32`` or ``bf16``.
+    ``None``: the checkpoint's). ``precision``: ``auto`` (bf16 on CPUs with AMX or AVX512-BF16), ``fp32`` or
+    ``bf16``.
     """
     weights = tuple(sorted((fusion_weights or {}).items()))
     key = (spec, threads, max_length, int8, weights, precision)

@@ -107,8 +107,8 @@ class CrossEncoderReranker:
         batch_size: Pairs per forward pass; pairs are sorted by length first so a batch pads little.
         int8: Quantize the Linear layers to int8 (torch dynamic quantization; wins over
             ``precision``). Measured: ranking noticeably off (rank correlation ~0.92 to fp32).
-        precision: ``auto`` (bf16 on CPUs with AMX, else fp32), ``fp32`` or ``bf16``: the dtype of
-            the weights and activations (scores are returned as float32 either way).
+        precision: ``auto`` (bf16 on CPUs with AMX or AVX512-BF16, else fp32), ``fp32`` or
+            ``bf16``: the dtype of the weights and activations (scores are returned as float32 either way).
         threads: ``torch.set_num_threads`` (process-wide) when given.
         fusion: How rerank and first-stage scores combine; default: the weights saved with the
             checkpoint (``mmrag_rerank.json``), else 0.5 for every modality.

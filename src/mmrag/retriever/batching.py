@@ -9,8 +9,8 @@ calls of those searches become one scoring pass over their (query, document) pai
 searches and the fusion still run per query, so every request keeps its own ``k``, pool, filters,
 tenant and stages, and its hits equal what :meth:`Retriever.run` gives alone (up to float rounding
 of padded batches; where gathered text batches run on the tower's bf16 copy, i.e.
-``MMRAG_TEXT_PRECISION=auto`` on CPUs with AMX, up to bf16 rounding: query vectors within cosine
-0.999, scores within ~1e-3, at about half the CPU per query; ``fp32`` keeps them bit-stable).
+``MMRAG_TEXT_PRECISION=auto`` on CPUs with AMX or AVX512-BF16, up to bf16 rounding: query vectors
+within cosine 0.999, scores within ~1e-3, at about half the CPU per query; ``fp32`` keeps them bit-stable).
 Batching at the model calls, not around the pipeline, means every stage the
 retriever runs (now or later) runs unchanged.
 
