@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from mmrag import wiring
 from mmrag.api.config import ApiConfig, safe_name
+from mmrag.api.turns import TurnTakingEncoder
 from mmrag.config import Settings
 from mmrag.encoders.base import vector_spec
 from mmrag.errors import ConfigError, MmragError, TenancyError
@@ -295,7 +296,7 @@ class Service:
             raise ApiError(409, "another ingest is running; retry when it has finished")
         try:
             runner = IngestRunner(
-                _YieldingEncoder(self),
+                TurnTakingEncoder(self.encoder, self._yield_to_searches, self.config.ingest_batch_size),
                 self.store,
                 IngestOptions(batch_size=self.config.ingest_batch_size, tenant=who),
                 progress=False,
@@ -308,6 +309,11 @@ class Service:
         finally:
             self._ingest_lock.release()
         return summary.to_dict() | {"tenant": who}
+
+    def _yield_to_searches(self) -> None:
+        """Before an ingest batch: wait for the searches in flight, at most ``ingest_yield_s``."""
+        with self._gate:
+            self._gate.wait_for(lambda: self._searching == 0, timeout=self.config.ingest_yield_s)
 
     # -- stats ------------------------------------------------------------------------------
     def stats(self, principal: Principal, tenant: str | None) -> dict[str, Any]:
@@ -349,31 +355,6 @@ def _mode(mode: str | None, hybrid: bool | None) -> RetrievalMode | None:
     if mode is not None:
         return RetrievalMode(mode)
     return None if hybrid is None else RetrievalMode.HYBRID if hybrid else RetrievalMode.DENSE
-
-
-class _YieldingEncoder:
-    """The service's encoder for ingest: each call first lets in-flight searches finish (bounded wait)."""
-
-    def __init__(self, service: Service) -> None:
-        self._svc = service
-        enc = service.encoder
-        self.id, self.dim, self.spec, self.aligned = enc.id, enc.dim, enc.spec, enc.aligned
-
-    def _yield(self) -> None:
-        svc = self._svc
-        with svc._gate:
-            svc._gate.wait_for(lambda: svc._searching == 0, timeout=svc.config.ingest_yield_s)
-
-    def encode_text(self, texts: Sequence[str], *, batch_size: int | None = None) -> Any:
-        self._yield()
-        return self._svc.encoder.encode_text(texts, batch_size=batch_size)
-
-    def encode_image(self, images: Sequence[Any], *, batch_size: int | None = None) -> Any:
-        self._yield()
-        return self._svc.encoder.encode_image(images, batch_size=batch_size)
-
-    def describe(self) -> dict[str, Any]:
-        return self._svc.encoder.describe()
 
 
 def _merge(into: IngestSummary, other: IngestSummary) -> None:
