@@ -320,9 +320,11 @@ def report_section(r: dict[str, Any]) -> str:
     bullets = "\n".join(notes)
     st = r.get("server_stack")
     stack = f"event loop {st['loop']}, HTTP parser {st['http']}" if st else "loop and parser not recorded"
+    m = r.get("machine", {})
+    host = f"{m['cpus']} x {m['cpu']}, bf16 instructions: {m['bf16']}" if "cpu" in m else "CPU not recorded"
     return f"""## REST API concurrency: micro-batched searches
 
-Command: `{cmd}` (loopback only). `mmrag serve` (model `{r["model"]}`, torch threads
+Command: `{cmd}` (loopback only; {host}). `mmrag serve` (model `{r["model"]}`, torch threads
 {r["torch_threads"]}, {stack}) over a Qdrant Edge store of {r["base_docs"]} SciFact abstracts; each row
 runs its clients back to back for {r["seconds_per_row"]:g} s with real SciFact queries (k = 10). `batched`:
 the defaults (MMRAG_BATCH_MAX=32, MMRAG_BATCH_WAIT_MS=5, MMRAG_QUEUE_SIZE=256); `off`: MMRAG_BATCH_MAX=1 (one

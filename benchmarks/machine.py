@@ -6,6 +6,31 @@ import os
 import platform
 
 
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``; the platform's processor string elsewhere)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
 def machine_info() -> dict[str, object]:
-    """CPU count, platform and Python version of this run."""
-    return {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()}
+    """CPU count and model, its bf16 instructions, platform and Python version of this run.
+
+    The hosts differ between runs (Intel with AMX, AMD EPYC with AVX512-BF16), and the bf16 paths
+    (``MMRAG_TEXT_PRECISION`` / ``MMRAG_RERANK_PRECISION`` = auto) follow the CPU, so each result says
+    which it ran on.
+    """
+    from mmrag.encoders.bf16 import bf16_hardware
+
+    return {
+        "cpus": os.cpu_count(),
+        "cpu": cpu_model(),
+        "bf16": bf16_hardware() or "none",
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+    }
