@@ -259,7 +259,8 @@ class QdrantStore:
         new = [i for i, c in enumerate(chunks) if c.id not in present]
         old = [i for i, c in enumerate(chunks) if c.id in present]
         # BM25 vectors depend only on the text, so points already stored keep theirs.
-        sparse = document_vectors(self.sparse_encoder, [chunks[i] for i in new]) if self.has_sparse else {}
+        fresh = [chunks[i] for i in new]
+        sparse = document_vectors(self.sparse_encoder, fresh) if self.has_sparse else {}
         points = [
             StoredPoint(
                 c.id,
@@ -267,7 +268,7 @@ class QdrantStore:
                 chunk_payload(c, writer),
                 {SPARSE_VECTOR: sparse[c.id]} if c.id in sparse else {},
             )
-            for i, c in ((i, chunks[i]) for i in new)
+            for i, c in zip(new, fresh, strict=True)
         ]
         if points:
             self.backend.upsert(points, flush=flush)
