@@ -4,12 +4,16 @@ from the same command and seed, progress on stderr, and the validation table."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import torch
 
 from mmrag.cli import main
-from mmrag.train.reranker import RerankTrainConfig, train_reranker
+from mmrag.errors import ConfigError
+from mmrag.rerank.cross_encoder import CrossEncoderReranker
+from mmrag.train.reranker import RerankTrainConfig, distill_loss, keep_layers, train_reranker
 
 pytestmark = pytest.mark.integration
 TINY = RerankTrainConfig(
@@ -42,6 +46,8 @@ def test_cli_shows_progress_and_prints_the_validation_table(
         "3",
         "--max-length",
         "48",
+        "--layers",
+        "4",
     ]
     argv += ["--batch-groups", "2", "--negatives", "2", "--depth", "8", "--cache", str(tmp_path / "cache")]
     assert main(argv) == 0
@@ -51,3 +57,39 @@ def test_cli_shows_progress_and_prints_the_validation_table(
     assert "nDCG@10, val fold" in out and "rerank alone" in out and "fused (w=" in out
     assert "fused, cross-fitted" in out  # 4 val queries: two halves of two
     assert f"mmrag model-set --reranker {tmp_path / 'rr'}" in out
+    saved = CrossEncoderReranker(tmp_path / "rr", precision="fp32")  # loads as the shallower model
+    assert saved.model.config.num_hidden_layers == 4 and len(saved.model.bert.encoder.layer) == 4
+
+
+def test_keep_layers_cuts_the_base_and_checks_the_count() -> None:
+    rr = CrossEncoderReranker(None, max_length=32, precision="fp32")
+    full = rr.score("what is bm25", ["bm25 ranks documents by term frequency"])
+    with pytest.raises(ConfigError, match="layers must be >= 1"):
+        RerankTrainConfig(layers=0)
+    with pytest.raises(ConfigError, match="between 1 and 6"):
+        keep_layers(rr.model, 7)
+    keep_layers(rr.model, 2)
+    assert rr.model.config.num_hidden_layers == 2 and len(rr.model.bert.encoder.layer) == 2
+    cut = rr.score("what is bm25", ["bm25 ranks documents by term frequency"])
+    assert cut.shape == full.shape and cut[0] != full[0]  # the top four layers no longer run
+
+
+def test_distill_loss_is_zero_only_when_the_orderings_agree_in_softmax() -> None:
+    teacher = torch.tensor([[3.0, 1.0, 0.0], [0.0, 2.0, 1.0]])
+    assert float(distill_loss(teacher + 5.0, teacher)) == pytest.approx(0.0, abs=1e-6)  # shift-free
+    assert float(distill_loss(teacher.flip(-1), teacher)) > 0.5
+    assert float(distill_loss(teacher * 0.5, teacher)) > 0.0  # a flatter softmax is not the same
+
+
+def test_a_shallower_student_learns_from_a_trained_teacher(tmp_path: Path, data_dir: Path) -> None:
+    train_reranker(data_dir, tmp_path / "teacher", TINY, cache=tmp_path / "cache")
+    with pytest.raises(ConfigError, match="trained reranker"):
+        train_reranker(data_dir, tmp_path / "x", replace(TINY, teacher="minilm"), cache=tmp_path / "cache")
+    # one step each: the same start, so the first loss differs by the KL term alone
+    cfg = replace(TINY, model=str(tmp_path / "teacher"), layers=5, teacher=str(tmp_path / "teacher"), steps=1)
+    student = train_reranker(data_dir, tmp_path / "student", cfg, cache=tmp_path / "cache")
+    plain = train_reranker(data_dir, tmp_path / "plain", replace(cfg, distill=0.0), cache=tmp_path / "cache")
+    assert student.fit.loss_first10 > plain.fit.loss_first10
+    saved = json.loads((tmp_path / "student" / "mmrag_rerank.json").read_text())
+    assert saved["train"]["teacher"] == str(tmp_path / "teacher") and saved["train"]["layers"] == 5
+    assert CrossEncoderReranker(tmp_path / "student", precision="fp32").model.config.num_hidden_layers == 5

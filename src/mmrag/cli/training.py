@@ -168,6 +168,16 @@ def add_train_reranker_parser(sub: Any) -> None:
     p.add_argument("--lr", type=float, default=3e-4, help="encoder learning rate")
     p.add_argument("--head-lr", type=float, default=1e-2, help="scoring head learning rate")
     p.add_argument("--freeze-layers", type=int, default=3, help="bottom layers kept fixed")
+    p.add_argument(
+        "--layers",
+        type=int,
+        help="keep only the bottom N transformer layers of the base (a faster, shallower reranker)",
+    )
+    p.add_argument(
+        "--teacher",
+        help="a trained reranker checkpoint whose scores the new one also learns (distillation)",
+    )
+    p.add_argument("--distill", type=float, default=1.0, help="weight of the distillation loss [default 1.0]")
     p.add_argument("--batch-groups", type=int, default=8, help="groups (1 positive + negatives) per step")
     p.add_argument("--val-pool", type=int, default=20, help="pool the fusion weight is learned on")
     p.add_argument("--seed", type=int, default=0, help="negative sampling and shuffling seed")
@@ -331,6 +341,9 @@ def cmd_train_reranker(args: argparse.Namespace) -> int:
         lr=args.lr,
         head_lr=args.head_lr,
         freeze_layers=args.freeze_layers,
+        layers=args.layers,
+        teacher=args.teacher,
+        distill=args.distill,
         batch_groups=args.batch_groups,
         steps=args.steps
         if args.steps is not None

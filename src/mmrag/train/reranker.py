@@ -15,7 +15,10 @@ cross-encoder worse than the first stage (issue #4). This trainer instead:
 * trains listwise: softmax cross-entropy over (1 positive + n negatives) per group, the loss that
   matches a reranker's job (order a pool), not a per-pair probability;
 * never sees the validation fold: its queries are excluded, and the fusion weight with the
-  first stage is then learned on that fold and saved with the checkpoint (``mmrag_rerank.json``).
+  first stage is then learned on that fold and saved with the checkpoint (``mmrag_rerank.json``);
+* can make a shallower reranker (``layers``: the bottom N transformer layers, N/6 of MiniLM's cost
+  per pair) and teach it a trained checkpoint's scores as well as the labels (``teacher``: listwise
+  distillation, KL between the two softmaxes over each group).
 """
 
 from __future__ import annotations
@@ -25,8 +28,11 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
+from mmrag.errors import ConfigError
 from mmrag.eval.corpus import doc_ids, index_corpus, ranking_metrics
 from mmrag.rerank.cross_encoder import CONFIG_FILE, CrossEncoderReranker
 from mmrag.rerank.fusion import cross_fit, learn_weight
@@ -47,9 +53,12 @@ __all__ = [
     "RerankTrainConfig",
     "RerankTrainReport",
     "calibrate",
+    "distill_loss",
     "fit",
+    "keep_layers",
     "listwise_loss",
     "mine_groups",
+    "teacher_scores",
     "train_reranker",
 ]
 
@@ -64,16 +73,57 @@ def listwise_loss(logits: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.cross_entropy(logits, target)
 
 
+def distill_loss(logits: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """KL(softmax(teacher) || softmax(logits)) per row (a group's candidates), averaged over rows."""
+    import torch
+
+    log_p = torch.nn.functional.log_softmax(logits, dim=-1)
+    return torch.nn.functional.kl_div(
+        log_p, torch.log_softmax(teacher, dim=-1), log_target=True, reduction="batchmean"
+    )
+
+
+def teacher_scores(
+    teacher: str | Path, groups: Sequence[Group], cfg: RerankTrainConfig, *, progress: bool = False
+) -> list[np.ndarray[Any, np.dtype[np.float32]]]:
+    """The ``teacher`` reranker's logits for every group's passages, in order (in fp32, the
+    precision the student trains in)."""
+    from tqdm import tqdm
+
+    rr = CrossEncoderReranker(teacher, max_length=cfg.max_length, batch_size=32, precision="fp32")
+    if rr.untrained:
+        raise ConfigError("the teacher must be a trained reranker checkpoint, not the untrained MiniLM")
+    out = []
+    for g in tqdm(groups, desc="teacher scores", unit="group", disable=not progress, dynamic_ncols=True):
+        out.append(rr.score(g.query, g.passages))
+    return out
+
+
+def keep_layers(model: Any, n: int) -> None:
+    """Cut ``model`` (a BERT-style sequence classifier) to its bottom ``n`` transformer layers, in
+    place; its config then says ``n``, so the saved checkpoint loads as the shallower model."""
+    import torch
+
+    base = getattr(model, model.base_model_prefix)
+    layers = base.encoder.layer
+    if not 1 <= n <= len(layers):
+        raise ConfigError(f"layers must be between 1 and {len(layers)} for this base, got {n}")
+    base.encoder.layer = torch.nn.ModuleList(list(layers)[:n])
+    model.config.num_hidden_layers = n
+
+
 def fit(
     reranker: CrossEncoderReranker,
     groups: Sequence[Group],
     cfg: RerankTrainConfig,
     *,
     progress: bool = False,
+    teacher: Sequence[np.ndarray[Any, np.dtype[np.float32]]] | None = None,
 ) -> FitStats:
     """Listwise training of ``reranker.model`` in place for a fixed number of steps (``cfg.steps``,
     else ``cfg.epochs`` passes over ``groups``); the groups are cycled in order, so the same groups and
-    seed give the same model."""
+    seed give the same model. ``teacher``: each group's target logits (:func:`teacher_scores`); the
+    loss then adds ``cfg.distill`` x :func:`distill_loss`."""
     import torch
     from tqdm import tqdm
 
@@ -113,6 +163,9 @@ def fit(
         )
         logits = model(**reranker.collate(pairs)).logits.reshape(len(batch), n)
         loss = listwise_loss(logits)
+        if teacher is not None and cfg.distill > 0:
+            target = [teacher[(step * cfg.batch_groups + i) % len(groups)] for i in range(cfg.batch_groups)]
+            loss = loss + cfg.distill * distill_loss(logits, torch.from_numpy(np.stack(target)))
         loss.backward()  # type: ignore[no-untyped-call]
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
@@ -282,7 +335,10 @@ def train_reranker(
         log.info("mined %d groups in %.0f s", len(groups), time.perf_counter() - t)
         # Trained (and calibrated) in fp32; inference may then run it in bf16 (rerank precision).
         reranker = CrossEncoderReranker(cfg.model, max_length=cfg.max_length, batch_size=32, precision="fp32")
-        fitted = fit(reranker, groups, cfg, progress=progress)
+        if cfg.layers is not None:
+            keep_layers(reranker.model, cfg.layers)
+        targets = None if cfg.teacher is None else teacher_scores(cfg.teacher, groups, cfg, progress=progress)
+        fitted = fit(reranker, groups, cfg, progress=progress, teacher=targets)
         val_pools = retriever.search_batch(
             [ds.queries[q] for q in val_ids], k=cfg.val_pool, hybrid=True, rerank=False
         )

@@ -43,6 +43,13 @@ class RerankTrainConfig:
     # 400 steps gave rerank alone 0.663-0.713 and fused 0.769-0.788 across seeds; 800 gave 0.720 / 0.793.
     steps: int | None = 800
     freeze_layers: int = 3  # bottom transformer layers kept fixed (with the embeddings): faster steps
+    # Keep only the bottom N transformer layers of the base (None: all): a shallower reranker costs
+    # N / all of the time per pair at inference (the layers are nearly all of it).
+    layers: int | None = None
+    # A trained reranker checkpoint whose scores the model also learns (listwise distillation): the
+    # loss adds ``distill`` x KL(teacher's softmax over each group || the model's). None: labels only.
+    teacher: str | None = None
+    distill: float = 1.0
     val_pool: int = 20
     seed: int = 0
     queries: int | None = None  # cap on training queries (smoke runs)
@@ -54,6 +61,10 @@ class RerankTrainConfig:
             raise ConfigError(f"steps must be >= 1 (or leave it out and give --epochs), got {self.steps}")
         if self.batch_groups < 1 or self.negatives < 1 or self.epochs < 1:
             raise ConfigError("batch_groups, negatives and epochs must be >= 1")
+        if self.layers is not None and self.layers < 1:
+            raise ConfigError(f"layers must be >= 1, got {self.layers}")
+        if self.distill < 0:
+            raise ConfigError(f"distill must be >= 0, got {self.distill}")
 
 
 @dataclass(frozen=True, slots=True)
