@@ -301,6 +301,7 @@ def main() -> None:
     result["reranker"] = {
         "path": reranker_path,
         "max_length": fp32.max_length,
+        "layers": fp32.model.config.num_hidden_layers,
         "fusion_weight_text": fusion.weight("text"),
         "trained": fp32.meta.get("train"),
         "val": fp32.meta.get("val"),

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from report_speed import image_path_section, quantization_section, speed_summary_rows
+from report_speed import image_path_section, quantization_section, rerank_depth_section, speed_summary_rows
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -788,6 +788,9 @@ def main() -> None:
     for name, render in speed:
         if (args.results / name).exists():
             sections.append(render(json.loads((args.results / name).read_text())))
+    depth = sorted(args.results.glob("rerank_depth_*.json"))
+    if depth:
+        sections.append(rerank_depth_section([json.loads(p.read_text()) for p in depth]))
     peers = args.results / "peers.json"
     if peers.exists():
         sections.append(peers_section(json.loads(peers.read_text())))

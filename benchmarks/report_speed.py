@@ -134,3 +134,44 @@ def speed_summary_rows(results: Path) -> list[str]:
             f"**{i8['store_rss_mb'] / f32['store_rss_mb']:.2f}x** |"
         )
     return rows
+
+
+def rerank_depth_section(runs: list[dict[str, Any]]) -> str:
+    """Rerankers of different depth (``train-reranker --layers``, ``--teacher``) side by side, each a
+    ``bench_rerank.py`` result (``results/rerank_depth_*.json``), all from one host."""
+    rows = []
+    for r in runs:
+        rr, q, lc = r["reranker"], r["quality"], r.get("langchain") or {}
+        train = rr.get("trained") or {}
+        how = f"distilled from `{train['teacher']}`" if train.get("teacher") else "labels only"
+        val = rr.get("val") or {}
+        cells = [
+            f"`{rr['path']}`",
+            str(rr.get("layers", "-")),
+            how,
+            f"{r['latency']['bf16@20']['p50_ms']:.0f}",
+            f"{r['end_to_end_bf16_pool20_p50_ms']:.0f}",
+            f"{lc['ratio_mmrag_bf16']:.2f}x" if "ratio_mmrag_bf16" in lc else "-",
+            *(f"{q[k]['ndcg@10']:.4f}" for k in ("hybrid+rerank@20", "hybrid+rerank@20_crossfit")),
+            *(f"{q[k]['ndcg@10']:.4f}" for k in ("rerank_only@20", "hybrid+rerank@50_crossfit")),
+            f"{val.get('fused_crossfit_ndcg@10') or 0:.4f}",
+        ]
+        rows.append("| " + " | ".join(cells) + " |")
+    m = runs[0]["machine"]
+    cols = ["checkpoint", "layers", "trained on", "rerank@20 ms", "hybrid + rerank@20 ms", "/ LangChain"]
+    cols += ["+rerank@20", "@20 x-fit", "rerank alone@20", "@50 x-fit", "train-reranker x-fit"]
+    head = "| " + " | ".join(cols) + " |\n|" + "---|" * len(cols)
+    return f"""## Reranker depth: fewer layers, distilled
+
+Command: `python benchmarks/bench_rerank.py --reranker CKPT --pools 20 50 --out
+benchmarks/results/rerank_depth_NAME.json` for each checkpoint, one after the other on one host
+({m.get("cpus")} x {m.get("cpu", "?")}, bf16 instructions: {m.get("bf16") or "none"}), 1 thread. The
+checkpoints come from `mmrag train-reranker` (800 steps, seed 0); `--layers 5` keeps the bottom 5 of
+MiniLM's 6 layers, `--teacher` adds the 6-layer checkpoint's scores to the loss (its own weights as the
+start, `--base`). Latency: bf16 (the default on this host), pool 20, p50 ms. nDCG@10 on the SciFact val fold
+(71 queries), "x-fit" = fusion weight cross-fitted; the last column is `train-reranker`'s own cross-fitted
+figure at its depth 30.
+
+{head}
+{chr(10).join(rows)}
+"""
