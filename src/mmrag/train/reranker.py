@@ -94,8 +94,18 @@ def teacher_scores(
     if rr.untrained:
         raise ConfigError("the teacher must be a trained reranker checkpoint, not the untrained MiniLM")
     out = []
-    for g in tqdm(groups, desc="teacher scores", unit="group", disable=not progress, dynamic_ncols=True):
-        out.append(rr.score(g.query, g.passages))
+    bar = tqdm(
+        total=len(groups), desc="teacher scores", unit="group", disable=not progress, dynamic_ncols=True
+    )
+    for start in range(0, len(groups), 64):  # 64 groups per score_pairs call: length-sorted batches
+        part = groups[start : start + 64]
+        flat = rr.score_pairs(
+            [g.query for g in part for _ in g.passages], [p for g in part for p in g.passages]
+        )
+        ends = np.cumsum([len(g.passages) for g in part])
+        out += np.split(flat, ends[:-1])
+        bar.update(len(part))
+    bar.close()
     return out
 
 
@@ -156,7 +166,8 @@ def fit(
     t0, losses = time.perf_counter(), []
     bar = tqdm(range(total), desc="train reranker", unit="step", disable=not progress, dynamic_ncols=True)
     for step in bar:
-        batch = [groups[(step * cfg.batch_groups + i) % len(groups)] for i in range(cfg.batch_groups)]
+        idx = [(step * cfg.batch_groups + i) % len(groups) for i in range(cfg.batch_groups)]
+        batch = [groups[j] for j in idx]
         n = len(batch[0].passages)
         pairs = reranker.encode_pairs(
             [g.query for g in batch for _ in g.passages], [p for g in batch for p in g.passages]
@@ -164,8 +175,8 @@ def fit(
         logits = model(**reranker.collate(pairs)).logits.reshape(len(batch), n)
         loss = listwise_loss(logits)
         if teacher is not None and cfg.distill > 0:
-            target = [teacher[(step * cfg.batch_groups + i) % len(groups)] for i in range(cfg.batch_groups)]
-            loss = loss + cfg.distill * distill_loss(logits, torch.from_numpy(np.stack(target)))
+            target = torch.from_numpy(np.stack([teacher[j] for j in idx]))
+            loss = loss + cfg.distill * distill_loss(logits, target)
         loss.backward()  # type: ignore[no-untyped-call]
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
