@@ -88,6 +88,9 @@ def test_cli_errors_are_messages_not_tracebacks(tmp_path: Path, capsys: pytest.C
     assert "does not exist" in capsys.readouterr().err
     assert main(["eval", "--dataset", str(tmp_path), "--quiet"]) == 2
     assert "error:" in capsys.readouterr().err
+    # a distillation weight with nothing to distil from is refused, not silently dropped
+    assert main(["train-reranker", "--out", str(tmp_path / "rr"), "--distill", "0.5", "--quiet"]) == 2
+    assert "--teacher" in capsys.readouterr().err and not (tmp_path / "rr").exists()
 
 
 def test_eval_beir_subset(tmp_path: Path, data_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -177,7 +177,9 @@ def add_train_reranker_parser(sub: Any) -> None:
         "--teacher",
         help="a trained reranker checkpoint whose scores the new one also learns (distillation)",
     )
-    p.add_argument("--distill", type=float, default=1.0, help="weight of the distillation loss [default 1.0]")
+    p.add_argument(
+        "--distill", type=float, help="weight of the distillation loss, with --teacher [default 1.0]"
+    )
     p.add_argument("--batch-groups", type=int, default=8, help="groups (1 positive + negatives) per step")
     p.add_argument("--val-pool", type=int, default=20, help="pool the fusion weight is learned on")
     p.add_argument("--seed", type=int, default=0, help="negative sampling and shuffling seed")
@@ -329,6 +331,8 @@ def cmd_train_reranker(args: argparse.Namespace) -> int:
 
     if args.steps is not None and args.epochs is not None:
         raise MmragError("give --steps or --epochs, not both")
+    if args.distill is not None and args.teacher is None:
+        raise MmragError("--distill weighs the teacher's scores: give --teacher CKPT with it")
     s = _settings(args)
     _apply_threads(s)
     cfg = RerankTrainConfig(
@@ -343,7 +347,7 @@ def cmd_train_reranker(args: argparse.Namespace) -> int:
         freeze_layers=args.freeze_layers,
         layers=args.layers,
         teacher=args.teacher,
-        distill=args.distill,
+        distill=args.distill if args.distill is not None else RerankTrainConfig().distill,
         batch_groups=args.batch_groups,
         steps=args.steps
         if args.steps is not None
