@@ -64,12 +64,45 @@ def model_flops(fp32_model: Any, padded_tokens: int, attention_cells: int) -> fl
     )
 
 
-def langchain_compare(
-    retriever: Any, reranker_path: str, max_length: int, texts: list[str], pool: int, threads: int
-) -> tuple[list[list[str]], list[float]] | None:
+def fused_runs(
+    qids: list[str], first: list[list[Any]], scores: list[Any], pool: int, fusion: Any
+) -> dict[str, list[Any]]:
+    """Each query's first-stage hits with the top ``pool`` re-ordered by ``fusion`` of the first-stage
+    and reranker ``scores`` (ties by first-stage rank), the tail of the pool kept behind its head."""
+    out = {}
+    for q, hits, s in zip(qids, first, scores, strict=True):
+        head = hits[:pool]
+        final = fusion.combine(head, [float(x) for x in s[:pool]])
+        order = sorted(range(len(head)), key=lambda i: (-final[i], i))
+        out[q] = [head[i] for i in order] + list(hits[pool:])
+    return out
+
+
+def crossfit_runs(
+    qids: list[str], qrels: dict[str, dict[str, int]], first: list[list[Any]], scores: list[Any], pool: int
+) -> tuple[dict[str, list[Any]], list[float]]:
+    """Two-fold cross-fitting (mmrag.rerank.fusion.cross_fit): each half of the queries is fused with
+    the weight learned on the other half, the tail of each pool kept behind its head."""
+    from mmrag.eval.corpus import ranking_metrics
+    from mmrag.rerank.fusion import cross_fit
+
+    def ndcg(ordered: list[list[Any]], idx: list[int]) -> float:
+        sub_q = {qids[i]: qrels[qids[i]] for i in idx}
+        return ranking_metrics(sub_q, dict(zip(sub_q, ordered, strict=True)), ks=(10,))["ndcg@10"]
+
+    heads, weights = cross_fit(
+        [h[:pool] for h in first], [[float(x) for x in s[:pool]] for s in scores], ndcg
+    )
+    runs = {q: head + list(hits[pool:]) for q, head, hits in zip(qids, heads, first, strict=True)}
+    return runs, weights
+
+
+def langchain_pipeline(
+    retriever: Any, reranker_path: str, max_length: int, pool: int, threads: int
+) -> Any | None:
     """The same first stage wrapped as a LangChain retriever, reranked by LangChain's
     ``ContextualCompressionRetriever`` + ``CrossEncoderReranker(HuggingFaceCrossEncoder)`` with the same
-    model folder and max_length; returns each query's top-10 doc ids and per-query seconds."""
+    model folder and max_length (top 10 kept); None, with a message, when LangChain is not installed."""
     try:
         from langchain_classic.retrievers import ContextualCompressionRetriever
         from langchain_classic.retrievers.document_compressors import CrossEncoderReranker
@@ -95,10 +128,19 @@ def langchain_compare(
         model_name=reranker_path, model_kwargs={"max_length": max_length, "device": "cpu"}
     )
     torch.set_num_threads(threads)
-    lc = ContextualCompressionRetriever(
+    return ContextualCompressionRetriever(
         base_compressor=CrossEncoderReranker(model=ce, top_n=10),
         base_retriever=MmragFirstStage(inner=retriever),
     )
+
+
+def langchain_compare(
+    retriever: Any, reranker_path: str, max_length: int, texts: list[str], pool: int, threads: int
+) -> tuple[list[list[str]], list[float]] | None:
+    """:func:`langchain_pipeline` over ``texts``: each query's top-10 doc ids and per-query seconds."""
+    lc = langchain_pipeline(retriever, reranker_path, max_length, pool, threads)
+    if lc is None:
+        return None
     tops, times = [], []
     for q in texts:
         t = time.perf_counter()
@@ -135,7 +177,7 @@ def main() -> None:
     from mmrag.eval.datasets import scifact_val_slice
     from mmrag.eval.metrics import evaluate
     from mmrag.rerank import CrossEncoderReranker
-    from mmrag.rerank.fusion import ScoreFusion, cross_fit
+    from mmrag.rerank.fusion import ScoreFusion
     from mmrag.retriever import Retriever
     from mmrag.store import QdrantStore
     from mmrag.types import Hit
@@ -188,27 +230,10 @@ def main() -> None:
         fusion = fp32.fusion
 
         def reorder(pool: int, sc: list[np.ndarray[Any, Any]], fu: ScoreFusion) -> dict[str, list[Hit]]:
-            out = {}
-            for q, hits, s in zip(qids, hybrid, sc, strict=True):
-                head = hits[:pool]
-                final = fu.combine(head, [float(x) for x in s[:pool]])
-                order = sorted(range(len(head)), key=lambda i: (-final[i], i))
-                out[q] = [head[i] for i in order] + list(hits[pool:])
-            return out
+            return fused_runs(qids, hybrid, sc, pool, fu)
 
         def crossfit(pool: int) -> tuple[dict[str, list[Hit]], list[float]]:
-            """Two-fold cross-fitting (mmrag.rerank.fusion.cross_fit): each half of the queries is fused
-            with the weight learned on the other half, the tail of each pool kept behind its head."""
-
-            def ndcg(ordered: list[list[Hit]], idx: list[int]) -> float:
-                sub_q = {qids[i]: qrels[qids[i]] for i in idx}
-                return ranking_metrics(sub_q, dict(zip(sub_q, ordered, strict=True)), ks=(10,))["ndcg@10"]
-
-            heads, weights = cross_fit(
-                [h[:pool] for h in hybrid], [[float(x) for x in s[:pool]] for s in scores], ndcg
-            )
-            runs = {q: head + list(hits[pool:]) for q, head, hits in zip(qids, heads, hybrid, strict=True)}
-            return runs, weights
+            return crossfit_runs(qids, qrels, hybrid, scores, pool)
 
         result["crossfit_weights"] = {}
         for pool in args.pools:

@@ -788,9 +788,9 @@ def main() -> None:
     for name, render in speed:
         if (args.results / name).exists():
             sections.append(render(json.loads((args.results / name).read_text())))
-    depth = sorted(args.results.glob("rerank_depth_*.json"))
-    if depth:
-        sections.append(rerank_depth_section([json.loads(p.read_text()) for p in depth]))
+    depth = args.results / "rerank_depth.json"
+    if depth.exists():
+        sections.append(rerank_depth_section(json.loads(depth.read_text())))
     peers = args.results / "peers.json"
     if peers.exists():
         sections.append(peers_section(json.loads(peers.read_text())))

@@ -136,41 +136,56 @@ def speed_summary_rows(results: Path) -> list[str]:
     return rows
 
 
-def rerank_depth_section(runs: list[dict[str, Any]]) -> str:
-    """Rerankers of different depth (``train-reranker --layers``, ``--teacher``) side by side, each a
-    ``bench_rerank.py`` result (``results/rerank_depth_*.json``), all from one host."""
-    rows = []
-    for r in runs:
-        rr, q, lc = r["reranker"], r["quality"], r.get("langchain") or {}
-        train = rr.get("trained") or {}
-        how = f"distilled from `{train['teacher']}`" if train.get("teacher") else "labels only"
-        val = rr.get("val") or {}
+def rerank_depth_section(r: dict[str, Any]) -> str:
+    """Rerankers of different depth (``train-reranker --layers``, ``--teacher``) side by side from one
+    interleaved ``bench_rerank_depth.py`` run (``results/rerank_depth.json``)."""
+    p0, rows = r["pool"], []
+    pools = sorted(
+        {int(k.split("@")[1].split("_")[0]) for e in r["rerankers"].values() for k in e["quality"]}
+    )
+    for label, e in r["rerankers"].items():
+        q, train = e["quality"], e.get("trained") or {}
+        how = f"distilled from `{Path(train['teacher']).name}`" if train.get("teacher") else "labels only"
+        how = how if train else "untrained head"
+        if train.get("freeze_layers") is not None:
+            how += f", {train['freeze_layers']} frozen"
         cells = [
-            f"`{rr['path']}`",
-            str(rr.get("layers", "-")),
+            f"`{label}`",
+            str(e["layers"]),
             how,
-            f"{r['latency']['bf16@20']['p50_ms']:.0f}",
-            f"{r['end_to_end_bf16_pool20_p50_ms']:.0f}",
-            f"{lc['ratio_mmrag_bf16']:.2f}x" if "ratio_mmrag_bf16" in lc else "-",
-            *(f"{q[k]['ndcg@10']:.4f}" for k in ("hybrid+rerank@20", "hybrid+rerank@20_crossfit")),
-            *(f"{q[k]['ndcg@10']:.4f}" for k in ("rerank_only@20", "hybrid+rerank@50_crossfit")),
-            f"{val.get('fused_crossfit_ndcg@10') or 0:.4f}",
+            f"{e[f'end_to_end_pool{p0}_p50_ms']:.0f} / {e[f'end_to_end_pool{p0}_p95_ms']:.0f}",
+            " ".join(f"{x:.0f}" for x in e.get("rounds_p50_ms", [])),
+            f"{e['ratio_langchain']:.2f}x" if "ratio_langchain" in e else "-",
         ]
+        for pool in pools:
+            cells += [
+                f"{q[k]['ndcg@10']:.4f}" if k in q else "-"
+                for k in (f"+rerank@{pool}", f"+rerank@{pool}_crossfit")
+            ]
+        cells.append(f"{q[f'rerank_only@{p0}']['ndcg@10']:.4f}")
         rows.append("| " + " | ".join(cells) + " |")
-    m = runs[0]["machine"]
-    cols = ["checkpoint", "layers", "trained on", "rerank@20 ms", "hybrid + rerank@20 ms", "/ LangChain"]
-    cols += ["+rerank@20", "@20 x-fit", "rerank alone@20", "@50 x-fit", "train-reranker x-fit"]
+    m = r["machine"]
+    precisions = sorted({e["precision"] for e in r["rerankers"].values()})
+    cols = ["checkpoint", "layers", "trained", f"hybrid + rerank@{p0} p50 / p95 ms", "p50 per round"]
+    cols.append("/ LangChain")
+    for pool in pools:
+        cols += [f"+rerank@{pool}", f"@{pool} x-fit"]
+    cols.append(f"rerank alone@{p0}")
     head = "| " + " | ".join(cols) + " |\n|" + "---|" * len(cols)
+    minutes = r["seconds"] / 60
     return f"""## Reranker depth: fewer layers, distilled
 
-Command: `python benchmarks/bench_rerank.py --reranker CKPT --pools 20 50 --out
-benchmarks/results/rerank_depth_NAME.json` for each checkpoint, one after the other on one host
-({m.get("cpus")} x {m.get("cpu", "?")}, bf16 instructions: {m.get("bf16") or "none"}), 1 thread. The
-checkpoints come from `mmrag train-reranker` (800 steps, seed 0); `--layers 5` keeps the bottom 5 of
-MiniLM's 6 layers, `--teacher` adds the 6-layer checkpoint's scores to the loss (its own weights as the
-start, `--base`). Latency: bf16 (the default on this host), pool 20, p50 ms. nDCG@10 on the SciFact val fold
-(71 queries), "x-fit" = fusion weight cross-fitted; the last column is `train-reranker`'s own cross-fitted
-figure at its depth 30.
+Command: `python benchmarks/bench_rerank_depth.py --reranker CKPT [CKPT ...]` (one run, {minutes:.0f}
+min) on {m.get("cpus")} x {m.get("cpu", "?")} (bf16 instructions: {m.get("bf16") or "none"}),
+{r["threads"]} thread, precision {", ".join(precisions)} (the default on this host). The checkpoints come
+from `mmrag train-reranker` (800 steps); `--layers N` keeps the bottom N of MiniLM's 6 layers,
+`--teacher` adds a 6-layer checkpoint's scores to the loss (starting from its weights, `--base`).
+Latency: hybrid + rerank@{p0} end to end, {r["latency_queries"]} queries x {r["rounds"]} interleaved
+rounds (every checkpoint and LangChain's `ContextualCompressionRetriever` with the same checkpoint take
+turns on each query, so the host's drift hits all alike); p50 / p95 over all rounds, then each round's
+p50. nDCG@10 on the SciFact val fold ({r["queries"]} queries, hybrid first stage
+{r["hybrid"]["ndcg@10"]:.4f}): fused with the checkpoint's own weight (learned on this fold) and "x-fit"
+(each half fused with the weight learned on the other half).
 
 {head}
 {chr(10).join(rows)}

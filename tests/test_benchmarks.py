@@ -134,6 +134,26 @@ def test_rerank_benchmark_smoke(tmp_path: Path, data_dir: Path) -> None:
 
 
 @pytest.mark.slow
+def test_rerank_depth_benchmark_smoke(tmp_path: Path, data_dir: Path) -> None:
+    out = tmp_path / "results" / "rerank_depth.json"
+    args = ["--reranker", str(tmp_path / "a" / "none"), str(tmp_path / "b" / "none"), "--docs", "60"]
+    args += ["--queries", "4", "--pools", "3", "5", "--depth", "10", "--latency-queries", "2"]
+    args += ["--rounds", "2", "--cache", str(tmp_path / "cache")]
+    result = _script("bench_rerank_depth.py", args, data_dir, out)
+    assert list(result["rerankers"]) == ["none#0", "none#1"]  # same folder name: told apart
+    for e in result["rerankers"].values():
+        assert e["layers"] == 6 and e["trained"] is None
+        assert set(e["quality"]) == {f"{k}@{p}" for k in ("+rerank", "rerank_only") for p in (3, 5)} | {
+            "+rerank@3_crossfit",
+            "+rerank@5_crossfit",
+        }
+        assert (
+            len(e["rounds_p50_ms"]) == 2 and e["end_to_end_pool3_p95_ms"] >= e["end_to_end_pool3_p50_ms"] > 0
+        )
+    assert "Reranker depth" in _report(out.parent, tmp_path)
+
+
+@pytest.mark.slow
 def test_scale_benchmark_smoke(tmp_path: Path, data_dir: Path) -> None:
     out = tmp_path / "results" / "scale.json"
     result = _script("bench_scale.py", ["--smoke"], data_dir, out)
