@@ -6,6 +6,7 @@ fusion, loading) and never the quality of the scores.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ import pytest
 
 from mmrag.errors import EncoderError
 from mmrag.rerank import CrossEncoderReranker, ScoreFusion, learn_weight
+from mmrag.rerank.cross_encoder import word_prefix
 from mmrag.types import Chunk, Hit
 
 QUERY = "how do cats sleep"
@@ -81,6 +83,36 @@ def test_tokenization_is_cached(rr: CrossEncoderReranker, monkeypatch: pytest.Mo
     assert calls == []
     rr.score(QUERY, ["a new text"])
     assert len(calls) == 1
+
+
+def test_long_texts_tokenize_from_a_word_prefix_with_the_same_ids(
+    rr: CrossEncoderReranker, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert word_prefix("alpha beta gamma", 100) == "alpha beta gamma"
+    assert word_prefix("alpha beta gamma", 8) == "alpha"  # "alpha be|ta": the cut word is dropped
+    assert word_prefix("alpha beta gamma", 10) == "alpha beta"  # the cut falls on a space
+    assert word_prefix("x" * 50, 10) == "x" * 50  # nowhere to cut: the whole text
+    lines = (data_dir / "scifact" / "corpus.jsonl").read_text().splitlines()[:300]
+    texts = [" ".join(filter(None, (d.get("title"), d.get("text")))) for d in map(json.loads, lines)]
+    texts.append("word " * 3 + "y" * 2000)  # the prefix cannot fill max_length: the whole text
+    calls: list[list[int]] = []  # the lengths of the texts each tokenizer call got
+    real = rr._encode
+
+    def counting(ts: list[str]) -> list[list[int]]:
+        calls.append([len(t) for t in ts])
+        return real(ts)
+
+    monkeypatch.setattr(rr, "_encode", counting)
+    for max_length in (16, 64, 112):
+        monkeypatch.setattr(rr, "max_length", max_length)
+        rr._cache.clear()
+        calls.clear()
+        whole = rr.tokenizer(texts, add_special_tokens=False, truncation=True, max_length=max_length)
+        assert rr._doc_ids(texts) == [list(x) for x in whole["input_ids"]]
+        heads, redone = calls
+        assert max(heads) <= 8 * max_length < max(len(t) for t in texts)  # long abstracts were cut
+        # those whose prefix fell short went again whole: the made-up one, rarely an abstract
+        assert len(texts[-1]) in redone and len(redone) < len(texts) // 20
 
 
 def test_rerank_scores_only_texts_and_keeps_first_stage(rr: CrossEncoderReranker) -> None:
