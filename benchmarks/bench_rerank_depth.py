@@ -110,13 +110,13 @@ def main() -> None:
                 rr.score(q, [h.chunk.text or "" for h in hits[:deepest]])
                 for q, hits in zip(texts, hybrid, strict=True)
             ]
-            quality = {}
+            quality, weights = {}, {}
             for pool in args.pools:
                 quality[f"+rerank@{pool}"] = ranking_metrics(
                     qrels, fused_runs(qids, hybrid, scores, pool, rr.fusion)
                 )
                 if len(qids) >= 4:
-                    runs, _ = crossfit_runs(qids, qrels, hybrid, scores, pool)
+                    runs, weights[str(pool)] = crossfit_runs(qids, qrels, hybrid, scores, pool)
                     quality[f"+rerank@{pool}_crossfit"] = ranking_metrics(qrels, runs)
                 alone = ScoreFusion({}, default=1.0)
                 quality[f"rerank_only@{pool}"] = ranking_metrics(
@@ -128,6 +128,7 @@ def main() -> None:
                 "precision": rr.precision,
                 "max_length": rr.max_length,
                 "fusion_weight_text": rr.fusion.weight("text"),
+                "crossfit_weights": weights,
                 "trained": rr.meta.get("train"),
                 "val": rr.meta.get("val"),
                 "quality": quality,
