@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from mmrag.errors import EncoderError
-from mmrag.rerank import CrossEncoderReranker, ScoreFusion, learn_weight
+from mmrag.rerank import CrossEncoderReranker, ScoreFusion, attention, learn_weight
 from mmrag.rerank.cross_encoder import word_prefix
 from mmrag.types import Chunk, Hit
 
@@ -169,6 +169,13 @@ def test_bf16_tracks_fp32_and_auto_follows_the_cpu(rr: CrossEncoderReranker) -> 
     assert bf16.dtype == np.float32
     # bf16 keeps 8 mantissa bits: logits agree to ~1%, far closer than int8 (below).
     assert np.max(np.abs(bf16 - fp32)) <= 0.02 * (1 + np.max(np.abs(fp32)))
+    # bf16 runs mmrag's CPU attention (padded batches of 2 here: the mask is applied), as close to
+    # fp32 as torch's own sdpa kernel is
+    assert half.model.config._attn_implementation == attention.NAME
+    half.model.set_attn_implementation("sdpa")
+    sdpa = half.score(QUERY, DOCS)
+    assert np.max(np.abs(bf16 - sdpa)) <= 0.02 * (1 + np.max(np.abs(fp32)))
+    assert np.corrcoef(bf16, fp32)[0, 1] > 0.999 and np.argmax(bf16) == np.argmax(fp32)
     assert resolve_precision("auto") == ("bf16" if bf16_is_fast() else "fp32")
     with pytest.raises(ConfigError, match="precision"):
         CrossEncoderReranker(None, precision="fp8")

@@ -26,6 +26,7 @@ from mmrag._lazy import require
 from mmrag.config import RERANK_PRECISIONS
 from mmrag.encoders.bf16 import bf16_is_fast
 from mmrag.errors import ConfigError, EncoderError
+from mmrag.rerank.attention import use_cpu_attention
 from mmrag.rerank.fusion import ScoreFusion
 from mmrag.types import Hit
 
@@ -191,6 +192,7 @@ class CrossEncoderReranker:
         self.precision = "int8" if int8 else resolve_precision(precision)
         if self.precision == "bf16":
             net = net.to(torch.bfloat16)
+            use_cpu_attention(net)  # torch's CPU sdpa kernel is slow in bf16 at these shapes
         self.model = net
         self.int8 = int8
         self.meta = self._read_meta(self.source)
