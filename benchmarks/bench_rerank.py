@@ -154,19 +154,24 @@ def pct(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q))
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--reranker", default=str(REPO / "checkpoints" / "reranker-scifact"))
+def add_scifact_args(ap: argparse.ArgumentParser, pools: list[int], out: Path) -> None:
+    """The options of the SciFact val-fold rerank benchmarks (this one and bench_rerank_depth.py)."""
     ap.add_argument("--model", default="lite", help="dense encoder")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--queries", type=int, help="first N val queries (smoke runs)")
     ap.add_argument("--docs", type=int, help="first N corpus docs (smoke runs; relevant docs may be missing)")
     ap.add_argument("--latency-queries", type=int, default=15)
-    ap.add_argument("--pools", type=int, nargs="+", default=[20, 50, 100])
+    ap.add_argument("--pools", type=int, nargs="+", default=pools)
     ap.add_argument("--depth", type=int, default=100, help="candidates per hybrid branch")
     ap.add_argument("--cache", type=Path, default=CACHE)
     ap.add_argument("--no-langchain", action="store_true", help="skip the LangChain comparison")
-    ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--out", type=Path, default=out)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--reranker", default=str(REPO / "checkpoints" / "reranker-scifact"))
+    add_scifact_args(ap, pools=[20, 50, 100], out=OUT)
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch

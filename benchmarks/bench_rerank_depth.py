@@ -31,12 +31,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench_rerank import crossfit_runs, fused_runs, langchain_pipeline, pct
+from bench_rerank import add_scifact_args, crossfit_runs, fused_runs, langchain_pipeline, pct
 from machine import machine_info
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("MMRAG_DATA", REPO.parent / "shared" / "data"))
-CACHE = REPO / ".cache" / "bench"
 OUT = REPO / "benchmarks" / "results" / "rerank_depth.json"
 
 
@@ -49,17 +48,8 @@ def labels_for(paths: list[str]) -> list[str]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--reranker", nargs="+", required=True, help="checkpoint folders (not a folder: MiniLM)")
-    ap.add_argument("--model", default="lite", help="dense encoder")
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--queries", type=int, help="first N val queries (smoke runs)")
-    ap.add_argument("--docs", type=int, help="first N corpus docs (smoke runs; relevant docs may be missing)")
-    ap.add_argument("--latency-queries", type=int, default=15)
     ap.add_argument("--rounds", type=int, default=5, help="interleaved latency rounds")
-    ap.add_argument("--pools", type=int, nargs="+", default=[20, 50])
-    ap.add_argument("--depth", type=int, default=100, help="candidates per hybrid branch")
-    ap.add_argument("--cache", type=Path, default=CACHE)
-    ap.add_argument("--no-langchain", action="store_true", help="skip the LangChain comparison")
-    ap.add_argument("--out", type=Path, default=OUT)
+    add_scifact_args(ap, pools=[20, 50], out=OUT)
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
