@@ -71,8 +71,8 @@ test: lint
 	$(PY) -m pytest -q
 
 # The benchmarks' reranker: a 6-layer teacher (the `train-reranker` default recipe), then a 4-layer
-# student distilled from it (bottom layer frozen), which is ~30% faster per query and held the
-# teacher's val-fold nDCG@10 (docs/search.md, BENCHMARKS.md "Reranker depth").
+# student distilled from it (bottom layer frozen): ~30% faster per query, and its val-fold nDCG@10
+# matched the teacher's within seed noise (docs/search.md, BENCHMARKS.md "Reranker depth").
 RERANKER_TEACHER ?= checkpoints/reranker-scifact-l6
 RERANKER ?= checkpoints/reranker-scifact
 RERANKER_ARGS ?= --layers 4 --freeze-layers 1
