@@ -69,12 +69,12 @@ def fused_runs(
 ) -> dict[str, list[Any]]:
     """Each query's first-stage hits with the top ``pool`` re-ordered by ``fusion`` of the first-stage
     and reranker ``scores`` (ties by first-stage rank), the tail of the pool kept behind its head."""
+    from mmrag.rerank.fusion import order_by
+
     out = {}
     for q, hits, s in zip(qids, first, scores, strict=True):
         head = hits[:pool]
-        final = fusion.combine(head, [float(x) for x in s[:pool]])
-        order = sorted(range(len(head)), key=lambda i: (-final[i], i))
-        out[q] = [head[i] for i in order] + list(hits[pool:])
+        out[q] = order_by(head, fusion.combine(head, [float(x) for x in s[:pool]])) + list(hits[pool:])
     return out
 
 
@@ -168,18 +168,31 @@ def add_scifact_args(ap: argparse.ArgumentParser, pools: list[int], out: Path) -
     ap.add_argument("--out", type=Path, default=out)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--reranker", default=str(REPO / "checkpoints" / "reranker-scifact"))
-    add_scifact_args(ap, pools=[20, 50, 100], out=OUT)
-    args = ap.parse_args()
+def load_val_fold(
+    args: argparse.Namespace,
+) -> tuple[Any, list[str], dict[str, dict[str, int]], list[str], Any]:
+    """Offline hub, ``args.threads`` torch threads, then the SciFact val fold (``args.queries`` /
+    ``args.docs`` slice): the dataset, its query ids, their qrels and texts, and the dense encoder."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
 
     torch.set_num_threads(args.threads)
     from mmrag.encoders import load_encoder
-    from mmrag.eval.corpus import index_corpus, ranking_metrics
     from mmrag.eval.datasets import scifact_val_slice
+
+    ds, qids = scifact_val_slice(DATA, args.queries, args.docs)
+    qrels = {q: dict(ds.qrels[q]) for q in qids}
+    return ds, qids, qrels, [ds.queries[q] for q in qids], load_encoder(args.model)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--reranker", default=str(REPO / "checkpoints" / "reranker-scifact"))
+    add_scifact_args(ap, pools=[20, 50, 100], out=OUT)
+    args = ap.parse_args()
+    t_start = time.perf_counter()
+    ds, qids, qrels, texts, encoder = load_val_fold(args)
+    from mmrag.eval.corpus import index_corpus, ranking_metrics
     from mmrag.eval.metrics import evaluate
     from mmrag.rerank import CrossEncoderReranker
     from mmrag.rerank.fusion import ScoreFusion
@@ -187,14 +200,9 @@ def main() -> None:
     from mmrag.store import QdrantStore
     from mmrag.types import Hit
 
-    t_start = time.perf_counter()
-    ds, qids = scifact_val_slice(DATA, args.queries, args.docs)
-    qrels = {q: dict(ds.qrels[q]) for q in qids}
-    texts = [ds.queries[q] for q in qids]
     reranker_path = args.reranker if Path(args.reranker).is_dir() else None
     if reranker_path is None:
         print(f"no reranker at {args.reranker}: offline MiniLM with an untrained head", file=sys.stderr)
-    encoder = load_encoder(args.model)
     result: dict[str, Any] = {
         "queries": len(qids),
         "corpus": len(ds.corpus),
@@ -237,14 +245,11 @@ def main() -> None:
         def reorder(pool: int, sc: list[np.ndarray[Any, Any]], fu: ScoreFusion) -> dict[str, list[Hit]]:
             return fused_runs(qids, hybrid, sc, pool, fu)
 
-        def crossfit(pool: int) -> tuple[dict[str, list[Hit]], list[float]]:
-            return crossfit_runs(qids, qrels, hybrid, scores, pool)
-
         result["crossfit_weights"] = {}
         for pool in args.pools:
             quality[f"hybrid+rerank@{pool}"] = ranking_metrics(qrels, reorder(pool, scores, fusion))
             if len(qids) >= 4:
-                runs, ws = crossfit(pool)
+                runs, ws = crossfit_runs(qids, qrels, hybrid, scores, pool)
                 quality[f"hybrid+rerank@{pool}_crossfit"] = ranking_metrics(qrels, runs)
                 result["crossfit_weights"][str(pool)] = ws
             quality[f"rerank_only@{pool}"] = ranking_metrics(

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import tempfile
@@ -31,11 +30,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench_rerank import add_scifact_args, crossfit_runs, fused_runs, langchain_pipeline, pct
+from bench_rerank import add_scifact_args, crossfit_runs, fused_runs, langchain_pipeline, load_val_fold, pct
 from machine import machine_info
 
 REPO = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("MMRAG_DATA", REPO.parent / "shared" / "data"))
 OUT = REPO / "benchmarks" / "results" / "rerank_depth.json"
 
 
@@ -51,23 +49,14 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5, help="interleaved latency rounds")
     add_scifact_args(ap, pools=[20, 50], out=OUT)
     args = ap.parse_args()
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    import torch
-
-    torch.set_num_threads(args.threads)
-    from mmrag.encoders import load_encoder
+    t_start = time.perf_counter()
+    ds, qids, qrels, texts, encoder = load_val_fold(args)
     from mmrag.eval.corpus import index_corpus, ranking_metrics
-    from mmrag.eval.datasets import scifact_val_slice
     from mmrag.rerank import CrossEncoderReranker
     from mmrag.rerank.fusion import ScoreFusion
     from mmrag.retriever import Retriever
     from mmrag.store import QdrantStore
 
-    t_start = time.perf_counter()
-    ds, qids = scifact_val_slice(DATA, args.queries, args.docs)
-    qrels = {q: dict(ds.qrels[q]) for q in qids}
-    texts = [ds.queries[q] for q in qids]
-    encoder = load_encoder(args.model)
     labels = labels_for(args.reranker)
     p0, deepest = min(args.pools), max(args.pools)
     result: dict[str, Any] = {

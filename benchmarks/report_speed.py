@@ -145,8 +145,12 @@ def rerank_depth_section(r: dict[str, Any]) -> str:
     )
     for label, e in r["rerankers"].items():
         q, train = e["quality"], e.get("trained") or {}
-        how = f"distilled from `{Path(train['teacher']).name}`" if train.get("teacher") else "labels only"
-        how = how if train else "untrained head"
+        if not train:
+            how = "untrained head"
+        elif train.get("teacher"):
+            how = f"distilled from `{Path(train['teacher']).name}`"
+        else:
+            how = "labels only"
         if train.get("freeze_layers") is not None:
             how += f", {train['freeze_layers']} frozen"
         if train.get("seed"):
