@@ -83,6 +83,11 @@ def distill_loss(logits: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
     )
 
 
+def group_pairs(groups: Sequence[Group]) -> tuple[list[str], list[str]]:
+    """The (query, passage) pairs of ``groups``, flattened in order: queries, then passages."""
+    return [g.query for g in groups for _ in g.passages], [p for g in groups for p in g.passages]
+
+
 def teacher_scores(
     teacher: str | Path, groups: Sequence[Group], cfg: RerankTrainConfig, *, progress: bool = False
 ) -> list[np.ndarray[Any, np.dtype[np.float32]]]:
@@ -99,9 +104,7 @@ def teacher_scores(
     )
     for start in range(0, len(groups), 64):  # 64 groups per score_pairs call: length-sorted batches
         part = groups[start : start + 64]
-        flat = rr.score_pairs(
-            [g.query for g in part for _ in g.passages], [p for g in part for p in g.passages]
-        )
+        flat = rr.score_pairs(*group_pairs(part))
         ends = np.cumsum([len(g.passages) for g in part])
         out += np.split(flat, ends[:-1])
         bar.update(len(part))
@@ -169,9 +172,7 @@ def fit(
         idx = [(step * cfg.batch_groups + i) % len(groups) for i in range(cfg.batch_groups)]
         batch = [groups[j] for j in idx]
         n = len(batch[0].passages)
-        pairs = reranker.encode_pairs(
-            [g.query for g in batch for _ in g.passages], [p for g in batch for p in g.passages]
-        )
+        pairs = reranker.encode_pairs(*group_pairs(batch))
         logits = model(**reranker.collate(pairs)).logits.reshape(len(batch), n)
         loss = listwise_loss(logits)
         if teacher is not None and cfg.distill > 0:
