@@ -153,7 +153,11 @@ def rerank_depth_section(r: dict[str, Any]) -> str:
             how = "labels only"
         if train.get("freeze_layers") is not None:
             how += f", {train['freeze_layers']} frozen"
-        if train.get("seed"):
+        if train.get("steps") not in (None, 800):
+            how += f", {train['steps']} steps"
+        if train.get("soup", 1) > 1:
+            how += f", soup of seeds {train['seed']}-{train['seed'] + train['soup'] - 1}"
+        elif train.get("seed"):
             how += f", seed {train['seed']}"
         cells = [
             f"`{label}`",

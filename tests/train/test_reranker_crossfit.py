@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from mmrag.rerank.fusion import cross_fit, learn_weight
-from mmrag.train.reranker import _crossfit
+from mmrag.train.reranker_calibrate import _crossfit
 from mmrag.types import Chunk, Hit
 
 

@@ -93,3 +93,25 @@ def test_a_shallower_student_learns_from_a_trained_teacher(tmp_path: Path, data_
     saved = json.loads((tmp_path / "student" / "mmrag_rerank.json").read_text())
     assert saved["train"]["teacher"] == str(tmp_path / "teacher") and saved["train"]["layers"] == 5
     assert CrossEncoderReranker(tmp_path / "student", precision="fp32").model.config.num_hidden_layers == 5
+
+
+def test_a_soup_is_the_average_of_its_members_each_run_alone(tmp_path: Path, data_dir: Path) -> None:
+    cache = tmp_path / "cache"
+    runs = [train_reranker(data_dir, tmp_path / f"s{s}", replace(TINY, seed=s), cache=cache) for s in (3, 4)]
+    soup = train_reranker(data_dir, tmp_path / "soup", replace(TINY, seed=3, soup=2), cache=cache)
+    # each member is the plain run of its seed: same loss, same figures on the val fold
+    assert [m.seed for m in soup.members] == [3, 4]
+    for member, run in zip(soup.members, runs, strict=True):
+        assert member.fit.loss_last10 == run.fit.loss_last10 and member.val.to_dict() == run.val.to_dict()
+    assert soup.fit.groups_seen == 2 * runs[0].fit.groups_seen
+    models = [CrossEncoderReranker(tmp_path / name, precision="fp32").model for name in ("s3", "s4", "soup")]
+    states = [m.state_dict() for m in models]
+    trained = [k for k, v in states[0].items() if v.is_floating_point() and not torch.equal(v, states[1][k])]
+    assert trained, "the two seeds trained to the same weights: nothing to average"
+    for k in trained:
+        torch.testing.assert_close(states[2][k], (states[0][k] + states[1][k]) / 2)
+    saved = json.loads((tmp_path / "soup" / "mmrag_rerank.json").read_text())
+    assert saved["train"]["soup"] == 2 and [m["seed"] for m in saved["soup"]] == [3, 4]
+    assert "a soup of 2 members" in soup.to_text() and "  seed 4: rerank alone" in soup.to_text()
+    with pytest.raises(ConfigError, match="soup must be >= 1"):
+        RerankTrainConfig(soup=0)

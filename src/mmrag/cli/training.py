@@ -183,6 +183,13 @@ def add_train_reranker_parser(sub: Any) -> None:
     p.add_argument("--batch-groups", type=int, default=8, help="groups (1 positive + negatives) per step")
     p.add_argument("--val-pool", type=int, default=20, help="pool the fusion weight is learned on")
     p.add_argument("--seed", type=int, default=0, help="negative sampling and shuffling seed")
+    p.add_argument(
+        "--soup",
+        type=int,
+        default=1,
+        help="train N members (seeds SEED..SEED+N-1) and average their weights into one model "
+        "(a uniform model soup: steadier across seeds; N x the training time) [default 1]",
+    )
     p.add_argument("--limit-queries", type=int, help="first N training queries (quick runs)")
     p.add_argument("--limit-val", type=int, help="first N validation queries (quick runs)")
     p.add_argument("--cache", type=Path, help="dense-vector cache folder [default .cache/bench]")
@@ -355,6 +362,7 @@ def cmd_train_reranker(args: argparse.Namespace) -> int:
         docs=args.docs,
         val_pool=args.val_pool,
         seed=args.seed,
+        soup=args.soup,
         queries=args.limit_queries,
         val_queries=args.limit_val,
     )

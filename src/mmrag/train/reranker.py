@@ -26,25 +26,32 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from mmrag.errors import ConfigError
-from mmrag.eval.corpus import doc_ids, index_corpus, ranking_metrics
+from mmrag.eval.corpus import doc_ids, index_corpus
 from mmrag.rerank.cross_encoder import CONFIG_FILE, CrossEncoderReranker
-from mmrag.rerank.fusion import cross_fit, learn_weight
 from mmrag.store.payload import TRAIN_WRITER
 from mmrag.train.groups import Group, mine_groups
-from mmrag.train.reranker_report import Calibration, FitStats, RerankTrainConfig, RerankTrainReport
+from mmrag.train.reranker_calibrate import calibrate
+from mmrag.train.reranker_report import (
+    Calibration,
+    FitStats,
+    RerankTrainConfig,
+    RerankTrainReport,
+    SoupMember,
+)
+from mmrag.train.soup import WeightSum
 
 if TYPE_CHECKING:
     import torch
 
     from mmrag.eval.datasets import BeirDataset
-    from mmrag.types import Hit
 
 __all__ = [
     "Calibration",
@@ -200,79 +207,44 @@ def fit(
     )
 
 
-def calibrate(
-    reranker: CrossEncoderReranker,
+def _mine(
+    retriever: Any,
     ds: BeirDataset,
-    val_ids: Sequence[str],
-    pools: Sequence[Sequence[Hit]],
-    pool: int,
+    train_ids: list[str],
+    val_ids: list[str],
+    cfg: RerankTrainConfig,
     *,
-    unseen: Sequence[str] = (),
-    progress: bool = False,
-) -> Calibration:
-    """Learn the text fusion weight on the validation fold; report first stage / rerank / fused nDCG@10.
-
-    Args:
-        reranker: The trained cross-encoder.
-        ds: The BEIR dataset.
-        val_ids: Validation-fold query ids.
-        pools: The first stage's hits of each validation query (``pool`` deep), best first.
-        pool: The depth asked of the first stage (recorded in the report).
-        unseen: The validation queries whose relevant docs are no training positive (also reported).
-    """
+    progress: bool,
+) -> list[Group]:
+    """The training groups: hard negatives from ``retriever``'s hybrid pools (sampled with ``cfg.seed``),
+    the validation fold's relevant docs excluded."""
     from tqdm import tqdm
 
-    qrels = {q: dict(ds.qrels[q]) for q in val_ids}
-    scores = [
-        [float(s) for s in reranker.score(ds.queries[q], [h.chunk.text or "" for h in hits])]
-        for q, hits in tqdm(
-            list(zip(val_ids, pools, strict=True)), desc="validate", unit="query", disable=not progress
-        )
-    ]
+    # total unknown up front (training queries, then titles): the bar counts ranked texts
+    bar = tqdm(desc="mine negatives", unit="query", disable=not progress, dynamic_ncols=True)
 
-    def ndcg(ordered: list[list[Hit]], ids: Sequence[str] = val_ids) -> float:
-        sub = {q: qrels[q] for q in ids}
-        return ranking_metrics(sub, dict(zip(ids, ordered, strict=True)), ks=(10,))["ndcg@10"]
+    def first_stage(texts: list[str], k: int) -> list[list[str]]:
+        out = []
+        for start in range(0, len(texts), 64):
+            part = retriever.search_batch(texts[start : start + 64], k=k, hybrid=True)
+            out += [doc_ids(hits) for hits in part]
+            bar.update(len(part))
+        return out
 
-    best, curve = learn_weight(pools, scores, ndcg)
-    crossfit = _crossfit(pools, scores, list(val_ids), ndcg)
-    unseen_stats = None
-    keep = [i for i, q in enumerate(val_ids) if q in set(unseen)]
-    if keep:
-        ids = [val_ids[i] for i in keep]
-        _, sub_curve = learn_weight(
-            [pools[i] for i in keep], [scores[i] for i in keep], lambda o: ndcg(o, ids), grid=(0.0, best, 1.0)
-        )
-        unseen_stats = {
-            "first_stage_ndcg@10": sub_curve[0.0],
-            "rerank_only_ndcg@10": sub_curve[1.0],
-            "fused_ndcg@10": sub_curve[best],
-        }
-    return Calibration(
-        weight=best,
-        curve=curve,
-        first_stage_ndcg=curve[0.0],
-        rerank_only_ndcg=curve[1.0],
-        fused_ndcg=curve[best],
-        queries=len(val_ids),
-        pool=pool,
-        unseen=unseen_stats,
-        unseen_queries=len(keep),
-        fused_crossfit=crossfit,
+    t = time.perf_counter()
+    groups = mine_groups(
+        ds,
+        train_ids,
+        first_stage,
+        negatives=cfg.negatives,
+        depth=cfg.depth,
+        titles=cfg.titles,
+        seed=cfg.seed,
+        exclude={d for q in val_ids for d in ds.qrels[q]},
     )
-
-
-def _crossfit(
-    pools: Sequence[Sequence[Hit]],
-    scores: Sequence[Sequence[float | None]],
-    ids: list[str],
-    ndcg: Callable[[list[list[Hit]], Sequence[str]], float],
-) -> float | None:
-    """nDCG@10 of the fold cross-fitted (:func:`mmrag.rerank.fusion.cross_fit`); None under 4 queries."""
-    if len(ids) < 4:
-        return None
-    ordered, _ = cross_fit(pools, scores, lambda o, idx: ndcg(o, [ids[i] for i in idx]))
-    return ndcg(ordered, ids)
+    bar.close()
+    log.info("mined %d groups in %.0f s", len(groups), time.perf_counter() - t)
+    return groups
 
 
 def train_reranker(
@@ -319,41 +291,30 @@ def train_reranker(
     with tempfile.TemporaryDirectory(prefix="mmrag-rr-") as tmp, QdrantStore.open(store or tmp) as st:
         index_corpus(st, encoder, ds, cache, progress=progress, writer=TRAIN_WRITER)
         retriever = Retriever(encoder, st, pool=cfg.depth, hybrid=True, exact=True)
-        from tqdm import tqdm
-
-        # total unknown up front (training queries, then titles): the bar counts ranked texts
-        bar = tqdm(desc="mine negatives", unit="query", disable=not progress, dynamic_ncols=True)
-
-        def first_stage(texts: list[str], k: int) -> list[list[str]]:
-            out = []
-            for start in range(0, len(texts), 64):
-                part = retriever.search_batch(texts[start : start + 64], k=k, hybrid=True)
-                out += [doc_ids(hits) for hits in part]
-                bar.update(len(part))
-            return out
-
-        t = time.perf_counter()
-        groups = mine_groups(
-            ds,
-            train_ids,
-            first_stage,
-            negatives=cfg.negatives,
-            depth=cfg.depth,
-            titles=cfg.titles,
-            seed=cfg.seed,
-            exclude={d for q in val_ids for d in ds.qrels[q]},
-        )
-        bar.close()
-        log.info("mined %d groups in %.0f s", len(groups), time.perf_counter() - t)
-        # Trained (and calibrated) in fp32; inference may then run it in bf16 (rerank precision).
-        reranker = CrossEncoderReranker(cfg.model, max_length=cfg.max_length, batch_size=32, precision="fp32")
-        if cfg.layers is not None:
-            keep_layers(reranker.model, cfg.layers)
-        targets = None if cfg.teacher is None else teacher_scores(cfg.teacher, groups, cfg, progress=progress)
-        fitted = fit(reranker, groups, cfg, progress=progress, teacher=targets)
         val_pools = retriever.search_batch(
             [ds.queries[q] for q in val_ids], k=cfg.val_pool, hybrid=True, rerank=False
         )
+        soup, members, fits = WeightSum(), [], []
+        for seed in range(cfg.seed, cfg.seed + cfg.soup):  # one member: the plain run of cfg.seed
+            member_cfg = replace(cfg, seed=seed)
+            groups = _mine(retriever, ds, train_ids, val_ids, member_cfg, progress=progress)
+            # Trained (and calibrated) in fp32; inference may then run it in bf16 (rerank precision).
+            reranker = CrossEncoderReranker(
+                cfg.model, max_length=cfg.max_length, batch_size=32, precision="fp32"
+            )
+            if cfg.layers is not None:
+                keep_layers(reranker.model, cfg.layers)
+            targets = None
+            if cfg.teacher is not None:
+                targets = teacher_scores(cfg.teacher, groups, cfg, progress=progress)
+            fits.append(fit(reranker, groups, member_cfg, progress=progress, teacher=targets))
+            if cfg.soup > 1:
+                pool = cfg.val_pool
+                alone = calibrate(reranker, ds, val_ids, val_pools, pool, unseen=unseen, progress=progress)
+                members.append(SoupMember(seed, fits[-1], alone))
+                soup.add(reranker.model)
+        if cfg.soup > 1:
+            soup.load_mean_into(reranker.model)  # the last member's model becomes the soup
         cal = calibrate(reranker, ds, val_ids, val_pools, cfg.val_pool, unseen=unseen, progress=progress)
         # The weight is learned against this first stage's scores: the report names it.
         fusion_name = retriever.fusion + (f" k={retriever.rrf_k}" if retriever.fusion == "rrf" else "")
@@ -366,10 +327,11 @@ def train_reranker(
         max_length=cfg.max_length,
         first_stage=f"hybrid {fusion_name} (BM25 + dense {encoder.id})",
         config=cfg,
-        fit=fitted,
+        fit=FitStats.total(fits),
         groups=len(groups),
         train_queries=len(train_ids),
         val=cal,
+        members=tuple(members),
     )
     (out / CONFIG_FILE).write_text(json.dumps(report.to_dict(), indent=2))
     return report

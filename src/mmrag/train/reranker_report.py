@@ -4,14 +4,14 @@ validation fold, and the report that renders itself (``to_dict()`` is the checkp
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from mmrag.errors import ConfigError
 
-__all__ = ["Calibration", "FitStats", "RerankTrainConfig", "RerankTrainReport"]
+__all__ = ["Calibration", "FitStats", "RerankTrainConfig", "RerankTrainReport", "SoupMember"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +52,9 @@ class RerankTrainConfig:
     distill: float = 1.0
     val_pool: int = 20
     seed: int = 0
+    # Members of a uniform model soup (mmrag.train.soup): the same training run with seeds seed,
+    # seed+1, ..., their weights averaged into one model. 1: the plain run. Each member costs a run.
+    soup: int = 1
     queries: int | None = None  # cap on training queries (smoke runs)
     val_queries: int | None = None  # cap on validation queries (smoke runs)
     docs: int | None = None  # corpus cap: the first N docs plus every judged doc (quick runs, the demo)
@@ -65,6 +68,8 @@ class RerankTrainConfig:
             raise ConfigError(f"layers must be >= 1, got {self.layers}")
         if self.distill < 0:
             raise ConfigError(f"distill must be >= 0, got {self.distill}")
+        if self.soup < 1:
+            raise ConfigError(f"soup must be >= 1 (members trained and averaged), got {self.soup}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +90,22 @@ class FitStats:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @staticmethod
+    def total(runs: Sequence[FitStats]) -> FitStats:
+        """The runs of a soup's members as one record: steps per member, groups and seconds summed,
+        losses averaged over the members (one run: itself)."""
+        if len(runs) == 1:
+            return runs[0]
+        n = len(runs)
+        return FitStats(
+            steps=runs[0].steps,
+            planned_steps=runs[0].planned_steps,
+            groups_seen=sum(r.groups_seen for r in runs),
+            seconds=round(sum(r.seconds for r in runs), 1),
+            loss_first10=sum(r.loss_first10 for r in runs) / n,
+            loss_last10=sum(r.loss_last10 for r in runs) / n,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +167,33 @@ class Calibration:
 
 
 @dataclass(frozen=True, slots=True)
+class SoupMember:
+    """One member of a soup: its seed, its training and its own validation figures (before averaging)."""
+
+    seed: int
+    fit: FitStats
+    val: Calibration
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "seed": self.seed,
+            "seconds": self.fit.seconds,
+            "loss_last10": self.fit.loss_last10,
+            "rerank_only_ndcg@10": self.val.rerank_only_ndcg,
+            "fused_ndcg@10": self.val.fused_ndcg,
+            "fused_crossfit_ndcg@10": self.val.fused_crossfit,
+            "weight": self.val.weight,
+        }
+
+    def line(self) -> str:
+        xfit = "-" if self.val.fused_crossfit is None else f"{self.val.fused_crossfit:.4f}"
+        return (
+            f"  seed {self.seed}: rerank alone {self.val.rerank_only_ndcg:.4f}, "
+            f"fused {self.val.fused_ndcg:.4f} (w={self.val.weight:.2f}), cross-fitted {xfit}"
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class RerankTrainReport:
     """``mmrag train-reranker``: the checkpoint, how it trained, and its calibration.
 
@@ -167,9 +215,10 @@ class RerankTrainReport:
     groups: int
     train_queries: int
     val: Calibration
+    members: tuple[SoupMember, ...] = ()  # a soup's members, each alone (empty: one plain run)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "kind": "mmrag-cross-encoder",
             "base": self.base,
             "max_length": self.max_length,
@@ -184,14 +233,19 @@ class RerankTrainReport:
             },
             "val": self.val.to_dict(),
         }
+        if self.members:
+            out["soup"] = [m.to_dict() for m in self.members]
+        return out
 
     def to_text(self) -> str:
         val, tr = self.val, self.fit
+        soup = [f"a soup of {len(self.members)} members ({tr.steps} steps each), each alone on the val fold:"]
         return "\n".join(
             [
                 f"checkpoint: {self.checkpoint} "
                 f"({tr.steps} steps, {self.groups} groups mined, {tr.seconds} s)",
                 f"loss {tr.loss_first10:.3f} -> {tr.loss_last10:.3f}",
+                *(soup + [m.line() for m in self.members] if self.members else []),
                 f"validation (pool {val.pool}; unseen = no relevant doc is a training positive):",
                 val.table(),
                 f"use it: mmrag model-set --reranker {self.checkpoint}   (then plain `mmrag search QUERY`)",
