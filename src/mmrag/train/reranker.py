@@ -28,6 +28,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -294,6 +295,16 @@ def train_reranker(
         val_pools = retriever.search_batch(
             [ds.queries[q] for q in val_ids], k=cfg.val_pool, hybrid=True, rerank=False
         )
+        # each member alone (a soup), then the model saved: the same fold, pools and unseen queries
+        validate = partial(
+            calibrate,
+            ds=ds,
+            val_ids=val_ids,
+            pools=val_pools,
+            pool=cfg.val_pool,
+            unseen=unseen,
+            progress=progress,
+        )
         soup, members, fits = WeightSum(), [], []
         for seed in range(cfg.seed, cfg.seed + cfg.soup):  # one member: the plain run of cfg.seed
             member_cfg = replace(cfg, seed=seed)
@@ -309,13 +320,11 @@ def train_reranker(
                 targets = teacher_scores(cfg.teacher, groups, cfg, progress=progress)
             fits.append(fit(reranker, groups, member_cfg, progress=progress, teacher=targets))
             if cfg.soup > 1:
-                pool = cfg.val_pool
-                alone = calibrate(reranker, ds, val_ids, val_pools, pool, unseen=unseen, progress=progress)
-                members.append(SoupMember(seed, fits[-1], alone))
+                members.append(SoupMember(seed, fits[-1], validate(reranker)))
                 soup.add(reranker.model)
         if cfg.soup > 1:
             soup.load_mean_into(reranker.model)  # the last member's model becomes the soup
-        cal = calibrate(reranker, ds, val_ids, val_pools, cfg.val_pool, unseen=unseen, progress=progress)
+        cal = validate(reranker)
         # The weight is learned against this first stage's scores: the report names it.
         fusion_name = retriever.fusion + (f" k={retriever.rrf_k}" if retriever.fusion == "rrf" else "")
     out.mkdir(parents=True, exist_ok=True)
