@@ -159,6 +159,7 @@ def test_learn_weight_never_picks_a_harmful_reranker() -> None:
 
 
 def test_bf16_tracks_fp32_and_auto_follows_the_cpu(rr: CrossEncoderReranker) -> None:
+    from mmrag.encoders.fused import fused_kernel_runs
     from mmrag.errors import ConfigError
     from mmrag.rerank.cross_encoder import bf16_is_fast, resolve_precision
 
@@ -172,6 +173,9 @@ def test_bf16_tracks_fp32_and_auto_follows_the_cpu(rr: CrossEncoderReranker) -> 
     # bf16 runs mmrag's CPU attention (padded batches of 2 here: the mask is applied), as close to
     # fp32 as torch's own sdpa kernel is
     assert half.model.config._attn_implementation == attention.NAME
+    # ... and each feed-forward's linear + GELU as one oneDNN call (where torch has the kernel)
+    fused = sum(type(m).__name__ == "FusedDenseGelu" for m in half.model.modules())
+    assert fused == (half.model.config.num_hidden_layers if fused_kernel_runs() else 0)
     half.model.set_attn_implementation("sdpa")
     sdpa = half.score(QUERY, DOCS)
     assert np.max(np.abs(bf16 - sdpa)) <= 0.02 * (1 + np.max(np.abs(fp32)))

@@ -25,6 +25,7 @@ import numpy as np
 from mmrag._lazy import require
 from mmrag.config import RERANK_PRECISIONS
 from mmrag.encoders.bf16 import bf16_is_fast
+from mmrag.encoders.fused import fuse_gelu_ffn
 from mmrag.errors import ConfigError, EncoderError
 from mmrag.rerank.attention import use_cpu_attention
 from mmrag.rerank.fusion import ScoreFusion
@@ -193,6 +194,7 @@ class CrossEncoderReranker:
         if self.precision == "bf16":
             net = net.to(torch.bfloat16)
             use_cpu_attention(net)  # torch's CPU sdpa kernel is slow in bf16 at these shapes
+            fuse_gelu_ffn(net)  # linear + GELU in one oneDNN call: ~25% of a forward
         self.model = net
         self.int8 = int8
         self.meta = self._read_meta(self.source)
