@@ -67,22 +67,39 @@ def test_bucketed_batches_score_like_single_pairs(rr: CrossEncoderReranker) -> N
 
 def test_tokenization_is_cached(rr: CrossEncoderReranker, monkeypatch: pytest.MonkeyPatch) -> None:
     rr.score(QUERY, DOCS)
-    calls: list[Any] = []
-    real = rr.tokenizer
+    calls: list[list[str]] = []
+    real = rr._encode
 
-    class Counting:
-        def __getattr__(self, name: str) -> Any:
-            return getattr(real, name)
+    def counting(texts: list[str]) -> list[list[int]]:
+        if texts:  # (an empty call is a no-op: no prefix fell short)
+            calls.append(texts)
+        return real(texts)
 
-        def __call__(self, *a: Any, **k: Any) -> Any:
-            calls.append(a)
-            return real(*a, **k)
-
-    monkeypatch.setattr(rr, "tokenizer", Counting())
+    monkeypatch.setattr(rr, "_encode", counting)
     rr.score(QUERY, DOCS)
     assert calls == []
     rr.score(QUERY, ["a new text"])
-    assert len(calls) == 1
+    assert calls == [["a new text"]]
+
+
+def test_the_rust_tokenizer_gives_the_wrappers_ids_and_a_slow_tokenizer_still_works(
+    rr: CrossEncoderReranker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    texts = [QUERY, *DOCS, "Ünïcödé café — naïve façade", "x" * 3000, "   "]
+    wrapper = rr.tokenizer(texts, add_special_tokens=False, truncation=True, max_length=rr.max_length)
+    assert rr._rust_tokenizer() is not None
+    assert rr._encode(texts) == [list(x) for x in wrapper["input_ids"]]
+    assert rr._rust_tokenizer() is not rr.tokenizer.backend_tokenizer  # a copy: the wrapper sets its own
+
+    class Slow:  # no Rust backend: the wrapper is called
+        def __call__(self, *a: Any, **k: Any) -> Any:
+            return real(*a, **k)
+
+    real = rr.tokenizer
+    monkeypatch.setattr(rr, "tokenizer", Slow())
+    monkeypatch.setattr(rr, "_rust", None)
+    assert rr._rust_tokenizer() is None
+    assert rr._encode(texts) == [list(x) for x in wrapper["input_ids"]]
 
 
 def test_long_texts_tokenize_from_a_word_prefix_with_the_same_ids(
