@@ -60,6 +60,12 @@ def test_fused_bf16_model_matches_eager_and_keeps_its_parameter_names(act: str, 
         a = plain(input_ids=ids, attention_mask=mask).last_hidden_state
         b = fused(input_ids=ids, attention_mask=mask).last_hidden_state
     assert b.dtype == torch.bfloat16
+    from torch.profiler import ProfilerActivity, profile
+
+    with torch.inference_mode(), profile(activities=[ProfilerActivity.CPU]) as prof:
+        fused(input_ids=ids, attention_mask=mask)
+    ops = {e.key for e in prof.key_averages()}
+    assert "mkldnn::_linear_pointwise" in ops and "aten::gelu" not in ops  # the fused kernel ran
     # as close to eager bf16 as bf16 rounding allows, and as close to fp32 as eager bf16 is
     assert _cos(a, b) > 0.999
     assert _cos(ref, b) > 0.999 and abs(_cos(ref, b) - _cos(ref, a)) < 1e-3

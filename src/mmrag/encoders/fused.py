@@ -3,11 +3,11 @@
 A BERT-style layer computes ``gelu(x W^T + b)`` over ``tokens x 4*hidden`` values. In eager torch
 on CPU that is three passes over the widest tensor of the layer: the bias copied into the output,
 the matrix product, then GELU in its own kernel. In bf16 the two element-wise passes cost about as
-much as the product: a 4-layer MiniLM reranker over 20 pairs x 112 tokens took 175 ms per forward
-on one Zen 4 core, and 130 ms with this fused call (``torch.ops.mkldnn._linear_pointwise``, the
-kernel torch's own compiler emits for a linear followed by GELU; bias and GELU applied as the
-product's output is written). The other projections are left alone: the same call was slower than
-torch's own for them (137-157 ms when also used there).
+much as the product. The 4-layer MiniLM reranker over 20 pairs x 112 tokens took 156-170 ms per
+forward on one Zen 4 core, and 135-144 ms with this fused call in an interleaved A/B
+(``torch.ops.mkldnn._linear_pointwise``, the kernel torch's own compiler emits for a linear followed
+by GELU; bias and GELU are applied as the product's output is written). The other projections are
+left alone: the same call made a forward slower when also used for them.
 
 :func:`fuse_gelu_ffn` switches a bf16 model in eval mode over, module by module, where the pattern
 is HF's (``dense`` then ``intermediate_act_fn``, as in BERT, RoBERTa, XLM-R, ELECTRA) and the
@@ -18,9 +18,8 @@ model as it was (logged at debug level).
 The reranker's bf16 model uses it (it runs eagerly). The text tower's bf16 copy
 (:mod:`mmrag.encoders.bf16`) does not: it runs as one TorchScript trace (one GIL release per
 forward, which the API's threads need), and ``torch.jit.trace`` cannot record this kernel's
-optional-scalar list argument (the eager copy, which could take it, is the slower one there). Nor did
-the text tower gain from it when measured eagerly: 32 SciFact chunks x 256 tokens took 1010-1056 ms
-fused and 1010-1022 ms unfused, so only the reranker's shapes are known to need it.
+optional-scalar list argument. Measured eagerly it would pay less there than in the reranker: 32
+SciFact chunks x 256 tokens took 907-939 ms fused against 1022-1071 unfused and 932-1090 traced.
 """
 
 from __future__ import annotations
@@ -74,6 +73,7 @@ def _module_class() -> type[torch.nn.Module]:
             self.bias = dense.bias
             self.in_features, self.out_features = dense.in_features, dense.out_features
             self.algorithm = algorithm
+            self.train(dense.training)  # a new module starts in train mode: take the model's
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             if self.training or (torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad)):
