@@ -7,7 +7,9 @@ much as the product. The 4-layer MiniLM reranker over 20 pairs x 112 tokens took
 forward on one Zen 4 core, and 135-144 ms with this fused call in an interleaved A/B
 (``torch.ops.mkldnn._linear_pointwise``, the kernel torch's own compiler emits for a linear followed
 by GELU; bias and GELU are applied as the product's output is written). The other projections are
-left alone: the same call made a forward slower when also used for them.
+left alone: the same call made a forward slower when also used for them. Inside a search, with store
+and encoder work between reranks, it pays less: hybrid + rerank@20 end to end 3-4% faster
+(docs/speed.md).
 
 :func:`fuse_gelu_ffn` switches a bf16 model in eval mode over, module by module, where the pattern
 is HF's (``dense`` then ``intermediate_act_fn``, as in BERT, RoBERTa, XLM-R, ELECTRA) and the
