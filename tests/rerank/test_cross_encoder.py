@@ -91,6 +91,15 @@ def test_the_rust_tokenizer_gives_the_wrappers_ids_and_a_slow_tokenizer_still_wo
     assert rr._encode(texts) == [list(x) for x in wrapper["input_ids"]]
     assert rr._rust_tokenizer() is not rr.tokenizer.backend_tokenizer  # a copy: the wrapper sets its own
 
+    monkeypatch.setattr(rr.tokenizer, "truncation_side", "left")  # a tokenizer that keeps the end
+    left = rr.tokenizer(texts, add_special_tokens=False, truncation=True, max_length=rr.max_length)
+    monkeypatch.setattr(rr, "_rust", None)
+    rr._cache.clear()
+    assert rr._doc_ids(texts) == [list(x) for x in left["input_ids"]]  # no word prefix either
+    assert left["input_ids"] != wrapper["input_ids"]
+    monkeypatch.setattr(rr.tokenizer, "truncation_side", "right")
+    rr._cache.clear()
+
     class Slow:  # no Rust backend: the wrapper is called
         def __call__(self, *a: Any, **k: Any) -> Any:
             return real(*a, **k)

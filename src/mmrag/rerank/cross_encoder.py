@@ -195,7 +195,7 @@ class CrossEncoderReranker:
         if self.precision == "bf16":
             net = net.to(torch.bfloat16)
             use_cpu_attention(net)  # torch's CPU sdpa kernel is slow in bf16 at these shapes
-            fuse_gelu_ffn(net)  # linear + GELU in one oneDNN call: ~25% of a forward
+            fuse_gelu_ffn(net)  # linear + GELU in one oneDNN call: 3-4% of a search (docs/speed.md)
         self.model = net
         self.int8 = int8
         self.meta = self._read_meta(self.source)
@@ -252,7 +252,10 @@ class CrossEncoderReranker:
         has ~1,450 characters, and its first 112 tokens need at most ~6.5 per token. The tokenizer splits
         text into words before it splits words into tokens, so when the prefix alone fills
         ``max_length`` its ids are the whole text's; when it does not, the whole text is tokenized.
+        A tokenizer that truncates on the left keeps the last tokens instead: it gets whole texts.
         """
+        if getattr(self.tokenizer, "truncation_side", "right") != "right":
+            return self._encode(texts)
         limit = self.max_length * PREFIX_CHARS_PER_TOKEN
         heads = [word_prefix(t, limit) for t in texts]
         ids = self._encode(heads)
@@ -280,7 +283,8 @@ class CrossEncoderReranker:
             if backend is not None and hasattr(backend, "encode_batch_fast"):
                 rust = copy.deepcopy(backend)  # the wrapper's own keeps the settings it sets per call
                 rust.no_padding()
-                rust.enable_truncation(self.max_length)
+                side = getattr(self.tokenizer, "truncation_side", "right")  # as the wrapper truncates
+                rust.enable_truncation(self.max_length, direction=side)
             made = self._rust = (self.max_length, rust)
         return made[1]
 
