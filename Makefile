@@ -14,7 +14,8 @@ DEMO_IMAGES ?= 200
 CKPT ?= checkpoints/lite-flickr8k
 # The demo's reranker: a short fixed-step run on a SciFact slice (see `make bench` for the full one).
 DEMO_RERANKER ?= checkpoints/reranker-demo
-DEMO_RERANKER_ARGS ?= --docs 800 --steps 120
+# auto: bf16 autocast where the CPU has bf16 instructions (~0.57x the training time, same table: docs/search.md)
+DEMO_RERANKER_ARGS ?= --docs 800 --steps 120 --train-precision auto
 
 .PHONY: install sysdeps demo test lint bench clean
 

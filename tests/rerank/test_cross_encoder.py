@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from mmrag.errors import EncoderError
+from mmrag.errors import ConfigError, EncoderError
 from mmrag.rerank import CrossEncoderReranker, ScoreFusion, attention, learn_weight
 from mmrag.rerank.cross_encoder import word_prefix
 from mmrag.types import Chunk, Hit
@@ -186,7 +186,6 @@ def test_learn_weight_never_picks_a_harmful_reranker() -> None:
 
 def test_bf16_tracks_fp32_and_auto_follows_the_cpu(rr: CrossEncoderReranker) -> None:
     from mmrag.encoders.fused import fused_kernel_runs
-    from mmrag.errors import ConfigError
     from mmrag.rerank.cross_encoder import bf16_is_fast, resolve_precision
 
     fp32 = rr.score(QUERY, DOCS)
@@ -265,3 +264,26 @@ def test_listwise_training_lowers_the_loss(tmp_path: Path) -> None:
     )
     stats = fit(r, groups, cfg)
     assert stats.steps == 20 and stats.loss_last10 < 0.5 * stats.loss_first10
+
+
+def test_bf16_training_learns_repeats_and_keeps_fp32_weights(tmp_path: Path) -> None:
+    import torch
+
+    from mmrag.train.reranker import Group, RerankTrainConfig, fit
+
+    with pytest.raises(ConfigError, match="train precision"):
+        RerankTrainConfig(train_precision="fp16")
+    groups = [Group(QUERY, (DOCS[0], DOCS[1], DOCS[2])), Group("stock market", (DOCS[1], DOCS[0], DOCS[3]))]
+    cfg = RerankTrainConfig(
+        batch_groups=2, steps=None, epochs=20, lr=1e-3, head_lr=1e-2, freeze_layers=0, warmup=0.0,
+        train_precision="bf16",
+    )  # fmt: skip
+    runs = []
+    for _ in range(2):
+        r = CrossEncoderReranker(_tiny(tmp_path), max_length=32, precision="fp32")
+        stats = fit(r, groups, cfg)
+        runs.append(r.model.state_dict())
+        assert stats.loss_last10 < 0.5 * stats.loss_first10
+    floats = [k for k, v in runs[0].items() if v.is_floating_point()]
+    assert floats and all(runs[0][k].dtype == torch.float32 for k in floats)  # autocast, not a bf16 model
+    assert all(torch.equal(runs[0][k], runs[1][k]) for k in runs[0])  # same seed, same model

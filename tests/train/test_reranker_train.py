@@ -48,6 +48,8 @@ def test_cli_shows_progress_and_prints_the_validation_table(
         "48",
         "--layers",
         "4",
+        "--train-precision",
+        "bf16",
     ]
     argv += ["--batch-groups", "2", "--negatives", "2", "--depth", "8", "--cache", str(tmp_path / "cache")]
     assert main(argv) == 0
@@ -57,6 +59,8 @@ def test_cli_shows_progress_and_prints_the_validation_table(
     assert "nDCG@10, val fold" in out and "rerank alone" in out and "fused (w=" in out
     assert "fused, cross-fitted" in out  # 4 val queries: two halves of two
     assert f"mmrag model-set --reranker {tmp_path / 'rr'}" in out
+    train = json.loads((tmp_path / "rr" / "mmrag_rerank.json").read_text())["train"]
+    assert train["train_precision"] == "bf16"  # recorded with the run; the weights stay fp32:
     saved = CrossEncoderReranker(tmp_path / "rr", precision="fp32")  # loads as the shallower model
     assert saved.model.config.num_hidden_layers == 4 and len(saved.model.bert.encoder.layer) == 4
 

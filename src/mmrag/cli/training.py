@@ -190,11 +190,26 @@ def add_train_reranker_parser(sub: Any) -> None:
         help="train N members (seeds SEED..SEED+N-1) and average their weights into one model "
         "(a uniform model soup: steadier across seeds; N x the training time) [default 1]",
     )
+    p.add_argument(
+        "--train-precision",
+        choices=["fp32", "bf16", "auto"],
+        default="fp32",
+        help="bf16: train under CPU autocast (~0.55x the time per step on CPUs with bf16 "
+        "instructions; weights and calibration stay fp32); auto: bf16 where the CPU has them "
+        "(AMX or AVX512-BF16), else fp32 [default fp32]",
+    )
     p.add_argument("--limit-queries", type=int, help="first N training queries (quick runs)")
     p.add_argument("--limit-val", type=int, help="first N validation queries (quick runs)")
     p.add_argument("--cache", type=Path, help="dense-vector cache folder [default .cache/bench]")
     p.add_argument("--eval-store", help="index SciFact into this store instead of a temporary one")
     add_common(p)
+
+
+def train_precision(choice: str) -> str:
+    """``--train-precision`` as the run records it: ``auto`` resolved for this CPU."""
+    from mmrag.encoders.bf16 import bf16_is_fast
+
+    return ("bf16" if bf16_is_fast() else "fp32") if choice == "auto" else choice
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -363,6 +378,7 @@ def cmd_train_reranker(args: argparse.Namespace) -> int:
         val_pool=args.val_pool,
         seed=args.seed,
         soup=args.soup,
+        train_precision=train_precision(args.train_precision),
         queries=args.limit_queries,
         val_queries=args.limit_val,
     )

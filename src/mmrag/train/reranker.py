@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from mmrag.encoders.bf16 import bf16_is_fast
 from mmrag.errors import ConfigError
 from mmrag.eval.corpus import doc_ids, index_corpus
 from mmrag.rerank.cross_encoder import CONFIG_FILE, CrossEncoderReranker
@@ -151,6 +152,8 @@ def fit(
     if not groups:
         raise ValueError("no training groups: the first stage returned too few candidates to mine from")
     torch.manual_seed(cfg.seed)
+    if cfg.train_precision == "bf16" and not bf16_is_fast():
+        log.warning("training in bf16 on a CPU without bf16 instructions: emulated, slower than fp32")
     model = reranker.model
     model.train()
     base = getattr(model, model.base_model_prefix)
@@ -181,7 +184,9 @@ def fit(
         batch = [groups[j] for j in idx]
         n = len(batch[0].passages)
         pairs = reranker.encode_pairs(*group_pairs(batch))
-        logits = model(**reranker.collate(pairs)).logits.reshape(len(batch), n)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.train_precision == "bf16"):
+            out = model(**reranker.collate(pairs)).logits
+        logits = out.float().reshape(len(batch), n)  # the losses in fp32 either way
         loss = listwise_loss(logits)
         if teacher is not None and cfg.distill > 0:
             target = torch.from_numpy(np.stack([teacher[j] for j in idx]))

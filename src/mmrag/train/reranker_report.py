@@ -55,6 +55,10 @@ class RerankTrainConfig:
     # Members of a uniform model soup (mmrag.train.soup): the same training run with seeds seed,
     # seed+1, ..., their weights averaged into one model. 1: the plain run. Each member costs a run.
     soup: int = 1
+    # Precision of the training forward and backward: "fp32", or "bf16" (torch CPU autocast: matrix
+    # products in bfloat16, weights, optimizer and loss in fp32). On a 2-core AVX512-BF16 EPYC a step of
+    # 8 x 8 pairs takes 2.0-2.3 s against 4.2-4.4 s. Calibration and the saved weights stay fp32.
+    train_precision: str = "fp32"
     queries: int | None = None  # cap on training queries (smoke runs)
     val_queries: int | None = None  # cap on validation queries (smoke runs)
     docs: int | None = None  # corpus cap: the first N docs plus every judged doc (quick runs, the demo)
@@ -70,6 +74,8 @@ class RerankTrainConfig:
             raise ConfigError(f"distill must be >= 0, got {self.distill}")
         if self.soup < 1:
             raise ConfigError(f"soup must be >= 1 (members trained and averaged), got {self.soup}")
+        if self.train_precision not in ("fp32", "bf16"):
+            raise ConfigError(f"train precision must be fp32 or bf16, got {self.train_precision!r}")
 
 
 @dataclass(frozen=True, slots=True)
