@@ -314,7 +314,8 @@ def train_reranker(
         for seed in range(cfg.seed, cfg.seed + cfg.soup):  # one member: the plain run of cfg.seed
             member_cfg = replace(cfg, seed=seed)
             groups = _mine(retriever, ds, train_ids, val_ids, member_cfg, progress=progress)
-            # Trained (and calibrated) in fp32; inference may then run it in bf16 (rerank precision).
+            # Weights fp32 (trained in fp32 or under bf16 autocast), calibrated in fp32; inference may
+            # then run it in bf16 (rerank precision).
             reranker = CrossEncoderReranker(
                 cfg.model, max_length=cfg.max_length, batch_size=32, precision="fp32"
             )
