@@ -23,7 +23,7 @@ from mmrag.cli._common import (
     show_progress,
     status,
 )
-from mmrag.config import Settings
+from mmrag.config import RERANK_PRECISIONS, Settings
 from mmrag.errors import MmragError
 from mmrag.train.recipes import RECIPES, recipe_options
 
@@ -192,7 +192,7 @@ def add_train_reranker_parser(sub: Any) -> None:
     )
     p.add_argument(
         "--train-precision",
-        choices=["fp32", "bf16", "auto"],
+        choices=RERANK_PRECISIONS,
         default="fp32",
         help="bf16: train under CPU autocast (~0.55x the time per step on CPUs with bf16 "
         "instructions; weights and calibration stay fp32); auto: bf16 where the CPU has them "
@@ -203,13 +203,6 @@ def add_train_reranker_parser(sub: Any) -> None:
     p.add_argument("--cache", type=Path, help="dense-vector cache folder [default .cache/bench]")
     p.add_argument("--eval-store", help="index SciFact into this store instead of a temporary one")
     add_common(p)
-
-
-def train_precision(choice: str) -> str:
-    """``--train-precision`` as the run records it: ``auto`` resolved for this CPU."""
-    from mmrag.encoders.bf16 import bf16_is_fast
-
-    return ("bf16" if bf16_is_fast() else "fp32") if choice == "auto" else choice
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -349,6 +342,7 @@ def _closed_loop(args: argparse.Namespace, s: Settings, cfg: Any) -> int:
 
 
 def cmd_train_reranker(args: argparse.Namespace) -> int:
+    from mmrag.rerank.cross_encoder import resolve_precision
     from mmrag.train.reranker import RerankTrainConfig, train_reranker
 
     if args.steps is not None and args.epochs is not None:
@@ -378,7 +372,7 @@ def cmd_train_reranker(args: argparse.Namespace) -> int:
         val_pool=args.val_pool,
         seed=args.seed,
         soup=args.soup,
-        train_precision=train_precision(args.train_precision),
+        train_precision=resolve_precision(args.train_precision),  # auto as this CPU resolves it
         queries=args.limit_queries,
         val_queries=args.limit_val,
     )

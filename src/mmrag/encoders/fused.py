@@ -92,6 +92,7 @@ def _module_class() -> type[torch.nn.Module]:
     return FusedDenseGelu
 
 
+@functools.cache  # a property of the torch build: probed once per process, not per model loaded
 def _probe(algorithm: str) -> bool:
     """Whether the kernel runs here and matches eager bf16 linear + GELU on a small input."""
     import torch

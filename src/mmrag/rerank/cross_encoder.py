@@ -205,7 +205,7 @@ class CrossEncoderReranker:
         self._types = "token_type_ids" in self.tokenizer.model_input_names
         self._cache: OrderedDict[str, list[int]] = OrderedDict()
         self._lock = threading.Lock()
-        self._rust: tuple[int, Any] | None = None  # (max_length, Rust tokenizer), see _rust_tokenizer
+        self._rust: tuple[tuple[int, str], Any] | None = None  # ((max_length, side), copy): _rust_tokenizer
         self.cache_size = cache_size
         self.stats = RerankStats()
         self.fusion = fusion or ScoreFusion(
@@ -276,16 +276,16 @@ class CrossEncoderReranker:
     def _rust_tokenizer(self) -> Any:
         """A copy of the fast tokenizer's Rust backend that truncates to ``max_length`` and does not
         pad; None for a tokenizer without one (it is then called as usual)."""
+        key = (self.max_length, getattr(self.tokenizer, "truncation_side", "right"))  # as the wrapper cuts
         made = self._rust
-        if made is None or made[0] != self.max_length:
+        if made is None or made[0] != key:
             backend = getattr(self.tokenizer, "backend_tokenizer", None)
             rust = None
             if backend is not None and hasattr(backend, "encode_batch_fast"):
                 rust = copy.deepcopy(backend)  # the wrapper's own keeps the settings it sets per call
                 rust.no_padding()
-                side = getattr(self.tokenizer, "truncation_side", "right")  # as the wrapper truncates
-                rust.enable_truncation(self.max_length, direction=side)
-            made = self._rust = (self.max_length, rust)
+                rust.enable_truncation(key[0], direction=key[1])
+            made = self._rust = (key, rust)
         return made[1]
 
     def encode_pairs(self, queries: Sequence[str], texts: Sequence[str]) -> list[tuple[list[int], list[int]]]:
