@@ -140,7 +140,8 @@ def test_batched_searches_equal_single_ones(
 
     held_enc, held_rr = HeldEncoder(enc, held=2), HeldReranker(rr)
     # rerank_pairs: room for every pool in one batch (the default, one forward pass, fits one pool)
-    settings = BatchSettings(max_wait_ms=0, rerank_pairs=1000)
+    # one lane: the held first batch keeps the others waiting (lanes are tested below)
+    settings = BatchSettings(max_wait_ms=0, rerank_pairs=1000, lanes=1)
     batcher = SearchBatcher(Retriever(held_enc, store, reranker=held_rr), settings)
     futures = [batcher.submit(reqs[0])]
     wait_until(lambda: held_enc.sizes == [1], "the first search is in the encoder")
@@ -213,7 +214,7 @@ def test_full_queue_is_refused_at_once(tmp_path: Path) -> None:
         store.upsert_chunks(
             [Chunk(cid, "text", "a.txt", "cats sleep", None, {})], enc.encode_text(["x"]), name
         )
-        batcher = SearchBatcher(Retriever(held, store), BatchSettings(max_batch=2, queue_size=2))
+        batcher = SearchBatcher(Retriever(held, store), BatchSettings(max_batch=2, queue_size=2, lanes=1))
         first = [batcher.submit(SearchRequest(text="cats")) for _ in range(2)]
         wait_until(lambda: len(held.sizes) == 1, "a search holds the encoder")
         with pytest.raises(OverloadedError) as err:
@@ -231,7 +232,7 @@ def test_searches_that_would_wait_too_long_are_refused(tmp_path: Path) -> None:
     held = HeldEncoder(enc)
     with QdrantStore.open(str(tmp_path / "store")) as store:
         store.ensure_vector(vector_spec(enc))
-        settings = BatchSettings(max_batch=4, queue_size=100, max_queue_wait_s=1.5)
+        settings = BatchSettings(max_batch=4, queue_size=100, max_queue_wait_s=1.5, lanes=1)
         batcher = SearchBatcher(Retriever(held, store), settings)
         for t in range(10):  # searches have been finishing one a second while busy
             batcher.drain.done(float(t), still_admitted=5)
@@ -268,7 +269,7 @@ def test_abandoned_search_leaves_the_batch(tmp_path: Path) -> None:
     held = HeldEncoder(enc)
     with QdrantStore.open(str(tmp_path / "store")) as store:
         store.ensure_vector(vector_spec(enc))
-        batcher = SearchBatcher(Retriever(held, store), BatchSettings(max_batch=4, max_wait_ms=0))
+        batcher = SearchBatcher(Retriever(held, store), BatchSettings(max_batch=4, max_wait_ms=0, lanes=1))
         first = batcher.submit(SearchRequest(text="first"))
         wait_until(lambda: len(held.sizes) == 1, "the first search holds the encoder")
         gone = batcher.submit(SearchRequest(text="gone"))
@@ -310,8 +311,62 @@ def test_gather_fails_only_the_bad_call() -> None:
     assert g.calls == 3
 
 
+@pytest.mark.parametrize("lanes", [1, 2])
+def test_gather_runs_up_to_lanes_batches_at_once(lanes: int) -> None:
+    """The first batch is held inside ``fn``: with a second lane the next calls form a batch and
+    finish meanwhile; with one they wait for it. A leader's wait counts the calls running."""
+    release = threading.Event()
+    sizes: list[int] = []
+    admitted = [0]  # calls started and not returned, as SearchBatcher counts its searches
+    lock = threading.Lock()
+
+    def square(xs: list[int]) -> list[int]:
+        sizes.append(len(xs))
+        if len(sizes) == 1:
+            assert release.wait(60)
+        return [x * x for x in xs]
+
+    def all_here(n: int) -> bool:
+        with lock:
+            return n >= admitted[0]
+
+    # max_wait 60 s: batches form when every admitted call waits or runs, never by timing
+    g: Gather[int, int] = Gather(square, 8, 60_000, ready=all_here, lanes=lambda: lanes)
+    out: dict[int, list[int]] = {}
+
+    def call(x: int) -> None:
+        out[x] = g([x])
+        with lock:
+            admitted[0] -= 1
+        g.poke()
+
+    def start(xs: tuple[int, ...]) -> list[threading.Thread]:
+        with lock:
+            admitted[0] += len(xs)
+        threads = [threading.Thread(target=call, args=(x,)) for x in xs]
+        for t in threads:
+            t.start()
+        return threads
+
+    threads = start((1,))
+    wait_until(lambda: sizes == [1], "the first call runs alone")
+    threads += start((2, 3))
+    if lanes == 1:
+        wait_until(lambda: g.waiting == 2, "the other calls wait for the only lane")
+        assert sizes == [1] and not out
+    else:
+        wait_until(lambda: out.get(2) == [4] and out.get(3) == [9], "a second lane served them")
+        assert 1 not in out  # the first batch is still held
+    release.set()
+    for t in threads:
+        t.join(60)
+    assert out == {1: [1], 2: [4], 3: [9]} and sizes == [1, 2]
+    assert g.batches == 2 and g.calls == 3
+
+
 def test_settings_are_checked() -> None:
+    assert BatchSettings(lanes=3).lane_count() == 3 and BatchSettings().lane_count() >= 1
     bad_values = ({"max_batch": 0}, {"max_wait_ms": -1}, {"queue_size": 0}, {"max_queue_wait_s": 0})
-    for bad in (*bad_values, {"rerank_pairs": 0}):
+    for bad in (*bad_values, {"rerank_pairs": 0}, {"lanes": 0}):
         with pytest.raises(ConfigError):
             BatchSettings(**bad)  # type: ignore[arg-type]

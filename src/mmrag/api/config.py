@@ -52,15 +52,18 @@ class ApiConfig:
         max_upload_mb: Largest request body.
         search_timeout_s / ingest_timeout_s: Per-request time limits (504 after them).
         workers: Threads that run searches and ingests off the event loop.
-        ingest_batch_size: Chunks per encoder call during an API ingest. The encoder runs one call
-            at a time (it holds a lock), so a search waits for at most one such batch: small
-            batches keep search latency low while an ingest runs, at some cost to ingest speed.
+        ingest_batch_size: Chunks per encoder call during an API ingest. The encoder runs as many
+            calls at once as the cores fit (:mod:`mmrag.encoders.lanes`; one with torch's default
+            threads), so a search waits for at most one such batch: small batches keep search
+            latency low while an ingest runs, at some cost to ingest speed.
         ingest_yield_s: Before each batch, an ingest waits up to this long for in-flight searches
             to finish (searches first; the bound keeps the ingest moving under constant load).
         max_k / max_pool: Caps on ``k`` and ``pool``.
         batch_max: Searches gathered into one text-encoder pass and one rerank batch (and run at
             once); 1 turns micro-batching off (see :mod:`mmrag.retriever.batching`).
         batch_wait_ms: How long a batch's first search waits for others to join (0: never).
+        batch_lanes: Encoder (and rerank) batches run at once; ``None``: as many as the cores fit
+            at torch's thread count (2 on 2 cores with ``MMRAG_THREADS=1``).
         rerank_batch_pairs: Most (query, document) pairs in one rerank batch; on CPU a bigger
             batch costs the same per pair, so the default (one forward pass) keeps latency down.
         queue_size: Searches admitted at once (running or queued); one more gets ``503`` with
@@ -84,6 +87,7 @@ class ApiConfig:
     max_pool: int = 1000
     batch_max: int = 32
     batch_wait_ms: float = 5.0
+    batch_lanes: int | None = None
     rerank_batch_pairs: int = 32
     queue_size: int = 256
     queue_wait_s: float | None = None
@@ -106,6 +110,7 @@ class ApiConfig:
             ingest_yield_s=_env_float(e, "MMRAG_INGEST_YIELD", 0.5),
             batch_max=int(_env_float(e, "MMRAG_BATCH_MAX", 32)),
             batch_wait_ms=_env_float(e, "MMRAG_BATCH_WAIT_MS", 5.0, allow_zero=True),
+            batch_lanes=int(_env_float(e, "MMRAG_BATCH_LANES", 0, allow_zero=True)) or None,
             rerank_batch_pairs=int(_env_float(e, "MMRAG_RERANK_BATCH_PAIRS", 32)),
             queue_size=int(_env_float(e, "MMRAG_QUEUE_SIZE", 256)),
             queue_wait_s=_env_float(e, "MMRAG_QUEUE_WAIT", 0) or None,
@@ -121,6 +126,7 @@ class ApiConfig:
             rerank_pairs=self.rerank_batch_pairs,
             queue_size=self.queue_size,
             max_queue_wait_s=wait,
+            lanes=self.batch_lanes,
         )
 
     @property

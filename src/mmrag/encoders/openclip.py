@@ -11,8 +11,6 @@ import hashlib
 import itertools
 import json
 import logging
-import os
-import threading
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -24,6 +22,7 @@ import numpy as np
 from mmrag._lazy import require
 from mmrag.encoders.base import FloatArray, PreparedImage, l2_normalize
 from mmrag.encoders.bf16 import Bf16Forward, large_batch_bf16
+from mmrag.encoders.lanes import Lanes, usable_cores
 from mmrag.encoders.onnxrt import FastForward
 from mmrag.errors import EncoderError
 
@@ -141,8 +140,8 @@ class OpenClipEncoder:
         self.batch_size = batch_size
         self.info = dict(info or {})
         self.dim = int(self._probe_dim())
-        # open_clip modules are not re-entrant across threads (the API and UI share one encoder).
-        self._lock = threading.Lock()
+        # Forward passes at once: as many as fit the cores at torch's thread count (mmrag.encoders.lanes)
+        self._lanes = Lanes()
         self.draft_decode = True  # JPEG paths decode at reduced scale (see _load_batch)
         self.decode_workers = default_decode_workers()  # image_batches' decoding threads
         self.set_runtime(runtime, text_precision)
@@ -207,12 +206,12 @@ class OpenClipEncoder:
             for start in range(0, len(order), bs):
                 idx = order[start : start + bs]
                 tokens = self.tokenizer([texts[i] or " " for i in idx])
-                # The lock is taken per batch, not per call: a query from the API gets its turn
+                # A lane is taken per batch, not per call: a query from the API gets its turn
                 # between two batches of a long ingest instead of waiting for all of it.
                 # bf16 runs its fp32 fallback (text_forward) itself while it cannot be used
                 bf16 = self.text_bf16  # one read: set_runtime may swap it
                 fwd = bf16 if bf16 is not None and len(idx) >= bf16.min_batch else self.text_forward
-                with self._lock:
+                with self._lanes:
                     out[idx] = fwd(tokens).float().numpy()
         return l2_normalize(out)
 
@@ -306,7 +305,7 @@ class OpenClipEncoder:
         out = np.zeros((len(images), self.dim), dtype=np.float32)
         with torch.inference_mode():
             for start, batch in self.image_batches(images, bs):
-                with self._lock:  # per batch, as in encode_text
+                with self._lanes:  # per batch, as in encode_text
                     out[start : start + len(batch)] = self.image_forward(batch).float().numpy()
         return l2_normalize(out)
 
@@ -366,8 +365,7 @@ def default_decode_workers() -> int:
     images/s end to end, the tower's ONNX Runtime threads not spinning (96.2 spinning);
     ``benchmarks/bench_image_path.py``.
     """
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(1, min(4, cores))
+    return max(1, min(4, usable_cores()))
 
 
 def weights_digest(path: Path) -> str:

@@ -14,14 +14,16 @@ within cosine 0.999, scores within ~1e-3, at about half the CPU per query; ``fp3
 Batching at the model calls, not around the pipeline, means every stage the
 retriever runs (now or later) runs unchanged.
 
-A gathering wait ends early once as many calls wait as searches are admitted (up to
-``max_batch``), so one client alone never waits ``max_wait_ms``. :meth:`SearchBatcher.run_many`
-(a caller's own batch, e.g. LangChain's ``batch``) encodes all its texts in one call up front, so
-its encoder pass does not depend on timing. The queue is bounded: with ``queue_size``
-searches admitted (running or waiting), or when those would take over ``max_queue_wait_s`` to
-finish at the rate searches have been finishing (:mod:`mmrag.retriever.backlog`),
-:meth:`SearchBatcher.submit` raises :class:`~mmrag.errors.OverloadedError` at once (the API answers
-``503`` with ``Retry-After``) instead of letting the search wait into a timeout.
+A gathering wait ends early once as many calls wait (or run in a batch) as searches are admitted (up
+to ``max_batch``), so one client alone never waits ``max_wait_ms``. Up to ``lanes`` batches run at
+once, one per forward pass the cores fit beside each other (2 on 2 cores at 1 torch thread).
+:meth:`SearchBatcher.run_many` (a caller's own batch, e.g. LangChain's ``batch``) encodes all its
+texts in one call up front, so its encoder pass does not depend on timing. The queue is bounded:
+with ``queue_size`` searches admitted (running or waiting), or when those would take over
+``max_queue_wait_s`` to finish at the rate searches have been finishing
+(:mod:`mmrag.retriever.backlog`), :meth:`SearchBatcher.submit` raises
+:class:`~mmrag.errors.OverloadedError` at once (the API answers ``503`` with ``Retry-After``)
+instead of letting the search wait into a timeout.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from mmrag.encoders.lanes import parallel_lanes
 from mmrag.errors import ConfigError, MmragError, OverloadedError
 from mmrag.retriever.backlog import DrainRate
 from mmrag.retriever.gather import Gather
@@ -71,6 +74,9 @@ class BatchSettings:
             :class:`~mmrag.errors.OverloadedError`. ``None``: no bound (a caller's own batch).
         max_queue_wait_s: Also refuse a search when the ones admitted would take longer than
             this to finish, at the rate searches have been finishing (``None``: no time bound).
+        lanes: Encoder (and rerank) batches that may run at once. ``None``: as many as the cores
+            fit at torch's thread count (:func:`~mmrag.encoders.lanes.parallel_lanes`; 2 on 2
+            cores with 1 thread, the API's setting, so the second core is not left idle).
 
     Example:
         >>> BatchSettings(max_batch=16, max_wait_ms=2.0).queue_size
@@ -82,6 +88,7 @@ class BatchSettings:
     rerank_pairs: int = 32
     queue_size: int | None = 256
     max_queue_wait_s: float | None = None
+    lanes: int | None = None
 
     def __post_init__(self) -> None:
         if self.max_batch < 1:
@@ -94,6 +101,12 @@ class BatchSettings:
             raise ConfigError(f"queue_size must be >= 1, got {self.queue_size}")
         if self.max_queue_wait_s is not None and self.max_queue_wait_s <= 0:
             raise ConfigError(f"max_queue_wait_s must be > 0, got {self.max_queue_wait_s}")
+        if self.lanes is not None and self.lanes < 1:
+            raise ConfigError(f"lanes must be >= 1, got {self.lanes}")
+
+    def lane_count(self) -> int:
+        """:attr:`lanes`, or what the cores fit now when it is ``None``."""
+        return self.lanes or parallel_lanes()
 
 
 @runtime_checkable
@@ -165,10 +178,13 @@ class SearchBatcher:
         self.drain = DrainRate()  # how fast the queue empties: its time bound and Retry-After
         self._abandon: dict[Future[SearchResult], threading.Event] = {}  # set: its client is gone
         self._local = threading.local()  # the search a thread runs (its abandon flag)
-        self.texts: Gather[str, FloatArray] = Gather(self._encode, s.max_batch, s.max_wait_ms, self._all_here)
-        self.pools: Gather[tuple[str, list[Hit]], list[Hit]] = Gather(
-            self._rerank, s.rerank_pairs, s.max_wait_ms, self._all_here, size=lambda pool: len(pool[1])
+        self.texts: Gather[str, FloatArray] = Gather(
+            self._encode, s.max_batch, s.max_wait_ms, self._all_here, lanes=s.lane_count
         )
+        self.pools: Gather[tuple[str, list[Hit]], list[Hit]] = Gather(
+            self._rerank, s.rerank_pairs, s.max_wait_ms, self._all_here, size=lambda pool: len(pool[1]),
+            lanes=s.lane_count,
+        )  # fmt: skip
         self.retriever = copy.copy(retriever)  # the caller's retriever keeps its own models
         self._inner_encoder = retriever.encoder
         self.retriever.encoder = _GatheredEncoder(retriever.encoder, self.texts, self)
@@ -308,9 +324,11 @@ class SearchBatcher:
                         del self._encoded[t]
 
     def stats(self) -> dict[str, int]:
-        """Searches admitted now, encoder and rerank batches run and the calls they served."""
+        """Searches admitted now, the lanes in use (batches that may run at once), encoder and
+        rerank batches run and the calls they served."""
         return {
             "admitted": self.admitted,
+            "lanes_now": self.settings.lane_count(),
             "encode_batches": self.texts.batches,
             "encode_calls": self.texts.calls,
             "rerank_batches": self.pools.batches,

@@ -23,7 +23,7 @@ O = TypeVar("O")  # noqa: E741 - its result
 class _Call(Generic[I, O]):
     """One caller's items and, once its batch has run, their results or the error."""
 
-    __slots__ = ("cancelled", "done", "error", "items", "out")
+    __slots__ = ("cancelled", "done", "error", "items", "out", "taken")
 
     def __init__(self, items: list[I], cancelled: Callable[[], bool] | None) -> None:
         self.items = items
@@ -31,17 +31,19 @@ class _Call(Generic[I, O]):
         self.out: list[O] | None = None
         self.error: BaseException | None = None
         self.done = False
+        self.taken = False  # in a batch that a leader took
 
 
 class Gather(Generic[I, O]):
     """Gathers the calls of many threads into one call of ``fn`` over all their items.
 
     No thread of its own: the oldest waiting caller leads, waits up to ``max_wait_ms`` for more
-    (less when ``ready(calls waiting)`` says nobody else is coming), runs ``fn`` once for the
-    batch and hands each caller its slice. One batch runs at a time; calls arriving meanwhile
-    form the next one. If a batch of several calls fails, each call is retried alone so one bad
-    input fails only its own caller. A call whose ``cancelled()`` is true when its batch is taken
-    is dropped with :class:`~mmrag.errors.SearchAbandonedError` (its client has gone).
+    (less when ``ready(calls waiting or running)`` says nobody else is coming), runs ``fn`` once for
+    the batch and hands each caller its slice. Up to ``lanes()`` batches run at once (one per
+    forward pass the cores fit); calls arriving meanwhile form the next one. If a batch of several
+    calls fails, each call is retried alone so one bad input fails only its own caller. A call whose
+    ``cancelled()`` is true when its batch is taken is dropped with
+    :class:`~mmrag.errors.SearchAbandonedError` (its client has gone).
 
     Args:
         fn: Items in, one result per item out, in order.
@@ -51,6 +53,7 @@ class Gather(Generic[I, O]):
         ready: ``ready(n)`` is true when ``n`` waiting calls are all that can come; default:
             never (wait the full ``max_wait_ms``).
         size: The weight of an item against ``max_batch`` (default 1; e.g. a rerank pool's pairs).
+        lanes: How many batches may run at once (read before each batch is taken; default 1).
 
     Example:
         >>> double = Gather(lambda xs: [2 * x for x in xs], max_batch=8, max_wait_ms=0)
@@ -65,6 +68,7 @@ class Gather(Generic[I, O]):
         max_wait_ms: float,
         ready: Callable[[int], bool] | None = None,
         size: Callable[[I], int] | None = None,
+        lanes: Callable[[], int] | None = None,
     ) -> None:
         self._fn = fn
         self._size = size or (lambda _: 1)
@@ -73,7 +77,9 @@ class Gather(Generic[I, O]):
         self._ready = ready or (lambda _: False)
         self._cond = threading.Condition()
         self._pending: deque[_Call[I, O]] = deque()
-        self._busy = False
+        self._lanes = lanes or (lambda: 1)
+        self._running = 0  # batches taken and not finished
+        self._in_flight = 0  # calls in those batches
         self.batches = 0  # fn calls so far (batches run), for stats and tests
         self.calls = 0  # caller calls served
 
@@ -96,7 +102,7 @@ class Gather(Generic[I, O]):
         with self._cond:
             self._pending.append(call)
             self._cond.notify_all()
-            while not call.done and (self._busy or self._pending[0] is not call):
+            while not call.done and (call.taken or not self._may_lead(call)):
                 self._cond.wait()
             batch = None if call.done else self._take_locked()
         if batch is not None:
@@ -106,6 +112,9 @@ class Gather(Generic[I, O]):
         assert call.out is not None  # set by the batch that ran it
         return call.out
 
+    def _may_lead(self, call: _Call[I, O]) -> bool:
+        return self._pending[0] is call and self._running < max(1, self._lanes())
+
     def _take_locked(self) -> list[_Call[I, O]]:
         """As the leader (holding the lock): wait for more calls, then take one batch."""
         deadline = time.monotonic() + self.max_wait
@@ -113,7 +122,12 @@ class Gather(Generic[I, O]):
             size = sum(self._weight(c) for c in self._pending)
             left = deadline - time.monotonic()
             alone = 2 * self._weight(self._pending[0]) > self.max_batch  # no like-sized call fits
-            if size >= self.max_batch or alone or self._ready(len(self._pending)) or left <= 0:
+            if (
+                size >= self.max_batch
+                or alone
+                or self._ready(len(self._pending) + self._in_flight)
+                or left <= 0
+            ):
                 break
             self._cond.wait(left)
         batch: list[_Call[I, O]] = []
@@ -126,9 +140,11 @@ class Gather(Generic[I, O]):
                     True,
                 )
                 continue
+            c.taken = True
             batch.append(c)
             size += self._weight(c)
-        self._busy = True
+        self._running += 1
+        self._in_flight += len(batch)
         return batch
 
     def _run(self, batch: list[_Call[I, O]]) -> None:
@@ -154,7 +170,8 @@ class Gather(Generic[I, O]):
                     c.done = True
                 self.batches += bool(batch)
                 self.calls += len(batch)
-                self._busy = False
+                self._running -= 1
+                self._in_flight -= len(batch)
                 self._cond.notify_all()
 
     @staticmethod

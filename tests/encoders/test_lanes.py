@@ -1,0 +1,96 @@
+"""Forward passes side by side: as many as the cores fit at torch's thread count (mmrag.encoders.lanes)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+import torch
+from tests.encoders.test_bf16 import QUERIES
+
+from mmrag.encoders.lanes import Lanes, parallel_lanes, usable_cores
+from mmrag.encoders.openclip import OpenClipEncoder
+
+
+def wait_until(cond: Callable[[], bool], what: str) -> None:
+    """Wait for a state (the bound only turns a hang into a failure)."""
+    deadline = time.monotonic() + 60
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"never reached: {what}")
+        time.sleep(0.005)
+
+
+def test_parallel_lanes_follow_torch_threads() -> None:
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert parallel_lanes() == usable_cores()
+        torch.set_num_threads(usable_cores())
+        assert parallel_lanes() == 1
+        torch.set_num_threads(usable_cores() + 3)  # more threads than cores: still one lane
+        assert parallel_lanes() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_lanes_admit_up_to_the_limit_and_follow_it() -> None:
+    limit = [2]
+    lanes = Lanes(lambda: limit[0])
+    release = threading.Event()
+    entered: list[int] = []
+
+    def hold(i: int) -> None:
+        with lanes:
+            entered.append(i)
+            assert release.wait(60)
+
+    threads = [threading.Thread(target=hold, args=(i,)) for i in range(3)]
+    for t in threads:
+        t.start()
+    wait_until(lambda: len(entered) == 2, "two holders inside")
+    assert lanes.held == 2  # the third waits: the limit is 2
+    limit[0] = 3  # read again when a holder leaves or a new one arrives
+    with lanes:  # a fourth caller enters at the raised limit and wakes nobody wrongly
+        assert lanes.held == 3
+    release.set()
+    for t in threads:
+        t.join(60)
+    assert sorted(entered) == [0, 1, 2] and lanes.held == 0
+
+
+def test_a_failing_holder_frees_its_lane() -> None:
+    lanes = Lanes(lambda: 1)
+    with pytest.raises(RuntimeError), lanes:
+        raise RuntimeError("boom")
+    assert lanes.held == 0
+    with lanes:
+        assert lanes.held == 1
+
+
+def test_concurrent_text_batches_equal_serial_ones(lite: OpenClipEncoder) -> None:
+    """Two threads encoding at once (the traced bf16 copy and the fp32 path, each on its own
+    lane) get exactly the vectors each batch gets alone."""
+    assert torch.get_num_threads() == 1  # the fixture's setting: one lane per core
+    batches = [QUERIES[i : i + n] for n in (1, 4, 8) for i in range(0, len(QUERIES) - n + 1, 3)]
+    alone = [lite.encode_text(b) for b in batches]
+    got: dict[int, np.ndarray] = {}
+    start = threading.Barrier(2)
+
+    def run(offset: int) -> None:
+        start.wait(60)
+        for _ in range(3):
+            for i in range(offset, len(batches), 2):
+                got[i] = lite.encode_text(batches[i])
+
+    threads = [threading.Thread(target=run, args=(k,)) for k in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    for i, ref in enumerate(alone):
+        np.testing.assert_array_equal(got[i], ref)
+    assert lite._lanes.held == 0
