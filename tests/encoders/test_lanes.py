@@ -3,25 +3,15 @@
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable
 
 import numpy as np
 import pytest
 import torch
 from tests.encoders.test_bf16 import QUERIES
+from tests.retriever.test_batching import wait_until
 
 from mmrag.encoders.lanes import Lanes, parallel_lanes, usable_cores
 from mmrag.encoders.openclip import OpenClipEncoder
-
-
-def wait_until(cond: Callable[[], bool], what: str) -> None:
-    """Wait for a state (the bound only turns a hang into a failure)."""
-    deadline = time.monotonic() + 60
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"never reached: {what}")
-        time.sleep(0.005)
 
 
 def test_parallel_lanes_follow_torch_threads() -> None:
