@@ -1,7 +1,7 @@
 """How many model forward passes may run at once: the usable cores over torch's thread count.
 
 A forward pass with ``t`` intra-op threads keeps ``t`` cores busy. With 2 cores and 1 thread
-(the API's setting), one lock per model left a core idle while a query's text forward ran: two
+(``MMRAG_THREADS=1``), one lock per model left a core idle while a query's text forward ran: two
 threads calling ``encode_text`` together got 1.04 cores and 9.1 ms per 4-query batch; allowed two
 at once, 1.87 cores and 4.3 ms (``OpenClipEncoder``, traced bf16 tower, which runs without the
 GIL). :class:`Lanes` lets that many run and makes the rest wait, so threads never oversubscribe.

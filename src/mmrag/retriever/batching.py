@@ -76,7 +76,7 @@ class BatchSettings:
             this to finish, at the rate searches have been finishing (``None``: no time bound).
         lanes: Encoder (and rerank) batches that may run at once. ``None``: as many as the cores
             fit at torch's thread count (:func:`~mmrag.encoders.lanes.parallel_lanes`; 2 on 2
-            cores with 1 thread, the API's setting, so the second core is not left idle).
+            cores with ``MMRAG_THREADS=1``, so the second core is not left idle).
 
     Example:
         >>> BatchSettings(max_batch=16, max_wait_ms=2.0).queue_size
