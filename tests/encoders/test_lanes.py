@@ -64,17 +64,25 @@ def test_a_failing_holder_frees_its_lane() -> None:
 def test_concurrent_text_batches_equal_serial_ones(lite: OpenClipEncoder) -> None:
     """Two threads encoding at once (the traced bf16 copy and the fp32 path, each on its own
     lane) get exactly the vectors each batch gets alone."""
-    assert torch.get_num_threads() == 1  # the fixture's setting: one lane per core
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # one lane per core (the fixture's setting, pinned here)
+    try:
+        _concurrent_equal_serial(lite)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _concurrent_equal_serial(lite: OpenClipEncoder) -> None:
     batches = [QUERIES[i : i + n] for n in (1, 4, 8) for i in range(0, len(QUERIES) - n + 1, 3)]
     alone = [lite.encode_text(b) for b in batches]
-    got: dict[int, np.ndarray] = {}
+    got: dict[int, list[np.ndarray]] = {i: [] for i in range(len(batches))}
     start = threading.Barrier(2)
 
     def run(offset: int) -> None:
         start.wait(60)
         for _ in range(3):
             for i in range(offset, len(batches), 2):
-                got[i] = lite.encode_text(batches[i])
+                got[i].append(lite.encode_text(batches[i]))
 
     threads = [threading.Thread(target=run, args=(k,)) for k in (0, 1)]
     for t in threads:
@@ -82,5 +90,7 @@ def test_concurrent_text_batches_equal_serial_ones(lite: OpenClipEncoder) -> Non
     for t in threads:
         t.join(120)
     for i, ref in enumerate(alone):
-        np.testing.assert_array_equal(got[i], ref)
+        assert len(got[i]) == 3
+        for vectors in got[i]:
+            np.testing.assert_array_equal(vectors, ref)
     assert lite._lanes.held == 0
