@@ -41,8 +41,8 @@ def test_lanes_admit_up_to_the_limit_and_follow_it() -> None:
     threads = [threading.Thread(target=hold, args=(i,)) for i in range(3)]
     for t in threads:
         t.start()
-    wait_until(lambda: len(entered) == 2, "two holders inside")
-    assert lanes.held == 2  # the third waits: the limit is 2
+    wait_until(lambda: len(entered) == 2 and lanes.waiting == 1, "two holders inside, the third waits")
+    assert lanes.held == 2
     limit[0] = 3  # read again when a holder leaves or a new one arrives
     with lanes:  # a fourth caller enters at the raised limit and wakes nobody wrongly
         assert lanes.held == 3

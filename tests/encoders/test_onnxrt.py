@@ -12,7 +12,14 @@ from torch import nn
 
 from mmrag.config import Settings
 from mmrag.encoders import load_encoder
-from mmrag.encoders.onnxrt import PARITY_MIN, FastForward, check_runtime, min_cosine
+from mmrag.encoders.onnxrt import (
+    PARITY_MIN,
+    TORCH_EXPORT_LOCK,
+    FastForward,
+    check_runtime,
+    export_session,
+    min_cosine,
+)
 from mmrag.encoders.openclip import OpenClipEncoder
 from mmrag.errors import ConfigError, EncoderError
 
@@ -178,3 +185,19 @@ def test_closing_image_batches_early_stops_its_threads(
     assert start == 0 and first.shape[0] == 2
     batches.close()  # batches 2 and 3 were submitted ahead; their threads must not linger
     assert not [t for t in threading.enumerate() if t.name.startswith("mmrag-img")]
+
+
+def test_exports_hold_the_process_wide_export_lock() -> None:
+    """torch.onnx.export keeps global state: two exports at once (two towers' first calls on two
+    lanes) fail, so each runs under TORCH_EXPORT_LOCK (the bf16 trace takes it too)."""
+    seen: list[bool] = []
+
+    class Probe(nn.Linear):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            seen.append(TORCH_EXPORT_LOCK.locked())
+            return super().forward(x)
+
+    session = export_session(Probe(4, 3).eval(), torch.randn(2, 4), threads=1)
+    assert seen and all(seen) and not TORCH_EXPORT_LOCK.locked()
+    out = session.run(None, {"x": np.ones((5, 4), dtype=np.float32)})[0]
+    assert out.shape == (5, 3)

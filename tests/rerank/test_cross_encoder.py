@@ -65,6 +65,25 @@ def test_bucketed_batches_score_like_single_pairs(rr: CrossEncoderReranker) -> N
     assert np.allclose(direct, together[:2], atol=1e-5)
 
 
+def test_scoring_passes_take_a_forward_lane_shared_with_the_encoder(
+    rr: CrossEncoderReranker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each forward pass holds one of the process's lanes (mmrag.encoders.lanes.FORWARDS), so the
+    reranker's and the encoder's passes together never outnumber the cores."""
+    from mmrag.encoders.lanes import FORWARDS
+
+    held: list[int] = []
+    forward = rr.model.forward
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        held.append(FORWARDS.held)
+        return forward(*args, **kwargs)
+
+    monkeypatch.setattr(rr.model, "forward", spy)
+    rr.score(QUERY, DOCS)
+    assert held == [1, 1] and FORWARDS.held == 0  # 4 pairs in batches of 2: two passes
+
+
 def test_tokenization_is_cached(rr: CrossEncoderReranker, monkeypatch: pytest.MonkeyPatch) -> None:
     rr.score(QUERY, DOCS)
     calls: list[list[str]] = []

@@ -364,6 +364,42 @@ def test_gather_runs_up_to_lanes_batches_at_once(lanes: int) -> None:
     assert g.batches == 2 and g.calls == 3
 
 
+def test_a_call_left_in_line_leads_in_the_free_lane_at_once() -> None:
+    """A leader that takes a full batch and leaves a call waiting wakes it: with a second lane
+    free it runs now, not when the first batch ends (before the fix it slept until then)."""
+    release = threading.Event()
+    sizes: list[int] = []
+
+    def square(xs: list[int]) -> list[int]:
+        sizes.append(len(xs))
+        if len(sizes) == 1:
+            assert release.wait(60)
+        return [x * x for x in xs]
+
+    # weights 1, 1, 2 against max_batch 3: the leader waits for more until the third call comes,
+    # then takes the first two (the third does not fit); never ready by timing (60 s)
+    g: Gather[int, int] = Gather(
+        square, 3, 60_000, ready=lambda n: False, size=lambda x: 2 if x == 3 else 1, lanes=lambda: 2
+    )
+    out: dict[int, list[int]] = {}
+    threads: list[threading.Thread] = []
+
+    def call(x: int) -> None:
+        out[x] = g([x])
+
+    for x in (1, 2, 3):
+        threads.append(threading.Thread(target=call, args=(x,)))
+        threads[-1].start()
+        if x < 3:
+            wait_until(lambda n=x: g.waiting == n, f"{x} call(s) wait: the first leads")  # type: ignore[misc]
+    wait_until(lambda: out.get(3) == [9], "the call left in line ran in the second lane")
+    assert sizes == [2, 1] and 1 not in out
+    release.set()
+    for t in threads:
+        t.join(60)
+    assert out == {1: [1], 2: [4], 3: [9]}
+
+
 def test_settings_are_checked() -> None:
     assert BatchSettings(lanes=3).lane_count() == 3 and BatchSettings().lane_count() >= 1
     bad_values = ({"max_batch": 0}, {"max_wait_ms": -1}, {"queue_size": 0}, {"max_queue_wait_s": 0})

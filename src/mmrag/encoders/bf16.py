@@ -29,7 +29,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from mmrag.config import TEXT_PRECISIONS
-from mmrag.encoders.onnxrt import weights_fingerprint
+from mmrag.encoders.onnxrt import TORCH_EXPORT_LOCK, weights_fingerprint
 from mmrag.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -236,7 +236,7 @@ class Bf16Forward:
 
         try:
             x = _bf16(self.example())
-            with warnings.catch_warnings(record=True) as caught:
+            with TORCH_EXPORT_LOCK, warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")  # the deprecation notice, HF's tracer warnings
                 traced = torch.jit.trace(net, x, check_trace=False)  # type: ignore[no-untyped-call]
             for w in caught:

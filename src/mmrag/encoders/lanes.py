@@ -4,7 +4,9 @@ A forward pass with ``t`` intra-op threads keeps ``t`` cores busy. With 2 cores 
 (``MMRAG_THREADS=1``), one lock per model left a core idle while a query's text forward ran: two
 threads calling ``encode_text`` together got 1.04 cores and 9.1 ms per 4-query batch; allowed two
 at once, 1.87 cores and 4.3 ms (``OpenClipEncoder``, traced bf16 tower, which runs without the
-GIL). :class:`Lanes` lets that many run and makes the rest wait, so threads never oversubscribe.
+GIL). :class:`Lanes` lets that many run and makes the rest wait. :data:`FORWARDS` is the process's
+one set of lanes, shared by the encoder's towers and the reranker, so their forward passes together
+never run more threads than there are cores.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import threading
 from collections.abc import Callable
 from types import TracebackType
 
-__all__ = ["Lanes", "parallel_lanes", "usable_cores"]
+__all__ = ["FORWARDS", "Lanes", "parallel_lanes", "usable_cores"]
 
 
 def usable_cores() -> int:
@@ -54,11 +56,16 @@ class Lanes:
         self._limit = limit
         self._cond = threading.Condition()
         self.held = 0
+        self.waiting = 0  # callers blocked in __enter__
 
     def __enter__(self) -> Lanes:
         with self._cond:
-            while self.held >= max(1, self._limit()):
-                self._cond.wait()
+            self.waiting += 1
+            try:
+                while self.held >= max(1, self._limit()):
+                    self._cond.wait()
+            finally:
+                self.waiting -= 1
             self.held += 1
         return self
 
@@ -67,4 +74,7 @@ class Lanes:
     ) -> None:
         with self._cond:
             self.held -= 1
-            self._cond.notify()
+            self._cond.notify_all()  # all: the limit may have risen since they began to wait
+
+
+FORWARDS = Lanes()

@@ -35,6 +35,9 @@ PARITY_MIN = 0.999  # per-row cosine of ONNX Runtime's output to torch's on the 
 # What runtime=None means in this process: set once by a face from MMRAG_RUNTIME (like torch's thread
 # count), so encoders loaded deep inside training or eval follow the user's choice too.
 _DEFAULT: list[Runtime] = ["auto"]
+# torch.onnx.export and torch.jit.trace keep process-global state (GLOBALS.in_onnx_export, the trace
+# module map): two at once, e.g. the image and text towers' first calls on two lanes, fail. One at a time.
+TORCH_EXPORT_LOCK = threading.Lock()
 
 
 def set_default_runtime(runtime: str) -> None:
@@ -93,7 +96,7 @@ def export_session(module: torch.nn.Module, example: torch.Tensor, *, threads: i
     import torch
 
     buf = io.BytesIO()
-    with warnings.catch_warnings(), torch.inference_mode():
+    with TORCH_EXPORT_LOCK, warnings.catch_warnings(), torch.inference_mode():
         # The TorchScript-based exporter warns about constant folding and deprecations; it is the
         # one that needs no onnxscript and exports the timm/open_clip towers exactly.
         warnings.simplefilter("ignore")

@@ -22,7 +22,7 @@ import numpy as np
 from mmrag._lazy import require
 from mmrag.encoders.base import FloatArray, PreparedImage, l2_normalize
 from mmrag.encoders.bf16 import Bf16Forward, large_batch_bf16
-from mmrag.encoders.lanes import Lanes, usable_cores
+from mmrag.encoders.lanes import FORWARDS, usable_cores
 from mmrag.encoders.onnxrt import FastForward
 from mmrag.errors import EncoderError
 
@@ -140,8 +140,8 @@ class OpenClipEncoder:
         self.batch_size = batch_size
         self.info = dict(info or {})
         self.dim = int(self._probe_dim())
-        # Forward passes at once: as many as fit the cores at torch's thread count (mmrag.encoders.lanes)
-        self._lanes = Lanes()
+        # Forward passes at once (with the reranker's): as many as fit the cores (mmrag.encoders.lanes)
+        self._lanes = FORWARDS
         self.draft_decode = True  # JPEG paths decode at reduced scale (see _load_batch)
         self.decode_workers = default_decode_workers()  # image_batches' decoding threads
         self.set_runtime(runtime, text_precision)

@@ -27,6 +27,7 @@ from mmrag._lazy import require
 from mmrag.config import RERANK_PRECISIONS
 from mmrag.encoders.bf16 import bf16_is_fast
 from mmrag.encoders.fused import fuse_gelu_ffn
+from mmrag.encoders.lanes import FORWARDS
 from mmrag.errors import ConfigError, EncoderError
 from mmrag.rerank.attention import use_cpu_attention
 from mmrag.rerank.fusion import ScoreFusion
@@ -318,7 +319,8 @@ class CrossEncoderReranker:
             for start in range(0, len(order), self.batch_size):
                 idx = order[start : start + self.batch_size]
                 inputs = self.collate([pairs[i] for i in idx])
-                scores[idx] = self.model(**inputs).logits.reshape(-1).float().numpy()
+                with FORWARDS:  # shares the cores' lanes with the encoder (mmrag.encoders.lanes)
+                    scores[idx] = self.model(**inputs).logits.reshape(-1).float().numpy()
         self.stats.pairs += len(pairs)
         self.stats.seconds += time.perf_counter() - t0
         return scores

@@ -131,7 +131,7 @@ class Gather(Generic[I, O]):
                 break
             self._cond.wait(left)
         batch: list[_Call[I, O]] = []
-        size = 0
+        size, dropped = 0, False
         while self._pending and (not batch or size + self._weight(self._pending[0]) <= self.max_batch):
             c = self._pending.popleft()
             if c.cancelled is not None and c.cancelled():
@@ -139,12 +139,15 @@ class Gather(Generic[I, O]):
                     SearchAbandonedError("the search was abandoned (its client timed out)"),
                     True,
                 )
+                dropped = True
                 continue
             c.taken = True
             batch.append(c)
             size += self._weight(c)
         self._running += 1
         self._in_flight += len(batch)
+        if self._pending or dropped:  # the next in line may lead in a free lane; the dropped return
+            self._cond.notify_all()
         return batch
 
     def _run(self, batch: list[_Call[I, O]]) -> None:
