@@ -10,7 +10,7 @@ import torch
 from tests.encoders.test_bf16 import QUERIES
 from tests.retriever.test_batching import wait_until
 
-from mmrag.encoders.lanes import Lanes, parallel_lanes, usable_cores
+from mmrag.encoders.lanes import FORWARDS, Lanes, parallel_lanes, usable_cores
 from mmrag.encoders.openclip import OpenClipEncoder
 
 
@@ -93,4 +93,4 @@ def _concurrent_equal_serial(lite: OpenClipEncoder) -> None:
         assert len(got[i]) == 3
         for vectors in got[i]:
             np.testing.assert_array_equal(vectors, ref)
-    assert lite._lanes.held == 0
+    assert FORWARDS.held == 0

@@ -140,8 +140,6 @@ class OpenClipEncoder:
         self.batch_size = batch_size
         self.info = dict(info or {})
         self.dim = int(self._probe_dim())
-        # Forward passes at once (with the reranker's): as many as fit the cores (mmrag.encoders.lanes)
-        self._lanes = FORWARDS
         self.draft_decode = True  # JPEG paths decode at reduced scale (see _load_batch)
         self.decode_workers = default_decode_workers()  # image_batches' decoding threads
         self.set_runtime(runtime, text_precision)
@@ -206,12 +204,13 @@ class OpenClipEncoder:
             for start in range(0, len(order), bs):
                 idx = order[start : start + bs]
                 tokens = self.tokenizer([texts[i] or " " for i in idx])
-                # A lane is taken per batch, not per call: a query from the API gets its turn
-                # between two batches of a long ingest instead of waiting for all of it.
+                # A lane of the process's FORWARDS (shared with the reranker: as many forward passes
+                # as fit the cores) is taken per batch, not per call: a query from the API gets its
+                # turn between two batches of a long ingest instead of waiting for all of it.
                 # bf16 runs its fp32 fallback (text_forward) itself while it cannot be used
                 bf16 = self.text_bf16  # one read: set_runtime may swap it
                 fwd = bf16 if bf16 is not None and len(idx) >= bf16.min_batch else self.text_forward
-                with self._lanes:
+                with FORWARDS:
                     out[idx] = fwd(tokens).float().numpy()
         return l2_normalize(out)
 
@@ -305,7 +304,7 @@ class OpenClipEncoder:
         out = np.zeros((len(images), self.dim), dtype=np.float32)
         with torch.inference_mode():
             for start, batch in self.image_batches(images, bs):
-                with self._lanes:  # per batch, as in encode_text
+                with FORWARDS:  # per batch, as in encode_text
                     out[start : start + len(batch)] = self.image_forward(batch).float().numpy()
         return l2_normalize(out)
 
