@@ -88,6 +88,30 @@ def test_feature_cache_and_features_reproduce_the_encoder(tmp_path: Path, data_d
 
 
 @pytest.mark.integration
+def test_text_features_run_in_onnx_runtime_and_match_torch(caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    import torch
+
+    from mmrag.encoders import cached_encoder
+    from mmrag.encoders.onnxrt import ort_available
+    from mmrag.train.features import PooledText, text_features
+
+    if not ort_available():
+        pytest.skip("onnxruntime is not installed")
+    enc = cached_encoder("lite")
+    texts = ["a dog", "two children play football on a sandy beach near the water", "x " * 40]
+    with caplog.at_level(logging.DEBUG, logger="mmrag.encoders.onnxrt"):
+        got = text_features(enc, texts, batch_size=2, progress=False)
+    assert "text tower (features): ONNX Runtime session ready" in caplog.text
+    with torch.inference_mode():  # the texts are in length order: the batches are (0, 1) and (2,)
+        ref = np.concatenate(
+            [PooledText(enc.model.text).eval()(enc.tokenizer(texts[i : i + 2])).numpy() for i in (0, 2)]
+        )
+    np.testing.assert_allclose(got, ref, atol=1e-4)
+
+
+@pytest.mark.integration
 def test_tiny_training_run_writes_a_loadable_aligned_checkpoint(tmp_path: Path, data_dir: Path) -> None:
     from mmrag.encoders import load_encoder
     from mmrag.train.run import train_image_caption

@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
+from torch import Tensor, nn
 
 from mmrag._lazy import require
 from mmrag.encoders.onnxrt import FastForward
@@ -110,15 +111,35 @@ def image_features(
     return np.concatenate(out) if out else np.zeros((0, 0), dtype=np.float32)
 
 
+class PooledText(nn.Module):
+    """The text tower up to its pooler (the features before the head), as a module of token ids."""
+
+    def __init__(self, text: Any) -> None:
+        super().__init__()
+        self.text = text
+
+    def forward(self, ids: Tensor) -> Tensor:
+        mask = (ids != self.text.config.pad_token_id).long()
+        out = self.text.transformer(input_ids=ids, attention_mask=mask)
+        return self.text.pooler(out, mask)  # type: ignore[no-any-return]
+
+
 def text_features(
-    encoder: OpenClipEncoder, texts: Sequence[str], *, batch_size: int = 256, progress: bool = True
+    encoder: OpenClipEncoder, texts: Sequence[str], *, batch_size: int = 128, progress: bool = True
 ) -> F32:
     """Mean-pooled text-tower features (before the text head) of every text."""
     torch = require("torch", "core")
     check_lite(encoder)
     from tqdm import tqdm
 
-    text = encoder.model.text.eval()
+    # ONNX Runtime in fp32, parity-checked as for the images: ~2x eager torch on CPU for the same
+    # features (cosine 0.9999998, max abs difference ~1e-6 on Flickr8k captions), so one cache key.
+    # Batches of 128: faster per text than 256 in both runtimes (cache-sized activations).
+    forward = FastForward(
+        PooledText(encoder.model.text).eval(),
+        runtime=encoder.image_forward.runtime,
+        name="text tower (features)",
+    )
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # less padding per batch
     result: F32 | None = None
     with (
@@ -129,9 +150,7 @@ def text_features(
     ):
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
-            ids = encoder.tokenizer([texts[i] for i in idx])
-            mask = (ids != text.config.pad_token_id).long()
-            pooled = text.pooler(text.transformer(input_ids=ids, attention_mask=mask), mask).float().numpy()
+            pooled = forward(encoder.tokenizer([texts[i] for i in idx])).float().numpy()
             if result is None:
                 result = np.zeros((len(texts), pooled.shape[1]), dtype=np.float32)
             result[idx] = pooled
