@@ -282,20 +282,17 @@ def server_stack() -> dict[str, str]:
     }
 
 
+def _by_clients(rows: list[dict[str, Any]], cfg: str, stage: str) -> dict[int, dict[str, Any]]:
+    """The rows of one config and stage without a concurrent ingest, by client count."""
+    return {r["clients"]: r for r in rows if r["config"] == cfg and r["stage"] == stage and not r["ingest"]}
+
+
 def targets(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Issue #16's API target per config: dense, 8 clients >= 3x one client's q/s, p95 <= 300 ms
     (with the same ratio for the rerank rows, which the issue asks to report)."""
     out: dict[str, Any] = {}
     for cfg in sorted({r["config"] for r in rows}):
-
-        def at(stage: str, cfg: str = cfg) -> dict[int, dict[str, Any]]:
-            return {
-                r["clients"]: r
-                for r in rows
-                if r["config"] == cfg and r["stage"] == stage and not r["ingest"]
-            }
-
-        dense, rerank = at("dense"), at("rerank")
+        dense, rerank = _by_clients(rows, cfg, "dense"), _by_clients(rows, cfg, "rerank")
         if 1 in dense and 8 in dense and dense[1]["qps"]:
             ratio = round(dense[8]["qps"] / dense[1]["qps"], 2)
             out[cfg] = {"dense_qps_8_over_1": ratio, "dense_p95_8_ms": dense[8]["p95_ms"]}
