@@ -780,6 +780,11 @@ def main() -> None:
         from bench_text_path import report_section as text_section
 
         sections.append(text_section(json.loads(text.read_text())))
+    edge = args.results / "edge_threads.json"
+    if edge.exists():
+        from bench_edge_threads import report_section as edge_section
+
+        sections.append(edge_section(json.loads(edge.read_text())))
     speed = (
         ("image_path.json", image_path_section),
         ("quantization.json", quantization_section),

@@ -204,6 +204,19 @@ def test_text_path_benchmark_smoke(tmp_path: Path, data_dir: Path) -> None:
 
 
 @pytest.mark.slow
+def test_edge_threads_benchmark_smoke(tmp_path: Path, data_dir: Path) -> None:
+    out = tmp_path / "results" / "edge_threads.json"
+    args = ["--sizes", "300", "--queries", "20", "--repeats", "1", "--seconds", "0.2", "--dim", "16"]
+    result = _script("bench_edge_threads.py", args, data_dir, out)
+    assert result["settings"] == ["pool", "1"]
+    row = result["sizes"]["300"]["settings"]
+    for v in row.values():
+        assert 0 < v["p50_ms"] <= v["p95_ms"] and v["exact_p50_ms"] > 0 and v["beside_python"] > 0
+    md = _report(out.parent, tmp_path)
+    assert "Qdrant Edge search threads" in md and "1, the calling thread (default)" in md
+
+
+@pytest.mark.slow
 def test_quantization_benchmark_smoke(tmp_path: Path, data_dir: Path) -> None:
     out = tmp_path / "results" / "quantization.json"
     args = ["--points", "400", "--queries", "5", "--repeats", "1", "--cache", str(tmp_path / "cache")]

@@ -50,6 +50,8 @@ class Settings:
         text_precision: The text tower's dtype for batches of 2+ texts (ingest, micro-batched
             queries): ``auto`` (bf16 on CPUs with AMX or AVX512-BF16, else fp32), ``fp32`` or ``bf16``
             (``MMRAG_TEXT_PRECISION``); a single query always runs in fp32.
+        edge_search_threads: Threads of a Qdrant Edge store's search pool (``MMRAG_EDGE_SEARCH_THREADS``,
+            default 1: search on the calling thread; :mod:`mmrag.store.edge_config` says why).
 
     Example:
         >>> s = Settings.from_env({"MMRAG_STORE": "/tmp/x"})
@@ -72,10 +74,14 @@ class Settings:
     runtime: str = "auto"
     rerank_precision: str = "auto"
     text_precision: str = "auto"
+    edge_search_threads: int = 1
 
     def __post_init__(self) -> None:
         if self.threads < 0:
             raise ConfigError(f"threads must be >= 0 (0 = torch default), got {self.threads}")
+        if self.edge_search_threads < 1:
+            got = self.edge_search_threads
+            raise ConfigError(f"edge_search_threads must be >= 1 (MMRAG_EDGE_SEARCH_THREADS), got {got}")
         if self.shards < 0 or self.replication < 0:
             raise ConfigError("shards and replication must be >= 0 (0 = the server's default)")
         if self.batch_size < 1:
@@ -124,6 +130,7 @@ class Settings:
             runtime=e.get("MMRAG_RUNTIME") or "auto",
             rerank_precision=e.get("MMRAG_RERANK_PRECISION") or "auto",
             text_precision=e.get("MMRAG_TEXT_PRECISION") or "auto",
+            edge_search_threads=_int("MMRAG_EDGE_SEARCH_THREADS", 1),
             tenancy=(e.get("MMRAG_TENANCY") or "0").strip().lower() in {"1", "true", "yes", "on"},
         )
 

@@ -67,6 +67,7 @@ def open_store(settings: Settings) -> QdrantStore:
         # 0 means "the server's default", which QdrantStore spells None
         shards=settings.shards or None,
         replication=settings.replication or None,
+        search_threads=settings.edge_search_threads,
     )
 
 

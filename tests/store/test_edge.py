@@ -13,6 +13,7 @@ from mmrag.encoders.base import vector_name, vector_spec
 from mmrag.errors import StoreError, StoreLockedError
 from mmrag.store import QdrantStore, SearchOptions
 from mmrag.store.edge import META_FILE
+from mmrag.store.edge_config import DEFAULT_SEARCH_THREADS
 
 N = 40
 
@@ -103,6 +104,60 @@ def test_stale_shard_folders_are_removed_on_open(tmp_path: Path) -> None:
     with QdrantStore.open(str(tmp_path)) as again:
         assert _shards(tmp_path) == active
         assert again.count() == N
+
+
+def _search_threads(root: Path) -> int | None:
+    """The search threads Qdrant Edge persisted for the active shard (its own edge_config.json)."""
+    shard = json.loads((root / META_FILE).read_text())["shard"]
+    threads: int | None = json.loads((root / shard / "edge_config.json").read_text()).get(
+        "max_search_threads"
+    )
+    return threads
+
+
+def test_search_threads_are_set_on_every_open(tmp_path: Path) -> None:
+    encoder = FakeEncoder()
+    store, vectors = _filled(tmp_path, encoder)
+    before = [[c.id for c, _ in row] for row in store.search(vector_name(encoder.id), vectors[:4], 5)]
+    store.close()
+    assert _search_threads(tmp_path) == DEFAULT_SEARCH_THREADS == 1  # created with it
+    with QdrantStore.open(str(tmp_path), search_threads=3) as again:
+        assert again.count() == N
+        after = again.search(vector_name(encoder.id), vectors[:4], 5)
+        assert [[c.id for c, _ in row] for row in after] == before
+    assert _search_threads(tmp_path) == 3
+    with QdrantStore.open(str(tmp_path)) as again:  # the default again: Edge does not keep the 3
+        assert again.count() == N
+    assert _search_threads(tmp_path) == 1
+    with pytest.raises(StoreError, match="search_threads"):
+        QdrantStore.open(str(tmp_path), search_threads=0)
+
+
+def test_a_store_json_without_sparse_names_opens_by_its_dense_vectors(tmp_path: Path) -> None:
+    """Older store.json files do not list the sparse vectors: the load names the dense ones instead."""
+    store, vectors = _filled(tmp_path, FakeEncoder())
+    store.close()
+    meta = json.loads((tmp_path / META_FILE).read_text())
+    del meta["sparse"]
+    (tmp_path / META_FILE).write_text(json.dumps(meta))
+    with QdrantStore.open(str(tmp_path), search_threads=2) as again:
+        assert again.count() == N
+        [[(top, _)]] = again.search("fake-encoder-v1", vectors[5:6], 1)
+        assert top.id == make_chunks(N)[5].id
+    assert _search_threads(tmp_path) == 2
+
+
+def test_a_store_json_that_does_not_match_the_shard_still_opens(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store, _ = _filled(tmp_path, FakeEncoder())
+    store.close()
+    meta = json.loads((tmp_path / META_FILE).read_text())
+    meta["sparse"] = ["not-in-the-shard"]
+    (tmp_path / META_FILE).write_text(json.dumps(meta))
+    with caplog.at_level("WARNING", logger="mmrag.store.edge"), QdrantStore.open(str(tmp_path)) as again:
+        assert again.count() == N
+    assert "without setting search threads" in caplog.text
 
 
 def test_corrupt_store_json(tmp_path: Path) -> None:

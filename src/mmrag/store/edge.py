@@ -29,7 +29,6 @@ from mmrag._lazy import require
 from mmrag.errors import StoreError, StoreLockedError
 from mmrag.store.base import (
     INDEXED_KEYWORDS,
-    SPARSE_VECTOR,
     UPSERT_BATCH,
     Filters,
     SearchOptions,
@@ -42,6 +41,7 @@ from mmrag.store.base import (
     record_from_point,
     scroll_all,
 )
+from mmrag.store.edge_config import DEFAULT_SEARCH_THREADS, load_config, shard_config
 
 log = logging.getLogger(__name__)
 META_FILE = "store.json"
@@ -81,6 +81,9 @@ class EdgeBackend:
         indexing_threshold_kb: Vector data (KB) per segment above which ``optimize()`` builds
             HNSW; ``None`` keeps Qdrant's default (below it, search is an exact scan). Fixed when
             the shard is created (recorded in ``store.json``).
+        quantization: ``int8`` for a new store's scalar-quantized copy (see ``set_quantization``).
+        search_threads: Threads in the shard's search pool, set on every open; 1 (the default)
+            searches on the calling thread (why: :mod:`mmrag.store.edge_config`).
     """
 
     supports_async = False  # Edge has no async API: asearch runs the blocking search in a thread
@@ -91,7 +94,11 @@ class EdgeBackend:
         *,
         indexing_threshold_kb: int | None = None,
         quantization: str | None = None,
+        search_threads: int = DEFAULT_SEARCH_THREADS,
     ) -> None:
+        if search_threads < 1:
+            raise StoreError(f"search_threads must be >= 1 (MMRAG_EDGE_SEARCH_THREADS), got {search_threads}")
+        self.search_threads = int(search_threads)
         self.root = Path(directory).expanduser()
         self.location = str(self.root)
         self.root.mkdir(parents=True, exist_ok=True)
@@ -131,10 +138,16 @@ class EdgeBackend:
     def _open(self, path: Path) -> Any:
         qe = _qe()
         try:
-            return qe.EdgeShard.load(str(path))
+            return qe.EdgeShard.load(str(path), load_config(self._meta, search_threads=self.search_threads))
         except Exception as exc:
             if "WouldBlock" in str(exc) or "lock" in str(exc).lower():
                 raise _locked(self.root) from exc
+            first = exc
+        # A shard whose vectors store.json does not describe (older layouts): open it as it is.
+        log.warning("store %s: opening without setting search threads (%s)", self.root, first)
+        try:
+            return qe.EdgeShard.load(str(path))
+        except Exception as exc:
             raise StoreError(f"cannot open Qdrant Edge shard {path}: {exc}") from exc
 
     def _cleanup_stale(self) -> None:
@@ -187,29 +200,12 @@ class EdgeBackend:
             self._meta["quantization"] = before  # the store did not switch: say so
             raise
 
-    def _quantization_config(self) -> Any:
-        # int8 with the 0.99 quantile (clips outliers; Qdrant's recommendation), kept in RAM.
-        qe = _qe()
-        int8 = qe.ScalarQuantizationConfig(type=qe.ScalarType.Int8, quantile=0.99, always_ram=True)
-        return int8 if self.quantization == "int8" else None
-
     def _config(self, dims: Mapping[str, int]) -> Any:
-        qe = _qe()
-        threshold = self._meta.get("indexing_threshold_kb")
-        return qe.EdgeConfig(
-            quantization_config=self._quantization_config(),
-            vectors={
-                # Quantized: float originals on disk (read for rescoring), the int8 copy in RAM.
-                n: qe.EdgeVectorParams(
-                    size=d, distance=qe.Distance.Cosine, memory=qe.Memory.Cold if self.quantization else None
-                )
-                for n, d in dims.items()
-            },
-            # BM25 term weights come from the client (mmrag.store.sparse); Qdrant multiplies in the IDF.
-            sparse_vectors={SPARSE_VECTOR: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)},
-            optimizers=qe.EdgeOptimizersConfig(indexing_threshold=threshold)
-            if threshold is not None
-            else None,
+        return shard_config(
+            dims,
+            quantization=self.quantization,
+            indexing_threshold_kb=self._meta.get("indexing_threshold_kb"),
+            search_threads=self.search_threads,
         )
 
     def add_vector(self, name: str, dim: int) -> None:

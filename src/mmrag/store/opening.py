@@ -20,6 +20,7 @@ def make_backend(
     shards: int | None = None,
     replication: int | None = None,
     quantization: str | None = None,
+    search_threads: int | None = None,
 ) -> Backend:
     """The backend of ``location``; see :meth:`mmrag.store.QdrantStore.open` for the options."""
     if not location:
@@ -36,5 +37,11 @@ def make_backend(
             quantization=quantization,
         )
     from mmrag.store.edge import EdgeBackend
+    from mmrag.store.edge_config import DEFAULT_SEARCH_THREADS
 
-    return EdgeBackend(location, indexing_threshold_kb=indexing_threshold_kb, quantization=quantization)
+    return EdgeBackend(
+        location,
+        indexing_threshold_kb=indexing_threshold_kb,
+        quantization=quantization,
+        search_threads=DEFAULT_SEARCH_THREADS if search_threads is None else search_threads,
+    )
