@@ -198,3 +198,22 @@ def test_span_is_a_no_op_without_opentelemetry(monkeypatch: pytest.MonkeyPatch) 
     with tracing.span("encode", queries=1) as s:
         s.set(hits=3, missing=None)  # accepted and dropped
     assert s._otel is None
+
+
+def test_span_skips_opentelemetry_until_a_provider_is_installed(
+    monkeypatch: pytest.MonkeyPatch, exporter: InMemorySpanExporter
+) -> None:
+    """A fresh process has OpenTelemetry's proxy provider, whose spans record nothing: no tracer is asked."""
+
+    def no_tracer(*_: Any, **__: Any) -> Any:
+        raise AssertionError("get_tracer called while no provider is installed")
+
+    monkeypatch.setattr(trace, "get_tracer_provider", trace.ProxyTracerProvider)
+    monkeypatch.setattr(trace, "get_tracer", no_tracer)
+    with tracing.span("encode", queries=1) as s:
+        s.set(hits=3)
+    assert s._otel is None
+    monkeypatch.undo()  # the provider this module installed is found again on the next call
+    with tracing.span("encode", queries=1) as s:
+        pass
+    assert s._otel is not None

@@ -6,8 +6,8 @@ carries the stage's counts as attributes
 (``mmrag.k``, ``mmrag.pool``, ``mmrag.hits``...) and its time in ``mmrag.ms``, besides the
 start and end OpenTelemetry records.
 The spans go to whatever tracer provider the application installed
-(``opentelemetry.trace.set_tracer_provider``); with ``opentelemetry-api`` alone they cost one
-no-op call, and without it :func:`span` does nothing at all. Install the ``tracing`` extra
+(``opentelemetry.trace.set_tracer_provider``); until one is installed, or without OpenTelemetry,
+:func:`span` does nothing at all (~3 us a span instead of ~10 us through OpenTelemetry's no-op tracer). Install the ``tracing`` extra
 (``pip install 'mmrag[tracing]'``) for the SDK and its exporters.
 """
 
@@ -56,6 +56,13 @@ def _trace_api() -> Any:
         return None
 
 
+@lru_cache(maxsize=1)
+def _noop_providers() -> tuple[type, ...]:
+    """The providers a fresh process has (before ``set_tracer_provider``); their spans record nothing."""
+    trace = _trace_api()
+    return () if trace is None else (trace.ProxyTracerProvider, trace.NoOpTracerProvider)
+
+
 def _attr(value: Any) -> Any:
     # OpenTelemetry attributes are str / bool / int / float (or sequences of one of them).
     return value if isinstance(value, str | bool | int | float) else str(value)
@@ -71,8 +78,8 @@ def span(name: str, **attrs: Any) -> Iterator[Span]:
         ...     s.set(dim=512)
     """
     trace = _trace_api()
-    if trace is None:
-        yield Span()
+    if trace is None or isinstance(trace.get_tracer_provider(), _noop_providers()):
+        yield Span()  # no provider installed yet: OpenTelemetry would record nothing (10 us a span)
         return
     with trace.get_tracer(TRACER_NAME).start_as_current_span(f"mmrag.{name}") as otel:
         s = Span(otel)
