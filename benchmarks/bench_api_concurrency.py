@@ -349,7 +349,9 @@ mode=dense, rerank=false; `rerank`: hybrid + cross-encoder `{r["reranker"]}` ove
 "during ingest" run while `POST /ingest` adds {r["ingest_docs"]} new abstracts. The clients (aiohttp,
 ~0.3 ms of CPU per request) share the machine with the server. A search the queue
 cannot take in time (MMRAG_QUEUE_WAIT, default 15 s of queued work) is answered 503 with Retry-After at
-once, and the client waits that long.
+once, and the client waits that long. The configurations run one after another (a few minutes each), so
+the host's speed can drift between them: compare the ratios within a configuration, and q/s across
+configurations only where their one-client rows agree.
 
 {table}
 

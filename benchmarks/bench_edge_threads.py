@@ -189,8 +189,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 shutil.copytree(base, path)
             shutil.rmtree(base)
             rounds: dict[str, list[dict[str, float]]] = {s: [] for s in settings}
-            for _ in range(args.repeats):
-                for s in settings:
+            for i in range(args.repeats):
+                for s in settings[i % len(settings) :] + settings[: i % len(settings)]:  # take turns first
                     shard = open_shard(copies[s], s, args.dim)
                     exact = [request(q, exact=True) for q in queries[:20]]
                     rounds[s].append(measure(shard, [request(q) for q in queries], exact, args.seconds))

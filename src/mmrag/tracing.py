@@ -7,8 +7,8 @@ carries the stage's counts as attributes
 start and end OpenTelemetry records.
 The spans go to whatever tracer provider the application installed
 (``opentelemetry.trace.set_tracer_provider``); until one is installed, or without OpenTelemetry,
-:func:`span` does nothing at all (~3 us a span instead of ~10 us through OpenTelemetry's no-op tracer). Install the ``tracing`` extra
-(``pip install 'mmrag[tracing]'``) for the SDK and its exporters.
+:func:`span` does nothing at all (~3 us a span instead of ~10 us through OpenTelemetry's no-op
+tracer). Install the ``tracing`` extra (``pip install 'mmrag[tracing]'``) for the SDK and its exporters.
 """
 
 from __future__ import annotations

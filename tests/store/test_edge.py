@@ -157,7 +157,7 @@ def test_a_store_json_that_does_not_match_the_shard_still_opens(
     (tmp_path / META_FILE).write_text(json.dumps(meta))
     with caplog.at_level("WARNING", logger="mmrag.store.edge"), QdrantStore.open(str(tmp_path)) as again:
         assert again.count() == N
-    assert "without setting search threads" in caplog.text
+    assert "store.json does not match shard" in caplog.text
 
 
 def test_corrupt_store_json(tmp_path: Path) -> None:

@@ -143,8 +143,14 @@ class EdgeBackend:
             if "WouldBlock" in str(exc) or "lock" in str(exc).lower():
                 raise _locked(self.root) from exc
             first = exc
-        # A shard whose vectors store.json does not describe (older layouts): open it as it is.
-        log.warning("store %s: opening without setting search threads (%s)", self.root, first)
+        # store.json does not describe this shard's vectors: open the shard with its own config.
+        log.warning(
+            "store %s: store.json does not match shard %s (%s); opened with the shard's own config, "
+            "search threads unchanged",
+            self.root,
+            path.name,
+            first,
+        )
         try:
             return qe.EdgeShard.load(str(path))
         except Exception as exc:

@@ -2,9 +2,10 @@
 
 Search threads: the Python binding keeps the GIL for a whole search, so Edge's search pool only adds a
 hand-off that every other Python thread waits through. One thread (the default) searches on the calling
-thread: on a 2-core machine that was as fast or faster from 1,000 to 1,000,000 points, idle and under
-load, and an API search held the GIL ~4x shorter (docs/speed.md, "Qdrant Edge search threads"). More
-threads can pay for a lone query over several large segments on an idle many-core machine.
+thread: on a 2-core machine that was as fast or faster at 1,000 and 100,000 points (and in a scratch run
+at 1,000,000), idle and with every core busy, and Edge's share of the API's GIL-held samples fell from
+27% to 7% (docs/speed.md, "Qdrant Edge search threads"). More threads can pay for a lone query over
+several large segments on an idle many-core machine.
 """
 
 from __future__ import annotations
@@ -57,9 +58,12 @@ def shard_config(
 
 
 def load_config(meta: Mapping[str, Any], *, search_threads: int) -> Any:
-    """The config an existing shard is loaded with: its own vectors as ``meta`` (store.json) records
-    them, which Edge checks and leaves as they are, and this process's search threads (Edge persists
-    them). The sparse vectors suffice where the shard has them; older shards name their dense ones."""
+    """The config an existing shard is loaded with: its vectors as ``meta`` (store.json) records them and
+    this process's search threads. Edge refuses vectors that do not match the shard (size, distance,
+    names) and writes the rest of the config as given, search threads included. The sparse vectors
+    suffice where store.json lists them (every shard since BM25; the dense ones are then inherited as
+    they are); older store.json files name the dense vectors, with the memory placement their
+    quantization implies."""
     qe = _qe()
     if sparse := meta.get("sparse"):
         params = {n: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf) for n in sparse}
