@@ -68,11 +68,10 @@ class QdrantStore:
         ``backend``: ``collection`` and ``api_key`` (server), ``shards`` / ``replication`` (new
         collections on a cluster), ``indexing_threshold_kb`` (new Edge stores: segment size above
         which HNSW is built), ``search_threads`` (Edge's search pool, set on every open); see
-        :func:`mmrag.store.opening.make_backend`. ``tenancy``: make the
-        store multi-tenant (see :meth:`enable_tenancy`); a store already marked so stays so.
-        ``quantization`` (``int8`` / ``none``): see :meth:`set_quantization`; ``None`` keeps what
-        the store has (a new store: float32 only).
-        """
+        :func:`mmrag.store.opening.make_backend`. ``tenancy``: make the store multi-tenant (see
+        :meth:`enable_tenancy`); a store already marked so stays so.
+        ``quantization`` (``int8`` / ``none``): see :meth:`set_quantization`; ``None`` keeps what the
+        store has (a new store: float32 only)."""
         quant = check_quantization(quantization)
         store = cls(make_backend(location, quantization=quant, **backend))
         if quantization is not None and store.quantization != quant:
