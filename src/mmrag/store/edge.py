@@ -25,7 +25,6 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from mmrag._lazy import require
 from mmrag.errors import StoreError, StoreLockedError
 from mmrag.store.base import (
     INDEXED_KEYWORDS,
@@ -42,13 +41,10 @@ from mmrag.store.base import (
     scroll_all,
 )
 from mmrag.store.edge_config import DEFAULT_SEARCH_THREADS, load_config, shard_config
+from mmrag.store.edge_config import qdrant_edge as _qe
 
 log = logging.getLogger(__name__)
 META_FILE = "store.json"
-
-
-def _qe() -> Any:
-    return require("qdrant_edge", "core")
 
 
 def edge_filter(filters: Filters | None) -> Any:

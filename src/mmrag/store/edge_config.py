@@ -19,13 +19,14 @@ from mmrag.store.base import SPARSE_VECTOR
 DEFAULT_SEARCH_THREADS = 1
 
 
-def _qe() -> Any:
+def qdrant_edge() -> Any:
+    """The ``qdrant_edge`` module (the ``core`` extra), imported on first use."""
     return require("qdrant_edge", "core")
 
 
 def vector_params(dims: Mapping[str, int], quantization: str | None) -> dict[str, Any]:
     """Cosine dense vectors; quantized: float originals on disk (read for rescoring), int8 copy in RAM."""
-    qe = _qe()
+    qe = qdrant_edge()
     memory = qe.Memory.Cold if quantization else None
     cosine = qe.Distance.Cosine
     return {n: qe.EdgeVectorParams(size=d, distance=cosine, memory=memory) for n, d in dims.items()}
@@ -39,7 +40,7 @@ def shard_config(
     search_threads: int,
 ) -> Any:
     """The config of a new shard: ``dims``' dense vectors, the BM25 sparse vector, int8 if asked."""
-    qe = _qe()
+    qe = qdrant_edge()
     # int8 with the 0.99 quantile (clips outliers; Qdrant's recommendation), kept in RAM.
     int8 = qe.ScalarQuantizationConfig(type=qe.ScalarType.Int8, quantile=0.99, always_ram=True)
     optimizers = (
@@ -64,7 +65,7 @@ def load_config(meta: Mapping[str, Any], *, search_threads: int) -> Any:
     suffice where store.json lists them (every shard since BM25; the dense ones are then inherited as
     they are); older store.json files name the dense vectors, with the memory placement their
     quantization implies."""
-    qe = _qe()
+    qe = qdrant_edge()
     if sparse := meta.get("sparse"):
         params = {n: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf) for n in sparse}
         return qe.EdgeConfig(sparse_vectors=params, max_search_threads=search_threads)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from mmrag.errors import ConfigError
 from mmrag.store.base import Backend
+from mmrag.store.edge_config import DEFAULT_SEARCH_THREADS
 
 
 def is_server(location: str) -> bool:
@@ -20,7 +21,7 @@ def make_backend(
     shards: int | None = None,
     replication: int | None = None,
     quantization: str | None = None,
-    search_threads: int | None = None,
+    search_threads: int = DEFAULT_SEARCH_THREADS,
 ) -> Backend:
     """The backend of ``location``; see :meth:`mmrag.store.QdrantStore.open` for the options."""
     if not location:
@@ -37,11 +38,10 @@ def make_backend(
             quantization=quantization,
         )
     from mmrag.store.edge import EdgeBackend
-    from mmrag.store.edge_config import DEFAULT_SEARCH_THREADS
 
     return EdgeBackend(
         location,
         indexing_threshold_kb=indexing_threshold_kb,
         quantization=quantization,
-        search_threads=DEFAULT_SEARCH_THREADS if search_threads is None else search_threads,
+        search_threads=search_threads,
     )
