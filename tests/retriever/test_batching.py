@@ -364,6 +364,34 @@ def test_gather_runs_up_to_lanes_batches_at_once(lanes: int) -> None:
     assert g.batches == 2 and g.calls == 3
 
 
+@pytest.mark.parametrize(("lanes", "sizes"), [(1, [4]), (2, [2, 2]), (3, [2, 1, 1])])
+def test_waiting_calls_are_shared_out_over_the_free_lanes(lanes: int, sizes: list[int]) -> None:
+    """Four calls waiting with two free lanes run as two batches of two side by side, not one
+    batch of four with the second lane idle; a call never splits, and one free lane takes all."""
+    seen: list[int] = []
+    four_here = threading.Barrier(lanes, timeout=10)
+
+    def square(xs: list[int]) -> list[int]:
+        seen.append(len(xs))
+        four_here.wait()  # with lanes > 1, every batch waits until all run at once
+        return [x * x for x in xs]
+
+    # never ready by timing (60 s): the leader takes its batch once all four calls wait
+    g: Gather[int, int] = Gather(square, 8, 60_000, ready=lambda n: n >= 4, lanes=lambda: lanes)
+    out: dict[int, list[int]] = {}
+
+    def call(x: int) -> None:
+        out[x] = g([x])
+
+    threads = [threading.Thread(target=call, args=(x,)) for x in (1, 2, 3, 4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert out == {1: [1], 2: [4], 3: [9], 4: [16]}
+    assert sorted(seen, reverse=True) == sizes and g.batches == len(sizes)
+
+
 def test_a_call_left_in_line_leads_in_the_free_lane_at_once() -> None:
     """A leader that takes a full batch and leaves a call waiting wakes it: with a second lane
     free it runs now, not when the first batch ends (before the fix it slept until then)."""

@@ -23,10 +23,11 @@ O = TypeVar("O")  # noqa: E741 - its result
 class _Call(Generic[I, O]):
     """One caller's items and, once its batch has run, their results or the error."""
 
-    __slots__ = ("cancelled", "done", "error", "items", "out", "taken")
+    __slots__ = ("cancelled", "done", "error", "items", "out", "taken", "wake")
 
-    def __init__(self, items: list[I], cancelled: Callable[[], bool] | None) -> None:
+    def __init__(self, items: list[I], cancelled: Callable[[], bool] | None, lock: threading.Lock) -> None:
         self.items = items
+        self.wake = threading.Condition(lock)  # this caller's own wake-up, on the gather's lock
         self.cancelled = cancelled
         self.out: list[O] | None = None
         self.error: BaseException | None = None
@@ -40,7 +41,10 @@ class Gather(Generic[I, O]):
     No thread of its own: the oldest waiting caller leads, waits up to ``max_wait_ms`` for more
     (less when ``ready(calls waiting or running)`` says nobody else is coming), runs ``fn`` once for
     the batch and hands each caller its slice. Up to ``lanes()`` batches run at once (one per
-    forward pass the cores fit); calls arriving meanwhile form the next one. If a batch of several
+    forward pass the cores fit); calls arriving meanwhile form the next one, and the calls waiting
+    when a batch is taken are shared out over the free lanes. Each caller sleeps on its own
+    condition and is woken only when its turn to lead or its results come (not by every event,
+    which cost each of a server's waiting threads a GIL round trip). If a batch of several
     calls fails, each call is retried alone so one bad input fails only its own caller. A call whose
     ``cancelled()`` is true when its batch is taken is dropped with
     :class:`~mmrag.errors.SearchAbandonedError` (its client has gone).
@@ -75,7 +79,7 @@ class Gather(Generic[I, O]):
         self.max_batch = max_batch
         self.max_wait = max_wait_ms / 1000.0
         self._ready = ready or (lambda _: False)
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()
         self._pending: deque[_Call[I, O]] = deque()
         self._lanes = lanes or (lambda: 1)
         self._running = 0  # batches taken and not finished
@@ -86,7 +90,7 @@ class Gather(Generic[I, O]):
     @property
     def waiting(self) -> int:
         """Calls gathered but not yet run."""
-        with self._cond:
+        with self._lock:
             return len(self._pending)
 
     def _weight(self, call: _Call[I, O]) -> int:
@@ -94,17 +98,24 @@ class Gather(Generic[I, O]):
 
     def poke(self) -> None:
         """Re-check a leader's wait (e.g. a search finished, so fewer calls can still come)."""
-        with self._cond:
-            self._cond.notify_all()
+        with self._lock:
+            self._wake_head()
+
+    def _wake_head(self) -> None:
+        """Wake the first call in line (holding the lock): it leads, or as the leader it re-checks
+        whether its batch is complete."""
+        if self._pending:
+            self._pending[0].wake.notify()
 
     def __call__(self, items: Sequence[I], cancelled: Callable[[], bool] | None = None) -> list[O]:
-        call: _Call[I, O] = _Call(list(items), cancelled)
-        with self._cond:
+        call: _Call[I, O] = _Call(list(items), cancelled, self._lock)
+        with self._lock:
             self._pending.append(call)
-            self._cond.notify_all()
+            if self._pending[0] is not call:
+                self._wake_head()  # a leader waiting for more calls counts this one
             while not call.done and (call.taken or not self._may_lead(call)):
-                self._cond.wait()
-            batch = None if call.done else self._take_locked()
+                call.wake.wait()
+            batch = None if call.done else self._take_locked(call)
         if batch is not None:
             self._run(batch)
         if call.error is not None:
@@ -115,8 +126,9 @@ class Gather(Generic[I, O]):
     def _may_lead(self, call: _Call[I, O]) -> bool:
         return self._pending[0] is call and self._running < max(1, self._lanes())
 
-    def _take_locked(self) -> list[_Call[I, O]]:
-        """As the leader (holding the lock): wait for more calls, then take one batch."""
+    def _take_locked(self, leader: _Call[I, O]) -> list[_Call[I, O]]:
+        """As the leader, first in line (holding the lock): wait for more calls, then take one
+        batch."""
         deadline = time.monotonic() + self.max_wait
         while True:
             size = sum(self._weight(c) for c in self._pending)
@@ -129,25 +141,28 @@ class Gather(Generic[I, O]):
                 or left <= 0
             ):
                 break
-            self._cond.wait(left)
+            leader.wake.wait(left)
+        # What waits is shared out over the free lanes: 8 calls and 2 free lanes run as two
+        # batches of 4 side by side, not one batch of 8 on one core with the other idle.
+        free = max(1, self._lanes() - self._running)
+        cap = min(self.max_batch, -(-sum(self._weight(c) for c in self._pending) // free))
         batch: list[_Call[I, O]] = []
-        size, dropped = 0, False
-        while self._pending and (not batch or size + self._weight(self._pending[0]) <= self.max_batch):
+        size = 0
+        while self._pending and (not batch or size + self._weight(self._pending[0]) <= cap):
             c = self._pending.popleft()
             if c.cancelled is not None and c.cancelled():
                 c.error, c.done = (
                     SearchAbandonedError("the search was abandoned (its client timed out)"),
                     True,
                 )
-                dropped = True
+                c.wake.notify()  # its own thread raises the error
                 continue
             c.taken = True
             batch.append(c)
             size += self._weight(c)
         self._running += 1
         self._in_flight += len(batch)
-        if self._pending or dropped:  # the next in line may lead in a free lane; the dropped return
-            self._cond.notify_all()
+        self._wake_head()  # the next in line may lead in a free lane
         return batch
 
     def _run(self, batch: list[_Call[I, O]]) -> None:
@@ -166,16 +181,17 @@ class Gather(Generic[I, O]):
                         except Exception as one:  # noqa: BLE001 - raised by its own caller
                             c.error = one
         finally:
-            with self._cond:
+            with self._lock:
                 for c in batch:
                     if c.out is None and c.error is None:
                         c.error = MmragError("the batch this call was in was interrupted; retry")
                     c.done = True
+                    c.wake.notify()
                 self.batches += bool(batch)
                 self.calls += len(batch)
                 self._running -= 1
                 self._in_flight -= len(batch)
-                self._cond.notify_all()
+                self._wake_head()  # a lane is free
 
     @staticmethod
     def _split(batch: list[_Call[I, O]], out: Sequence[O]) -> None:
