@@ -250,6 +250,51 @@ def test_searches_that_would_wait_too_long_are_refused(tmp_path: Path) -> None:
         batcher.close()
 
 
+class BlockingReranker:
+    """Holds every rerank call until ``release`` is set; keeps the order it was given."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.calls = 0
+
+    def rerank(self, query: str, hits: Sequence[Hit]) -> list[Hit]:
+        self.calls += 1
+        assert self.release.wait(60)
+        return list(hits)
+
+
+def test_the_text_gather_does_not_wait_for_searches_past_it(tmp_path: Path) -> None:
+    """A search held in the reranker will not come back to the encoder: a new search's text call
+    is ready to run alone instead of waiting max_wait_ms for it (issue #16); the rerank gather
+    still counts it."""
+    enc = HashEncoder()
+    held = HeldEncoder(enc, held=0)
+    rr = BlockingReranker()
+    with QdrantStore.open(str(tmp_path / "store")) as store:
+        name = store.ensure_vector(vector_spec(enc))
+        cid = chunk_id("t", "cats sleep", 0)
+        store.upsert_chunks(
+            [Chunk(cid, "text", "a.txt", "cats sleep", None, {})], enc.encode_text(["x"]), name
+        )
+        settings = BatchSettings(max_batch=4, max_wait_ms=1000, lanes=1)
+        batcher = SearchBatcher(Retriever(held, store, reranker=rr), settings)
+        first = batcher.submit(SearchRequest(text="cats", mode=RetrievalMode.DENSE, rerank=True))
+        wait_until(lambda: rr.calls == 1, "the first search is held in the reranker")
+        with batcher._lock:
+            batcher._admitted += 1  # as if a second search were admitted, before its text call
+        assert batcher._all_texts_here(1) and not batcher._all_here(1)
+        with batcher._lock:
+            batcher._admitted -= 1
+        second = batcher.submit(SearchRequest(text="dogs", mode=RetrievalMode.DENSE, rerank=False))
+        assert second.result(60).hits[0].chunk.id == cid and held.sizes == [1, 1]
+        assert not first.done()
+        rr.release.set()
+        assert first.result(60).hits[0].chunk.id == cid
+        wait_until(lambda: batcher.admitted == 0, "both searches are released")
+        assert not batcher._past_text  # forgotten with the searches
+        batcher.close()
+
+
 def test_drain_rate() -> None:
     rate = DrainRate(window=4)
     assert rate.wait(10) is None and rate.retry_after(5) == 1  # no estimate yet: no refusal

@@ -15,8 +15,10 @@ Batching at the model calls, not around the pipeline, means every stage the
 retriever runs (now or later) runs unchanged.
 
 A gathering wait ends early once as many calls wait (or run in a batch) as searches are admitted (up
-to ``max_batch``), so one client alone never waits ``max_wait_ms``. Up to ``lanes`` batches run at
-once, one per forward pass the cores fit beside each other (2 on 2 cores at 1 torch thread).
+to ``max_batch``), so one client alone never waits ``max_wait_ms``; the text gather does not count
+the searches already past it (searching the store, reranking), which will not come back to it. Up
+to ``lanes`` batches run at once, one per forward pass the cores fit beside each other (2 on 2 cores
+at 1 torch thread), and the calls waiting when a batch is taken are shared out over the free lanes.
 :meth:`SearchBatcher.run_many` (a caller's own batch, e.g. LangChain's ``batch``) encodes all its
 texts in one call up front, so its encoder pass does not depend on timing. The queue is bounded:
 with ``queue_size`` searches admitted (running or waiting), or when those would take over
@@ -130,6 +132,7 @@ class _GatheredEncoder:
         rows = [f for f in found if f is not None]
         if len(rows) != len(found):
             rows = self._gather(list(texts), self._batcher._abandoned())
+            self._batcher._text_done()
         return np.stack(rows) if rows else np.zeros((0, self.dim), dtype=np.float32)
 
     def encode_image(
@@ -174,12 +177,13 @@ class SearchBatcher:
         self.settings = s = settings or BatchSettings()
         self._lock = threading.Lock()
         self._admitted = 0  # running or waiting for a thread; the gathers wait for up to this many
+        self._past_text: set[threading.Event] = set()  # admitted searches done with the text gather
         self._encoded: dict[str, tuple[FloatArray, int]] = {}  # run_many's texts: vector, users
         self.drain = DrainRate()  # how fast the queue empties: its time bound and Retry-After
         self._abandon: dict[Future[SearchResult], threading.Event] = {}  # set: its client is gone
         self._local = threading.local()  # the search a thread runs (its abandon flag)
         self.texts: Gather[str, FloatArray] = Gather(
-            self._encode, s.max_batch, s.max_wait_ms, self._all_here, lanes=s.lane_count
+            self._encode, s.max_batch, s.max_wait_ms, self._all_texts_here, lanes=s.lane_count
         )
         self.pools: Gather[tuple[str, list[Hit]], list[Hit]] = Gather(
             self._rerank, s.rerank_pairs, s.max_wait_ms, self._all_here, size=lambda pool: len(pool[1]),
@@ -209,6 +213,19 @@ class SearchBatcher:
     def _all_here(self, waiting: int) -> bool:
         with self._lock:
             return waiting >= min(self._admitted, self.settings.max_batch)
+
+    def _all_texts_here(self, waiting: int) -> bool:
+        with self._lock:
+            return waiting >= min(self._admitted - len(self._past_text), self.settings.max_batch)
+
+    def _text_done(self) -> None:
+        """The running search has its query vector: the text gather no longer waits for it."""
+        flag: threading.Event | None = getattr(self._local, "abandon", None)
+        if flag is None:
+            return
+        with self._lock:
+            self._past_text.add(flag)
+        self.texts.poke()
 
     def _known(self, text: str) -> FloatArray | None:
         with self._lock:
@@ -286,7 +303,9 @@ class SearchBatcher:
         with self._lock:
             self._admitted -= 1
             if fut is not None:
-                self._abandon.pop(fut, None)
+                flag = self._abandon.pop(fut, None)
+                if flag is not None:
+                    self._past_text.discard(flag)
             ran = fut is not None and not fut.cancelled()
             self.drain.done(time.monotonic(), self._admitted, counted=ran)
         # a leader waiting for "every admitted search" may now have them all
