@@ -780,6 +780,11 @@ def main() -> None:
         from bench_text_path import report_section as text_section
 
         sections.append(text_section(json.loads(text.read_text())))
+    retr = args.results / "retriever_concurrency.json"
+    if retr.exists():
+        from bench_retriever_concurrency import report_section as retriever_section
+
+        sections.append(retriever_section(json.loads(retr.read_text())))
     edge = args.results / "edge_threads.json"
     if edge.exists():
         from bench_edge_threads import report_section as edge_section

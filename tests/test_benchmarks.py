@@ -217,6 +217,19 @@ def test_edge_threads_benchmark_smoke(tmp_path: Path, data_dir: Path) -> None:
 
 
 @pytest.mark.slow
+def test_retriever_concurrency_benchmark_smoke(tmp_path: Path, data_dir: Path) -> None:
+    out = tmp_path / "results" / "retriever_concurrency.json"
+    args = ["--clients", "1", "4", "--seconds", "0.5", "--repeats", "2", "--docs", "20"]
+    result = _script("bench_retriever_concurrency.py", args, data_dir, out)
+    assert set(result["rows"]) == {"1", "4"}
+    for row in result["rows"].values():
+        assert row["searches"] > 0 and 0 < row["p50_ms"] <= row["p95_ms"] and len(row["qps_rounds"]) == 2
+    assert result["rows"]["1"]["mean_encode_batch"] == 1.0  # one caller never shares a pass
+    md = _report(out.parent, tmp_path)
+    assert "In-process concurrency" in md and "8 callers" not in md  # no 8-caller row: no ratio line
+
+
+@pytest.mark.slow
 def test_quantization_benchmark_smoke(tmp_path: Path, data_dir: Path) -> None:
     out = tmp_path / "results" / "quantization.json"
     args = ["--points", "400", "--queries", "5", "--repeats", "1", "--cache", str(tmp_path / "cache")]
