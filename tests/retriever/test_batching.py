@@ -280,11 +280,13 @@ def test_the_text_gather_does_not_wait_for_searches_past_it(tmp_path: Path) -> N
         batcher = SearchBatcher(Retriever(held, store, reranker=rr), settings)
         first = batcher.submit(SearchRequest(text="cats", mode=RetrievalMode.DENSE, rerank=True))
         wait_until(lambda: rr.calls == 1, "the first search is held in the reranker")
-        with batcher._lock:
-            batcher._admitted += 1  # as if a second search were admitted, before its text call
+        with batcher._lock:  # as if a second search were running, before its text call
+            batcher._admitted += 1
+            batcher._in_run += 1
         assert batcher._all_texts_here(1) and not batcher._all_here(1)
         with batcher._lock:
             batcher._admitted -= 1
+            batcher._in_run -= 1
         second = batcher.submit(SearchRequest(text="dogs", mode=RetrievalMode.DENSE, rerank=False))
         assert second.result(60).hits[0].chunk.id == cid and held.sizes == [1, 1]
         assert not first.done()
@@ -409,12 +411,13 @@ def test_gather_runs_up_to_lanes_batches_at_once(lanes: int) -> None:
     assert g.batches == 2 and g.calls == 3
 
 
-@pytest.mark.parametrize(("lanes", "sizes"), [(1, [4]), (2, [2, 2]), (3, [2, 1, 1])])
+@pytest.mark.parametrize(("lanes", "sizes"), [(1, [4]), (2, [2, 2]), (3, [2, 2])])
 def test_waiting_calls_are_shared_out_over_the_free_lanes(lanes: int, sizes: list[int]) -> None:
     """Four calls waiting with two free lanes run as two batches of two side by side, not one
-    batch of four with the second lane idle; a call never splits, and one free lane takes all."""
+    batch of four with the second lane idle; one free lane takes all, and no batch is split
+    below two calls (a third lane stays free)."""
     seen: list[int] = []
-    four_here = threading.Barrier(lanes, timeout=10)
+    four_here = threading.Barrier(len(sizes), timeout=10)
 
     def square(xs: list[int]) -> list[int]:
         seen.append(len(xs))
@@ -435,6 +438,34 @@ def test_waiting_calls_are_shared_out_over_the_free_lanes(lanes: int, sizes: lis
         t.join(60)
     assert out == {1: [1], 2: [4], 3: [9], 4: [16]}
     assert sorted(seen, reverse=True) == sizes and g.batches == len(sizes)
+
+
+def test_calls_left_by_a_shared_out_batch_do_not_wait_again() -> None:
+    """With nobody saying the batch is complete (``ready`` never true), the leader waits
+    ``max_wait``; the calls it leaves for the second lane have waited as long and lead at once,
+    so both batches start together instead of one ``max_wait`` apart."""
+    starts: list[float] = []
+    go = threading.Event()
+
+    def square(xs: list[int]) -> list[int]:
+        starts.append(time.monotonic())
+        return [x * x for x in xs]
+
+    g: Gather[int, int] = Gather(square, 8, 2000, ready=lambda n: False, lanes=lambda: 2)
+    out: dict[int, list[int]] = {}
+
+    def call(x: int) -> None:
+        go.wait(10)
+        out[x] = g([x])
+
+    threads = [threading.Thread(target=call, args=(x,)) for x in (1, 2, 3, 4)]
+    for t in threads:
+        t.start()
+    go.set()
+    for t in threads:
+        t.join(60)
+    assert out == {1: [1], 2: [4], 3: [9], 4: [16]} and len(starts) == 2
+    assert starts[1] - starts[0] < 1.5  # one wait of 2 s in all, not two (generous for a slow host)
 
 
 def test_a_call_left_in_line_leads_in_the_free_lane_at_once() -> None:

@@ -15,8 +15,9 @@ Batching at the model calls, not around the pipeline, means every stage the
 retriever runs (now or later) runs unchanged.
 
 A gathering wait ends early once as many calls wait (or run in a batch) as searches are admitted (up
-to ``max_batch``), so one client alone never waits ``max_wait_ms``; the text gather does not count
-the searches already past it (searching the store, reranking), which will not come back to it. Up
+to ``max_batch``), so one client alone never waits ``max_wait_ms``; the text gather counts only the
+searches running on a thread that still need a query vector (not those queued for a thread, past it,
+searching the store or reranking, or without text), as only those can join it. Up
 to ``lanes`` batches run at once, one per forward pass the cores fit beside each other (2 on 2 cores
 at 1 torch thread), and the calls waiting when a batch is taken are shared out over the free lanes.
 :meth:`SearchBatcher.run_many` (a caller's own batch, e.g. LangChain's ``batch``) encodes all its
@@ -131,8 +132,9 @@ class _GatheredEncoder:
         found = [self._batcher._known(t) for t in texts]  # encoded up front by run_many
         rows = [f for f in found if f is not None]
         if len(rows) != len(found):
+            self._batcher._text_done(False)  # (again, for a search that widens: group_by)
             rows = self._gather(list(texts), self._batcher._abandoned())
-            self._batcher._text_done()
+        self._batcher._text_done()
         return np.stack(rows) if rows else np.zeros((0, self.dim), dtype=np.float32)
 
     def encode_image(
@@ -177,7 +179,8 @@ class SearchBatcher:
         self.settings = s = settings or BatchSettings()
         self._lock = threading.Lock()
         self._admitted = 0  # running or waiting for a thread; the gathers wait for up to this many
-        self._past_text: set[threading.Event] = set()  # admitted searches done with the text gather
+        self._in_run = 0  # searches running on a thread: the only ones that can reach the gathers
+        self._past_text: set[threading.Event] = set()  # of those, the ones done with the text gather
         self._encoded: dict[str, tuple[FloatArray, int]] = {}  # run_many's texts: vector, users
         self.drain = DrainRate()  # how fast the queue empties: its time bound and Retry-After
         self._abandon: dict[Future[SearchResult], threading.Event] = {}  # set: its client is gone
@@ -216,16 +219,21 @@ class SearchBatcher:
 
     def _all_texts_here(self, waiting: int) -> bool:
         with self._lock:
-            return waiting >= min(self._admitted - len(self._past_text), self.settings.max_batch)
+            return waiting >= min(self._in_run - len(self._past_text), self.settings.max_batch)
 
-    def _text_done(self) -> None:
-        """The running search has its query vector: the text gather no longer waits for it."""
+    def _text_done(self, done: bool = True) -> None:
+        """The running search has its query vector (``done``), or is about to ask for one: whether
+        the text gather waits for it."""
         flag: threading.Event | None = getattr(self._local, "abandon", None)
         if flag is None:
             return
         with self._lock:
-            self._past_text.add(flag)
-        self.texts.poke()
+            if done:
+                self._past_text.add(flag)
+            else:
+                self._past_text.discard(flag)
+        if done:
+            self.texts.poke()
 
     def _known(self, text: str) -> FloatArray | None:
         with self._lock:
@@ -270,10 +278,18 @@ class SearchBatcher:
 
     def _run(self, req: SearchRequest, flag: threading.Event) -> SearchResult:
         self._local.abandon = flag
+        with self._lock:
+            self._in_run += 1
+            if not (req.text and req.text.strip()):  # nothing to encode: never at the text gather
+                self._past_text.add(flag)
         try:
             return self.retriever.run(req)
         finally:
             self._local.abandon = None
+            with self._lock:
+                self._in_run -= 1
+                self._past_text.discard(flag)
+            self.texts.poke()
 
     def abandon(self, fut: Future[SearchResult]) -> None:
         """The client stopped waiting (timed out): never start the search, or drop it from the
@@ -303,9 +319,7 @@ class SearchBatcher:
         with self._lock:
             self._admitted -= 1
             if fut is not None:
-                flag = self._abandon.pop(fut, None)
-                if flag is not None:
-                    self._past_text.discard(flag)
+                self._abandon.pop(fut, None)
             ran = fut is not None and not fut.cancelled()
             self.drain.done(time.monotonic(), self._admitted, counted=ran)
         # a leader waiting for "every admitted search" may now have them all

@@ -23,10 +23,11 @@ O = TypeVar("O")  # noqa: E741 - its result
 class _Call(Generic[I, O]):
     """One caller's items and, once its batch has run, their results or the error."""
 
-    __slots__ = ("cancelled", "done", "error", "items", "out", "taken", "wake")
+    __slots__ = ("cancelled", "done", "error", "items", "out", "ripe", "taken", "wake")
 
     def __init__(self, items: list[I], cancelled: Callable[[], bool] | None, lock: threading.Lock) -> None:
         self.items = items
+        self.ripe = False  # left over by a batch shared out over the lanes: leads without waiting
         self.wake = threading.Condition(lock)  # this caller's own wake-up, on the gather's lock
         self.cancelled = cancelled
         self.out: list[O] | None = None
@@ -83,6 +84,7 @@ class Gather(Generic[I, O]):
         self._pending: deque[_Call[I, O]] = deque()
         self._lanes = lanes or (lambda: 1)
         self._running = 0  # batches taken and not finished
+        self._leading = False  # a leader is waiting for more calls
         self._in_flight = 0  # calls in those batches
         self.batches = 0  # fn calls so far (batches run), for stats and tests
         self.calls = 0  # caller calls served
@@ -111,11 +113,18 @@ class Gather(Generic[I, O]):
         call: _Call[I, O] = _Call(list(items), cancelled, self._lock)
         with self._lock:
             self._pending.append(call)
-            if self._pending[0] is not call:
-                self._wake_head()  # a leader waiting for more calls counts this one
+            if self._pending[0] is not call and (self._leading or self._running < max(1, self._lanes())):
+                self._wake_head()  # a leader waiting for more calls counts this one; or one may lead
             while not call.done and (call.taken or not self._may_lead(call)):
                 call.wake.wait()
-            batch = None if call.done else self._take_locked(call)
+            try:
+                batch = None if call.done else self._take_locked(call)
+            except BaseException:  # (an interrupt in the wait): never leave a dead head in line
+                self._leading = False
+                if call in self._pending:
+                    self._pending.remove(call)
+                self._wake_head()
+                raise
         if batch is not None:
             self._run(batch)
         if call.error is not None:
@@ -128,8 +137,10 @@ class Gather(Generic[I, O]):
 
     def _take_locked(self, leader: _Call[I, O]) -> list[_Call[I, O]]:
         """As the leader, first in line (holding the lock): wait for more calls, then take one
-        batch."""
-        deadline = time.monotonic() + self.max_wait
+        batch. Calls left over by a batch that was shared out over the lanes already waited: they
+        do not wait a second time."""
+        deadline = time.monotonic() + (0.0 if leader.ripe else self.max_wait)
+        self._leading = True
         while True:
             size = sum(self._weight(c) for c in self._pending)
             left = deadline - time.monotonic()
@@ -142,10 +153,13 @@ class Gather(Generic[I, O]):
             ):
                 break
             leader.wake.wait(left)
+        self._leading = False
         # What waits is shared out over the free lanes: 8 calls and 2 free lanes run as two
-        # batches of 4 side by side, not one batch of 8 on one core with the other idle.
-        free = max(1, self._lanes() - self._running)
-        cap = min(self.max_batch, -(-sum(self._weight(c) for c in self._pending) // free))
+        # batches of 4 side by side, not one batch of 8 on one core with the other idle; never
+        # below 2 items a batch (a pair costs less per item than two single passes).
+        waiting = sum(self._weight(c) for c in self._pending)
+        free = max(1, min(self._lanes() - self._running, waiting // 2))
+        cap = min(self.max_batch, -(-waiting // free))
         batch: list[_Call[I, O]] = []
         size = 0
         while self._pending and (not batch or size + self._weight(self._pending[0]) <= cap):
@@ -162,6 +176,9 @@ class Gather(Generic[I, O]):
             size += self._weight(c)
         self._running += 1
         self._in_flight += len(batch)
+        if free > 1:  # shared out: the calls left run next, in the next free lane, without a wait
+            for c in self._pending:
+                c.ripe = True
         self._wake_head()  # the next in line may lead in a free lane
         return batch
 
