@@ -322,8 +322,8 @@ class SearchBatcher:
                 self._abandon.pop(fut, None)
             ran = fut is not None and not fut.cancelled()
             self.drain.done(time.monotonic(), self._admitted, counted=ran)
-        # a leader waiting for "every admitted search" may now have them all
-        self.texts.poke()
+        # a rerank leader waiting for "every admitted search" may now have them all (the text
+        # gather counts running searches: _run pokes it when one ends)
         self.pools.poke()
 
     def run(self, req: SearchRequest) -> SearchResult:

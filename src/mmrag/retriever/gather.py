@@ -113,7 +113,7 @@ class Gather(Generic[I, O]):
         call: _Call[I, O] = _Call(list(items), cancelled, self._lock)
         with self._lock:
             self._pending.append(call)
-            if self._pending[0] is not call and (self._leading or self._running < max(1, self._lanes())):
+            if self._pending[0] is not call and (self._leading or self._lane_free()):
                 self._wake_head()  # a leader waiting for more calls counts this one; or one may lead
             while not call.done and (call.taken or not self._may_lead(call)):
                 call.wake.wait()
@@ -132,8 +132,11 @@ class Gather(Generic[I, O]):
         assert call.out is not None  # set by the batch that ran it
         return call.out
 
+    def _lane_free(self) -> bool:
+        return self._running < max(1, self._lanes())
+
     def _may_lead(self, call: _Call[I, O]) -> bool:
-        return self._pending[0] is call and self._running < max(1, self._lanes())
+        return self._pending[0] is call and self._lane_free()
 
     def _take_locked(self, leader: _Call[I, O]) -> list[_Call[I, O]]:
         """As the leader, first in line (holding the lock): wait for more calls, then take one
@@ -142,11 +145,11 @@ class Gather(Generic[I, O]):
         deadline = time.monotonic() + (0.0 if leader.ripe else self.max_wait)
         self._leading = True
         while True:
-            size = sum(self._weight(c) for c in self._pending)
+            waiting = sum(self._weight(c) for c in self._pending)
             left = deadline - time.monotonic()
             alone = 2 * self._weight(self._pending[0]) > self.max_batch  # no like-sized call fits
             if (
-                size >= self.max_batch
+                waiting >= self.max_batch
                 or alone
                 or self._ready(len(self._pending) + self._in_flight)
                 or left <= 0
@@ -157,7 +160,6 @@ class Gather(Generic[I, O]):
         # What waits is shared out over the free lanes: 8 calls and 2 free lanes run as two
         # batches of 4 side by side, not one batch of 8 on one core with the other idle; never
         # below 2 items a batch (a pair costs less per item than two single passes).
-        waiting = sum(self._weight(c) for c in self._pending)
         free = max(1, min(self._lanes() - self._running, waiting // 2))
         cap = min(self.max_batch, -(-waiting // free))
         batch: list[_Call[I, O]] = []
