@@ -411,11 +411,14 @@ def test_gather_runs_up_to_lanes_batches_at_once(lanes: int) -> None:
     assert g.batches == 2 and g.calls == 3
 
 
-@pytest.mark.parametrize(("lanes", "sizes"), [(1, [4]), (2, [2, 2]), (3, [2, 2])])
-def test_waiting_calls_are_shared_out_over_the_free_lanes(lanes: int, sizes: list[int]) -> None:
+@pytest.mark.parametrize(
+    ("lanes", "busy", "sizes"), [(1, 0, [4]), (2, 0, [2, 2]), (3, 0, [2, 2]), (2, 1, [4]), (3, 1, [2, 2])]
+)
+def test_waiting_calls_are_shared_out_over_the_free_lanes(lanes: int, busy: int, sizes: list[int]) -> None:
     """Four calls waiting with two free lanes run as two batches of two side by side, not one
     batch of four with the second lane idle; one free lane takes all, and no batch is split
-    below two calls (a third lane stays free)."""
+    below two calls (a third lane stays free). A lane other work holds (``busy``: a rerank pass)
+    is not free: the four run as one batch rather than two halves one after the other."""
     seen: list[int] = []
     four_here = threading.Barrier(len(sizes), timeout=10)
 
@@ -425,7 +428,9 @@ def test_waiting_calls_are_shared_out_over_the_free_lanes(lanes: int, sizes: lis
         return [x * x for x in xs]
 
     # never ready by timing (60 s): the leader takes its batch once all four calls wait
-    g: Gather[int, int] = Gather(square, 8, 60_000, ready=lambda n: n >= 4, lanes=lambda: lanes)
+    g: Gather[int, int] = Gather(
+        square, 8, 60_000, ready=lambda n: n >= 4, lanes=lambda: lanes, busy=lambda: busy
+    )
     out: dict[int, list[int]] = {}
 
     def call(x: int) -> None:
@@ -438,6 +443,42 @@ def test_waiting_calls_are_shared_out_over_the_free_lanes(lanes: int, sizes: lis
         t.join(60)
     assert out == {1: [1], 2: [4], 3: [9], 4: [16]}
     assert sorted(seen, reverse=True) == sizes and g.batches == len(sizes)
+
+
+def test_a_call_whose_checks_raise_fails_alone() -> None:
+    """``size`` raising fails only that caller, before it joins the line; ``cancelled`` raising
+    while a batch is taken fails only that call, and the calls taken with it still run (before,
+    the error left them taken but never run: their threads hung)."""
+
+    def weight(x: int) -> int:
+        if x == 0:
+            raise ValueError("no size")
+        return 1
+
+    def gone() -> bool:
+        raise RuntimeError("cannot tell")
+
+    g: Gather[int, int] = Gather(
+        lambda xs: [x * x for x in xs], 8, 60_000, ready=lambda n: n >= 3, size=weight
+    )
+    with pytest.raises(ValueError, match="no size"):
+        g([0])
+    out: dict[int, Any] = {}
+
+    def call(x: int) -> None:
+        try:
+            out[x] = g([x], cancelled=gone if x == 2 else None)
+        except RuntimeError as exc:
+            out[x] = exc
+
+    threads = [threading.Thread(target=call, args=(x,)) for x in (1, 2, 3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(20)
+    assert not any(t.is_alive() for t in threads)
+    assert out[1] == [1] and out[3] == [9] and isinstance(out[2], RuntimeError)
+    assert g.calls == 2 and g.waiting == 0
 
 
 def test_calls_left_by_a_shared_out_batch_do_not_wait_again() -> None:

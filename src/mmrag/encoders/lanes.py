@@ -58,6 +58,11 @@ class Lanes:
         self.held = 0
         self.waiting = 0  # callers blocked in __enter__
 
+    def in_use(self) -> int:
+        """Holders plus callers waiting to hold it: the lanes spoken for (a read without the lock,
+        for an estimate)."""
+        return self.held + self.waiting
+
     def __enter__(self) -> Lanes:
         with self._cond:
             self.waiting += 1

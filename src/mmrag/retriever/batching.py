@@ -19,7 +19,8 @@ to ``max_batch``), so one client alone never waits ``max_wait_ms``; the text gat
 searches running on a thread that still need a query vector (not those queued for a thread, past it,
 searching the store or reranking, or without text), as only those can join it. Up
 to ``lanes`` batches run at once, one per forward pass the cores fit beside each other (2 on 2 cores
-at 1 torch thread), and the calls waiting when a batch is taken are shared out over the free lanes.
+at 1 torch thread), and the calls waiting when a batch is taken are shared out over the free lanes
+(free of the process's other forward passes too: a rerank pass or an ingest batch holds one).
 :meth:`SearchBatcher.run_many` (a caller's own batch, e.g. LangChain's ``batch``) encodes all its
 texts in one call up front, so its encoder pass does not depend on timing. The queue is bounded:
 with ``queue_size`` searches admitted (running or waiting), or when those would take over
@@ -44,7 +45,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from mmrag.encoders.lanes import parallel_lanes
+from mmrag.encoders.lanes import FORWARDS, parallel_lanes
 from mmrag.errors import ConfigError, MmragError, OverloadedError
 from mmrag.retriever.backlog import DrainRate
 from mmrag.retriever.gather import Gather
@@ -186,11 +187,12 @@ class SearchBatcher:
         self._abandon: dict[Future[SearchResult], threading.Event] = {}  # set: its client is gone
         self._local = threading.local()  # the search a thread runs (its abandon flag)
         self.texts: Gather[str, FloatArray] = Gather(
-            self._encode, s.max_batch, s.max_wait_ms, self._all_texts_here, lanes=s.lane_count
-        )
+            self._encode, s.max_batch, s.max_wait_ms, self._all_texts_here, lanes=s.lane_count,
+            busy=FORWARDS.in_use,
+        )  # fmt: skip
         self.pools: Gather[tuple[str, list[Hit]], list[Hit]] = Gather(
             self._rerank, s.rerank_pairs, s.max_wait_ms, self._all_here, size=lambda pool: len(pool[1]),
-            lanes=s.lane_count,
+            lanes=s.lane_count, busy=FORWARDS.in_use,
         )  # fmt: skip
         self.retriever = copy.copy(retriever)  # the caller's retriever keeps its own models
         self._inner_encoder = retriever.encoder

@@ -23,10 +23,13 @@ O = TypeVar("O")  # noqa: E741 - its result
 class _Call(Generic[I, O]):
     """One caller's items and, once its batch has run, their results or the error."""
 
-    __slots__ = ("cancelled", "done", "error", "items", "out", "ripe", "taken", "wake")
+    __slots__ = ("cancelled", "done", "error", "items", "out", "ripe", "taken", "wake", "weight")
 
-    def __init__(self, items: list[I], cancelled: Callable[[], bool] | None, lock: threading.Lock) -> None:
+    def __init__(
+        self, items: list[I], weight: int, cancelled: Callable[[], bool] | None, lock: threading.Lock
+    ) -> None:
         self.items = items
+        self.weight = weight  # its items' total size, against max_batch
         self.ripe = False  # left over by a batch shared out over the lanes: leads without waiting
         self.wake = threading.Condition(lock)  # this caller's own wake-up, on the gather's lock
         self.cancelled = cancelled
@@ -59,6 +62,9 @@ class Gather(Generic[I, O]):
             never (wait the full ``max_wait_ms``).
         size: The weight of an item against ``max_batch`` (default 1; e.g. a rerank pool's pairs).
         lanes: How many batches may run at once (read before each batch is taken; default 1).
+        busy: How many of those lanes are in use now by anyone, as far as known (e.g. forward
+            passes of other work sharing the cores); the calls waiting are shared out only over
+            lanes free by this count too. Default: only this gather's own running batches count.
 
     Example:
         >>> double = Gather(lambda xs: [2 * x for x in xs], max_batch=8, max_wait_ms=0)
@@ -74,6 +80,7 @@ class Gather(Generic[I, O]):
         ready: Callable[[int], bool] | None = None,
         size: Callable[[I], int] | None = None,
         lanes: Callable[[], int] | None = None,
+        busy: Callable[[], int] | None = None,
     ) -> None:
         self._fn = fn
         self._size = size or (lambda _: 1)
@@ -83,6 +90,7 @@ class Gather(Generic[I, O]):
         self._lock = threading.Lock()
         self._pending: deque[_Call[I, O]] = deque()
         self._lanes = lanes or (lambda: 1)
+        self._busy = busy or (lambda: 0)
         self._running = 0  # batches taken and not finished
         self._leading = False  # a leader is waiting for more calls
         self._in_flight = 0  # calls in those batches
@@ -94,9 +102,6 @@ class Gather(Generic[I, O]):
         """Calls gathered but not yet run."""
         with self._lock:
             return len(self._pending)
-
-    def _weight(self, call: _Call[I, O]) -> int:
-        return sum(self._size(x) for x in call.items)
 
     def poke(self) -> None:
         """Re-check a leader's wait (e.g. a search finished, so fewer calls can still come)."""
@@ -110,7 +115,9 @@ class Gather(Generic[I, O]):
             self._pending[0].wake.notify()
 
     def __call__(self, items: Sequence[I], cancelled: Callable[[], bool] | None = None) -> list[O]:
-        call: _Call[I, O] = _Call(list(items), cancelled, self._lock)
+        # weighed before it joins the line: a size() that raises fails only this caller
+        todo = list(items)
+        call: _Call[I, O] = _Call(todo, sum(self._size(x) for x in todo), cancelled, self._lock)
         with self._lock:
             self._pending.append(call)
             if self._pending[0] is not call and (self._leading or self._lane_free()):
@@ -145,9 +152,9 @@ class Gather(Generic[I, O]):
         deadline = time.monotonic() + (0.0 if leader.ripe else self.max_wait)
         self._leading = True
         while True:
-            waiting = sum(self._weight(c) for c in self._pending)
+            waiting = sum(c.weight for c in self._pending)
             left = deadline - time.monotonic()
-            alone = 2 * self._weight(self._pending[0]) > self.max_batch  # no like-sized call fits
+            alone = 2 * self._pending[0].weight > self.max_batch  # no like-sized call fits
             if (
                 waiting >= self.max_batch
                 or alone
@@ -159,23 +166,25 @@ class Gather(Generic[I, O]):
         self._leading = False
         # What waits is shared out over the free lanes: 8 calls and 2 free lanes run as two
         # batches of 4 side by side, not one batch of 8 on one core with the other idle; never
-        # below 2 items a batch (a pair costs less per item than two single passes).
-        free = max(1, min(self._lanes() - self._running, waiting // 2))
+        # below 2 items a batch (a pair costs less per item than two single passes). Lanes that
+        # other work holds (busy, e.g. a rerank pass) count as taken: a batch split for a lane that
+        # is not free only waits for it, and runs as two smaller passes one after the other.
+        # (Leading still needs only a lane free of this gather's own batches: nothing here is
+        # woken when other work lets go of a lane.)
+        free = max(1, min(self._lanes() - max(self._running, self._busy()), waiting // 2))
         cap = min(self.max_batch, -(-waiting // free))
         batch: list[_Call[I, O]] = []
         size = 0
-        while self._pending and (not batch or size + self._weight(self._pending[0]) <= cap):
+        while self._pending and (not batch or size + self._pending[0].weight <= cap):
             c = self._pending.popleft()
-            if c.cancelled is not None and c.cancelled():
-                c.error, c.done = (
-                    SearchAbandonedError("the search was abandoned (its client timed out)"),
-                    True,
-                )
+            gone = _gone(c)
+            if gone is not None:
+                c.error, c.done = gone, True
                 c.wake.notify()  # its own thread raises the error
                 continue
             c.taken = True
             batch.append(c)
-            size += self._weight(c)
+            size += c.weight
         self._running += 1
         self._in_flight += len(batch)
         if free > 1:  # shared out: the calls left run next, in the next free lane, without a wait
@@ -220,3 +229,14 @@ class Gather(Generic[I, O]):
         for c in batch:
             c.out = list(out[start : start + len(c.items)])
             start += len(c.items)
+
+
+def _gone(call: _Call[I, O]) -> BaseException | None:
+    """Why ``call`` must not run: its client has gone, or asking that failed (the call gets the
+    error; the calls already taken with it still run)."""
+    try:
+        if call.cancelled is not None and call.cancelled():
+            return SearchAbandonedError("the search was abandoned (its client timed out)")
+    except Exception as exc:  # noqa: BLE001 - raised by that call's own thread
+        return exc
+    return None
