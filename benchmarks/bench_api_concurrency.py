@@ -40,8 +40,9 @@ import aiohttp
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_api_load import KEY, REPO, free_port, pct, write_docs
+from bench_api_load import KEY, REPO, free_port, write_docs
 from machine import machine_info
+from timing import pct
 
 CONFIGS = {
     "batched": {},  # the defaults: MMRAG_BATCH_MAX=32, MMRAG_BATCH_WAIT_MS=5, MMRAG_QUEUE_SIZE=256

@@ -32,9 +32,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import numpy as np
 
 from machine import machine_info
+from timing import pct
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("MMRAG_DATA", REPO.parent / "shared" / "data"))
@@ -74,10 +74,6 @@ def expected_ids(folders: list[Path]) -> set[str]:
         for path in iter_files(folder):
             ids.update(c.id for c in load_file(path, opts=ChunkingOptions()))
     return ids
-
-
-def pct(values: list[float], q: float) -> float:
-    return float(np.percentile(np.asarray(values), q)) if values else float("nan")
 
 
 async def client_loop(

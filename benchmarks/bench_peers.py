@@ -44,10 +44,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from machine import machine_info
 from peer_stacks import TOP, Corpus, System, haystack_system, langchain_system, mmrag_system
+from timing import pct
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("MMRAG_DATA", REPO.parent / "shared" / "data"))
@@ -69,10 +68,6 @@ def rss_mb() -> float:
     """Resident memory of this process now (Linux ``/proc``)."""
     pages = int(Path("/proc/self/statm").read_text().split()[1])
     return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
-def pct(values: list[float], q: float) -> float:
-    return float(np.percentile(np.asarray(values), q))
 
 
 def load_corpus(

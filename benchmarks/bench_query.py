@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from timing import pct
+
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("MMRAG_DATA", REPO.parent / "shared" / "data"))
 CACHE = REPO / ".cache" / "bench"
@@ -105,9 +107,6 @@ def latency(directory: str, encoder: object, queries: list[str], hnsw_ef: int | 
         exact = store.search(r.vector, qv, 10, options=SearchOptions(exact=True))
         for a, e in zip(approx, exact, strict=True):
             recalls.append(len({c.id for c, _ in a} & {c.id for c, _ in e}) / max(1, len(e)))
-
-    def pct(xs: list[float], p: float) -> float:
-        return float(np.percentile(xs, p))
 
     return {
         "encode_p50": pct(enc, 50),

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from machine import machine_info
+from timing import pct
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("MMRAG_DATA", REPO.parent / "shared" / "data"))
@@ -148,10 +149,6 @@ def langchain_compare(
         times.append(time.perf_counter() - t)
         tops.append([str(d.metadata["doc_id"]) for d in docs])
     return tops, times
-
-
-def pct(values: list[float], q: float) -> float:
-    return float(np.percentile(np.asarray(values), q))
 
 
 def add_scifact_args(ap: argparse.ArgumentParser, pools: list[int], out: Path) -> None:

@@ -30,8 +30,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench_rerank import add_scifact_args, crossfit_runs, fused_runs, langchain_pipeline, load_val_fold, pct
+from bench_rerank import add_scifact_args, crossfit_runs, fused_runs, langchain_pipeline, load_val_fold
 from machine import machine_info
+from timing import pct
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "benchmarks" / "results" / "rerank_depth.json"

@@ -32,8 +32,9 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_api_load import REPO, pct, write_docs
+from bench_api_load import REPO, write_docs
 from machine import machine_info
+from timing import pct
 
 
 async def _load(retriever: Any, queries: list[str], clients: int, seconds: float) -> dict[str, Any]:
