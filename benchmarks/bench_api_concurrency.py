@@ -121,10 +121,23 @@ async def batching(http: aiohttp.ClientSession) -> dict[str, Any]:
     raise AssertionError("unreachable")
 
 
+def json_body(form: dict[str, str]) -> dict[str, Any]:
+    """A search form's fields as ``POST /query``'s JSON body (typed values)."""
+    typed = {"true": True, "false": False}
+    return {k: v if k == "query" else typed.get(v, int(v) if v.isdigit() else v) for k, v in form.items()}
+
+
 async def load(
-    url: str, queries: list[str], clients: int, seconds: float, form: dict[str, str], ingest: Path | None
+    url: str,
+    queries: list[str],
+    clients: int,
+    seconds: float,
+    form: dict[str, str],
+    ingest: Path | None,
+    body: str = "form",
 ) -> dict[str, Any]:
-    """``clients`` back-to-back clients for ``seconds`` (and a concurrent ingest of ``ingest``)."""
+    """``clients`` back-to-back clients for ``seconds`` (and a concurrent ingest of ``ingest``);
+    each search a form to ``POST /search`` (``body="form"``) or JSON to ``POST /query``."""
     done: list[tuple[float, float, int]] = []
     # idle connections closed before uvicorn's 5 s keep-alive ends, so none is reused as it closes
     connector = aiohttp.TCPConnector(limit=clients + 2, keepalive_timeout=4)
@@ -159,7 +172,13 @@ async def load(
                 t0 = time.perf_counter()
                 retry_after = "1"
                 try:
-                    async with http.post("/search", data={"query": q, "k": "10", **form}) as r:
+                    fields = {"query": q, "k": "10", **form}
+                    send = (
+                        http.post("/query", json=json_body(fields))
+                        if body == "json"
+                        else http.post("/search", data=fields)
+                    )
+                    async with send as r:
                         await r.read()
                         status, retry_after = r.status, r.headers.get("Retry-After", "1")
                 except (aiohttp.ClientError, TimeoutError):
@@ -203,15 +222,15 @@ def run_config(name: str, args: argparse.Namespace, tmp: Path, queries: list[str
         r = httpx.post(f"{url}/ingest", data={"path": "base"}, headers=HEADERS, timeout=1800)
         r.raise_for_status()  # idempotent: the second config finds the base already stored
         for stage, form in STAGES.items():
-            asyncio.run(load(url, queries, 1, 0.5, form, None))  # warm-up (first calls, caches)
+            asyncio.run(load(url, queries, 1, 0.5, form, None, args.body))  # warm-up (first calls, caches)
             for clients in args.clients:
-                row = asyncio.run(load(url, queries, clients, args.seconds, form, None))
+                row = asyncio.run(load(url, queries, clients, args.seconds, form, None, args.body))
                 rows.append({"config": name, "stage": stage, "clients": clients, "ingest": False, **row})
                 print(json.dumps(rows[-1]), flush=True)
         for stage, form in STAGES.items():
             for clients in [c for c in args.clients if c > 1]:
                 folder = root / f"more-{name}-{stage}-{clients}"
-                row = asyncio.run(load(url, queries, clients, args.seconds, form, folder))
+                row = asyncio.run(load(url, queries, clients, args.seconds, form, folder, args.body))
                 rows.append({"config": name, "stage": stage, "clients": clients, "ingest": True, **row})
                 print(json.dumps(rows[-1]), flush=True)
     except BaseException:  # SystemExit too ("did not drain", "ingest failed")
@@ -238,6 +257,12 @@ def main() -> None:
     ap.add_argument("--model", default="lite", help="encoder spec for the server")
     ap.add_argument("--reranker", default="minilm", help="cross-encoder for the rerank rows")
     ap.add_argument("--threads", type=int, default=1, help="torch threads in the server (MMRAG_THREADS)")
+    ap.add_argument(
+        "--body",
+        choices=["form", "json"],
+        default="form",
+        help="searches as POST /search forms or POST /query JSON",
+    )
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "api_concurrency.json")
     args = ap.parse_args()
 
@@ -258,6 +283,7 @@ def main() -> None:
     out = {
         "rows": rows,
         "seconds_per_row": args.seconds,
+        "body": args.body,
         "base_docs": args.base_docs,
         "ingest_docs": args.ingest_docs,
         "model": args.model,

@@ -31,3 +31,15 @@ def test_api_concurrency_benchmark_smoke(tmp_path: Path, data_dir: Path) -> None
     # what the server ran on (the api extra brings uvloop + httptools; uvicorn picks them up itself)
     assert result["server_stack"] == {"loop": "uvloop", "http": "httptools"}
     assert "event loop uvloop, HTTP parser httptools" in report
+
+
+def test_json_body_types_the_form_fields() -> None:
+    """``--body json`` sends the form's fields typed, the query text as it is (``POST /query``)."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    from bench_api_concurrency import STAGES, json_body  # type: ignore[import-not-found]
+
+    form = {"query": "1984", "k": "10", **STAGES["rerank"]}
+    assert json_body(form) == {"query": "1984", "k": 10, "mode": "hybrid", "rerank": True, "pool": 20}
+    assert json_body({"query": "q", **STAGES["dense"]})["rerank"] is False

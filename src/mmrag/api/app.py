@@ -1,4 +1,5 @@
-"""The FastAPI app: ``POST /search``, ``POST /ingest``, ``GET /stats``, ``GET /health``, OpenAPI at ``/docs``.
+"""The FastAPI app: ``POST /search`` (a form: text, an image upload or both), ``POST /query`` (a
+text search as a JSON body), ``POST /ingest``, ``GET /stats``, ``GET /health``, OpenAPI at ``/docs``.
 
 Every error is JSON ``{"error": reason}`` with a fitting status (400 bad request, 401 no/wrong key,
 403 another tenant or a path outside the ingest root, 409 ingest busy, 411/413 body without length or
@@ -28,11 +29,11 @@ from fastapi import Depends, FastAPI, File, Form, Query, Request, UploadFile  # 
 from fastapi.exceptions import RequestValidationError  # noqa: E402
 from fastapi.responses import JSONResponse  # noqa: E402
 from fastapi.security import APIKeyHeader  # noqa: E402
-from pydantic import BaseModel  # noqa: E402
 from starlette.exceptions import HTTPException as StarletteHTTPException  # noqa: E402
 from starlette.types import ASGIApp, Receive, Scope, Send  # noqa: E402
 
 from mmrag.api.config import ApiConfig  # noqa: E402
+from mmrag.api.schemas import ERRORS, IngestOut, QueryIn, SearchOut  # noqa: E402
 from mmrag.api.service import ApiError, Principal, Service  # noqa: E402
 from mmrag.errors import ConfigError, MissingExtraError, MmragError, OverloadedError, StoreError  # noqa: E402
 from mmrag.retriever.core import SearchResult  # noqa: E402
@@ -40,85 +41,6 @@ from mmrag.retriever.request import MAX_EXPAND, SearchRequest  # noqa: E402
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-
-class ErrorOut(BaseModel):
-    error: str
-
-
-class CitationOut(BaseModel):
-    """Where a hit sits in its document: boxes are PDF page points, origin bottom-left (docs/citations.md)."""
-
-    page: int | None
-    bbox: list[float] | None
-    boxes: list[list[float]]
-    page_size: list[float] | None
-    headings: list[str]
-
-
-class ContextOut(BaseModel):
-    """A chunk around a hit (``expand``): no scores, not counted in ``k``."""
-
-    id: str
-    modality: str
-    source: str
-    text: str | None
-    image: str | None
-    metadata: dict[str, Any]
-    citation: CitationOut | None = None
-
-
-class HitOut(ContextOut):
-    """A hit: the chunk's fields (as :class:`ContextOut`) plus every stage's score and rank."""
-
-    scores: dict[str, float | None]
-    ann_rank: int
-    final_rank: int
-    vector: str | None
-    context: list[ContextOut] = []
-
-
-class SearchOut(BaseModel):
-    query: str | None
-    image: bool
-    tenant: str | None
-    encoder: str
-    aligned: bool
-    hits: list[HitOut]
-    timings_ms: dict[str, float]
-
-
-class SkippedOut(BaseModel):
-    path: str
-    reason: str
-
-
-class IngestOut(BaseModel):
-    files_seen: int
-    files_loaded: int
-    chunks: dict[str, int]
-    embedded: int
-    written: int
-    already_stored: int
-    skipped: list[SkippedOut]
-    seconds: float
-    timings: dict[str, float]
-    vector: str
-    tenant: str | None
-
-
-ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorOut, "description": text}
-    for code, text in {
-        400: "bad request (reason given)",
-        401: "missing or wrong API key",
-        403: "another tenant's data, or a path outside the ingest root",
-        411: "request body without Content-Length",
-        413: "request body over the upload limit",
-        503: "store unavailable, or the search queue is full (retry after Retry-After seconds)",
-        504: "request timed out",
-    }.items()
-}
 
 
 class BodyLimit:
@@ -303,6 +225,16 @@ def create_app(service: Service) -> FastAPI:
 
         # A text request is checked on the loop (microseconds); an image is decoded off it.
         req = prepare() if data is None else await run(prepare, cfg.search_timeout_s, "search")
+        return await answer(req)
+
+    @app.post(
+        "/query", response_model=SearchOut, summary="text search with a JSON body (POST /search's fields)"
+    )
+    async def query(who: Auth, body: QueryIn) -> dict[str, Any]:
+        fields = body.model_dump(exclude={"pool_size"})
+        return await answer(service.search_request(who, image=None, pool=body.pool_size, **fields))
+
+    async def answer(req: SearchRequest) -> dict[str, Any]:
         # Queued on the batcher, not the pool: a full queue is a 503 now, not a 504 later.
         res = await wait(service.submit(req), cfg.search_timeout_s, "search")
         return service.render(req, res)
