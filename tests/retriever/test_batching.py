@@ -445,6 +445,48 @@ def test_waiting_calls_are_shared_out_over_the_free_lanes(lanes: int, busy: int,
     assert sorted(seen, reverse=True) == sizes and g.batches == len(sizes)
 
 
+@pytest.mark.parametrize("partner", [True, False])
+def test_a_lone_text_waits_for_a_partner_while_another_batch_runs(partner: bool) -> None:
+    """``min_batch=2``: with a batch running, a call alone in line waits for a second, although
+    ``ready`` says all have come (two in one pass cost less each); once nothing runs it goes alone
+    at once. Never ready by timing (60 s)."""
+    release = threading.Event()
+    sizes: list[int] = []
+
+    def square(xs: list[int]) -> list[int]:
+        sizes.append(len(xs))
+        if len(sizes) == 1:
+            assert release.wait(60)
+        return [x * x for x in xs]
+
+    g: Gather[int, int] = Gather(square, 8, 60_000, ready=lambda n: True, lanes=lambda: 2, min_batch=2)
+    out: dict[int, list[int]] = {}
+    threads: list[threading.Thread] = []
+
+    def start(x: int) -> None:
+        threads.append(threading.Thread(target=lambda: out.__setitem__(x, g([x]))))
+        threads[-1].start()
+
+    start(1)
+    wait_until(lambda: sizes == [1], "the first call runs (nothing else runs: no wait)")
+    start(2)
+    wait_until(lambda: g.waiting == 1, "the second call waits in line")
+    time.sleep(0.2)
+    assert sizes == [1] and 2 not in out  # a free lane, yet it waits for a partner
+    if partner:
+        start(3)
+        wait_until(lambda: out.get(2) == [4] and out.get(3) == [9], "the pair ran in the free lane")
+        assert sizes == [1, 2]
+        release.set()
+    else:
+        release.set()  # the running batch ends: the lone call goes now, not after max_wait
+        wait_until(lambda: out.get(2) == [4], "the lone call ran once nothing else ran")
+        assert sizes == [1, 1]
+    for t in threads:
+        t.join(60)
+    assert out[1] == [1]
+
+
 def test_a_call_whose_checks_raise_fails_alone() -> None:
     """``size`` raising fails only that caller, before it joins the line; ``cancelled`` raising
     while a batch is taken fails only that call, and the calls taken with it still run (before,
