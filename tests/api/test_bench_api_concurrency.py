@@ -33,11 +33,9 @@ def test_api_concurrency_benchmark_smoke(tmp_path: Path, data_dir: Path) -> None
     assert "event loop uvloop, HTTP parser httptools" in report
 
 
-def test_json_body_types_the_form_fields() -> None:
+def test_json_body_types_the_form_fields(monkeypatch: pytest.MonkeyPatch) -> None:
     """``--body json`` sends the form's fields typed, the query text as it is (``POST /query``)."""
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[2] / "benchmarks"))
     from bench_api_concurrency import STAGES, json_body  # type: ignore[import-not-found]
 
     form = {"query": "1984", "k": "10", **STAGES["rerank"]}

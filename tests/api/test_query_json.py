@@ -39,15 +39,20 @@ def test_json_query_answers_as_the_form_does(make_app: AppFactory, docs: Path, c
         r = c.post("/query", json={"query": "dense passage", "filters": {"source": src}})
         assert [h["source"] for h in r.json()["hits"]] == [src] and r.json()["query"] == "dense passage"
 
-        # the same checks and statuses as the form: the service's limits are 400s with the reason,
-        # malformed bodies 422, a missing key 401, a stage the server lacks 400
-        r = c.post("/query", json={"query": "cats", "k": 21})
-        assert r.status_code == 400 and "k must be between 1 and 20" in r.json()["error"]
+        # the same checks and statuses as the form: values past the server's limits and malformed
+        # bodies 422, bad filters 400 with the reason, a missing key 401, a stage the server lacks 400
+        for form, body in (({"k": "21"}, {"k": 21}), ({"pool": "10001"}, {"pool": 10001})):
+            statuses = (
+                c.post("/search", data={"query": "cats", **form}),
+                c.post("/query", json={"query": "cats", **body}),
+            )
+            assert [r.status_code for r in statuses] == [422, 422], [r.text for r in statuses]
         r = c.post("/query", json={"query": "cats", "filters": {"source": [1]}})
         assert r.status_code == 400 and "filter 'source'" in r.json()["error"]
         r = c.post("/query", json={"query": "cats", "rerank": True})
         assert r.status_code == 400 and "not available" in r.json()["error"]
-        for bad in ({"query": ""}, {"k": 2}, {"query": "cats", "k": 0}, {"query": "cats", "image": "x.png"}):
+        bad_bodies = ({"query": ""}, {"k": 2}, {"query": "cats", "k": 0}, {"query": "cats", "image": "x.png"})
+        for bad in (*bad_bodies, {"query": "cats", "pool_size": 3}):  # the field is "pool" only
             r = c.post("/query", json=bad)
             assert r.status_code == 422 and "error" in r.json(), bad
         r = c.post("/query", content=b"{not json", headers={"content-type": "application/json"})
@@ -66,3 +71,15 @@ def test_json_query_keeps_tenants_apart(make_app: AppFactory, docs: Path, client
         assert acme.post("/query", json={"query": "cats", "tenant": "globex"}).status_code == 403
         r = acme.post("/query", json={"query": "cats", "filters": {"tenant": "globex"}})
         assert r.status_code == 400
+
+
+def test_every_query_field_is_a_search_request_argument() -> None:
+    """A field added to ``QueryIn`` that the service does not take would be a 500 on every call."""
+    import inspect
+
+    from mmrag.api.schemas import QueryIn, query_model
+    from mmrag.api.service import Service
+
+    takes = set(inspect.signature(Service.search_request).parameters)
+    assert set(QueryIn.model_fields) - {"pool_size"} <= takes and "pool" in takes
+    assert set(query_model(5, 7).model_fields) == set(QueryIn.model_fields)

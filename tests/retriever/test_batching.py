@@ -500,12 +500,22 @@ def test_a_call_whose_checks_raise_fails_alone() -> None:
     def gone() -> bool:
         raise RuntimeError("cannot tell")
 
-    g: Gather[int, int] = Gather(
-        lambda xs: [x * x for x in xs], 8, 60_000, ready=lambda n: n >= 3, size=weight
-    )
-    with pytest.raises(ValueError, match="no size"):
-        g([0])
+    def square(xs: list[int]) -> list[int]:
+        return [x * x for x in xs]
+
+    pair: Gather[int, int] = Gather(square, 8, 60_000, ready=lambda n: n >= 2, size=weight)
     out: dict[int, Any] = {}
+    first = threading.Thread(target=lambda: out.__setitem__(4, pair([4])))
+    first.start()
+    wait_until(lambda: pair.waiting == 1, "a leader waits for a second call")
+    with pytest.raises(ValueError, match="no size"):  # raised here, not in the leader's thread
+        pair([0])
+    assert pair.waiting == 1 and 4 not in out
+    assert pair([5]) == [25]  # the second call: the pair runs
+    first.join(20)
+    assert out[4] == [16] and pair.batches == 1
+
+    g: Gather[int, int] = Gather(square, 8, 60_000, ready=lambda n: n >= 3, size=weight)
 
     def call(x: int) -> None:
         try:
@@ -521,6 +531,36 @@ def test_a_call_whose_checks_raise_fails_alone() -> None:
     assert not any(t.is_alive() for t in threads)
     assert out[1] == [1] and out[3] == [9] and isinstance(out[2], RuntimeError)
     assert g.calls == 2 and g.waiting == 0
+
+
+def test_an_interrupt_while_a_batch_is_taken_leaves_no_call_hanging() -> None:
+    """``cancelled`` raising an interrupt (not an Exception) in the leader's thread: the leader
+    raises it, the calls already out of line get an error instead of waiting forever, and the
+    call still in line runs (after ``max_wait``: nobody says the batch is complete)."""
+
+    def interrupt() -> bool:
+        raise KeyboardInterrupt
+
+    g: Gather[int, int] = Gather(lambda xs: [x * x for x in xs], 8, 300, ready=lambda n: n >= 3)
+    out: dict[int, Any] = {}
+
+    def call(x: int) -> None:
+        try:
+            out[x] = g([x], cancelled=interrupt if x == 2 else None)
+        except BaseException as exc:  # noqa: BLE001 - the test records what each caller got
+            out[x] = exc
+
+    threads = []
+    for x in (1, 2, 3):
+        threads.append(threading.Thread(target=call, args=(x,)))
+        threads[-1].start()
+        if x < 3:
+            wait_until(lambda n=x: g.waiting == n, f"{x} call(s) in line")  # type: ignore[misc]
+    for t in threads:
+        t.join(20)
+    assert not any(t.is_alive() for t in threads)
+    assert isinstance(out[1], KeyboardInterrupt) and isinstance(out[2], MmragError)
+    assert out[3] == [9] and g.waiting == 0
 
 
 def test_calls_left_by_a_shared_out_batch_do_not_wait_again() -> None:

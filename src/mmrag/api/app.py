@@ -33,7 +33,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException  # noqa
 from starlette.types import ASGIApp, Receive, Scope, Send  # noqa: E402
 
 from mmrag.api.config import ApiConfig  # noqa: E402
-from mmrag.api.schemas import ERRORS, IngestOut, QueryIn, SearchOut  # noqa: E402
+from mmrag.api.schemas import ERRORS, IngestOut, QueryIn, SearchOut, query_model  # noqa: E402
 from mmrag.api.service import ApiError, Principal, Service  # noqa: E402
 from mmrag.errors import ConfigError, MissingExtraError, MmragError, OverloadedError, StoreError  # noqa: E402
 from mmrag.retriever.core import SearchResult  # noqa: E402
@@ -118,6 +118,7 @@ def create_app(service: Service) -> FastAPI:
         return service.authenticate(key)
 
     Auth = Annotated[Principal, Depends(principal)]
+    QueryBody = query_model(cfg.max_k, cfg.max_pool)  # POST /query's JSON, with this server's limits
 
     async def run(fn: Callable[[], T], timeout: float, what: str) -> T:
         loop = asyncio.get_running_loop()
@@ -230,9 +231,10 @@ def create_app(service: Service) -> FastAPI:
     @app.post(
         "/query", response_model=SearchOut, summary="text search with a JSON body (POST /search's fields)"
     )
-    async def query(who: Auth, body: QueryIn) -> dict[str, Any]:
-        fields = body.model_dump(exclude={"pool_size"})
-        return await answer(service.search_request(who, image=None, pool=body.pool_size, **fields))
+    async def query(who: Auth, body: QueryBody) -> dict[str, Any]:  # type: ignore[valid-type]
+        got: QueryIn = body
+        fields = got.model_dump(exclude={"pool_size"})
+        return await answer(service.search_request(who, image=None, pool=got.pool_size, **fields))
 
     async def answer(req: SearchRequest) -> dict[str, Any]:
         # Queued on the batcher, not the pool: a full queue is a 503 now, not a 504 later.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from mmrag.retriever.request import MAX_EXPAND
 
@@ -90,10 +90,10 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 
 class QueryIn(BaseModel):
     """``POST /query``: a text search as a JSON body (the fields of ``POST /search`` without the
-    image upload; ``filters`` is a JSON object, not a string). Limits such as ``k`` <= the server's
-    ``MMRAG_SERVE_MAX_K`` are checked by the service (400 with the reason)."""
+    image upload; ``filters`` is a JSON object, not a string). The server's limits on ``k``,
+    ``pool`` and ``group_size`` are added by :func:`query_model`."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(extra="forbid")
 
     query: str = Field(min_length=1, max_length=4000, description="text query")
     k: int = Field(10, ge=1, description="hits (or documents with group_by)")
@@ -111,3 +111,19 @@ class QueryIn(BaseModel):
     group_size: int = Field(1, ge=1, description="hits per document")
     expand: int = Field(0, ge=0, le=MAX_EXPAND, description="neighbouring chunks per side as context")
     mmr: float | None = Field(None, ge=0.0, le=1.0, description="MMR diversity lambda (1: relevance only)")
+
+
+def query_model(max_k: int, max_pool: int) -> type[QueryIn]:
+    """:class:`QueryIn` with this server's limits: past them a 422, as ``POST /search``'s form
+    answers, and shown in the OpenAPI schema."""
+    model: type[QueryIn] = create_model(
+        "QueryIn",
+        __base__=QueryIn,
+        k=(int, Field(10, ge=1, le=max_k, description="hits (or documents with group_by)")),
+        pool_size=(
+            int | None,
+            Field(None, alias="pool", ge=1, le=max_pool, description="first-stage candidates"),
+        ),
+        group_size=(int, Field(1, ge=1, le=max_k, description="hits per document")),
+    )
+    return model

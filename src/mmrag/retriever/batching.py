@@ -166,6 +166,8 @@ class _GatheredReranker:
         self._batcher = batcher
 
     def rerank(self, query: str, hits: Sequence[Hit]) -> list[Hit]:
+        if not hits:  # nothing to score (a filter that matched nothing): no gather, no wait
+            return []
         return self._gather([(query, list(hits))], self._batcher._abandoned())[0]
 
 

@@ -128,12 +128,15 @@ class Gather(Generic[I, O]):
             self._pending.append(call)
             if self._pending[0] is not call and (self._leading or self._lane_free()):
                 self._wake_head()  # a leader waiting for more calls counts this one; or one may lead
-            while not call.done and (call.taken or not self._may_lead(call)):
-                call.wake.wait()
+            leading = False
             try:
-                batch = None if call.done else self._take_locked(call)
-            except BaseException:  # (an interrupt in the wait): never leave a dead head in line
-                self._leading = False
+                while not call.done and (call.taken or not self._may_lead(call)):
+                    call.wake.wait()
+                leading = not call.done
+                batch = self._take_locked(call) if leading else None
+            except BaseException:  # an interrupt in a wait, lanes() raising: no dead head in line
+                if leading:
+                    self._leading = False
                 if call in self._pending:
                     self._pending.remove(call)
                 self._wake_head()
@@ -161,7 +164,7 @@ class Gather(Generic[I, O]):
             waiting = sum(c.weight for c in self._pending)
             left = deadline - time.monotonic()
             alone = 2 * self._pending[0].weight > self.max_batch  # no like-sized call fits
-            short = waiting < self.min_batch and self._running > 0  # a partner is on its way
+            short = 0 < waiting < self.min_batch and self._running > 0  # a partner is on its way
             if (
                 waiting >= self.max_batch
                 or alone
@@ -182,16 +185,24 @@ class Gather(Generic[I, O]):
         cap = min(self.max_batch, -(-waiting // free))
         batch: list[_Call[I, O]] = []
         size = 0
-        while self._pending and (not batch or size + self._pending[0].weight <= cap):
-            c = self._pending.popleft()
-            gone = _gone(c)
-            if gone is not None:
-                c.error, c.done = gone, True
-                c.wake.notify()  # its own thread raises the error
-                continue
-            c.taken = True
-            batch.append(c)
-            size += c.weight
+        c: _Call[I, O] | None = None
+        try:
+            while self._pending and (not batch or size + self._pending[0].weight <= cap):
+                c = self._pending.popleft()
+                gone = _gone(c)
+                if gone is not None:
+                    c.error, c.done = gone, True
+                    c.wake.notify()  # its own thread raises the error
+                else:
+                    c.taken = True
+                    batch.append(c)
+                    size += c.weight
+                c = None
+        except BaseException:  # an interrupt in cancelled(): the calls out of line never run
+            for lost in batch + ([c] if c is not None else []):
+                lost.error, lost.done = MmragError("the batch this call was in was interrupted; retry"), True
+                lost.wake.notify()
+            raise
         self._running += 1
         self._in_flight += len(batch)
         if free > 1:  # shared out: the calls left run next, in the next free lane, without a wait
