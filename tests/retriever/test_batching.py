@@ -332,6 +332,18 @@ def test_abandoned_search_leaves_the_batch(tmp_path: Path) -> None:
         batcher.close()
 
 
+def first_batch_held(release: threading.Event, sizes: list[int]) -> Callable[[list[int]], list[int]]:
+    """A batched square that records each batch's size and holds the first inside until ``release``."""
+
+    def square(xs: list[int]) -> list[int]:
+        sizes.append(len(xs))
+        if len(sizes) == 1:
+            assert release.wait(60)
+        return [x * x for x in xs]
+
+    return square
+
+
 def test_gather_fails_only_the_bad_call() -> None:
     def square(xs: list[int]) -> list[int]:
         if any(x < 0 for x in xs):
@@ -366,12 +378,7 @@ def test_gather_runs_up_to_lanes_batches_at_once(lanes: int) -> None:
     sizes: list[int] = []
     admitted = [0]  # calls started and not returned, as SearchBatcher counts its searches
     lock = threading.Lock()
-
-    def square(xs: list[int]) -> list[int]:
-        sizes.append(len(xs))
-        if len(sizes) == 1:
-            assert release.wait(60)
-        return [x * x for x in xs]
+    square = first_batch_held(release, sizes)
 
     def all_here(n: int) -> bool:
         with lock:
@@ -452,12 +459,7 @@ def test_a_lone_text_waits_for_a_partner_while_another_batch_runs(partner: bool)
     at once. Never ready by timing (60 s)."""
     release = threading.Event()
     sizes: list[int] = []
-
-    def square(xs: list[int]) -> list[int]:
-        sizes.append(len(xs))
-        if len(sizes) == 1:
-            assert release.wait(60)
-        return [x * x for x in xs]
+    square = first_batch_held(release, sizes)
 
     g: Gather[int, int] = Gather(square, 8, 60_000, ready=lambda n: True, lanes=lambda: 2, min_batch=2)
     out: dict[int, list[int]] = {}
@@ -596,12 +598,7 @@ def test_a_call_left_in_line_leads_in_the_free_lane_at_once() -> None:
     free it runs now, not when the first batch ends (before the fix it slept until then)."""
     release = threading.Event()
     sizes: list[int] = []
-
-    def square(xs: list[int]) -> list[int]:
-        sizes.append(len(xs))
-        if len(sizes) == 1:
-            assert release.wait(60)
-        return [x * x for x in xs]
+    square = first_batch_held(release, sizes)
 
     # weights 1, 1, 2 against max_batch 3: the leader waits for more until the third call comes,
     # then takes the first two (the third does not fit); never ready by timing (60 s)
