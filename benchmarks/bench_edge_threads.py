@@ -34,13 +34,12 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from machine import machine_info
+from machine import run_record
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -162,9 +161,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     settings = [POOL, *(str(n) for n in args.search_threads)]
     out: dict[str, Any] = {
-        "command": "python benchmarks/bench_edge_threads.py " + " ".join(sys.argv[1:]),
-        "measured": datetime.now(UTC).strftime("%Y-%m-%d %H:%M"),
-        "machine": machine_info(),
+        **run_record(),
         "dim": args.dim,
         "queries": args.queries,
         "repeats": args.repeats,

@@ -29,14 +29,12 @@ import argparse
 import json
 import os
 import statistics
-import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from machine import machine_info
+from machine import run_record
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("MMRAG_DATA", REPO.parent / "shared" / "data"))
@@ -172,9 +170,7 @@ def main() -> None:
         sets = {"Flickr8k dev, 224 px JPEG": small, "same, upscaled to 1792 px JPEG": large}
         runs = [run(encoder, sets, t, args.repeats, gflop) for t in args.threads]
     result = {
-        "machine": machine_info(),
-        "measured": datetime.now(UTC).strftime("%Y-%m-%d %H:%M"),
-        "command": "python benchmarks/bench_image_path.py " + " ".join(sys.argv[1:]),
+        **run_record(),
         "model": encoder.id,
         "gflop_per_image": gflop,
         "decode_workers": encoder.decode_workers,

@@ -45,13 +45,12 @@ import sys
 import tempfile
 import time
 import uuid
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from machine import machine_info
+from machine import run_record
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("MMRAG_DATA", REPO.parent / "shared" / "data"))
@@ -251,9 +250,7 @@ def main() -> None:
     top11 = neighbours(vecs, queries, 11)
     tenth, eleventh = (np.einsum("qd,qd->q", vecs[top11[:, j]], queries) for j in (9, 10))
     result: dict[str, Any] = {
-        "machine": machine_info(),
-        "measured": datetime.now(UTC).strftime("%Y-%m-%d %H:%M"),
-        "command": "python benchmarks/bench_quantization.py " + " ".join(sys.argv[1:]),
+        **run_record(),
         "points": len(vecs),
         "texts": len(texts),
         "images": len(images),

@@ -27,13 +27,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_api_load import REPO, write_docs
-from machine import machine_info
+from machine import run_record
 from timing import pct
 
 
@@ -96,9 +95,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         median = sorted(got, key=lambda x: x["qps"])[len(got) // 2]
         rows[str(clients)] = {**median, "qps_rounds": [x["qps"] for x in got]}
     return {
-        "command": "python benchmarks/bench_retriever_concurrency.py " + " ".join(sys.argv[1:]),
-        "measured": datetime.now(UTC).strftime("%Y-%m-%d %H:%M"),
-        "machine": machine_info(),
+        **run_record(),
         "model": args.model,
         "threads": args.threads,
         "docs": args.docs,

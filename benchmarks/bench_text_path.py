@@ -22,16 +22,14 @@ import argparse
 import json
 import os
 import statistics
-import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from bench_image_path import matmul_ceiling
-from machine import machine_info
+from machine import run_record
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("MMRAG_DATA", REPO.parent / "shared" / "data"))
@@ -123,9 +121,7 @@ def main() -> None:
     queries = [ds.queries[q] for q in ds.queries][: args.queries]
     docs = [ds.doc_text(d) for d in ds.corpus][: args.docs]
     result = {
-        "machine": machine_info(),
-        "measured": datetime.now(UTC).strftime("%Y-%m-%d %H:%M"),
-        "command": "python benchmarks/bench_text_path.py " + " ".join(sys.argv[1:]),
+        **run_record(),
         "model": encoder.id,
         "bf16_hardware": bf16_hardware(),
         "bf16_min_batch": BF16_MIN_BATCH,

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 import platform
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
 
 
 def cpu_model() -> str:
@@ -33,4 +36,15 @@ def machine_info() -> dict[str, object]:
         "bf16": bf16_hardware() or "none",
         "platform": platform.platform(),
         "python": platform.python_version(),
+    }
+
+
+def run_record() -> dict[str, object]:
+    """The header of a result file: the command that made it (this script and its arguments), when
+    (UTC, minutes) and on what machine (:func:`machine_info`)."""
+    script = Path(sys.argv[0]).name
+    return {
+        "command": " ".join(["python", f"benchmarks/{script}", *sys.argv[1:]]),
+        "measured": datetime.now(UTC).strftime("%Y-%m-%d %H:%M"),
+        "machine": machine_info(),
     }
