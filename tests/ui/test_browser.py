@@ -113,11 +113,15 @@ def test_text_and_image_query_in_chromium(
             page.get_by_role("button", name="Search").click()
             page.get_by_text(SCORE).first.wait_for(timeout=60_000)  # the first query loads the encoder
             page.locator(".stVegaLiteChart svg").first.wait_for(timeout=20_000)  # charts drawn
-            assert page.get_by_text("Top 10 of").count() == 1
-            assert page.locator("mark", has_text=re.compile("layout", re.I)).count() >= 1
-            assert page.get_by_text(re.compile(r"^#1 · text · .*layoutparser-paper-2p\.pdf")).count() == 1
+            # Polled, not counted once: the browser may still be drawing the cards when the charts are
+            # there (a CI run counted no <mark> yet, while every mark is in the page a moment later).
+            expect = sync_api.expect
+            expect(page.get_by_text("Top 10 of")).to_have_count(1, timeout=20_000)
+            page.locator("mark", has_text=re.compile("layout", re.I)).first.wait_for(timeout=20_000)
+            first_hit = page.get_by_text(re.compile(r"^#1 · text · .*layoutparser-paper-2p\.pdf"))
+            expect(first_hit).to_have_count(1, timeout=20_000)
             for label in ("encode (ms)", "ann (ms)", "sparse (ms)", "fuse (ms)", "total (ms)"):
-                assert page.get_by_text(label).count() == 1
+                expect(page.get_by_text(label)).to_have_count(1, timeout=20_000)
             # the first hit is a PDF chunk: its card shows the cited region, cropped from the rendered page
             caption = page.get_by_text(CITED).first
             caption.wait_for(timeout=20_000)
@@ -149,7 +153,9 @@ def test_text_and_image_query_in_chromium(
             first = page.get_by_text(re.compile(r"^#1 · image · ")).first
             first.wait_for(timeout=30_000)
             assert query.name in first.inner_text()
-            assert page.get_by_text(re.compile(r"dense 1\.0000 · sparse — · fused — · rerank —")).count() >= 1
+            page.get_by_text(re.compile(r"dense 1\.0000 · sparse — · fused — · rerank —")).first.wait_for(
+                timeout=20_000
+            )
             page.locator("img").nth(2).wait_for(timeout=10_000)  # thumbnails
             page.locator(".stVegaLiteChart svg").first.wait_for(timeout=20_000)
             page.wait_for_timeout(500)
@@ -160,7 +166,7 @@ def test_text_and_image_query_in_chromium(
             # the collection page: counts by modality and source, the encoder's vector
             page.get_by_text("Collection", exact=True).click()
             page.get_by_text("Chunks by source").wait_for(timeout=20_000)
-            assert page.get_by_text("lite-untrained-v1").count() >= 1
+            page.get_by_text("lite-untrained-v1").first.wait_for(timeout=20_000)
             page.wait_for_timeout(500)
             page.screenshot(path=str(screenshots / "4-collection.png"), full_page=True)
         finally:
