@@ -17,3 +17,12 @@ def data_dir() -> Path:
     if not root.is_dir():
         pytest.fail(f"shared data not found at {root}; set MMRAG_DATA to the data folder")
     return root
+
+
+@pytest.fixture(scope="session", autouse=True)
+def query_tower_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Text towers the CLI stores for fast queries go to a folder of this session, never the user's
+    ``~/.cache`` (``MMRAG_QUERY_CACHE``; subprocesses inherit it)."""
+    folder = tmp_path_factory.mktemp("query-towers")
+    os.environ["MMRAG_QUERY_CACHE"] = str(folder)
+    return folder

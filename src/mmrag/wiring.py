@@ -8,6 +8,8 @@ these functions, so a new setting reaches every face at once:
   tenancy, shards, replication);
 * :func:`encoder_spec` / :func:`load_encoder`: the configured model, else the model the store was
   built with, else ``lite``; loaded once per process (:func:`mmrag.encoders.cached_encoder`);
+  :func:`load_query_encoder` for a one-off text query: the stored text tower when there is one
+  (:mod:`mmrag.encoders.query_tower`, no torch), else the full encoder, whose tower it then stores;
 * :func:`reranker_spec` / :func:`load_reranker`: the configured cross-encoder, else the one the store
   records as its default (its model set), else ``None`` (no rerank stage);
 * :func:`build_retriever`: a :class:`~mmrag.retriever.Retriever` over a :class:`LoadedModels`, with the
@@ -87,6 +89,34 @@ def load_encoder(settings: Settings, store: QdrantStore | None = None) -> DualEn
         runtime=settings.runtime,
         text_precision=settings.text_precision,
     )
+
+
+def load_query_encoder(settings: Settings, store: QdrantStore | None = None) -> DualEncoder:
+    """The encoder for one process's text queries (``mmrag search``): the text tower
+    :func:`remember_text_tower` stored on an earlier run, which starts in well under a second
+    without torch; else :func:`load_encoder`'s full encoder, whose tower is then stored. With
+    ``MMRAG_RUNTIME=torch`` the full encoder runs, as asked."""
+    if settings.runtime != "torch":
+        from mmrag.encoders.query_tower import open_tower
+
+        tower = open_tower(
+            encoder_spec(settings, store),
+            threads=settings.threads,
+            full=lambda: load_encoder(settings, store),
+        )
+        if tower is not None:
+            return tower
+    encoder = load_encoder(settings, store)
+    remember_text_tower(encoder)
+    return encoder
+
+
+def remember_text_tower(encoder: DualEncoder) -> None:
+    """Store ``encoder``'s text tower for later processes' text queries (:mod:`mmrag.encoders.query_tower`;
+    a no-op when stored already, not cacheable, or ``MMRAG_QUERY_CACHE=off``)."""
+    from mmrag.encoders.query_tower import remember
+
+    remember(encoder)
 
 
 def reranker_spec(

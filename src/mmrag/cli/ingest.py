@@ -181,6 +181,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
             else:
                 runner = IngestRunner(encoder, store, **kw)
             summary = runner.run(args.paths, captions=captions, limit=args.limit, files=files)
+        wiring.remember_text_tower(encoder)  # the next `mmrag search` starts without torch
         if args.reranker:
             from mmrag.types import RerankerSpec
 

@@ -149,7 +149,9 @@ def cmd_search(args: argparse.Namespace) -> int:
                 "--rerank needs a reranker: pass --reranker MODEL, or record one in the store with "
                 "`mmrag model-set --reranker MODEL`"
             )
-        models = wiring.LoadedModels(encoder=wiring.load_encoder(s, store), reranker=reranker)
+        # a text query runs on the stored text tower when there is one (no torch; under a second)
+        load = wiring.load_query_encoder if args.image is None else wiring.load_encoder
+        models = wiring.LoadedModels(encoder=load(s, store), reranker=reranker)
         note = None if args.no_rerank else wiring.pipeline_note(models, store)
         retriever = wiring.build_retriever(
             models,
