@@ -136,8 +136,11 @@ def search_rss_mb(directory: str) -> float:
     Read from the child's own VmHWM: getrusage(RUSAGE_CHILDREN) would also count the pages a
     forked child shares with this (large) parent before it execs.
     """
+    # the full encoder (model load + query), not a text tower stored for fast queries by an earlier
+    # run (bench_cli_start.py measures that one)
+    env = {**os.environ, "MMRAG_QUERY_CACHE": "off"}
     out = subprocess.run(
-        [sys.executable, "-c", _RSS_PROBE, directory], check=True, capture_output=True, text=True
+        [sys.executable, "-c", _RSS_PROBE, directory], check=True, capture_output=True, text=True, env=env
     )
     return int(out.stdout.strip().splitlines()[-1]) / 1024.0
 

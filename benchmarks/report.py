@@ -790,6 +790,11 @@ def main() -> None:
         from bench_edge_threads import report_section as edge_section
 
         sections.append(edge_section(json.loads(edge.read_text())))
+    cli = args.results / "cli_start.json"
+    if cli.exists():
+        from bench_cli_start import report_section as cli_section
+
+        sections.append(cli_section(json.loads(cli.read_text())))
     speed = (
         ("image_path.json", image_path_section),
         ("quantization.json", quantization_section),

@@ -17,6 +17,7 @@ REPO = Path(__file__).resolve().parents[1]
 def _script(name: str, args: list[str], data_dir: Path, out: Path) -> dict[str, Any]:
     """Run a benchmark script writing ``out``; return its JSON result."""
     env = {"MMRAG_DATA": str(data_dir), "PATH": "/usr/bin:/bin"}
+    env["MMRAG_QUERY_CACHE"] = os.environ["MMRAG_QUERY_CACHE"]  # the session's (tests/conftest.py)
     if "PYTHONPATH" in os.environ:  # a worktree run (PYTHONPATH=src) tests its own sources
         env["PYTHONPATH"] = os.environ["PYTHONPATH"]
     cmd = [sys.executable, str(REPO / "benchmarks" / name), *args, "--out", str(out)]
@@ -269,3 +270,16 @@ def test_quantization_report_renders_runs_without_score_ratios(tmp_path: Path) -
     md = _report(results, tmp_path)
     assert "| float32 | default | 0.50 | 0.70 | 0.9800 | - | 30 | 40 | 1 |" in md
     assert "Serving RSS int8 / float32 = 0.50" in md and "word windows" not in md
+
+
+@pytest.mark.slow
+def test_cli_start_benchmark_smoke(tmp_path: Path, data_dir: Path) -> None:
+    out = tmp_path / "results" / "cli_start.json"
+    result = _script("bench_cli_start.py", ["--repeats", "1", "--stages", "hybrid"], data_dir, out)
+    row = result["rows"]["hybrid"]
+    assert row["tower"]["wall_s"] > 0 and row["full"]["wall_s"] > 0 and row["tower"]["peak_rss_mb"] > 0
+    assert row["ratio_tower_to_full"] == pytest.approx(
+        row["tower"]["wall_s"] / row["full"]["wall_s"], abs=0.01
+    )
+    md = _report(out.parent, tmp_path)
+    assert "`mmrag search` start-up" in md and "| hybrid |" in md
