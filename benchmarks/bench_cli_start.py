@@ -96,18 +96,17 @@ def main() -> None:
                 for mode, env in envs.items():
                     argv = ["search", QUERY, "--store", store, "--k", "5", *extra]
                     samples[stage][mode].append(run_search(argv, env))
-    rows = {
-        stage: {
+    rows: dict[str, dict[str, Any]] = {}
+    for stage, by_mode in samples.items():
+        row: dict[str, Any] = {
             mode: {
                 "wall_s": round(float(np.median([w for w, _ in runs])), 2),
                 "peak_rss_mb": round(float(np.median([r for _, r in runs]))),
             }
             for mode, runs in by_mode.items()
         }
-        for stage, by_mode in samples.items()
-    }
-    for by_mode in rows.values():
-        by_mode["ratio_tower_to_full"] = round(by_mode["tower"]["wall_s"] / by_mode["full"]["wall_s"], 3)  # type: ignore[assignment]
+        row["ratio_tower_to_full"] = round(row["tower"]["wall_s"] / row["full"]["wall_s"], 3)
+        rows[stage] = row
     out = {**run_record(), "repeats": args.repeats, "reranker": args.reranker, "query": QUERY, "rows": rows}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=2) + "\n")
