@@ -8,16 +8,10 @@ weights with a fresh (untrained) scoring head.
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import os
-import threading
-import time
 import warnings
-from collections import OrderedDict
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,27 +25,28 @@ from mmrag.encoders.lanes import FORWARDS
 from mmrag.errors import ConfigError, EncoderError
 from mmrag.rerank.attention import use_cpu_attention
 from mmrag.rerank.fusion import ScoreFusion
-from mmrag.types import Hit
+from mmrag.rerank.pairs import (
+    PREFIX_CHARS_PER_TOKEN,
+    Batch,
+    PairScorer,
+    PairTemplate,
+    RerankStats,
+    word_prefix,
+)
+
+__all__ = [
+    "CONFIG_FILE",
+    "PREFIX_CHARS_PER_TOKEN",
+    "CrossEncoderReranker",
+    "RerankStats",
+    "resolve_model",
+    "resolve_precision",
+    "word_prefix",
+]
 
 log = logging.getLogger(__name__)
 CONFIG_FILE = "mmrag_rerank.json"  # written by train-reranker: learned fusion weights, provenance
 OFFLINE = ("minilm", "@minilm")
-# Characters of a long text tokenized per token kept (see CrossEncoderReranker._tokenize).
-PREFIX_CHARS_PER_TOKEN = 8
-
-
-def word_prefix(text: str, limit: int) -> str:
-    """``text`` cut to at most ``limit`` characters at a whitespace boundary (whole words only);
-    ``text`` itself when it is no longer than that or has no whitespace to cut at."""
-    if len(text) <= limit:
-        return text
-    head = text[:limit]
-    if not text[limit].isspace():  # the cut falls inside a word: drop that word
-        parts = head.rsplit(None, 1)
-        if len(parts) < 2:
-            return text
-        head = parts[0]
-    return head.rstrip() or text
 
 
 def resolve_precision(precision: str) -> str:
@@ -64,51 +59,6 @@ def resolve_precision(precision: str) -> str:
     return precision
 
 
-@dataclass(slots=True)
-class RerankStats:
-    """Work done so far: what the latency and FLOP/s figures are computed from."""
-
-    pairs: int = 0
-    batches: int = 0
-    tokens: int = 0  # real tokens
-    padded_tokens: int = 0  # tokens the model ran on, padding included
-    attention_cells: int = 0  # Σ over sequences of padded_len² (attention cost)
-    seconds: float = 0.0
-
-
-@dataclass(frozen=True, slots=True)
-class _PairTemplate:
-    """Where a tokenizer puts its special tokens around a (query, document) pair, learned once by
-    tokenizing a sample pair, so cached token ids can be joined for BERT- and XLM-R-style models."""
-
-    prefix: list[int]
-    middle: list[int]
-    suffix: list[int]
-    type_a: int
-    type_b: int
-
-    @classmethod
-    def of(cls, tok: Any) -> _PairTemplate:
-        a, b = "alpha", "omega"
-        ia = tok(a, add_special_tokens=False)["input_ids"]
-        ib = tok(b, add_special_tokens=False)["input_ids"]
-        enc = tok(a, b)
-        full: list[int] = list(enc["input_ids"])
-        types: list[int] = list(enc.get("token_type_ids") or [0] * len(full))
-        pa = next(i for i in range(len(full)) if full[i : i + len(ia)] == ia)
-        pb = next(i for i in range(pa + len(ia), len(full)) if full[i : i + len(ib)] == ib)
-        return cls(full[:pa], full[pa + len(ia) : pb], full[pb + len(ib) :], types[pa], types[pb])
-
-    @property
-    def specials(self) -> int:
-        return len(self.prefix) + len(self.middle) + len(self.suffix)
-
-    def join(self, q: list[int], d: list[int]) -> tuple[list[int], list[int]]:
-        ids = self.prefix + q + self.middle + d + self.suffix
-        na = len(self.prefix) + len(q) + len(self.middle)
-        return ids, [self.type_a] * na + [self.type_b] * (len(ids) - na)
-
-
 def resolve_model(model: str | Path | None) -> str:
     if model is None or str(model) in OFFLINE:
         from mmrag.encoders.lite import minilm_path
@@ -117,7 +67,7 @@ def resolve_model(model: str | Path | None) -> str:
     return str(model)
 
 
-class CrossEncoderReranker:
+class CrossEncoderReranker(PairScorer):
     """Scores (query, candidate text) pairs and re-orders a candidate pool.
 
     Args:
@@ -202,13 +152,10 @@ class CrossEncoderReranker:
         self.meta = self._read_meta(self.source)
         self.max_length = int(max_length or self.meta.get("max_length") or 256)
         self.batch_size = batch_size
-        self.template = _PairTemplate.of(self.tokenizer)
-        self._types = "token_type_ids" in self.tokenizer.model_input_names
-        self._cache: OrderedDict[str, list[int]] = OrderedDict()
-        self._lock = threading.Lock()
-        self._rust: tuple[tuple[int, str], Any] | None = None  # ((max_length, side), copy): _rust_tokenizer
-        self.cache_size = cache_size
-        self.stats = RerankStats()
+        self.template = PairTemplate.of(self.tokenizer)
+        self.types = "token_type_ids" in self.tokenizer.model_input_names
+        self.pad_id = int(self.tokenizer.pad_token_id or 0)
+        self._init_cache(cache_size)
         self.fusion = fusion or ScoreFusion(
             dict(self.meta.get("fusion_weights") or {}), default=float(self.meta.get("fusion_default", 0.5))
         )
@@ -225,157 +172,30 @@ class CrossEncoderReranker:
     def id(self) -> str:
         return f"{self.source}{'' if self.precision == 'fp32' else '#' + self.precision}"
 
-    # -- tokenization (cached) ----------------------------------------------------------------
-    def _doc_ids(self, texts: Sequence[str]) -> list[list[int]]:
-        # One reranker serves every thread of the API, the app and LangChain's ainvoke; the LRU's
-        # check-then-move and the fast tokenizer's truncation settings are not thread-safe.
-        with self._lock:
-            return self._doc_ids_locked(texts)
+    # -- the torch model (PairScorer does the rest) ------------------------------------------
+    def _backend(self) -> Any:
+        return getattr(self.tokenizer, "backend_tokenizer", None)
 
-    def _doc_ids_locked(self, texts: Sequence[str]) -> list[list[int]]:
-        missing = list(dict.fromkeys(t for t in texts if t not in self._cache))
-        if missing:
-            for t, ids in zip(missing, self._tokenize(missing), strict=True):
-                self._cache[t] = ids
-        out = []
-        for t in texts:
-            self._cache.move_to_end(t)
-            out.append(self._cache[t])
-        while len(self._cache) > self.cache_size:
-            self._cache.popitem(last=False)
-        return out
+    def _truncation_side(self) -> str:
+        return str(getattr(self.tokenizer, "truncation_side", "right"))
 
-    def _tokenize(self, texts: list[str]) -> list[list[int]]:
-        """Token ids of each text, truncated to ``max_length``.
-
-        Only the first ``max_length`` tokens are kept, so a long text is tokenized from a prefix of
-        whole words (:data:`PREFIX_CHARS_PER_TOKEN` characters per token kept): a SciFact abstract
-        has ~1,450 characters, and its first 112 tokens need at most ~6.5 per token. The tokenizer splits
-        text into words before it splits words into tokens, so when the prefix alone fills
-        ``max_length`` its ids are the whole text's; when it does not, the whole text is tokenized.
-        A tokenizer that truncates on the left keeps the last tokens instead: it gets whole texts.
-        """
-        if getattr(self.tokenizer, "truncation_side", "right") != "right":
-            return self._encode(texts)
-        limit = self.max_length * PREFIX_CHARS_PER_TOKEN
-        heads = [word_prefix(t, limit) for t in texts]
-        ids = self._encode(heads)
-        short = [i for i, x in enumerate(ids) if len(x) < self.max_length and len(heads[i]) < len(texts[i])]
-        for i, x in zip(short, self._encode([texts[i] for i in short]), strict=True):
-            ids[i] = x
-        return ids
-
-    def _encode(self, texts: list[str]) -> list[list[int]]:
-        if not texts:
-            return []
-        rust = self._rust_tokenizer()
-        if rust is not None:  # the same ids without the Python wrapper: 7-9 -> 5 ms for 20 abstracts
-            return [e.ids for e in rust.encode_batch_fast(texts, add_special_tokens=False)]
+    def _encode_slow(self, texts: list[str]) -> list[list[int]]:
         enc = self.tokenizer(texts, add_special_tokens=False, truncation=True, max_length=self.max_length)
         return [list(ids) for ids in enc["input_ids"]]
 
-    def _rust_tokenizer(self) -> Any:
-        """A copy of the fast tokenizer's Rust backend that truncates to ``max_length`` and does not
-        pad; None for a tokenizer without one (it is then called as usual)."""
-        key = (self.max_length, getattr(self.tokenizer, "truncation_side", "right"))  # as the wrapper cuts
-        made = self._rust
-        if made is None or made[0] != key:
-            backend = getattr(self.tokenizer, "backend_tokenizer", None)
-            rust = None
-            if backend is not None and hasattr(backend, "encode_batch_fast"):
-                rust = copy.deepcopy(backend)  # the wrapper's own keeps the settings it sets per call
-                rust.no_padding()
-                rust.enable_truncation(key[0], direction=key[1])
-            made = self._rust = (key, rust)
-        return made[1]
+    def _lane(self) -> Any:
+        return FORWARDS  # shares the cores' lanes with the encoder (mmrag.encoders.lanes)
 
-    def encode_pairs(self, queries: Sequence[str], texts: Sequence[str]) -> list[tuple[list[int], list[int]]]:
-        """Token ids and token types of each (query, text) pair, truncated to ``max_length``."""
-        qids = {q: ids for q, ids in zip(set(queries), self._doc_ids(list(set(queries))), strict=True)}
-        docs = self._doc_ids(texts)
-        budget = self.max_length - self.template.specials
-        out = []
-        for q, d in zip(queries, docs, strict=True):
-            qq = qids[q][: budget // 2]
-            out.append(self.template.join(qq, d[: budget - len(qq)]))
-        return out
-
-    # -- scoring ------------------------------------------------------------------------------
-    def score_pairs(
-        self, queries: Sequence[str], texts: Sequence[str]
-    ) -> np.ndarray[Any, np.dtype[np.float32]]:
-        """Raw relevance logits of ``(queries[i], texts[i])``, in input order."""
-        if len(queries) != len(texts):
-            raise ValueError(f"{len(queries)} queries but {len(texts)} texts")
-        if not texts:
-            return np.zeros(0, dtype=np.float32)
+    def _logits(self, batch: Batch) -> np.ndarray[Any, np.dtype[np.float32]]:
         import torch
 
-        t0 = time.perf_counter()
-        pairs = self.encode_pairs(queries, texts)
-        order = sorted(range(len(pairs)), key=lambda i: len(pairs[i][0]))
-        scores = np.zeros(len(pairs), dtype=np.float32)
         with torch.inference_mode():
-            for start in range(0, len(order), self.batch_size):
-                idx = order[start : start + self.batch_size]
-                inputs = self.collate([pairs[i] for i in idx])
-                with FORWARDS:  # shares the cores' lanes with the encoder (mmrag.encoders.lanes)
-                    scores[idx] = self.model(**inputs).logits.reshape(-1).float().numpy()
-        self.stats.pairs += len(pairs)
-        self.stats.seconds += time.perf_counter() - t0
-        return scores
+            out = self.model(**{k: torch.from_numpy(v) for k, v in batch.items()}).logits
+        return out.reshape(-1).float().numpy()  # type: ignore[no-any-return]
 
-    def collate(self, pairs: Sequence[tuple[list[int], list[int]]]) -> dict[str, Any]:
-        """Pad token-id pairs (from :meth:`encode_pairs`) into one model batch; counts the work done."""
+    def collate(self, pairs: Any) -> dict[str, Any]:
+        """Pad token-id pairs (from :meth:`encode_pairs`) into one torch batch (training's input);
+        counts the work done."""
         import torch
 
-        width = max(len(p[0]) for p in pairs)
-        pad = self.tokenizer.pad_token_id or 0
-        ids = torch.full((len(pairs), width), pad, dtype=torch.long)
-        types = torch.zeros((len(pairs), width), dtype=torch.long)
-        mask = torch.zeros((len(pairs), width), dtype=torch.long)
-        for row, (pid, ptype) in enumerate(pairs):
-            ids[row, : len(pid)] = torch.tensor(pid)
-            types[row, : len(pid)] = torch.tensor(ptype)
-            mask[row, : len(pid)] = 1
-            self.stats.tokens += len(pid)
-        self.stats.batches += 1
-        self.stats.padded_tokens += len(pairs) * width
-        self.stats.attention_cells += len(pairs) * width * width
-        inputs = {"input_ids": ids, "attention_mask": mask}
-        if self._types:
-            inputs["token_type_ids"] = types
-        return inputs
-
-    def score(self, query: str, texts: Sequence[str]) -> np.ndarray[Any, np.dtype[np.float32]]:
-        return self.score_pairs([query] * len(texts), texts)
-
-    def rerank(self, query: str, hits: Sequence[Hit]) -> list[Hit]:
-        """Re-order ``hits`` (one query's pool) by the fused score; see :mod:`mmrag.rerank.fusion`.
-
-        Candidates without text (images with no caption / alt / OCR text) are not scored: their
-        ``rerank`` stays ``None`` and they keep their first-stage score in the fusion.
-        """
-        return self.rerank_many([(query, hits)])[0]
-
-    def rerank_many(self, pools: Sequence[tuple[str, Sequence[Hit]]]) -> list[list[Hit]]:
-        """:meth:`rerank` for several queries' pools with one :meth:`score_pairs` call over all their
-        pairs (the API's micro-batches: length-sorted batches across queries pad less)."""
-        where = [
-            (p, i)
-            for p, (_, hits) in enumerate(pools)
-            for i, h in enumerate(hits)
-            if (h.chunk.text or "").strip()
-        ]
-        raw = self.score_pairs(
-            [pools[p][0] for p, _ in where], [pools[p][1][i].chunk.text or "" for p, i in where]
-        )
-        scores: list[list[float | None]] = [[None] * len(hits) for _, hits in pools]
-        for (p, i), s in zip(where, raw, strict=True):
-            scores[p][i] = float(s)
-        out = []
-        for (_, hits), rerank in zip(pools, scores, strict=True):
-            final = self.fusion.combine(hits, rerank) if hits else []
-            order = sorted(range(len(hits)), key=lambda i: (-final[i], hits[i].ann_rank))
-            out.append([replace(hits[i], rerank=rerank[i], final_rank=r + 1) for r, i in enumerate(order)])
-        return out
+        return {k: torch.from_numpy(v) for k, v in self.pad_pairs(pairs).items()}
