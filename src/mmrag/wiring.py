@@ -172,6 +172,45 @@ def load_reranker(
         return None
 
 
+def load_query_reranker(
+    settings: Settings,
+    store: QdrantStore | None = None,
+    *,
+    max_length: int | None = None,
+    int8: bool | None = None,
+) -> Reranker | None:
+    """:func:`load_reranker` for one process's searches (``mmrag search``): the cross-encoder
+    :func:`remember_reranker` stored as ONNX on an earlier run (fp32, no torch) when there is one and
+    the precision allows it (``MMRAG_RERANK_PRECISION`` ``auto`` or ``fp32``, not int8); else the
+    full reranker, which is then stored."""
+    spec = reranker_spec(settings, store, max_length=max_length, int8=int8)
+    if spec is None:
+        return None
+    if not spec.int8 and settings.rerank_precision in ("auto", "fp32"):
+        from mmrag.rerank.stored import open_stored_reranker
+
+        stored = open_stored_reranker(
+            spec.model,
+            threads=settings.threads,
+            max_length=spec.max_length,
+            fusion_weights=spec.fusion_weights,
+        )
+        if stored is not None:
+            return stored
+    reranker = load_reranker(settings, store, max_length=max_length, int8=int8)
+    if reranker is not None:
+        remember_reranker(reranker)
+    return reranker
+
+
+def remember_reranker(reranker: Reranker) -> None:
+    """Store ``reranker`` for later processes' searches (:mod:`mmrag.rerank.stored`; a no-op when
+    stored already, not storable, or ``MMRAG_QUERY_CACHE=off``)."""
+    from mmrag.rerank.stored import remember_reranker as remember
+
+    remember(reranker)
+
+
 def load_reranker_spec(spec: RerankerSpec, threads: int = 0, precision: str = "auto") -> Reranker:
     """The cross-encoder ``spec`` describes, loaded once per process and options."""
     from mmrag.rerank import cached_reranker

@@ -150,9 +150,12 @@ def cmd_ingest(args: argparse.Namespace) -> int:
             status(args, f"rebuilding the store's index with quantization {args.quantization}…")
             store.set_quantization(args.quantization)
         if args.reranker:
-            # Loaded before the ingest: a wrong name fails now, not after an hour of embedding.
+            # Loaded before the ingest: a wrong name fails now, not after an hour of embedding; and
+            # stored for the searches that follow (mmrag.rerank.stored).
             status(args, f"loading reranker {args.reranker}…")
-            wiring.load_reranker(s.with_(reranker=args.reranker))
+            reranker = wiring.load_reranker(s.with_(reranker=args.reranker))
+            if reranker is not None:
+                wiring.remember_reranker(reranker)
         status(args, f"loading encoder {_spec(s, store)}…")
         encoder = _encoder(s, store)
         if args.chunk_words is not None:

@@ -137,7 +137,10 @@ def cmd_search(args: argparse.Namespace) -> int:
         reranker = None
         status(args, f"loading encoder {wiring.encoder_spec(s, store)}…")
         if not args.no_rerank and args.image is None:  # the cross-encoder reads text queries only
-            reranker = wiring.load_reranker(s, store, max_length=args.max_length, int8=args.int8 or None)
+            # the stored fp32 ONNX copy when there is one (no torch): see mmrag.rerank.stored
+            reranker = wiring.load_query_reranker(
+                s, store, max_length=args.max_length, int8=args.int8 or None
+            )
         if args.rerank and reranker is None:
             recorded = wiring.reranker_spec(s, store)
             if recorded is not None:

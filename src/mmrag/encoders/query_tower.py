@@ -71,7 +71,7 @@ def cache_root() -> Path | None:
     return Path(raw).expanduser() if raw else Path.home() / ".cache" / "mmrag" / "query-towers"
 
 
-def _versions(names: Sequence[str]) -> dict[str, str | None]:
+def package_versions(names: Sequence[str]) -> dict[str, str | None]:
     out: dict[str, str | None] = {}
     for name in names:
         try:
@@ -85,9 +85,9 @@ def spec_key(spec: str) -> str | None:
     """A key that changes whenever what ``load_encoder(spec)`` builds may change, found without
     loading it; ``None`` for specs whose text tower is not cached (``openclip:``, ``hf-hub:``)."""
     spec = spec.strip()
-    parts: dict[str, Any] = {"format": FORMAT, "versions": _versions(PACKAGES)}
+    parts: dict[str, Any] = {"format": FORMAT, "versions": package_versions(PACKAGES)}
     if spec == "lite" or spec.startswith("lite:"):
-        parts.update(spec=spec, lite=_versions(LITE_PACKAGES))
+        parts.update(spec=spec, lite=package_versions(LITE_PACKAGES))
     else:
         path = Path(spec).expanduser()
         files = [path / name for name in (CONFIG_FILE, WEIGHTS_FILE, MMRAG_FILE)]
@@ -100,7 +100,7 @@ def spec_key(spec: str) -> str | None:
         if not isinstance(meta, dict) or meta.get("tokenizer", {}).get("kind") != "hf":
             return None
         stats = [(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files]
-        parts.update(spec=str(path.resolve()), files=stats, lite=_versions(LITE_PACKAGES))
+        parts.update(spec=str(path.resolve()), files=stats, lite=package_versions(LITE_PACKAGES))
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:20]
 
 
