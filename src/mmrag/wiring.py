@@ -181,12 +181,12 @@ def load_query_reranker(
 ) -> Reranker | None:
     """:func:`load_reranker` for one process's searches (``mmrag search``): the cross-encoder
     :func:`remember_reranker` stored as ONNX on an earlier run (fp32, no torch) when there is one and
-    the precision allows it (``MMRAG_RERANK_PRECISION`` ``auto`` or ``fp32``, not int8); else the
-    full reranker, which is then stored."""
+    the settings allow it (``MMRAG_RERANK_PRECISION`` ``auto`` or ``fp32``, not int8, not
+    ``MMRAG_RUNTIME=torch``); else the full reranker, which is then stored."""
     spec = reranker_spec(settings, store, max_length=max_length, int8=int8)
     if spec is None:
         return None
-    if not spec.int8 and settings.rerank_precision in ("auto", "fp32"):
+    if not spec.int8 and settings.rerank_precision in ("auto", "fp32") and settings.runtime != "torch":
         from mmrag.rerank.stored import open_stored_reranker
 
         stored = open_stored_reranker(

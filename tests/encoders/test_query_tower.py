@@ -91,6 +91,7 @@ def test_key_changes_with_what_the_spec_loads(tmp_path: Path) -> None:
     key = spec_key(str(ckpt))
     assert key is not None and key == spec_key(str(ckpt)) and key != spec_key("lite")
     assert spec_key("lite") != spec_key("lite:efficientnet_lite2")
+    assert spec_key("lite:efficientnet_lite0") == spec_key(" lite")  # one model, one entry
     (ckpt / WEIGHTS_FILE).write_bytes(b"w" * 11)  # retrained in place
     assert spec_key(str(ckpt)) not in {key, None}
     # open_clip's own tokenizers, hub models and anything that is not a whole checkpoint: not stored
@@ -116,3 +117,22 @@ def test_cache_off_and_a_broken_entry(
     monkeypatch.setenv(CACHE_ENV, "off")
     assert open_tower("lite", threads=1, full=full) is None
     assert remember(lite) is None
+
+
+def test_a_tower_that_fails_its_check_is_not_tried_again(
+    lite: OpenClipEncoder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from mmrag.encoders import onnxrt, query_tower
+
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setattr(query_tower, "PARITY_MIN", 1.5)  # no tower can pass
+    with caplog.at_level(logging.WARNING, logger="mmrag.encoders.query_tower"):
+        assert remember(lite) is None
+    assert "not cached" in caplog.text
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == [f".{spec_key('lite')}.failed"]
+
+    def no_export(*a: object, **k: object) -> bytes:
+        raise AssertionError("exported again")
+
+    monkeypatch.setattr(onnxrt, "export_onnx", no_export)
+    assert remember(lite) is None and open_tower("lite", full=lambda: lite) is None

