@@ -126,9 +126,9 @@ def test_a_tower_that_fails_its_check_is_not_tried_again(
 
     monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
     monkeypatch.setattr(query_tower, "PARITY_MIN", 1.5)  # no tower can pass
-    with caplog.at_level(logging.WARNING, logger="mmrag.encoders.query_tower"):
+    with caplog.at_level(logging.WARNING, logger="mmrag.encoders.disk_cache"):
         assert remember(lite) is None
-    assert "not cached" in caplog.text
+    assert "cosine" in caplog.text and "not stored for fast searches" in caplog.text
     assert [p.name for p in (tmp_path / "cache").iterdir()] == [f".{spec_key('lite')}.failed"]
 
     def no_export(*a: object, **k: object) -> bytes:

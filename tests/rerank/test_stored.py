@@ -23,15 +23,10 @@ from mmrag.rerank.stored import (
     reranker_key,
 )
 from mmrag.types import Chunk, Hit
+from tests.rerank.test_cross_encoder import DOCS as BASE_DOCS
+from tests.rerank.test_cross_encoder import QUERY
 
-QUERY = "how do cats sleep"
-DOCS = [
-    "Cats sleep twelve to sixteen hours a day, mostly in short naps.",
-    "The stock market fell sharply on Tuesday after the announcement.",
-    "Quantum computers use qubits. " * 60,  # longer than max_length
-    "A kitten naps.",
-    "Ünïcödé café — naïve façade 東京",
-]
+DOCS = [*BASE_DOCS, "Ünïcödé café — naïve façade 東京"]
 
 
 @pytest.fixture(scope="module")

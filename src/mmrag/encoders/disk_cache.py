@@ -87,9 +87,22 @@ def failed(root: Path, name: str) -> bool:
     return (root / f".{name}.failed").is_file()
 
 
-def mark_failed(root: Path, name: str, reason: str) -> None:
+def give_up(root: Path, name: str, why: str) -> None:
+    """A model that failed its check before storing: said once, and marked, so that later runs do not
+    export and check it again for the same key (the full model loads instead)."""
+    log.warning("%s; not stored for fast searches (the full model loads instead)", why)
     with contextlib.suppress(OSError):
-        (root / f".{name}.failed").write_text(reason + "\n")
+        (root / f".{name}.failed").write_text(why + "\n")
+
+
+def finish(tmp: Path, root: Path, name: str, meta: dict[str, Any], what: str) -> Path | None:
+    """Write ``meta`` (last: it marks the entry whole) and :func:`publish` the entry; the folder or
+    ``None``. ``meta["model"]`` names the model, whose older entries are dropped."""
+    (tmp / META_FILE).write_text(json.dumps(meta, indent=2, default=str))
+    folder = publish(tmp, root, name, str(meta["model"]))
+    if folder is not None:
+        log.info("stored %s for fast searches: %s", what, folder)
+    return folder
 
 
 def new_tmp(root: Path, name: str) -> Path | None:

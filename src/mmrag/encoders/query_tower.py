@@ -177,28 +177,20 @@ def _write(encoder: OpenClipEncoder, tokenizer: DynamicHFTokenizer, root: Path, 
         for text in texts:
             want = tokenizer([text or " "])[0].tolist()  # as OpenClipEncoder.encode_text tokenizes
             if stored.token_ids([text])[0] != want:
-                _not_stored(root, key, f"{encoder.id}: the stored tokenizer differs on {text!r}")
+                disk_cache.give_up(root, key, f"{encoder.id}: the stored tokenizer differs on {text!r}")
                 return None
         with torch.inference_mode():
             ref = np.stack([tower(tokenizer([t or " "]))[0].float().numpy() for t in texts])
         parity = float(np.min(np.sum(stored.encode_text(texts) * l2_normalize(ref), axis=1)))
         if parity < PARITY_MIN:
-            _not_stored(root, key, f"{encoder.id}: stored text tower has cosine {parity:.6f} < {PARITY_MIN}")
+            disk_cache.give_up(
+                root, key, f"{encoder.id}: stored text tower has cosine {parity:.6f} < {PARITY_MIN}"
+            )
             return None
         meta["parity"] = parity
-        (tmp / META_FILE).write_text(json.dumps(meta, indent=2, default=str))
-        folder = disk_cache.publish(tmp, root, key, model)
-        if folder is not None:
-            log.info("stored the text tower of %s for fast text queries: %s", encoder.id, folder)
-        return folder
+        return disk_cache.finish(tmp, root, key, meta, f"the text tower of {encoder.id}")
     finally:
         disk_cache.drop(tmp)
-
-
-def _not_stored(root: Path, key: str, why: str) -> None:
-    """Logged once: the marker keeps later runs from exporting and checking the same tower again."""
-    log.warning("%s; not cached (the full encoder runs every query)", why)
-    disk_cache.mark_failed(root, key, why)
 
 
 class QueryTower:

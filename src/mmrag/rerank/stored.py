@@ -217,27 +217,17 @@ def _write(rr: CrossEncoderReranker, root: Path, key: str) -> Path | None:
         if [p[0] for p in stored.encode_pairs(queries, docs)] != [
             p[0] for p in ref.encode_pairs(queries, docs)
         ]:
-            _not_stored(root, name, f"{rr.source}: the stored tokenizer differs from the reranker's")
+            disk_cache.give_up(root, name, f"{rr.source}: the stored tokenizer differs from the reranker's")
             return None
         want, got = ref.score_pairs(queries, docs), stored.score_pairs(queries, docs)
         gap = float(np.max(np.abs(got - want)))
         if not np.allclose(got, want, atol=2e-3, rtol=1e-3):
-            _not_stored(root, name, f"{rr.source}: stored reranker's logits differ by {gap:.4f}")
+            disk_cache.give_up(root, name, f"{rr.source}: stored reranker's logits differ by {gap:.4f}")
             return None
         meta["max_abs_logit_gap"] = gap
-        (tmp / META_FILE).write_text(json.dumps(meta, indent=2))
-        folder = disk_cache.publish(tmp, root, name, model)
-        if folder is not None:
-            log.info("stored the reranker %s for fast searches: %s", rr.source, folder)
-        return folder
+        return disk_cache.finish(tmp, root, name, meta, f"the reranker {rr.source}")
     finally:
         disk_cache.drop(tmp)
-
-
-def _not_stored(root: Path, name: str, why: str) -> None:
-    """Logged once: the marker keeps later runs from exporting and checking the same model again."""
-    log.warning("%s; not stored (the full reranker loads for every search)", why)
-    disk_cache.mark_failed(root, name, why)
 
 
 class StoredReranker(PairScorer):
