@@ -166,7 +166,8 @@ def test_text_and_image_query_in_chromium(
             # the collection page: counts by modality and source, the encoder's vector
             page.get_by_text("Collection", exact=True).click()
             page.get_by_text("Chunks by source").wait_for(timeout=20_000)
-            page.get_by_text("lite-untrained-v1").first.wait_for(timeout=20_000)
+            # in a data-grid cell, which Streamlit keeps hidden (drawn on a canvas): attached, not visible
+            page.get_by_text("lite-untrained-v1").first.wait_for(state="attached", timeout=20_000)
             page.wait_for_timeout(500)
             page.screenshot(path=str(screenshots / "4-collection.png"), full_page=True)
         finally:
