@@ -37,7 +37,7 @@ def test_model_resolution_and_retriever(tmp_path: Path) -> None:
         assert r.capabilities["rerank"] is False
         assert enc.text_calls == 0  # resolving does not encode
         wiring.resolve_models(s, store, encoder=enc, warm=True)  # a server: one query, then a batch
-        assert enc.text_calls == 1 + BF16_MIN_BATCH
+        assert enc.text_calls == 1 + BF16_MIN_BATCH + len(wiring.WARM_PACKED)
 
 
 def test_a_warmed_lite_encoder_has_its_text_paths_ready() -> None:
@@ -45,6 +45,8 @@ def test_a_warmed_lite_encoder_has_its_text_paths_ready() -> None:
     fwd, bf16 = enc.text_forward, enc.text_bf16  # type: ignore[attr-defined]
     assert fwd.active == "onnx" and fwd.parity is not None  # the one-query session is exported
     assert bf16 is not None and bf16.parity is not None  # the batch copy is made and checked
+    packed = enc.text_packed  # type: ignore[attr-defined]
+    assert packed is not None and packed.forward.parity is not None  # and the packed one
 
 
 def test_ui_store_keeps_tenancy(tmp_path: Path) -> None:

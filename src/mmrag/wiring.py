@@ -259,6 +259,10 @@ class LoadedModels:
     reranker: Reranker | None = None
 
 
+# a micro-batch as the API gathers them: short queries of unequal length (the packed path)
+WARM_PACKED = ("warm-up", "a warm-up query", "a longer warm-up query, with more words in it than the others")
+
+
 def resolve_models(
     settings: Settings,
     store: QdrantStore | None = None,
@@ -270,8 +274,9 @@ def resolve_models(
     """The model set for ``store``: injected models win, else the ones ``settings`` resolve to.
 
     ``warm`` (long-lived servers): build the encoder's text paths now, so no first request pays for
-    them: the fp32 ONNX Runtime session (one query) and the bf16 copy of the text tower (a batch of
-    ``BF16_MIN_BATCH``, the API's micro-batches; :mod:`mmrag.encoders.bf16`).
+    them: the fp32 ONNX Runtime session (one query), the bf16 copy of the text tower (a batch of
+    ``BF16_MIN_BATCH``, the API's micro-batches; :mod:`mmrag.encoders.bf16`) and its packed copy
+    (:data:`WARM_PACKED`: short texts of unequal length; :mod:`mmrag.encoders.packing`).
     """
     models = LoadedModels(
         encoder=encoder if encoder is not None else load_encoder(settings, store),
@@ -282,6 +287,7 @@ def resolve_models(
 
         models.encoder.encode_text(["warm-up"])
         models.encoder.encode_text(["a warm-up query"] * BF16_MIN_BATCH)
+        models.encoder.encode_text(WARM_PACKED)
     return models
 
 

@@ -38,6 +38,7 @@ QUERIES = [
 
 def test_lite_large_batches_match_fp32(lite: OpenClipEncoder) -> None:
     lite.set_runtime("auto", "bf16")
+    lite.text_packed = None  # the padded copy is tested here; packed batches in test_packing.py
     try:
         assert lite.text_bf16 is not None
         fast = lite.encode_text(QUERIES)
@@ -66,6 +67,7 @@ def test_lite_bf16_copy_is_traced_and_pads_like_eager(lite: OpenClipEncoder) -> 
     if not hasattr(torch.jit, "trace"):
         pytest.skip("this torch has no torch.jit.trace: the eager copy runs (tested below)")
     lite.set_runtime("auto", "bf16")
+    lite.text_packed = None  # the padded copy is tested here; packed batches in test_packing.py
     try:
         fwd = lite.text_bf16
         assert fwd is not None

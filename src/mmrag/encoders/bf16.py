@@ -110,6 +110,8 @@ class Bf16Forward:
         name: What the module is, for log messages.
         example: Makes an input to trace the copy on (TorchScript: one call, one GIL release);
             ``None``: the copy runs eagerly. See :meth:`_traced`.
+        head: The input of the first ``n`` items of an input (default ``x[:n]``), for the check
+            (:data:`CHECK_ROWS`); a packed text batch (:mod:`mmrag.encoders.packing`) has its own.
 
     Example:
         >>> fwd = Bf16Forward(encoder.model.text, name="text tower")   # doctest: +SKIP
@@ -124,8 +126,10 @@ class Bf16Forward:
         fallback: Callable[[torch.Tensor], torch.Tensor] | None = None,
         name: str = "module",
         example: Callable[[], torch.Tensor] | None = None,
+        head: Callable[[torch.Tensor, int], torch.Tensor] | None = None,
     ) -> None:
         self.module = module
+        self.head = head or (lambda x, n: x[:n])
         self.fallback = fallback or module
         self.name = name
         self.example = example
@@ -184,7 +188,7 @@ class Bf16Forward:
     def _check(self, x: torch.Tensor, key: tuple[int, ...]) -> torch.Tensor:
         import torch
 
-        ref = self.fallback(x[:CHECK_ROWS]).float()
+        ref = self.fallback(self.head(x, CHECK_ROWS)).float()
         fresh = key != self._key  # new weights: a new copy; else a longer input for the same copy
         net, eager = self._copy, self._eager
         if fresh:
@@ -210,7 +214,7 @@ class Bf16Forward:
                 self.name, parity, PARITY_MIN,
             )  # fmt: skip
             self._off_key, self._copy, self._eager, self._key, self._checked_len = key, None, None, None, 0
-            return ref if len(x) <= CHECK_ROWS else self.fallback(x).float()
+            return ref if len(ref) == len(y) else self.fallback(x).float()
         log.debug("%s: bf16 copy checked up to length %d (parity %.6f)", self.name, x.shape[-1], parity)
         length = int(x.shape[-1])
         self._checked_len = length if fresh else max(self._checked_len, length)

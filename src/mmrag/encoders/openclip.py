@@ -24,6 +24,7 @@ from mmrag.encoders.base import FloatArray, PreparedImage, l2_normalize
 from mmrag.encoders.bf16 import Bf16Forward, large_batch_bf16
 from mmrag.encoders.lanes import FORWARDS, usable_cores
 from mmrag.encoders.onnxrt import FastForward
+from mmrag.encoders.packing import PackedBatches, packable
 from mmrag.errors import EncoderError
 
 if TYPE_CHECKING:
@@ -173,6 +174,14 @@ class OpenClipEncoder:
             if text is not None and large_batch_bf16(text_precision)
             else None
         )
+        # Such batches of short texts of unequal length run packed, without padding (encoders.packing).
+        pad_id = getattr(getattr(text, "config", None), "pad_token_id", None)
+        self.text_packed: PackedBatches | None = None
+        if text is not None and self.text_bf16 is not None and pad_id is not None and packable(text):
+            self.text_packed = PackedBatches(
+                text, reference=self.text_forward, padded=self.text_bf16, pad_id=int(pad_id),
+                name=f"{self.id} text tower", example=self._trace_example,
+            )  # fmt: skip
 
     def _trace_example(self) -> torch.Tensor:
         """Token ids of a short and a long text: a padded batch, to trace the text tower on."""
@@ -208,8 +217,12 @@ class OpenClipEncoder:
                 # as fit the cores) is taken per batch, not per call: a query from the API gets its
                 # turn between two batches of a long ingest instead of waiting for all of it.
                 # bf16 runs its fp32 fallback (text_forward) itself while it cannot be used
-                bf16 = self.text_bf16  # one read: set_runtime may swap it
-                fwd = bf16 if bf16 is not None and len(idx) >= bf16.min_batch else self.text_forward
+                bf16, packed = self.text_bf16, self.text_packed  # one read: set_runtime may swap them
+                fwd: Callable[[Any], Any] = self.text_forward
+                if packed is not None and len(idx) >= packed.min_batch and packed.wanted(tokens):
+                    fwd = packed
+                elif bf16 is not None and len(idx) >= bf16.min_batch:
+                    fwd = bf16
                 with FORWARDS:
                     out[idx] = fwd(tokens).float().numpy()
         return l2_normalize(out)
@@ -321,6 +334,7 @@ class OpenClipEncoder:
             "image_runtime": self.image_forward.active,
             "text_batch_precision": "bf16" if bf16 is not None and bf16.usable() else "fp32",
             "text_bf16_traced": bf16 is not None and bf16.traced,
+            "text_packed": self.text_packed is not None and self.text_packed.forward.usable(),
             **self.info,
         }
 
