@@ -193,7 +193,7 @@ def test_text_path_benchmark_smoke(tmp_path: Path, data_dir: Path) -> None:
     args = ["--queries", "32", "--docs", "8", "--repeats", "1", "--threads", "1"]
     result = _script("bench_text_path.py", args, data_dir, out)
     [run] = result["runs"]
-    assert set(run["precisions"]) == {"fp32", "bf16"} and run["ceiling_gflops"] > 0
+    assert set(run["precisions"]) == {"fp32", "bf16", "bf16 padded"} and run["ceiling_gflops"] > 0
     for row in run["precisions"].values():
         assert set(row["query_ms"]) == {"1", "2", "4", "8", "32"} and all(
             v > 0 for v in row["query_ms"].values()
@@ -202,6 +202,7 @@ def test_text_path_benchmark_smoke(tmp_path: Path, data_dir: Path) -> None:
     assert run["parity_bf16_vs_fp32"] >= 0.999 and result["ndcg@10"] is None
     md = _report(out.parent, tmp_path)
     assert "Text path: fp32 against the bf16 copy" in md and "bf16 copy |" in md  # section + summary row
+    assert "| 1 | bf16 padded |" in md
 
 
 @pytest.mark.slow

@@ -138,7 +138,9 @@ def test_api_default_search_reranks(tmp_path: Path, folder: Path) -> None:
         health = httpx.get(f"{url}/health").json()
         assert health["defaults"] == {"hybrid": True, "rerank": True} and health["reranker"]
         assert health["fusion"] == "dbsf"  # the default hybrid fusion, said where clients can read it
-        assert (health["text_batch_precision"], health["text_bf16_traced"]) == ("fp32", False)
+        assert (health["text_batch_precision"], health["text_bf16_traced"], health["text_packed"]) == (
+            "fp32", False, False,
+        )  # fmt: skip
         hits = httpx.post(f"{url}/search", data={"query": "bm25 ranking", "k": "3"}).json()["hits"]
         assert hits and all(
             h["scores"]["rerank"] is not None and h["scores"]["fused"] is not None for h in hits

@@ -342,6 +342,7 @@ class Service:
             "fusion": self.retriever.fusion,  # how hybrid search merges BM25 and dense (dbsf | rrf)
             "text_batch_precision": (enc := self.encoder.describe()).get("text_batch_precision", "fp32"),
             "text_bf16_traced": enc.get("text_bf16_traced", False),
+            "text_packed": enc.get("text_packed", False),  # short query batches run without padding
             "tenancy": self.store.tenancy,
             "auth": self.auth_enabled,
             "batching": {**dataclasses.asdict(self.batcher.settings), **self.batcher.stats()},
