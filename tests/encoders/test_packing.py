@@ -96,6 +96,39 @@ def test_a_tower_without_such_pooling_is_not_packable(lite: OpenClipEncoder) -> 
     assert not packable(tower) and not packable(lite.model.visual)
 
 
+@pytest.mark.parametrize("change", ["bert pooling layer", "eager attention", "roberta positions"])
+def test_towers_a_packed_row_cannot_reproduce_are_not_packable(lite: OpenClipEncoder, change: str) -> None:
+    from open_clip import hf_model
+    from transformers.models.bert.modeling_bert import BertPooler
+
+    tower = copy.deepcopy(lite.model.text).eval()
+    tower.pooler = hf_model.ClsPooler()
+    assert packable(tower)  # CLS pooling of the last hidden state: reproduced
+    model = tower.transformer
+    if change == "bert pooling layer":  # the padded tower returns tanh(dense(CLS)) instead
+        model.pooler = BertPooler(model.config)
+    elif change == "eager attention":  # adds a boolean mask to the scores: nothing masked
+        model.config._attn_implementation = "eager"
+    else:  # positions start after the padding index, not at 0
+        model.embeddings.padding_idx = 1
+    assert not packable(tower)
+
+
+def test_a_training_tower_never_runs_packed(lite: OpenClipEncoder) -> None:
+    lite.set_runtime("auto", "bf16")
+    try:
+        packed = lite.text_packed
+        assert packed is not None and packed.wanted(lite.tokenizer(QUERIES))
+        lite.model.text.train()
+        try:
+            assert not packed.wanted(lite.tokenizer(QUERIES)) and not lite.describe()["text_packed"]
+        finally:
+            lite.model.text.eval()
+        assert packed.active
+    finally:
+        lite.set_runtime("auto")
+
+
 def test_uneven_query_batches_run_packed_in_bf16(
     lite: OpenClipEncoder, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -151,6 +184,7 @@ def test_a_tower_that_fails_packed_runs_padded(
             out = lite.encode_text(QUERIES)
             again = lite.encode_text(QUERIES)
         assert packed.failed and not packed.wanted(lite.tokenizer(QUERIES))
+        assert not lite.describe()["text_packed"]  # /health says batches run padded now
         assert sum("cannot run packed" in r.getMessage() for r in caplog.records) == 1
     finally:
         lite.set_runtime("auto")

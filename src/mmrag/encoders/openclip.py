@@ -334,7 +334,7 @@ class OpenClipEncoder:
             "image_runtime": self.image_forward.active,
             "text_batch_precision": "bf16" if bf16 is not None and bf16.usable() else "fp32",
             "text_bf16_traced": bf16 is not None and bf16.traced,
-            "text_packed": self.text_packed is not None and self.text_packed.forward.usable(),
+            "text_packed": self.text_packed is not None and self.text_packed.active,
             **self.info,
         }
 

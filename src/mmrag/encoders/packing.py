@@ -106,14 +106,26 @@ def rows(tokens: torch.Tensor, pad_id: int) -> list[tuple[int, int]]:
 
 
 def packable(tower: Any) -> bool:
-    """Whether ``tower`` is an open_clip HF text tower whose pooling a packed row reproduces."""
+    """Whether ``tower`` is an open_clip HF text tower whose output a packed row reproduces: mean
+    or first-token pooling of the last hidden states (not a BERT pooling layer's output), positions
+    counted from 0 (BERT-style embeddings: RoBERTa's start after a padding index), and SDPA
+    attention (which takes the boolean block-diagonal mask as "may attend"; eager attention would
+    add it to the scores)."""
     pooler = getattr(tower, "pooler", None)
+    model = getattr(tower, "transformer", None)
+    config = getattr(model, "config", None)
+    embeddings = getattr(model, "embeddings", None)
+    pooled_output = getattr(pooler, "use_pooler_output", False) and getattr(model, "pooler", None) is not None
     return (
-        hasattr(tower, "transformer")
+        model is not None
         and hasattr(tower, "proj")
         and type(pooler).__name__ in POOLERS
         and getattr(pooler, "cls_token_position", 0) == 0
+        and not pooled_output
         and not getattr(tower, "output_tokens", False)
+        and getattr(config, "_attn_implementation", None) == "sdpa"
+        and embeddings is not None
+        and not hasattr(embeddings, "padding_idx")
     )
 
 
@@ -166,6 +178,7 @@ class PackedBatches:
         name: str,
         example: Callable[[], torch.Tensor],
     ) -> None:
+        self.tower = tower
         self.pad_id = pad_id
         self.padded = padded
         self.name = name
@@ -184,8 +197,15 @@ class PackedBatches:
         return max(PACK_MIN_TEXTS, self.forward.min_batch)
 
     def wanted(self, tokens: torch.Tensor) -> bool:
-        """Whether this batch should run packed (see the module docs)."""
-        return not self.failed and self.forward.usable() and worth_packing(tokens, self.pad_id)
+        """Whether this batch should run packed (see the module docs); never while the tower trains
+        (the packed module is a wrapper of its own, so its train flag does not follow the tower's)."""
+        return self.active and worth_packing(tokens, self.pad_id)
+
+    @property
+    def active(self) -> bool:
+        """Whether batches may run packed now (not failed, the tower not training, its weights
+        not refused by the parity check)."""
+        return not self.failed and not self.tower.training and self.forward.usable()
 
     def __call__(self, tokens: torch.Tensor) -> torch.Tensor:
         """Embeddings of a right-padded batch, ``(texts, dim)`` float32, in order."""
