@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -41,3 +42,31 @@ def test_safe_name() -> None:
     assert safe_name("../../etc/passwd") == "passwd"
     assert safe_name("C:\\\\x\\\\report v2.pdf") == "report_v2.pdf"
     assert safe_name(".bashrc") == "bashrc" and safe_name("...") == "upload"
+
+
+def test_gil_switch_interval_is_set_by_serve_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """MMRAG_GIL_SWITCH_MS: checked, 1 ms by default, applied by `mmrag serve` to its own process
+    (not by building the app: a library user's process keeps its interval)."""
+    import uvicorn
+
+    import mmrag.api.app as app_module
+    from mmrag.api import serve
+    from mmrag.config import Settings
+
+    assert ApiConfig.from_env({}).gil_switch_ms == 1.0
+    assert ApiConfig.from_env({"MMRAG_GIL_SWITCH_MS": "0"}).gil_switch_ms == 0
+    with pytest.raises(ConfigError, match="MMRAG_GIL_SWITCH_MS"):
+        ApiConfig.from_env({"MMRAG_GIL_SWITCH_MS": "500"})
+    before = sys.getswitchinterval()
+    seen: list[float] = []
+    monkeypatch.setattr(app_module, "build_app", lambda *a, **k: seen.append(sys.getswitchinterval()))
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **k: seen.append(sys.getswitchinterval()))
+    try:
+        for value, expected in (("0.5", 0.0005), ("0", before)):
+            sys.setswitchinterval(before)
+            monkeypatch.setenv("MMRAG_GIL_SWITCH_MS", value)
+            serve(Settings.from_env())
+            assert seen[-2] == pytest.approx(before)  # building the app leaves it alone
+            assert seen[-1] == pytest.approx(expected)  # serving sets it (0: Python's own)
+    finally:
+        sys.setswitchinterval(before)

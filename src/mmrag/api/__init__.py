@@ -4,7 +4,7 @@ Settings: the usual ``MMRAG_STORE`` / ``MMRAG_MODEL`` / ``MMRAG_TENANCY`` plus t
 ``MMRAG_SERVE_API_KEY``, ``MMRAG_TENANT_KEYS``, ``MMRAG_INGEST_ROOT``, ``MMRAG_UPLOAD_DIR``,
 ``MMRAG_MAX_UPLOAD_MB``, ``MMRAG_SEARCH_TIMEOUT``, ``MMRAG_INGEST_TIMEOUT``, ``MMRAG_API_WORKERS``,
 ``MMRAG_BATCH_MAX``, ``MMRAG_BATCH_WAIT_MS``, ``MMRAG_RERANK_BATCH_PAIRS``, ``MMRAG_QUEUE_SIZE``,
-``MMRAG_QUEUE_WAIT``
+``MMRAG_QUEUE_WAIT``, ``MMRAG_GIL_SWITCH_MS``
 (see :class:`mmrag.api.config.ApiConfig`).
 """
 
@@ -35,5 +35,6 @@ def serve(settings: Settings, *, host: str = "127.0.0.1", port: int = 8000) -> N
             host,
         )
     app = build_app(settings, config)
+    config.apply_to_process()  # the GIL switch interval (MMRAG_GIL_SWITCH_MS)
     # One process: an embedded Edge store admits one process, and the encoder is loaded once.
     uvicorn.run(app, host=host, port=port, workers=1, log_level="info", timeout_graceful_shutdown=10)
