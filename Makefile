@@ -90,10 +90,15 @@ bench: install
 	    $(RERANKER_ARGS); fi
 	$(PY) benchmarks/bench_query.py
 	$(PY) benchmarks/bench_scale.py
-	$(PY) benchmarks/bench_rerank.py --reranker "$(RERANKER)"
+	$(PY) benchmarks/bench_rerank.py --reranker "$(RERANKER)" --threads 1
 	$(PY) benchmarks/bench_rerank_depth.py --reranker "$(RERANKER_TEACHER)" "$(RERANKER)"
 	$(PY) benchmarks/bench_peers.py
 	$(PY) benchmarks/bench_api_load.py
+	$(PY) benchmarks/bench_api_concurrency.py --seconds 6 --base-docs 300 --ingest-docs 100 --reranker "$(RERANKER)"
+	$(PY) benchmarks/bench_retriever_concurrency.py --seconds 6 --repeats 3
+	$(PY) benchmarks/bench_text_path.py --ndcg
+	$(PY) benchmarks/bench_edge_threads.py --sizes 1000 100000 --search-threads 1 2 --repeats 3
+	$(PY) benchmarks/bench_cli_start.py --repeats 5
 	$(PY) benchmarks/train_sweep.py
 	$(PY) benchmarks/train_sweep.py --base lite:efficientnet_lite2 --out benchmarks/results/train_sweep_lite2.json
 	$(PY) benchmarks/train_extras.py joint
@@ -102,7 +107,10 @@ bench: install
 	$(PY) benchmarks/bench_ingest.py --images 1000 --abstracts 5183 --repeats 3
 	$(PY) benchmarks/bench_ingest_rss.py
 	$(PY) benchmarks/bench_image_path.py
-	$(PY) benchmarks/bench_quantization.py
+	$(PY) benchmarks/bench_quantization.py --repeats 3
+	$(PY) benchmarks/bench_quantization.py --points 1000000 --crops 3 --windows --threads 2 --repeats 3 \
+		--out benchmarks/results/quantization_1m.json
+	$(PY) benchmarks/sweep_image_tower.py
 	$(PY) benchmarks/report.py
 
 clean:
