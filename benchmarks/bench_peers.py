@@ -176,8 +176,11 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     from mmrag.encoders import load_encoder
+    from mmrag.encoders.lanes import FORWARDS
     from mmrag.rerank import CrossEncoderReranker
     from mmrag.rerank.fusion import ScoreFusion
+
+    FORWARDS.pin(1)  # as the peers: one forward pass at a time (a lone pool is not split over cores)
 
     t_start = time.perf_counter()
     encoder = load_encoder(args.model)

@@ -175,7 +175,10 @@ def load_val_fold(
 
     torch.set_num_threads(args.threads)
     from mmrag.encoders import load_encoder
+    from mmrag.encoders.lanes import FORWARDS
     from mmrag.eval.datasets import scifact_val_slice
+
+    FORWARDS.pin(1)  # "N threads": one forward pass at a time (a lone pool is not split over cores)
 
     ds, qids = scifact_val_slice(DATA, args.queries, args.docs)
     qrels = {q: dict(ds.qrels[q]) for q in qids}

@@ -287,9 +287,11 @@ def main() -> None:
         args.repeats, args.docs, args.images, args.efs = 1, 100, 20, [None, 16]
 
     from mmrag.encoders import load_encoder
+    from mmrag.encoders.lanes import FORWARDS
     from mmrag.store import QdrantStore
 
     encoder = load_encoder(args.model, threads=args.threads)
+    FORWARDS.pin(1)  # per-query latency at --threads: a lone rerank pool is not split over other cores
     reranker = None
     if args.reranker.exists():
         from mmrag.rerank import CrossEncoderReranker

@@ -94,3 +94,25 @@ def _concurrent_equal_serial(lite: OpenClipEncoder) -> None:
         for vectors in got[i]:
             np.testing.assert_array_equal(vectors, ref)
     assert FORWARDS.held == 0
+
+
+def test_free_counts_holders_and_waiters() -> None:
+    lanes = Lanes(lambda: 2)
+    assert lanes.free() == 2
+    with lanes:
+        assert lanes.free() == 1
+        with lanes:
+            assert lanes.free() == 0
+    assert lanes.free() == 2
+
+
+def test_pin_caps_the_lanes() -> None:
+    lanes = Lanes(lambda: 4)
+    lanes.pin(1)
+    assert lanes.limit() == 1 and lanes.free() == 1
+    with lanes:
+        assert lanes.free() == 0
+    lanes.pin(None)
+    assert lanes.limit() == 4
+    with pytest.raises(ValueError, match="cap"):
+        lanes.pin(0)

@@ -306,3 +306,37 @@ def test_bf16_training_learns_repeats_and_keeps_fp32_weights(tmp_path: Path) -> 
     floats = [k for k, v in runs[0].items() if v.is_floating_point()]
     assert floats and all(runs[0][k].dtype == torch.float32 for k in floats)  # autocast, not a bf16 model
     assert all(torch.equal(runs[0][k], runs[1][k]) for k in runs[0])  # same seed, same model
+
+
+def test_a_pool_is_split_over_free_lanes(rr: CrossEncoderReranker, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With lanes free beside it, a pool's pairs run as parts on as many threads at once (a lone
+    search with MMRAG_THREADS=1 uses every core), scoring as one pass does; an error in any part
+    is the call's."""
+    import threading
+
+    docs = DOCS * 3  # 12 pairs
+    monkeypatch.setattr(rr, "_free_lanes", lambda: 1)
+    alone = rr.score(QUERY, docs)
+    seen: set[int] = set()
+    real = type(rr)._logits
+    fail = [False]
+
+    def spy(self: CrossEncoderReranker, batch: Any) -> Any:
+        seen.add(threading.get_ident())
+        if fail[0] and threading.get_ident() != threading.main_thread().ident:
+            raise RuntimeError("a side part failed")
+        return real(self, batch)
+
+    monkeypatch.setattr(type(rr), "_logits", spy)
+    monkeypatch.setattr(rr, "_free_lanes", lambda: 2)
+    split = rr.score(QUERY, docs)
+    assert len(seen) == 2 and np.allclose(split, alone, atol=1e-5)
+    seen.clear()
+    monkeypatch.setattr(rr, "_free_lanes", lambda: 8)
+    assert np.allclose(rr.score(QUERY, docs), alone, atol=1e-5) and len(seen) >= 2  # 3 parts of 4 pairs
+    seen.clear()
+    rr.score(QUERY, docs[:7])  # too few pairs to split
+    assert len(seen) == 1
+    fail[0] = True
+    with pytest.raises(RuntimeError, match="side part"):
+        rr.score(QUERY, docs)

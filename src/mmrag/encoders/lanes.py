@@ -54,9 +54,28 @@ class Lanes:
 
     def __init__(self, limit: Callable[[], int] = parallel_lanes) -> None:
         self._limit = limit
+        self.cap: int | None = None  # pin(): at most this many, whatever the cores fit
         self._cond = threading.Condition()
         self.held = 0
         self.waiting = 0  # callers blocked in __enter__
+
+    def limit(self) -> int:
+        """How many may hold it now (>= 1)."""
+        n = max(1, self._limit())
+        return min(n, self.cap) if self.cap else n
+
+    def pin(self, cap: int | None) -> None:
+        """Admit at most ``cap`` holders (``None``: as many as the limit says). Latency benchmarks
+        that claim "1 thread" pin 1, so a lone rerank pool is not split over other cores."""
+        if cap is not None and cap < 1:
+            raise ValueError(f"cap must be >= 1, got {cap}")
+        with self._cond:
+            self.cap = cap
+            self._cond.notify_all()
+
+    def free(self) -> int:
+        """Lanes nobody holds or waits for now (a read without the lock, for an estimate)."""
+        return max(0, self.limit() - self.held - self.waiting)
 
     def in_use(self) -> int:
         """Holders plus callers waiting to hold it: the lanes spoken for (a read without the lock,
@@ -67,7 +86,7 @@ class Lanes:
         with self._cond:
             self.waiting += 1
             try:
-                while self.held >= max(1, self._limit()):
+                while self.held >= self.limit():
                     self._cond.wait()
             finally:
                 self.waiting -= 1

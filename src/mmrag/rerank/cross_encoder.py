@@ -186,6 +186,9 @@ class CrossEncoderReranker(PairScorer):
     def _lane(self) -> Any:
         return FORWARDS  # shares the cores' lanes with the encoder (mmrag.encoders.lanes)
 
+    def _free_lanes(self) -> int:
+        return FORWARDS.free()
+
     def _logits(self, batch: Batch) -> np.ndarray[Any, np.dtype[np.float32]]:
         import torch
 
