@@ -96,23 +96,25 @@ def _concurrent_equal_serial(lite: OpenClipEncoder) -> None:
     assert FORWARDS.held == 0
 
 
-def test_free_counts_holders_and_waiters() -> None:
-    lanes = Lanes(lambda: 2)
-    assert lanes.free() == 2
-    with lanes:
-        assert lanes.free() == 1
-        with lanes:
-            assert lanes.free() == 0
-    assert lanes.free() == 2
-
-
 def test_pin_caps_the_lanes() -> None:
+    """pin(1): a second holder waits until the first leaves; pin(None) lets a waiter in at once."""
     lanes = Lanes(lambda: 4)
     lanes.pin(1)
-    assert lanes.limit() == 1 and lanes.free() == 1
+    assert lanes.limit() == 1
+    entered = threading.Event()
+
+    def second() -> None:
+        with lanes:
+            entered.set()
+
     with lanes:
-        assert lanes.free() == 0
-    lanes.pin(None)
-    assert lanes.limit() == 4
+        t = threading.Thread(target=second)
+        t.start()
+        wait_until(lambda: lanes.waiting == 1, "the second holder waits at the cap")
+        assert not entered.is_set()
+        lanes.pin(None)  # wakes it: the limit is 4 again
+        assert entered.wait(60) and lanes.limit() == 4
+    t.join(60)
+    assert lanes.held == 0
     with pytest.raises(ValueError, match="cap"):
         lanes.pin(0)

@@ -308,14 +308,14 @@ def test_bf16_training_learns_repeats_and_keeps_fp32_weights(tmp_path: Path) -> 
     assert all(torch.equal(runs[0][k], runs[1][k]) for k in runs[0])  # same seed, same model
 
 
-def test_a_pool_is_split_over_free_lanes(rr: CrossEncoderReranker, monkeypatch: pytest.MonkeyPatch) -> None:
-    """With lanes free beside it, a pool's pairs run as parts on as many threads at once (a lone
-    search with MMRAG_THREADS=1 uses every core), scoring as one pass does; an error in any part
-    is the call's."""
+def test_a_pool_is_split_over_the_lanes(rr: CrossEncoderReranker, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With lanes for it, a pool's pairs run as parts on as many threads at once (a lone search
+    with MMRAG_THREADS=1 uses every core), each pair scored as one pass scores it; an error in any
+    part is the call's."""
     import threading
 
-    docs = DOCS * 3  # 12 pairs
-    monkeypatch.setattr(rr, "_free_lanes", lambda: 1)
+    docs = [f"{d} (variant {n})" for n in range(3) for d in DOCS]  # 12 different texts
+    monkeypatch.setattr(rr, "_lanes_for_split", lambda: 1)
     alone = rr.score(QUERY, docs)
     seen: set[int] = set()
     real = type(rr)._logits
@@ -328,11 +328,12 @@ def test_a_pool_is_split_over_free_lanes(rr: CrossEncoderReranker, monkeypatch: 
         return real(self, batch)
 
     monkeypatch.setattr(type(rr), "_logits", spy)
-    monkeypatch.setattr(rr, "_free_lanes", lambda: 2)
+    monkeypatch.setattr(rr, "_lanes_for_split", lambda: 2)
     split = rr.score(QUERY, docs)
     assert len(seen) == 2 and np.allclose(split, alone, atol=1e-5)
+    assert np.array_equal(rr.score(QUERY, docs), split)  # the same split every time: the same scores
     seen.clear()
-    monkeypatch.setattr(rr, "_free_lanes", lambda: 8)
+    monkeypatch.setattr(rr, "_lanes_for_split", lambda: 8)
     assert np.allclose(rr.score(QUERY, docs), alone, atol=1e-5) and len(seen) >= 2  # 3 parts of 4 pairs
     seen.clear()
     rr.score(QUERY, docs[:7])  # too few pairs to split

@@ -73,10 +73,6 @@ class Lanes:
             self.cap = cap
             self._cond.notify_all()
 
-    def free(self) -> int:
-        """Lanes nobody holds or waits for now (a read without the lock, for an estimate)."""
-        return max(0, self.limit() - self.held - self.waiting)
-
     def in_use(self) -> int:
         """Holders plus callers waiting to hold it: the lanes spoken for (a read without the lock,
         for an estimate)."""

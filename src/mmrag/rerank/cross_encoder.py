@@ -186,8 +186,8 @@ class CrossEncoderReranker(PairScorer):
     def _lane(self) -> Any:
         return FORWARDS  # shares the cores' lanes with the encoder (mmrag.encoders.lanes)
 
-    def _free_lanes(self) -> int:
-        return FORWARDS.free()
+    def _lanes_for_split(self) -> int:
+        return FORWARDS.limit()
 
     def _logits(self, batch: Batch) -> np.ndarray[Any, np.dtype[np.float32]]:
         import torch

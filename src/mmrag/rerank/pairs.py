@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import os
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -26,7 +27,7 @@ from mmrag.types import Hit
 
 # Characters of a long text tokenized per token kept (see PairScorer._tokenize).
 PREFIX_CHARS_PER_TOKEN = 8
-# Fewest pairs per part when a pool is split over free lanes (PairScorer.score_pairs): below it the
+# Fewest pairs per part when a pool is split over the lanes (PairScorer.score_pairs): below it the
 # fixed cost of a forward pass outweighs running side by side.
 MIN_SPLIT = 4
 _SIDE: ThreadPoolExecutor | None = None  # runs the parts of a split pool beside the caller's own
@@ -37,9 +38,18 @@ def _side_pool() -> ThreadPoolExecutor:
     global _SIDE
     with _SIDE_LOCK:
         if _SIDE is None:
-            # one thread per lane beside the caller's: never more parts than free lanes
+            # one thread per lane beside the caller's: never more parts than lanes
             _SIDE = ThreadPoolExecutor(max(1, usable_cores() - 1), thread_name_prefix="mmrag-rerank")
         return _SIDE
+
+
+def _forget_side_pool() -> None:
+    global _SIDE, _SIDE_LOCK
+    _SIDE, _SIDE_LOCK = None, threading.Lock()  # a forked child has none of the parent's threads
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_side_pool)
 
 
 Batch = dict[str, np.ndarray[Any, np.dtype[np.int64]]]
@@ -150,8 +160,8 @@ class PairScorer:
         """Held around each forward pass (a lane of the process's cores, for torch models)."""
         return contextlib.nullcontext()
 
-    def _free_lanes(self) -> int:
-        """Forward passes that could start now beside each other (1: none beside this one)."""
+    def _lanes_for_split(self) -> int:
+        """Forward passes the cores fit side by side (a fixed number per process; 1: no split)."""
         return 1
 
     # -- tokenization (cached) ----------------------------------------------------------------
@@ -261,11 +271,14 @@ class PairScorer:
         t0 = time.perf_counter()
         pairs = self.encode_pairs(queries, texts)
         order = sorted(range(len(pairs)), key=lambda i: len(pairs[i][0]))
-        # A pool with lanes free beside it is split over them: with MMRAG_THREADS=1 on 2 cores a
-        # lone search's 20 pairs run as two passes of 10 side by side (~2x faster), not one pass
-        # on one core with the other idle. Parts take every other pair of the length order (equal
-        # work), and within a part batches stay length-sorted.
-        ways = max(1, min(self._free_lanes(), len(order) // MIN_SPLIT))
+        # A pool is split over the process's lanes: with MMRAG_THREADS=1 on 2 cores a lone search's
+        # 20 pairs run as two passes of 10 side by side (~2x faster), not one pass on one core with
+        # the other idle. The split depends only on the lanes the cores fit, never on the load, so
+        # the same pool always runs as the same batches (the same scores); under load each part
+        # waits for a lane like any forward pass (on CPU 10 pairs cost half of 20, so nothing is
+        # lost). Parts take every other pair of the length order (equal work); within a part
+        # batches stay length-sorted.
+        ways = max(1, min(self._lanes_for_split(), len(order) // MIN_SPLIT))
         parts = [
             [(idx, self.pad_pairs([pairs[i] for i in idx])) for idx in _cut(order[w::ways], self.batch_size)]
             for w in range(ways)
@@ -277,8 +290,9 @@ class PairScorer:
                 with self._lane():
                     scores[idx] = self._logits(batch)
 
-        side = [_side_pool().submit(run, part) for part in parts[1:]]
+        side: list[Future[None]] = []
         try:
+            side += [_side_pool().submit(run, part) for part in parts[1:]]
             run(parts[0])
         finally:
             wait(side)  # no part still writes into scores once this call returns or raises

@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from mmrag.encoders.lanes import FORWARDS, parallel_lanes
+from mmrag.encoders.lanes import FORWARDS
 from mmrag.errors import ConfigError, MmragError, OverloadedError
 from mmrag.retriever.backlog import DrainRate
 from mmrag.retriever.gather import Gather
@@ -117,7 +117,7 @@ class BatchSettings:
 
     def lane_count(self) -> int:
         """:attr:`lanes`, or what the cores fit now when it is ``None``."""
-        return self.lanes or parallel_lanes()
+        return self.lanes or FORWARDS.limit()
 
 
 @runtime_checkable

@@ -138,7 +138,10 @@ def empty_meta() -> dict[str, Any]:
 def as_list(vec: Sequence[float] | npt.NDArray[np.float32]) -> list[float]:
     """A vector as Python floats, float32 values (``tolist`` already gives floats: ~9 µs for 512-d,
     against ~36 µs with a second pass over them, on every search and upserted point)."""
-    out: list[float] = np.asarray(vec, dtype=np.float32).tolist()
+    arr = np.asarray(vec, dtype=np.float32)
+    if arr.ndim != 1:
+        raise ValueError(f"expected one vector (1-d), got an array of shape {arr.shape}")
+    out: list[float] = arr.tolist()
     return out
 
 
