@@ -17,22 +17,30 @@ DEMO_RERANKER ?= checkpoints/reranker-demo
 # auto: bf16 autocast where the CPU has bf16 instructions (~0.57x the training time, same table: docs/search.md)
 DEMO_RERANKER_ARGS ?= --docs 800 --steps 120 --train-precision auto
 
-.PHONY: install sysdeps demo test lint bench clean
+.PHONY: install sysdeps sysdeps-ocr demo test lint bench clean
 
-# System packages from Debian: tesseract (OCR of scans), chromium (the UI's browser test),
-# docker-compose (validates docker-compose*.yml). Installed when missing and we may (root or sudo);
-# otherwise the tests that need them skip and say why.
-sysdeps:
-	@missing=""; \
-	command -v tesseract >/dev/null || missing="$$missing tesseract-ocr tesseract-ocr-eng"; \
-	command -v chromium >/dev/null || missing="$$missing chromium"; \
-	command -v docker-compose >/dev/null || missing="$$missing docker-compose"; \
+# System packages from Debian, as command:package+package: tesseract (OCR of scans), chromium (the
+# UI's browser test), docker-compose (validates docker-compose*.yml). Installed when missing and we
+# may (root or sudo); otherwise what needs them skips and says why. `make demo` needs OCR only, so it
+# does not wait for a browser to install.
+SYSDEPS_OCR := tesseract:tesseract-ocr+tesseract-ocr-eng
+SYSDEPS_ALL := $(SYSDEPS_OCR) chromium:chromium docker-compose:docker-compose
+define install_sysdeps
+	@missing=""; for dep in $(1); do \
+	  command -v "$${dep%%:*}" >/dev/null || missing="$$missing $$(tr + ' ' <<< "$${dep#*:}")"; done; \
 	if [ -z "$$missing" ]; then exit 0; fi; \
 	if [ "$$(id -u)" = 0 ]; then SUDO=""; elif command -v sudo >/dev/null; then SUDO="sudo -n"; else \
-	  echo "sysdeps: cannot install$$missing (not root, no sudo); the tests that need them will skip"; exit 0; fi; \
+	  echo "sysdeps: cannot install$$missing (not root, no sudo); what needs them will skip"; exit 0; fi; \
 	echo "sysdeps: installing$$missing"; \
 	$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null \
-	  || echo "sysdeps: apt-get failed; the tests that need$$missing will skip"
+	  || echo "sysdeps: apt-get failed; what needs$$missing will skip"
+endef
+
+sysdeps:
+	$(call install_sysdeps,$(SYSDEPS_ALL))
+
+sysdeps-ocr:
+	$(call install_sysdeps,$(SYSDEPS_OCR))
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -44,7 +52,7 @@ $(VENV)/.installed: pyproject.toml
 
 install: sysdeps $(VENV)/.installed
 
-demo: install
+demo: sysdeps-ocr $(VENV)/.installed
 	@if [ -f "$(CKPT)/mmrag.json" ]; then echo "demo: using the trained checkpoint $(CKPT)"; else \
 	  echo "demo: no trained checkpoint at $(CKPT), so training the lite heads on Flickr8k train now"; \
 	  echo "      (tower features are extracted once and cached in .cache/features: ~1-2 min the first time)"; \
@@ -99,6 +107,7 @@ bench: install
 	$(PY) benchmarks/bench_text_path.py --ndcg
 	$(PY) benchmarks/bench_edge_threads.py --sizes 1000 100000 --search-threads 1 2 --repeats 3
 	$(PY) benchmarks/bench_cli_start.py --repeats 5
+	$(PY) benchmarks/bench_cold_demo.py
 	$(PY) benchmarks/train_sweep.py
 	$(PY) benchmarks/train_sweep.py --base lite:efficientnet_lite2 --out benchmarks/results/train_sweep_lite2.json
 	$(PY) benchmarks/train_extras.py joint

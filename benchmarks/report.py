@@ -331,6 +331,18 @@ def summary_section(results: Path) -> str:
             f"**{api['p95_ratio_during_ingest_to_baseline']:.2f}** |"
         )
     rows += speed_summary_rows(results)
+    cold = _load(results, "cold_demo.json")
+    if cold:
+        ph = cold["phases_s"]
+        install = sum(v for k, v in ph.items() if k.startswith(("sysdeps", "install")))
+        parts = f"install {install / 60:.1f}, " + ", ".join(
+            f"{name} {ph[name] / 60:.1f}" for name in ("lite heads", "reranker")
+        )
+        rows.append(
+            "| cold `make demo`, fresh clone, install and every model included | "
+            f"{cold['total_s'] / 60:.1f} min "
+            f"({parts} min) | **{cold['ratio_to_limit']:.2f}** of {cold['limit_min']:g} min |"
+        )
     if not rows:
         return ""
     return (
@@ -795,6 +807,11 @@ def main() -> None:
         from bench_cli_start import report_section as cli_section
 
         sections.append(cli_section(json.loads(cli.read_text())))
+    cold = args.results / "cold_demo.json"
+    if cold.exists():
+        from bench_cold_demo import report_section as cold_section
+
+        sections.append(cold_section(json.loads(cold.read_text())))
     speed = (
         ("image_path.json", image_path_section),
         ("quantization.json", quantization_section),
