@@ -47,7 +47,8 @@ def test_feature_cache_and_features_reproduce_the_encoder(tmp_path: Path, data_d
     import torch
 
     from mmrag.encoders import cached_encoder
-    from mmrag.train.features import FeatureCache, tower_key
+    from mmrag.encoders.bf16 import set_default_text_precision
+    from mmrag.train.features import FeatureCache, text_features, tower_key
 
     enc = cached_encoder("lite")
     src = sorted((data_dir / "flickr8k" / "images").glob("*.jpg"))[:3]
@@ -74,17 +75,30 @@ def test_feature_cache_and_features_reproduce_the_encoder(tmp_path: Path, data_d
     assert changed.text == key.text and changed.image != key.image
     assert tower_key(enc) == key
     texts = ["a dog runs on the beach", "two children play football"]
-    tf = cache.texts(enc, texts, towers=key)
+    tf = text_features(enc, texts, progress=False, precision="fp32")
     with torch.no_grad():
         heads_t = torch.nn.functional.normalize(enc.model.text.proj(torch.from_numpy(tf)), dim=-1).numpy()
         heads_i = torch.nn.functional.normalize(
             enc.model.visual.head(torch.from_numpy(feats)), dim=-1
         ).numpy()
-    # training's text features are fp32; one text at a time is the encoder's fp32 path too (batches
-    # of 2+ may run on its bf16 copy)
+    # fp32 text features are the encoder's own fp32 path (one text at a time; batches of 2+ may run
+    # on its bf16 copy)
     fp32 = np.concatenate([enc.encode_text([t]) for t in texts])
     np.testing.assert_allclose(heads_t, fp32, atol=1e-5)
     np.testing.assert_allclose(heads_i[:1], enc.encode_image(paths[:1]), atol=1e-5)
+    # The cache keys text features by precision: each precision is computed once, then loaded.
+    before = cache.misses
+    try:
+        for precision in ("fp32", "bf16", "fp32", "bf16"):
+            set_default_text_precision(precision)
+            got = cache.texts(enc, texts, towers=key)
+            cos = (got * tf).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(tf, axis=1)
+            assert cos.min() > 0.999
+            if precision == "fp32":
+                np.testing.assert_allclose(got, tf, atol=1e-6)
+    finally:
+        set_default_text_precision("auto")
+    assert cache.misses == before + 2
 
 
 @pytest.mark.integration
@@ -104,8 +118,8 @@ def test_text_features_run_in_onnx_runtime_and_match_torch(caplog: pytest.LogCap
     features._POOLED.pop(enc, None)  # an earlier test may have made this encoder's export
     texts = ["a dog", "two children play football on a sandy beach near the water", "x " * 40]
     with caplog.at_level(logging.DEBUG, logger="mmrag.encoders.onnxrt"):
-        got = text_features(enc, texts, batch_size=2, progress=False)
-        again = text_features(enc, texts[::-1], batch_size=2, progress=False)
+        got = text_features(enc, texts, batch_size=2, progress=False, precision="fp32")
+        again = text_features(enc, texts[::-1], batch_size=2, progress=False, precision="fp32")
     # exported once for both calls (it was once per call: ~1 s per feature-cache miss)
     assert caplog.text.count("text tower (features): ONNX Runtime session ready") == 1
     np.testing.assert_allclose(again[::-1], got, atol=1e-6)
@@ -114,6 +128,15 @@ def test_text_features_run_in_onnx_runtime_and_match_torch(caplog: pytest.LogCap
             [PooledText(enc.model.text).eval()(enc.tokenizer(texts[i : i + 2])).numpy() for i in (0, 2)]
         )
     np.testing.assert_allclose(got, ref, atol=1e-4)
+    # The bf16 copy (the default on CPUs with bf16 instructions): the same features within cosine
+    # 0.999 (its own check), and the same every time.
+    half = text_features(enc, texts, batch_size=2, progress=False, precision="bf16")
+    assert features._POOLED_BF16[enc].usable() and features._POOLED_BF16[enc].traced
+    cos = (half * ref).sum(1) / np.linalg.norm(half, axis=1) / np.linalg.norm(ref, axis=1)
+    assert cos.min() > 0.999 and np.abs(half - ref).max() > 0  # really another path
+    np.testing.assert_array_equal(
+        text_features(enc, texts, batch_size=2, progress=False, precision="bf16"), half
+    )
 
 
 @pytest.mark.integration

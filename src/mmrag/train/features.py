@@ -5,7 +5,9 @@ EfficientNet trunk features of each image and the mean-pooled MiniLM features of
 Extracting them is the slow part on a CPU (tens of images per second), so they are computed once
 and cached under a key made of the towers' weights and preprocessing plus the content of every
 input file (or text): a rerun with the same data loads them in seconds, a changed file or tower
-recomputes.
+recomputes. Text features follow the process's text precision (``MMRAG_TEXT_PRECISION``, as every large
+text batch): on CPUs with bf16 instructions a bf16 copy of the tower, ~1.75x faster and within cosine
+0.9999 of fp32, under a cache key of its own, so the same machine always trains on the same features.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import numpy.typing as npt
 from torch import Tensor, nn
 
 from mmrag._lazy import require
+from mmrag.encoders.bf16 import Bf16Forward, large_batch_bf16
 from mmrag.encoders.onnxrt import FastForward
 from mmrag.encoders.openclip import OpenClipEncoder
 from mmrag.train.finetune import block_input_features
@@ -39,6 +42,7 @@ __all__ = [
     "FeatureCache",
     "TowerKeys",
     "check_lite",
+    "features_in_bf16",
     "image_features",
     "text_features",
     "tower_key",
@@ -141,18 +145,56 @@ def _pooled_forward(encoder: OpenClipEncoder) -> FastForward:
     return forward
 
 
+# The bf16 copy of the same, where text batches run in bf16 (encoders.bf16): checked against the fp32
+# forward above on its first batch, re-made when the weights change.
+_POOLED_BF16: weakref.WeakKeyDictionary[OpenClipEncoder, Bf16Forward] = weakref.WeakKeyDictionary()
+
+
+def features_in_bf16(precision: str | None = None) -> bool:
+    """Whether text features are extracted on a bf16 copy of the tower: ``precision`` (``auto``,
+    ``fp32``, ``bf16``; ``None``: the process default, ``MMRAG_TEXT_PRECISION``) as for every large
+    text batch (:func:`mmrag.encoders.bf16.large_batch_bf16`). The feature cache keys say which."""
+    return large_batch_bf16(precision)
+
+
+def _pooled_bf16(encoder: OpenClipEncoder) -> Bf16Forward:
+    fp32 = _pooled_forward(encoder)
+    forward = _POOLED_BF16.get(encoder)
+    if forward is None or forward.fallback is not fp32:
+        tokens = encoder.tokenizer
+        forward = Bf16Forward(
+            fp32.module,
+            fallback=fp32,
+            name="text tower (features)",
+            example=lambda: tokens(["probe", "a longer probe text, so that the first one is padded"]),
+        )
+        _POOLED_BF16[encoder] = forward
+    return forward
+
+
 def text_features(
-    encoder: OpenClipEncoder, texts: Sequence[str], *, batch_size: int = 128, progress: bool = True
+    encoder: OpenClipEncoder,
+    texts: Sequence[str],
+    *,
+    batch_size: int = 128,
+    progress: bool = True,
+    precision: str | None = None,
 ) -> F32:
-    """Mean-pooled text-tower features (before the text head) of every text."""
+    """Mean-pooled text-tower features (before the text head) of every text.
+
+    ``precision`` as :func:`features_in_bf16`: on CPUs with bf16 instructions the default runs a traced
+    bf16 copy of the tower (~1.75x the fp32 rate on Flickr8k captions with AVX512-BF16, per-text
+    cosine >= 0.9999 to fp32, checked on the first batch); elsewhere fp32 in ONNX Runtime.
+    """
     torch = require("torch", "core")
     check_lite(encoder)
     from tqdm import tqdm
 
-    # ONNX Runtime in fp32, parity-checked as for the images: ~2x eager torch on CPU for the same
-    # features (cosine 0.9999998, max abs difference ~1e-6 on Flickr8k captions), so one cache key.
-    # Batches of 128: faster per text than 256 in both runtimes (cache-sized activations).
-    forward = _pooled_forward(encoder)
+    # fp32: ONNX Runtime, parity-checked as for the images: ~2x eager torch on CPU for the same
+    # features (cosine 0.9999998, max abs difference ~1e-6 on Flickr8k captions), so one cache key;
+    # the bf16 copy's features have a key of their own (FeatureCache.texts). Batches of 128: faster
+    # per text than 256 in both runtimes (cache-sized activations).
+    forward = _pooled_bf16(encoder) if features_in_bf16(precision) else _pooled_forward(encoder)
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # less padding per batch
     result: F32 | None = None
     with (
@@ -211,6 +253,8 @@ class FeatureCache:
         self, encoder: OpenClipEncoder, texts: Sequence[str], *, towers: TowerKeys | None = None
     ) -> F32:
         h = hashlib.sha256((towers or tower_key(encoder)).text.encode())
+        if features_in_bf16():  # fp32 keys stay what they were
+            h.update(b"bf16")
         for t in texts:
             h.update(hashlib.sha256(t.encode()).digest())
         return self._load_or(
