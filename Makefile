@@ -107,7 +107,7 @@ bench: install
 	$(PY) benchmarks/bench_text_path.py --ndcg
 	$(PY) benchmarks/bench_edge_threads.py --sizes 1000 100000 --search-threads 1 2 --repeats 3
 	$(PY) benchmarks/bench_cli_start.py --repeats 5
-	$(PY) benchmarks/bench_cold_demo.py
+	$(PY) benchmarks/bench_cold_demo.py --repeats 3
 	$(PY) benchmarks/train_sweep.py
 	$(PY) benchmarks/train_sweep.py --base lite:efficientnet_lite2 --out benchmarks/results/train_sweep_lite2.json
 	$(PY) benchmarks/train_extras.py joint

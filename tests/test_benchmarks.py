@@ -331,3 +331,15 @@ def test_cold_demo_benchmark_reads_the_phases_make_prints(tmp_path: Path) -> Non
         "## Cold start: `make demo` on a fresh clone" in md and "| **10.0 min** | **0.83** of 12 min |" in md
     )
     assert "| 10.0 min (install 5.0, lite heads 1.2, reranker 1.2 min) | **0.83** of 12 min |" in md
+    # --repeats: the median total and each phase's median, every run kept and named in the table
+    runs = [
+        {"tesseract_installed_before": i > 0, "total_s": t, "phases_s": {"a": t - 60.0, "b": 60.0 + i}}
+        for i, t in enumerate((700.0, 580.0, 640.0))
+    ]
+    summary = cold.summarise(runs, 12.0)
+    assert summary["total_s"] == 640.0 and summary["ratio_to_limit"] == pytest.approx(640 / 720, abs=1e-3)
+    assert summary["phases_s"] == {"a": 580.0, "b": 61.0} and summary["runs"] == runs
+    assert not summary["tesseract_installed_before"]
+    section = cold.report_section({**result, **summary})
+    assert "the median of 3 runs" in section and "totals 11.7, 9.7, 10.7 min" in section
+    assert "installed by the first run" in section and "| **10.7 min** | **0.89** of 12 min |" in section
