@@ -145,14 +145,14 @@ def main() -> None:
     ap.add_argument("--keep", action="store_true", help="keep the clone (its venv is ~5 GB)")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "cold_demo.json")
     args = ap.parse_args()
+    if args.repeats < 1:
+        sys.exit("--repeats must be at least 1")
     if not (DATA / "flickr8k").is_dir() or not (DATA / "scifact").is_dir():
         sys.exit(f"no shared data at {DATA} (set MMRAG_DATA)")
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True)
     dirty = subprocess.run(["git", "status", "--porcelain"], cwd=REPO, capture_output=True, text=True).stdout
     if dirty.strip():
         print("note: the working tree has uncommitted changes; the clone has HEAD only", file=sys.stderr)
-    if args.repeats < 1:
-        sys.exit("--repeats must be at least 1")
     work = Path(args.workdir or tempfile.mkdtemp(prefix="mmrag-cold-demo-")).resolve()
     runs = []
     for i in range(args.repeats):
@@ -168,15 +168,15 @@ def main() -> None:
 def report_section(r: dict[str, Any]) -> str:
     total_min = r["total_s"] / 60
     phases = " | ".join(f"{s / 60:.1f}" for s in r["phases_s"].values())
+    runs = r.get("runs", [])
     apt = (
         "tesseract was already installed, so `sysdeps` installed nothing"
         if r["tesseract_installed_before"]
         else "tesseract was installed by the first run"
-        if len(r.get("runs", [])) > 1
+        if len(runs) > 1
         else "tesseract was installed by the run"
     )
     limit = f"**{r['ratio_to_limit']:.2f}** of {r['limit_min']:g} min"
-    runs = r.get("runs", [])
     if len(runs) > 1:
         totals = ", ".join(f"{x['total_s'] / 60:.1f}" for x in runs)
         how = (
