@@ -42,17 +42,24 @@ sysdeps:
 sysdeps-ocr:
 	$(call install_sysdeps,$(SYSDEPS_OCR))
 
-$(VENV)/.installed: pyproject.toml
+# What `make demo` needs: the project with its runtime extras (`[all]`).
+$(VENV)/.runtime: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# torch first, from the wheels on this disk; any other version downloads GBs.
 	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
+	$(PY) -m pip install -q -e '.[all]'
+	touch $@
+
+# What the tests, linters and benchmarks add (`[dev]`: pytest, ruff, mypy, ray, the peers' stacks, ...):
+# ~25 s more of a cold install, which `make demo` does not wait for.
+$(VENV)/.installed: $(VENV)/.runtime
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $@
 
 install: sysdeps $(VENV)/.installed
 
-demo: sysdeps-ocr $(VENV)/.installed
+demo: sysdeps-ocr $(VENV)/.runtime
 	@if [ -f "$(CKPT)/mmrag.json" ]; then echo "demo: using the trained checkpoint $(CKPT)"; else \
 	  echo "demo: no trained checkpoint at $(CKPT), so training the lite heads on Flickr8k train now"; \
 	  echo "      (tower features are extracted once and cached in .cache/features: ~1-2 min the first time)"; \

@@ -4,7 +4,7 @@ What a newcomer waits for the first time, phase by phase, read off the lines `ma
 
 * `sysdeps`: the Debian packages the demo needs (tesseract for OCR of the scans), when missing;
 * `install`: the venv (and pip upgraded), torch and torchvision from this disk, then
-  `pip install -e '.[dev]'` (downloads from PyPI), each timed;
+  `pip install -e '.[all]'` (the runtime extras; `make test` adds `.[dev]`), each timed;
 * `lite heads`: tower features of Flickr8k extracted and cached, then the heads trained;
 * `reranker`: the demo's cross-encoder trained on a SciFact slice (fixed steps) and validated;
 * `ingest`: the sample folder and a Flickr8k slice into the demo store;

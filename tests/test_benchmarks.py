@@ -297,7 +297,7 @@ def test_cold_demo_benchmark_reads_the_phases_make_prints(tmp_path: Path) -> Non
     lines = [
         "python3 -m venv .venv",
         ".venv/bin/python -m pip install -q torch==2.14.1 torchvision==0.29.1",
-        ".venv/bin/python -m pip install -q -e '.[dev]'",
+        ".venv/bin/python -m pip install -q -e '.[all]'",
         "demo: no trained checkpoint at checkpoints/lite-flickr8k, so training the lite heads now",
         "demo: no reranker at checkpoints/reranker-demo, so training one on a SciFact slice now",
         '.venv/bin/mmrag ingest "data/ingest_demo" --model "checkpoints/lite-flickr8k"',
