@@ -7,9 +7,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mmrag.eval.corpus import _Precomputed, corpus_chunks, corpus_vectors, doc_ids, index_corpus
+from mmrag.eval.corpus import (
+    STEADY_MARGIN,
+    _Precomputed,
+    corpus_chunks,
+    corpus_vectors,
+    doc_ids,
+    index_corpus,
+    steady_doc_ids,
+    steady_hits,
+)
 from mmrag.eval.datasets import BeirDataset
 from mmrag.store import QdrantStore
+from mmrag.types import Chunk, Hit
 from tests.fakes import HashEncoder
 
 CORPUS = {
@@ -37,8 +47,6 @@ def test_index_corpus_writes_the_cached_vectors_once(tmp_path: Path) -> None:
         assert [[c.metadata["doc_id"] for c, _ in row] for row in hits] == [["d1"], ["d2"]]
     chunks = corpus_chunks(ds)
     assert chunks[2].text == "d3"
-    from mmrag.types import Hit
-
     assert doc_ids([Hit(c, 1.0, None, None, None, 1, 1) for c in chunks]) == ["d1", "d2", "d3"]
 
 
@@ -48,3 +56,50 @@ def test_cached_vectors_are_served_for_their_own_texts_only() -> None:
     np.testing.assert_array_equal(served.encode_text(["a"]), np.eye(2, 8, dtype=np.float32)[:1])
     with pytest.raises(ValueError, match="corpus order"):
         served.encode_text(["a"])
+
+
+def _hit(doc: str, fused: float | None, dense: float | None = None) -> Hit:
+    chunk = Chunk(f"c-{doc}", "text", "scifact", doc, None, {"doc_id": doc})
+    return Hit(chunk, dense, None, fused, None, 1, 1)
+
+
+def test_steady_doc_ids_ignore_one_ulp_of_score_noise() -> None:
+    # Two runs over the same data: a and b tie (same BM25 score, no dense one), c and d are one
+    # float32 ulp apart in one run only, in the store's other order.
+    tie, cd = np.float32(0.8013770), np.float32(0.5625578)
+    up = float(np.nextafter(tie, np.float32(1)))
+    run1 = [_hit("x", 1.7), _hit("b", up), _hit("a", float(tie)), _hit("d", float(cd)), _hit("c", float(cd))]
+    run2 = [_hit("x", 1.7), _hit("a", up), _hit("b", float(tie)), _hit("c", float(cd)), _hit("d", float(cd))]
+    assert doc_ids(run1) != doc_ids(run2)  # the store's order flips the ties
+    assert steady_doc_ids(run1, 5) == steady_doc_ids(run2, 5) == ["x", "a", "b", "c", "d"]
+    assert steady_doc_ids(run1, 3) == ["x", "a", "b"]  # the cut is made on the steady ranking
+    assert steady_hits(run2, 2) == [run2[0], run2[1]]  # the hits themselves, scores kept
+    # Without a fused score the dense one ranks; a hit without either comes last.
+    dense = [_hit("n", None), _hit("m", None, dense=0.2), _hit("k", None, dense=0.9)]
+    assert steady_doc_ids(dense, 3) == ["k", "m", "n"]
+
+
+def test_two_edge_stores_of_one_corpus_mine_the_same_ranking(data_dir: Path, tmp_path: Path) -> None:
+    """Two Qdrant Edge stores built from the same SciFact abstracts in one process: BM25 scores that
+    differ in the last float32 bit between them (Edge's sum order) leave steady_doc_ids unchanged."""
+    from mmrag.retriever import Retriever
+
+    full = BeirDataset.load(data_dir / "scifact", "train")
+    docs = dict(list(full.corpus.items())[:1000])
+    qids = sorted(full.queries)[:300]
+    ds = BeirDataset(full.root, docs, {q: full.queries[q] for q in qids}, {})
+    enc, texts = HashEncoder(dim=32), [full.queries[q] for q in qids]
+    rankings, scores = [], []
+    for name in ("one", "two"):
+        with QdrantStore.open(str(tmp_path / name)) as st:
+            index_corpus(st, enc, ds, None)
+            pools = Retriever(enc, st, pool=30, hybrid=True, exact=True).search_batch(
+                texts, k=30 + STEADY_MARGIN, hybrid=True
+            )
+        rankings.append([steady_doc_ids(hits, 30) for hits in pools])
+        scores.append({(i, h.chunk.id): h.sparse for i, hits in enumerate(pools) for h in hits})
+    assert rankings[0] == rankings[1]
+    shared = scores[0].keys() & scores[1].keys()
+    noisy = sum(scores[0][k] != scores[1][k] for k in shared)
+    # The noise this guards against (Edge 0.x): if it is ever gone, the steady ranking is merely cheap.
+    assert noisy > 0, f"no BM25 score differed between the stores over {len(shared)} hits"

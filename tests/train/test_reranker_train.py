@@ -27,6 +27,9 @@ def test_two_runs_give_the_same_checkpoint_metrics(tmp_path: Path, data_dir: Pat
     assert a.fit.steps == b.fit.steps == 3  # fixed steps, not a time budget
     assert (a.fit.loss_first10, a.fit.loss_last10) == (b.fit.loss_first10, b.fit.loss_last10)
     assert a.val.to_dict() == b.val.to_dict()
+    # the same weights, byte for byte: the mined pools do not follow the stores' BM25 rounding noise
+    weights = "model.safetensors"
+    assert (tmp_path / "a" / weights).read_bytes() == (tmp_path / "b" / weights).read_bytes()
     saved = json.loads((tmp_path / "a" / "mmrag_rerank.json").read_text())
     assert saved["val"] == json.loads(json.dumps(a.val.to_dict())) and saved["train"]["steps"] == 3
 

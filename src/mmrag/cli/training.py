@@ -196,8 +196,8 @@ def add_train_reranker_parser(sub: Any) -> None:
         default="fp32",
         help="bf16: train under CPU autocast (~0.55x the time per step on CPUs with bf16 "
         "instructions; weights and calibration stay fp32); auto: bf16 where the CPU has them "
-        "(AMX or AVX512-BF16), else fp32; only fp32 is bit-reproducible from process to "
-        "process [default fp32]",
+        "(AMX or AVX512-BF16), else fp32; either way the same command and seed give the same "
+        "model [default fp32]",
     )
     p.add_argument("--limit-queries", type=int, help="first N training queries (quick runs)")
     p.add_argument("--limit-val", type=int, help="first N validation queries (quick runs)")

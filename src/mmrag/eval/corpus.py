@@ -147,6 +147,37 @@ def doc_ids(hits: Sequence[Hit]) -> list[str]:
     return [str(h.chunk.metadata.get("doc_id", h.chunk.id)) for h in hits]
 
 
+# Significant digits of the first-stage score that steady_doc_ids ranks by, and the extra hits asked for
+# so that its cut is made on that ranking rather than the store's.
+STEADY_DIGITS = 6
+STEADY_MARGIN = 5
+
+
+def steady_hits(hits: Sequence[Hit], k: int, digits: int = STEADY_DIGITS) -> list[Hit]:
+    """The best ``k`` hits, ranked by first-stage score to ``digits`` significant digits, then by doc
+    id: a ranking that every run over the same data reproduces.
+
+    Qdrant Edge sums a BM25 score's terms in an order that varies from one store to another: two
+    stores built from the same points, even in one process, give ~7% of the scored documents values
+    one float32 ulp apart (the dense scores are identical). Documents whose true scores tie (e.g. two
+    abstracts with the same BM25 score and no dense score) then swap places at random, and so do the
+    hard negatives mined from these lists (:func:`mmrag.train.groups.mine_groups`). Ask the store
+    for :data:`STEADY_MARGIN` more hits than ``k`` so that the cut at ``k`` is made on this ranking.
+    """
+
+    def score(h: Hit) -> float:
+        s = h.fused if h.fused is not None else h.dense if h.dense is not None else h.sparse
+        return float(f"{s:.{digits}g}") if s is not None else float("-inf")
+
+    ranked = sorted(zip(hits, doc_ids(hits), strict=True), key=lambda hd: (-score(hd[0]), hd[1]))
+    return [h for h, _ in ranked[:k]]
+
+
+def steady_doc_ids(hits: Sequence[Hit], k: int) -> list[str]:
+    """The doc ids of :func:`steady_hits`."""
+    return doc_ids(steady_hits(hits, k))
+
+
 def ranking_metrics(
     qrels: dict[str, dict[str, int]], runs: Mapping[str, Sequence[Hit]], ks: Sequence[int] = (10, 100)
 ) -> dict[str, float]:
