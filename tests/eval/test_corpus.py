@@ -73,7 +73,11 @@ def test_steady_doc_ids_ignore_one_ulp_of_score_noise() -> None:
     assert doc_ids(run1) != doc_ids(run2)  # the store's order flips the ties
     assert steady_doc_ids(run1, 5) == steady_doc_ids(run2, 5) == ["x", "a", "b", "c", "d"]
     assert steady_doc_ids(run1, 3) == ["x", "a", "b"]  # the cut is made on the steady ranking
-    assert steady_hits(run2, 2) == [run2[0], run2[1]]  # the hits themselves, scores kept
+    steady = steady_hits(run2, 2)  # the hits, scores kept, renumbered in the steady order
+    assert [(h.chunk.id, h.fused, h.ann_rank, h.final_rank) for h in steady] == [
+        ("c-x", 1.7, 1, 1),
+        ("c-a", up, 2, 2),
+    ]
     # Without a fused score the dense one ranks; a hit without either comes last.
     dense = [_hit("n", None), _hit("m", None, dense=0.2), _hit("k", None, dense=0.9)]
     assert steady_doc_ids(dense, 3) == ["k", "m", "n"]

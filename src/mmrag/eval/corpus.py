@@ -11,6 +11,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -147,7 +148,7 @@ def doc_ids(hits: Sequence[Hit]) -> list[str]:
     return [str(h.chunk.metadata.get("doc_id", h.chunk.id)) for h in hits]
 
 
-# Significant digits of the first-stage score that steady_doc_ids ranks by, and the extra hits asked for
+# Significant digits of the first-stage score that steady_hits ranks by, and the extra hits asked for
 # so that its cut is made on that ranking rather than the store's.
 STEADY_DIGITS = 6
 STEADY_MARGIN = 5
@@ -170,7 +171,8 @@ def steady_hits(hits: Sequence[Hit], k: int, digits: int = STEADY_DIGITS) -> lis
         return float(f"{s:.{digits}g}") if s is not None else float("-inf")
 
     ranked = sorted(zip(hits, doc_ids(hits), strict=True), key=lambda hd: (-score(hd[0]), hd[1]))
-    return [h for h, _ in ranked[:k]]
+    # the ranks renumbered too: later ties (e.g. a fusion at weight 0) break on ann_rank
+    return [replace(h, ann_rank=i + 1, final_rank=i + 1) for i, (h, _) in enumerate(ranked[:k])]
 
 
 def steady_doc_ids(hits: Sequence[Hit], k: int) -> list[str]:
