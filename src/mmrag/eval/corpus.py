@@ -175,6 +175,12 @@ def steady_hits(hits: Sequence[Hit], k: int, digits: int = STEADY_DIGITS) -> lis
     return [replace(h, ann_rank=i + 1, final_rank=i + 1) for i, (h, _) in enumerate(ranked[:k])]
 
 
+def steady_search(retriever: Any, texts: Sequence[str], k: int, **options: Any) -> list[list[Hit]]:
+    """``retriever.search_batch`` of ``texts`` (with ``options``), each list cut to ``k`` by
+    :func:`steady_hits` from :data:`STEADY_MARGIN` more hits."""
+    return [steady_hits(hits, k) for hits in retriever.search_batch(texts, k=k + STEADY_MARGIN, **options)]
+
+
 def steady_doc_ids(hits: Sequence[Hit], k: int) -> list[str]:
     """The doc ids of :func:`steady_hits`."""
     return doc_ids(steady_hits(hits, k))

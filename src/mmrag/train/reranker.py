@@ -36,7 +36,7 @@ import numpy as np
 
 from mmrag.encoders.bf16 import bf16_is_fast
 from mmrag.errors import ConfigError
-from mmrag.eval.corpus import STEADY_MARGIN, index_corpus, steady_doc_ids, steady_hits
+from mmrag.eval.corpus import doc_ids, index_corpus, steady_search
 from mmrag.rerank.cross_encoder import CONFIG_FILE, CrossEncoderReranker
 from mmrag.store.payload import TRAIN_WRITER
 from mmrag.train.groups import Group, mine_groups
@@ -232,8 +232,8 @@ def _mine(
     def first_stage(texts: list[str], k: int) -> list[list[str]]:
         out = []
         for start in range(0, len(texts), 64):
-            part = retriever.search_batch(texts[start : start + 64], k=k + STEADY_MARGIN, hybrid=True)
-            out += [steady_doc_ids(hits, k) for hits in part]  # not the store's order: see there
+            part = steady_search(retriever, texts[start : start + 64], k, hybrid=True)
+            out += [doc_ids(hits) for hits in part]
             bar.update(len(part))
         return out
 
@@ -267,7 +267,7 @@ def train_reranker(
 
     With ``progress``, indexing, mining, training (with an ETA) and validation each show a bar on
     stderr. Mining searches exactly (no HNSW) and ranks each pool (and each validation pool) with
-    :func:`~mmrag.eval.corpus.steady_hits` (BM25 scores from Qdrant Edge can differ by one float32
+    :func:`~mmrag.eval.corpus.steady_search` (BM25 scores from Qdrant Edge can differ by one float32
     ulp from store to store), so the mined groups, and with them the checkpoint, are the same in every
     run of the same command and seed.
     """
@@ -299,12 +299,9 @@ def train_reranker(
     with tempfile.TemporaryDirectory(prefix="mmrag-rr-") as tmp, QdrantStore.open(store or tmp) as st:
         index_corpus(st, encoder, ds, cache, progress=progress, writer=TRAIN_WRITER)
         retriever = Retriever(encoder, st, pool=cfg.depth, hybrid=True, exact=True)
-        val_pools = [
-            steady_hits(hits, cfg.val_pool)  # as the mined pools, not in the store's order
-            for hits in retriever.search_batch(
-                [ds.queries[q] for q in val_ids], k=cfg.val_pool + STEADY_MARGIN, hybrid=True, rerank=False
-            )
-        ]
+        val_pools = steady_search(  # as the mined pools, not in the store's order
+            retriever, [ds.queries[q] for q in val_ids], cfg.val_pool, hybrid=True, rerank=False
+        )
         # each member alone (a soup), then the model saved: the same fold, pools and unseen queries
         validate = partial(
             calibrate,
