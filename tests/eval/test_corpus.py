@@ -14,7 +14,6 @@ from mmrag.eval.corpus import (
     corpus_vectors,
     doc_ids,
     index_corpus,
-    steady_doc_ids,
     steady_hits,
 )
 from mmrag.eval.datasets import BeirDataset
@@ -63,7 +62,7 @@ def _hit(doc: str, fused: float | None, dense: float | None = None) -> Hit:
     return Hit(chunk, dense, None, fused, None, 1, 1)
 
 
-def test_steady_doc_ids_ignore_one_ulp_of_score_noise() -> None:
+def test_steady_hits_ignore_one_ulp_of_score_noise() -> None:
     # Two runs over the same data: a and b tie (same BM25 score, no dense one), c and d are one
     # float32 ulp apart in one run only, in the store's other order.
     tie, cd = np.float32(0.8013770), np.float32(0.5625578)
@@ -71,8 +70,8 @@ def test_steady_doc_ids_ignore_one_ulp_of_score_noise() -> None:
     run1 = [_hit("x", 1.7), _hit("b", up), _hit("a", float(tie)), _hit("d", float(cd)), _hit("c", float(cd))]
     run2 = [_hit("x", 1.7), _hit("a", up), _hit("b", float(tie)), _hit("c", float(cd)), _hit("d", float(cd))]
     assert doc_ids(run1) != doc_ids(run2)  # the store's order flips the ties
-    assert steady_doc_ids(run1, 5) == steady_doc_ids(run2, 5) == ["x", "a", "b", "c", "d"]
-    assert steady_doc_ids(run1, 3) == ["x", "a", "b"]  # the cut is made on the steady ranking
+    assert doc_ids(steady_hits(run1, 5)) == doc_ids(steady_hits(run2, 5)) == ["x", "a", "b", "c", "d"]
+    assert doc_ids(steady_hits(run1, 3)) == ["x", "a", "b"]  # the cut is made on the steady ranking
     steady = steady_hits(run2, 2)  # the hits, scores kept, renumbered in the steady order
     assert [(h.chunk.id, h.fused, h.ann_rank, h.final_rank) for h in steady] == [
         ("c-x", 1.7, 1, 1),
@@ -80,12 +79,12 @@ def test_steady_doc_ids_ignore_one_ulp_of_score_noise() -> None:
     ]
     # Without a fused score the dense one ranks; a hit without either comes last.
     dense = [_hit("n", None), _hit("m", None, dense=0.2), _hit("k", None, dense=0.9)]
-    assert steady_doc_ids(dense, 3) == ["k", "m", "n"]
+    assert doc_ids(steady_hits(dense, 3)) == ["k", "m", "n"]
 
 
 def test_two_edge_stores_of_one_corpus_mine_the_same_ranking(data_dir: Path, tmp_path: Path) -> None:
     """Two Qdrant Edge stores built from the same SciFact abstracts in one process: BM25 scores that
-    differ in the last float32 bit between them (Edge's sum order) leave steady_doc_ids unchanged."""
+    differ in the last float32 bit between them (Edge's sum order) leave the steady_hits ranking unchanged."""
     from mmrag.retriever import Retriever
 
     full = BeirDataset.load(data_dir / "scifact", "train")
@@ -100,7 +99,7 @@ def test_two_edge_stores_of_one_corpus_mine_the_same_ranking(data_dir: Path, tmp
             pools = Retriever(enc, st, pool=30, hybrid=True, exact=True).search_batch(
                 texts, k=30 + STEADY_MARGIN, hybrid=True
             )
-        rankings.append([steady_doc_ids(hits, 30) for hits in pools])
+        rankings.append([doc_ids(steady_hits(hits, 30)) for hits in pools])
         scores.append({(i, h.chunk.id): h.sparse for i, hits in enumerate(pools) for h in hits})
     assert rankings[0] == rankings[1]
     shared = scores[0].keys() & scores[1].keys()

@@ -181,11 +181,6 @@ def steady_search(retriever: Any, texts: Sequence[str], k: int, **options: Any) 
     return [steady_hits(hits, k) for hits in retriever.search_batch(texts, k=k + STEADY_MARGIN, **options)]
 
 
-def steady_doc_ids(hits: Sequence[Hit], k: int) -> list[str]:
-    """The doc ids of :func:`steady_hits`."""
-    return doc_ids(steady_hits(hits, k))
-
-
 def ranking_metrics(
     qrels: dict[str, dict[str, int]], runs: Mapping[str, Sequence[Hit]], ks: Sequence[int] = (10, 100)
 ) -> dict[str, float]:
