@@ -145,6 +145,9 @@ def test_api_default_search_reranks(tmp_path: Path, folder: Path) -> None:
         assert hits and all(
             h["scores"]["rerank"] is not None and h["scores"]["fused"] is not None for h in hits
         )
+        # a bf16 reranker ran its passes as one TorchScript call each (docs/speed.md); fp32 runs eager
+        after = httpx.get(f"{url}/health").json()
+        assert after["reranker_traced"] is after["reranker"].endswith("#bf16")
         off = httpx.post(f"{url}/search", data={"query": "bm25", "mode": "dense", "rerank": "false"}).json()
         assert all(h["scores"]["rerank"] is None and h["scores"]["fused"] is None for h in off["hits"])
         bad = httpx.post(f"{url}/search", data={"query": "bm25", "mode": "dense", "hybrid": "true"})

@@ -204,7 +204,8 @@ def test_learn_weight_never_picks_a_harmful_reranker() -> None:
 
 
 def test_bf16_tracks_fp32_and_auto_follows_the_cpu(rr: CrossEncoderReranker) -> None:
-    from mmrag.encoders.fused import fused_kernel_runs
+    import torch
+
     from mmrag.rerank.cross_encoder import bf16_is_fast, resolve_precision
 
     fp32 = rr.score(QUERY, DOCS)
@@ -217,16 +218,58 @@ def test_bf16_tracks_fp32_and_auto_follows_the_cpu(rr: CrossEncoderReranker) -> 
     # bf16 runs mmrag's CPU attention (padded batches of 2 here: the mask is applied), as close to
     # fp32 as torch's own sdpa kernel is
     assert half.model.config._attn_implementation == attention.NAME
-    # ... and each feed-forward's linear + GELU as one oneDNN call (where torch has the kernel)
-    fused = sum(type(m).__name__ == "FusedDenseGelu" for m in half.model.modules())
-    assert fused == (half.model.config.num_hidden_layers if fused_kernel_runs() else 0)
-    half.model.set_attn_implementation("sdpa")
-    sdpa = half.score(QUERY, DOCS)
+    # ... traced, one TorchScript call per pass, so the feed-forward stays unfused (rerank/traced.py)
+    assert half.traced
+    assert not any(type(m).__name__ == "FusedDenseGelu" for m in half.model.modules())
+    half.model.set_attn_implementation("sdpa")  # the eager model's own attention, not the trace's
+    batch = half.collate(half.encode_pairs([QUERY] * len(DOCS), DOCS))
+    with torch.inference_mode():
+        sdpa = half.model(**batch).logits.float().reshape(-1).numpy()
     assert np.max(np.abs(bf16 - sdpa)) <= 0.02 * (1 + np.max(np.abs(fp32)))
     assert np.corrcoef(bf16, fp32)[0, 1] > 0.999 and np.argmax(bf16) == np.argmax(fp32)
     assert resolve_precision("auto") == ("bf16" if bf16_is_fast() else "fp32")
     with pytest.raises(ConfigError, match="precision"):
         CrossEncoderReranker(None, precision="fp8")
+
+
+def test_bf16_runs_traced_follows_new_weights_and_falls_back_to_eager_fused(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import torch
+
+    from mmrag.encoders.fused import fused_kernel_runs
+
+    half = CrossEncoderReranker(None, max_length=64, batch_size=2, precision="bf16")
+    traced = half.score(QUERY, DOCS)
+    assert half.traced
+    # the same logits as the eager model (the trace is checked against it on a padded probe)
+    batch = half.collate(half.encode_pairs([QUERY] * len(DOCS), DOCS))
+    with torch.inference_mode():
+        eager = half.model(**batch).logits.float().reshape(-1).numpy()
+    assert np.max(np.abs(traced - eager)) <= 1e-2
+    # weights changed in place: scored with the new ones (traced again)
+    with torch.no_grad():
+        half.model.classifier.bias += 1.0
+    moved = half.score(QUERY, DOCS)
+    assert half.traced
+    assert np.allclose(moved, traced + 1.0, atol=0.05)
+
+    # a model that cannot be traced runs eagerly, with its feed-forward fused, and one warning
+    def refuse(*_: Any, **__: Any) -> Any:
+        raise RuntimeError("no tracing here")
+
+    monkeypatch.setattr(torch.jit, "trace", refuse)
+    other = CrossEncoderReranker(None, max_length=64, batch_size=2, precision="bf16")
+    with caplog.at_level("WARNING", logger="mmrag.rerank.traced"):
+        fallback = other.score(QUERY, DOCS)
+        other.score(QUERY, DOCS[:2])
+    assert not other.traced
+    warned = [r.getMessage() for r in caplog.records if "runs eagerly" in r.getMessage()]
+    why = "cannot trace it (no tracing here); it runs eagerly (slower beside busy threads)"
+    assert warned == [f"reranker {other.source}: {why}"]
+    fused = sum(type(m).__name__ == "FusedDenseGelu" for m in other.model.modules())
+    assert fused == (other.model.config.num_hidden_layers if fused_kernel_runs() else 0)
+    assert np.max(np.abs(fallback - traced)) <= 0.02 * (1 + np.max(np.abs(traced)))
 
 
 def test_int8_tracks_fp32() -> None:

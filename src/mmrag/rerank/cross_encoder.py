@@ -33,6 +33,7 @@ from mmrag.rerank.pairs import (
     RerankStats,
     word_prefix,
 )
+from mmrag.rerank.traced import TracedLogits
 
 __all__ = [
     "CONFIG_FILE",
@@ -143,10 +144,25 @@ class CrossEncoderReranker(PairScorer):
                 warnings.simplefilter("ignore", DeprecationWarning)
                 net = torch.ao.quantization.quantize_dynamic(net, {torch.nn.Linear}, dtype=torch.qint8)
         self.precision = "int8" if int8 else resolve_precision(precision)
+        self._traced: TracedLogits | None = None
         if self.precision == "bf16":
             net = net.to(torch.bfloat16)
             use_cpu_attention(net)  # torch's CPU sdpa kernel is slow in bf16 at these shapes
-            fuse_gelu_ffn(net)  # linear + GELU in one oneDNN call: 3-4% of a search (docs/speed.md)
+            # One TorchScript call per forward pass (mmrag.rerank.traced); if it cannot be traced,
+            # eager with linear + GELU in one oneDNN call (3-4% of a search, docs/speed.md)
+            bf16_net = net
+
+            def fuse() -> None:
+                fuse_gelu_ffn(bf16_net)
+
+            self._traced = TracedLogits(
+                net,
+                ["input_ids", "attention_mask"]
+                + (["token_type_ids"] if "token_type_ids" in self.tokenizer.model_input_names else []),
+                self._probe,
+                on_failure=fuse,
+                name=f"reranker {self.source}",
+            )
         self.model = net
         self.int8 = int8
         self.meta = self._read_meta(self.source)
@@ -189,12 +205,29 @@ class CrossEncoderReranker(PairScorer):
     def _lanes_for_split(self) -> int:
         return FORWARDS.limit()
 
+    @property
+    def traced(self) -> bool:
+        """Whether forward passes run as one TorchScript call (bf16 only; after the first pass)."""
+        return self._traced is not None and self._traced.active
+
+    def _probe(self) -> dict[str, Any]:
+        """A padded batch of two pairs to trace the model on (not counted in :attr:`stats`)."""
+        import torch
+
+        pairs = self.encode_pairs(
+            ["probe", "probe"], ["short", "a longer probe text, so that the first pair is padded"]
+        )
+        return {k: torch.from_numpy(v) for k, v in self._pad(pairs).items()}
+
     def _logits(self, batch: Batch) -> np.ndarray[Any, np.dtype[np.float32]]:
         import torch
 
         with torch.inference_mode():
-            out = self.model(**{k: torch.from_numpy(v) for k, v in batch.items()}).logits
-        return out.reshape(-1).float().numpy()  # type: ignore[no-any-return]
+            inputs = {k: torch.from_numpy(v) for k, v in batch.items()}
+            out = self._traced(inputs) if self._traced is not None else None
+            if out is None:
+                out = self.model(**inputs).logits
+        return out.reshape(-1).float().numpy()
 
     def collate(self, pairs: Any) -> dict[str, Any]:
         """Pad token-id pairs (from :meth:`encode_pairs`) into one torch batch (training's input);

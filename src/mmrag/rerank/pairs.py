@@ -243,6 +243,15 @@ class PairScorer:
         (``input_ids``, ``attention_mask``, and ``token_type_ids`` where the model takes them);
         counts the work done."""
         width = max(len(p[0]) for p in pairs)
+        self.stats.tokens += sum(len(p[0]) for p in pairs)
+        self.stats.batches += 1
+        self.stats.padded_tokens += len(pairs) * width
+        self.stats.attention_cells += len(pairs) * width * width
+        return self._pad(pairs)
+
+    def _pad(self, pairs: Sequence[tuple[list[int], list[int]]]) -> Batch:
+        """:meth:`pad_pairs` without counting (a probe batch)."""
+        width = max(len(p[0]) for p in pairs)
         ids = np.full((len(pairs), width), self.pad_id, dtype=np.int64)
         types = np.zeros((len(pairs), width), dtype=np.int64)
         mask = np.zeros((len(pairs), width), dtype=np.int64)
@@ -250,10 +259,6 @@ class PairScorer:
             ids[row, : len(pid)] = pid
             types[row, : len(pid)] = ptype
             mask[row, : len(pid)] = 1
-            self.stats.tokens += len(pid)
-        self.stats.batches += 1
-        self.stats.padded_tokens += len(pairs) * width
-        self.stats.attention_cells += len(pairs) * width * width
         out = {"input_ids": ids, "attention_mask": mask}
         if self.types:
             out["token_type_ids"] = types
