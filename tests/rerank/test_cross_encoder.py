@@ -73,13 +73,13 @@ def test_scoring_passes_take_a_forward_lane_shared_with_the_encoder(
     from mmrag.encoders.lanes import FORWARDS
 
     held: list[int] = []
-    forward = rr.model.forward
+    forward = rr._logits  # one forward pass, traced or eager
 
     def spy(*args: Any, **kwargs: Any) -> Any:
         held.append(FORWARDS.held)
         return forward(*args, **kwargs)
 
-    monkeypatch.setattr(rr.model, "forward", spy)
+    monkeypatch.setattr(rr, "_logits", spy)
     rr.score(QUERY, DOCS)
     assert held == [1, 1] and FORWARDS.held == 0  # 4 pairs in batches of 2: two passes
 
@@ -253,6 +253,12 @@ def test_bf16_runs_traced_follows_new_weights_and_falls_back_to_eager_fused(
     moved = half.score(QUERY, DOCS)
     assert half.traced
     assert np.allclose(moved, traced + 1.0, atol=0.05)
+
+    # fp32 runs traced too, with the eager model's logits; a model to be trained in place is not traced
+    fp32 = CrossEncoderReranker(None, max_length=64, batch_size=2, precision="fp32")
+    eager32 = CrossEncoderReranker(None, max_length=64, batch_size=2, precision="fp32", trace=False)
+    assert np.allclose(fp32.score(QUERY, DOCS), eager32.score(QUERY, DOCS), atol=1e-5)
+    assert fp32.traced and not eager32.traced
 
     # a model that cannot be traced runs eagerly, with its feed-forward fused, and one warning
     def refuse(*_: Any, **__: Any) -> Any:

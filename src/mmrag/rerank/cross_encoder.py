@@ -12,6 +12,8 @@ import json
 import logging
 import os
 import warnings
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +86,9 @@ class CrossEncoderReranker(PairScorer):
         fusion: How rerank and first-stage scores combine; default: the weights saved with the
             checkpoint (``mmrag_rerank.json``), else 0.5 for every modality.
         cache_size: Documents whose token ids are kept (LRU), keyed by text.
+        trace: Run fp32 and bf16 forward passes as one TorchScript call (:mod:`mmrag.rerank.traced`:
+            the same logits, the GIL released once per pass); ``False`` for a model that will be
+            trained in place (each change of weights would be traced again). int8 never is.
 
     Example:
         >>> rr = CrossEncoderReranker("cross-encoder/ms-marco-MiniLM-L-6-v2")   # doctest: +SKIP
@@ -101,6 +106,7 @@ class CrossEncoderReranker(PairScorer):
         fusion: ScoreFusion | None = None,
         cache_size: int = 20_000,
         precision: str = "auto",
+        trace: bool = True,
     ) -> None:
         if max_length is not None and max_length < 8:
             raise ConfigError(f"max_length must be >= 8, got {max_length}")
@@ -144,17 +150,17 @@ class CrossEncoderReranker(PairScorer):
                 warnings.simplefilter("ignore", DeprecationWarning)
                 net = torch.ao.quantization.quantize_dynamic(net, {torch.nn.Linear}, dtype=torch.qint8)
         self.precision = "int8" if int8 else resolve_precision(precision)
-        self._traced: TracedLogits | None = None
+        fuse: Callable[[], object] | None = None
         if self.precision == "bf16":
             net = net.to(torch.bfloat16)
             use_cpu_attention(net)  # torch's CPU sdpa kernel is slow in bf16 at these shapes
-            # One TorchScript call per forward pass (mmrag.rerank.traced); if it cannot be traced,
-            # eager with linear + GELU in one oneDNN call (3-4% of a search, docs/speed.md)
-            bf16_net = net
-
-            def fuse() -> None:
-                fuse_gelu_ffn(bf16_net)
-
+            # traced (below), else eager with linear + GELU in one oneDNN call (3-4% of a search,
+            # docs/speed.md; a trace cannot record that kernel)
+            fuse = partial(fuse_gelu_ffn, net)
+            if not trace:
+                fuse()
+        self._traced: TracedLogits | None = None
+        if trace and self.precision in ("bf16", "fp32"):
             self._traced = TracedLogits(
                 net,
                 ["input_ids", "attention_mask"]
@@ -207,7 +213,7 @@ class CrossEncoderReranker(PairScorer):
 
     @property
     def traced(self) -> bool:
-        """Whether forward passes run as one TorchScript call (bf16 only; after the first pass)."""
+        """Whether forward passes run as one TorchScript call (fp32 and bf16, after the first pass)."""
         return self._traced is not None and self._traced.active
 
     def _probe(self) -> dict[str, Any]:

@@ -318,8 +318,8 @@ def train_reranker(
             groups = _mine(retriever, ds, train_ids, val_ids, member_cfg, progress=progress)
             # Weights fp32 (trained in fp32 or under bf16 autocast), calibrated in fp32; inference may
             # then run it in bf16 (rerank precision).
-            reranker = CrossEncoderReranker(
-                cfg.model, max_length=cfg.max_length, batch_size=32, precision="fp32"
+            reranker = CrossEncoderReranker(  # trained in place: never traced
+                cfg.model, max_length=cfg.max_length, batch_size=32, precision="fp32", trace=False
             )
             if cfg.layers is not None:
                 keep_layers(reranker.model, cfg.layers)
