@@ -339,7 +339,7 @@ class Service:
             # What a request runs when it names no stage: the store's model set.
             "defaults": {"hybrid": self.retriever.hybrid, "rerank": self.retriever.rerank},
             "reranker": getattr(self.retriever.reranker, "id", None),
-            # bf16 cross-encoder as one TorchScript call (after its first pass; rerank/traced.py)
+            # the cross-encoder as one TorchScript call (after its first pass; rerank/traced.py)
             "reranker_traced": bool(getattr(self.retriever.reranker, "traced", False)),
             "fusion": self.retriever.fusion,  # how hybrid search merges BM25 and dense (dbsf | rrf)
             "text_batch_precision": (enc := self.encoder.describe()).get("text_batch_precision", "fp32"),

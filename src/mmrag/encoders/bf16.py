@@ -240,11 +240,7 @@ class Bf16Forward:
 
         try:
             x = _bf16(self.example())
-            with TORCH_EXPORT_LOCK, warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")  # the deprecation notice, HF's tracer warnings
-                traced = torch.jit.trace(net, x, check_trace=False)  # type: ignore[no-untyped-call]
-            for w in caught:
-                log.debug("%s: while tracing: %s", self.name, w.message)
+            traced = jit_trace(net, (x,), self.name)
             same = torch.nn.functional.cosine_similarity(traced(x).float(), net(x).float(), dim=-1)
             if float(same.min()) >= TRACE_MATCH:
                 return traced
@@ -253,6 +249,20 @@ class Bf16Forward:
             why = f"cannot trace the copy ({exc})"
         self._eager_instead(why)
         return net
+
+
+def jit_trace(net: Any, args: tuple[Any, ...], name: str) -> Any:
+    """``torch.jit.trace(net, args)`` under the process's export lock, its warnings (the deprecation
+    notice, HF's tracer warnings) logged at debug level as ``name``'s. Raises what tracing raises;
+    the caller checks the trace against eager (also used by :mod:`mmrag.rerank.traced`)."""
+    import torch
+
+    with TORCH_EXPORT_LOCK, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        traced = torch.jit.trace(net, args, check_trace=False)  # type: ignore[no-untyped-call]
+    for w in caught:
+        log.debug("%s: while tracing: %s", name, w.message)
+    return traced
 
 
 def _failed(x: torch.Tensor, exc: Exception) -> str:

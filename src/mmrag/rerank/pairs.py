@@ -242,12 +242,13 @@ class PairScorer:
         """Token-id pairs (from :meth:`encode_pairs`) padded into one batch of int64 arrays
         (``input_ids``, ``attention_mask``, and ``token_type_ids`` where the model takes them);
         counts the work done."""
-        width = max(len(p[0]) for p in pairs)
+        out = self._pad(pairs)
+        width = out["input_ids"].shape[1]
         self.stats.tokens += sum(len(p[0]) for p in pairs)
         self.stats.batches += 1
         self.stats.padded_tokens += len(pairs) * width
         self.stats.attention_cells += len(pairs) * width * width
-        return self._pad(pairs)
+        return out
 
     def _pad(self, pairs: Sequence[tuple[list[int], list[int]]]) -> Batch:
         """:meth:`pad_pairs` without counting (a probe batch)."""

@@ -22,11 +22,11 @@ from __future__ import annotations
 
 import logging
 import threading
-import warnings
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from mmrag.encoders.onnxrt import TORCH_EXPORT_LOCK, weights_fingerprint
+from mmrag.encoders.bf16 import jit_trace
+from mmrag.encoders.onnxrt import weights_fingerprint
 
 if TYPE_CHECKING:
     import torch
@@ -109,12 +109,9 @@ class TracedLogits:
             x = self.example()
             args = tuple(x[n] for n in names)
             wrapper = Logits(self.model).eval()
-            with torch.inference_mode(), TORCH_EXPORT_LOCK, warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")  # the deprecation notice, HF's tracer warnings
-                traced = torch.jit.trace(wrapper, args, check_trace=False)  # type: ignore[no-untyped-call]
+            with torch.inference_mode():
+                traced = jit_trace(wrapper, args, self.name)
                 gap = float((traced(*args).float() - wrapper(*args).float()).abs().max())
-            for w in caught:
-                log.debug("%s: while tracing: %s", self.name, w.message)
         except Exception as exc:  # noqa: BLE001 - any failure to trace means: run eager
             self._give_up(f"cannot trace it ({exc})")
             return None
