@@ -565,9 +565,11 @@ def rerank_section(r: dict[str, Any]) -> str:
         for k, v in r.items()
         if k.startswith("end_to_end") and k.endswith("_p50_ms")
     )
+    ckpt = f" --reranker {rr['path']}" if rr.get("path") else ""
     return f"""## Hybrid search and cross-encoder reranking: SciFact val fold
 
-Command: `python benchmarks/bench_rerank.py --threads {r["threads"]}` (reranker: `{rr["path"]}`).
+Command: `python benchmarks/bench_rerank.py{ckpt} --threads {r["threads"]}` on {host(r)}.
+Reranker: {trained_line(rr)}.
 {r["queries"]} held-out val-fold queries of SciFact train, whole corpus
 ({r["corpus"]:,} abstracts); dense = `{r["encoder"]}` (MiniLM text tower); hybrid =
 {r.get("fusion", "rrf").upper()} of BM25 and dense, {r["depth"]} candidates per branch; "+rerank@N" = the
@@ -597,6 +599,29 @@ Rerank latency per query (tokenization cache cold), torch threads {r["threads"]}
 
 End to end (encode + dense + BM25 + fuse + rerank of the top {e2e_pool}), p50 by variant: {e2e}.
 {langchain_lines(r)}"""
+
+
+def host(r: dict[str, Any]) -> str:
+    """The machine a result ran on, with its bf16 instructions (the bf16 rows depend on them)."""
+    m = r.get("machine") or {}
+    if "cpu" not in m:
+        return f"{m.get('cpus', '?')} CPUs (model and bf16 instructions not recorded)"
+    return f"{m['cpus']} x {m['cpu']} (bf16 instructions: {m.get('bf16') or 'none'})"
+
+
+def trained_line(rr: dict[str, Any]) -> str:
+    """How a checkpoint was trained, from its ``mmrag_rerank.json`` (``train-reranker``'s record)."""
+    t = rr.get("trained") or {}
+    if not t:
+        return "offline MiniLM with an untrained head"
+    layers = rr.get("layers") or t.get("layers") or 6
+    docs = f"{t['docs']} docs" if t.get("docs") else "the whole corpus"
+    how = f"{layers} layers ({t.get('freeze_layers', 0)} frozen), {t.get('steps')} steps on {docs}"
+    if t.get("teacher"):
+        how += f", distilled from `{Path(t['teacher']).name}`"
+    if t.get("soup", 1) > 1:
+        how += f", soup of {t['soup']} seeds"
+    return f"`mmrag train-reranker`, {how}, trained in {t.get('train_precision', 'fp32')}"
 
 
 def langchain_lines(r: dict[str, Any]) -> str:

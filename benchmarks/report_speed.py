@@ -119,8 +119,11 @@ def speed_summary_rows(results: Path) -> list[str]:
             if key.startswith("end_to_end_") and key.endswith("_p50_ms"):
                 name = key.split("_")[3]
                 lc = (r.get("langchain") or {}).get(f"ratio_mmrag_{name}")
+                bf16 = (r.get("machine") or {}).get("bf16")
                 rows.append(
-                    f"| hybrid + {name} rerank@20, end to end, 1 thread | p50 {v:.0f} ms | "
+                    f"| hybrid + {name} rerank@20, end to end, 1 thread"
+                    + (f" ({bf16} host)" if bf16 and name == "bf16" else "")
+                    + f" | p50 {v:.0f} ms | "
                     + (f"**{lc:.2f}x** LangChain's |" if lc else "- |")
                 )
     for q in (results / "quantization.json", results / "quantization_1m.json"):

@@ -131,7 +131,12 @@ def test_rerank_benchmark_smoke(tmp_path: Path, data_dir: Path) -> None:
     assert set(result["variants_vs_fp32"]) == {"bf16", "int8"}
     assert {"end_to_end_bf16_pool3_p50_ms", "end_to_end_fp32_pool3_p95_ms"} <= set(result)
     assert result["matmul_gflops"] > 0 and all(v["gflops"] > 0 for v in result["latency"].values())
-    assert "Hybrid search and cross-encoder reranking" in _report(out.parent, tmp_path)
+    md = _report(out.parent, tmp_path)
+    assert "Hybrid search and cross-encoder reranking" in md
+    # the section says what it ran on (bf16 rows depend on the CPU) and which reranker it measured
+    m = result["machine"]
+    assert f"on {m['cpus']} x {m['cpu']} (bf16 instructions: {m['bf16']})" in md
+    assert "Reranker: offline MiniLM with an untrained head." in md
 
 
 @pytest.mark.slow
