@@ -41,7 +41,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_api_load import KEY, REPO, free_port, write_docs
-from machine import machine_info
+from machine import describe, machine_info
 from timing import pct
 
 CONFIGS = {
@@ -362,11 +362,10 @@ def report_section(r: dict[str, Any]) -> str:
     bullets = "\n".join(notes)
     st = r.get("server_stack")
     stack = f"event loop {st['loop']}, HTTP parser {st['http']}" if st else "loop and parser not recorded"
-    m = r.get("machine", {})
-    host = f"{m['cpus']} x {m['cpu']}, bf16 instructions: {m['bf16']}" if "cpu" in m else "CPU not recorded"
+    host = describe(r.get("machine", {}))
     return f"""## REST API concurrency: micro-batched searches
 
-Command: `{cmd}` (loopback only; {host}). `mmrag serve` (model `{r["model"]}`, torch threads
+Command: `{cmd}` (loopback only) on {host}. `mmrag serve` (model `{r["model"]}`, torch threads
 {r["torch_threads"]}, {stack}) over a Qdrant Edge store of {r["base_docs"]} SciFact abstracts; each row
 runs its clients back to back for {r["seconds_per_row"]:g} s with real SciFact queries (k = 10). `batched`:
 the defaults (MMRAG_BATCH_MAX=32, MMRAG_BATCH_WAIT_MS=5, MMRAG_QUEUE_SIZE=256, as many encoder and rerank

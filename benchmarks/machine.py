@@ -7,6 +7,7 @@ import platform
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 
 def cpu_model() -> str:
@@ -47,6 +48,14 @@ def machine_info() -> dict[str, object]:
         "platform": platform.platform(),
         "python": platform.python_version(),
     }
+
+
+def describe(machine: dict[str, Any]) -> str:
+    """A result's machine record as one phrase for BENCHMARKS.md: CPUs, model and the bf16
+    instructions (the bf16 rows depend on them)."""
+    if "cpu" not in machine:
+        return f"{machine.get('cpus', '?')} CPUs (model and bf16 instructions not recorded)"
+    return f"{machine['cpus']} x {machine['cpu']} (bf16 instructions: {machine.get('bf16') or 'none'})"
 
 
 def run_record() -> dict[str, object]:

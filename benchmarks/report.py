@@ -9,7 +9,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from report_speed import image_path_section, quantization_section, rerank_depth_section, speed_summary_rows
+from machine import describe
+from report_speed import (
+    image_path_section,
+    quantization_section,
+    recipe,
+    rerank_depth_section,
+    speed_summary_rows,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -566,9 +573,10 @@ def rerank_section(r: dict[str, Any]) -> str:
         if k.startswith("end_to_end") and k.endswith("_p50_ms")
     )
     ckpt = f" --reranker {rr['path']}" if rr.get("path") else ""
+    host = describe(r.get("machine") or {})
     return f"""## Hybrid search and cross-encoder reranking: SciFact val fold
 
-Command: `python benchmarks/bench_rerank.py{ckpt} --threads {r["threads"]}` on {host(r)}.
+Command: `python benchmarks/bench_rerank.py{ckpt} --threads {r["threads"]}` on {host}.
 Reranker: {trained_line(rr)}.
 {r["queries"]} held-out val-fold queries of SciFact train, whole corpus
 ({r["corpus"]:,} abstracts); dense = `{r["encoder"]}` (MiniLM text tower); hybrid =
@@ -601,27 +609,16 @@ End to end (encode + dense + BM25 + fuse + rerank of the top {e2e_pool}), p50 by
 {langchain_lines(r)}"""
 
 
-def host(r: dict[str, Any]) -> str:
-    """The machine a result ran on, with its bf16 instructions (the bf16 rows depend on them)."""
-    m = r.get("machine") or {}
-    if "cpu" not in m:
-        return f"{m.get('cpus', '?')} CPUs (model and bf16 instructions not recorded)"
-    return f"{m['cpus']} x {m['cpu']} (bf16 instructions: {m.get('bf16') or 'none'})"
-
-
 def trained_line(rr: dict[str, Any]) -> str:
-    """How a checkpoint was trained, from its ``mmrag_rerank.json`` (``train-reranker``'s record)."""
+    """How the section's checkpoint was trained (``train-reranker``'s record in the checkpoint)."""
     t = rr.get("trained") or {}
     if not t:
         return "offline MiniLM with an untrained head"
     layers = rr.get("layers") or t.get("layers") or 6
     docs = f"{t['docs']} docs" if t.get("docs") else "the whole corpus"
-    how = f"{layers} layers ({t.get('freeze_layers', 0)} frozen), {t.get('steps')} steps on {docs}"
-    if t.get("teacher"):
-        how += f", distilled from `{Path(t['teacher']).name}`"
-    if t.get("soup", 1) > 1:
-        how += f", soup of {t['soup']} seeds"
-    return f"`mmrag train-reranker`, {how}, trained in {t.get('train_precision', 'fp32')}"
+    how = recipe(t, default_steps=None)
+    precision = t.get("train_precision", "fp32")
+    return f"`mmrag train-reranker`, {layers} layers, {how}, on {docs}, trained in {precision}"
 
 
 def langchain_lines(r: dict[str, Any]) -> str:

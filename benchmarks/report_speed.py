@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from machine import describe
+
 BASE_STEP = "torch, full decode"
 FAST_STEP = "ONNX Runtime + draft decode (default)"
 
@@ -139,6 +141,23 @@ def speed_summary_rows(results: Path) -> list[str]:
     return rows
 
 
+def recipe(train: dict[str, Any], default_steps: int | None = 800) -> str:
+    """How a reranker was trained, from its ``mmrag_rerank.json`` ``train`` record: labels or a
+    teacher, frozen layers, steps (unless ``default_steps``), seeds."""
+    if not train:
+        return "untrained head"
+    how = f"distilled from `{Path(train['teacher']).name}`" if train.get("teacher") else "labels only"
+    if train.get("freeze_layers") is not None:
+        how += f", {train['freeze_layers']} frozen"
+    if train.get("steps") not in (None, default_steps):
+        how += f", {train['steps']} steps"
+    if train.get("soup", 1) > 1:
+        how += f", soup of seeds {train['seed']}-{train['seed'] + train['soup'] - 1}"
+    elif train.get("seed"):
+        how += f", seed {train['seed']}"
+    return how
+
+
 def rerank_depth_section(r: dict[str, Any]) -> str:
     """Rerankers of different depth (``train-reranker --layers``, ``--teacher``) side by side from one
     interleaved ``bench_rerank_depth.py`` run (``results/rerank_depth.json``)."""
@@ -148,20 +167,7 @@ def rerank_depth_section(r: dict[str, Any]) -> str:
     )
     for label, e in r["rerankers"].items():
         q, train = e["quality"], e.get("trained") or {}
-        if not train:
-            how = "untrained head"
-        elif train.get("teacher"):
-            how = f"distilled from `{Path(train['teacher']).name}`"
-        else:
-            how = "labels only"
-        if train.get("freeze_layers") is not None:
-            how += f", {train['freeze_layers']} frozen"
-        if train.get("steps") not in (None, 800):
-            how += f", {train['steps']} steps"
-        if train.get("soup", 1) > 1:
-            how += f", soup of seeds {train['seed']}-{train['seed'] + train['soup'] - 1}"
-        elif train.get("seed"):
-            how += f", seed {train['seed']}"
+        how = recipe(train)
         cells = [
             f"`{label}`",
             str(e["layers"]),
@@ -192,7 +198,7 @@ def rerank_depth_section(r: dict[str, Any]) -> str:
     return f"""## Reranker depth: fewer layers, distilled
 
 Command: `python benchmarks/bench_rerank_depth.py --reranker CKPT [CKPT ...]` (one run, {minutes:.0f}
-min) on {m.get("cpus")} x {m.get("cpu", "?")} (bf16 instructions: {m.get("bf16") or "none"}),
+min) on {describe(m)},
 {r["threads"]} thread, precision {", ".join(precisions)} (the default on this host). The checkpoints come
 from `mmrag train-reranker` (800 steps); `--layers N` keeps the bottom N of MiniLM's 6 layers,
 `--teacher` adds a 6-layer checkpoint's scores to the loss (starting from its weights, `--base`).
