@@ -24,12 +24,11 @@ from __future__ import annotations
 import copy
 import logging
 import threading
-import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from mmrag.config import TEXT_PRECISIONS
-from mmrag.encoders.onnxrt import TORCH_EXPORT_LOCK, weights_fingerprint
+from mmrag.encoders.onnxrt import jit_trace, weights_fingerprint
 from mmrag.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -249,20 +248,6 @@ class Bf16Forward:
             why = f"cannot trace the copy ({exc})"
         self._eager_instead(why)
         return net
-
-
-def jit_trace(net: Any, args: tuple[Any, ...], name: str) -> Any:
-    """``torch.jit.trace(net, args)`` under the process's export lock, its warnings (the deprecation
-    notice, HF's tracer warnings) logged at debug level as ``name``'s. Raises what tracing raises;
-    the caller checks the trace against eager (also used by :mod:`mmrag.rerank.traced`)."""
-    import torch
-
-    with TORCH_EXPORT_LOCK, warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        traced = torch.jit.trace(net, args, check_trace=False)  # type: ignore[no-untyped-call]
-    for w in caught:
-        log.debug("%s: while tracing: %s", name, w.message)
-    return traced
 
 
 def _failed(x: torch.Tensor, exc: Exception) -> str:

@@ -96,6 +96,20 @@ def export_session(module: torch.nn.Module, example: torch.Tensor, *, threads: i
     return open_session(export_onnx(module, example), threads=max(1, threads), spin=spin)
 
 
+def jit_trace(net: Any, args: tuple[Any, ...], name: str) -> Any:
+    """``torch.jit.trace(net, args)`` under the process's export lock, its warnings (the deprecation
+    notice, HF's tracer warnings) logged at debug level as ``name``'s. Raises what tracing raises;
+    the caller checks the trace against eager (the bf16 text tower's copy, :mod:`mmrag.rerank.traced`)."""
+    import torch
+
+    with TORCH_EXPORT_LOCK, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        traced = torch.jit.trace(net, args, check_trace=False)  # type: ignore[no-untyped-call]
+    for w in caught:
+        log.debug("%s: while tracing: %s", name, w.message)
+    return traced
+
+
 def export_onnx(module: torch.nn.Module, example: torch.Tensor | Mapping[str, torch.Tensor]) -> bytes:
     """``module`` (eval mode) as an ONNX model with one output ``y``: one input ``x`` (``example`` a
     tensor), or named inputs passed positionally in their order (``example`` a mapping, e.g. a

@@ -25,8 +25,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from mmrag.encoders.bf16 import jit_trace
-from mmrag.encoders.onnxrt import weights_fingerprint
+from mmrag.encoders.onnxrt import jit_trace, weights_fingerprint
 
 if TYPE_CHECKING:
     import torch
