@@ -141,9 +141,12 @@ def speed_summary_rows(results: Path) -> list[str]:
     return rows
 
 
-def recipe(train: dict[str, Any], default_steps: int | None = 800) -> str:
+def recipe(
+    train: dict[str, Any], default_steps: int | None = 800, default_precision: str | None = "fp32"
+) -> str:
     """How a reranker was trained, from its ``mmrag_rerank.json`` ``train`` record: labels or a
-    teacher, frozen layers, steps (unless ``default_steps``), seeds."""
+    teacher, frozen layers, steps (unless ``default_steps``), seeds, and the training precision
+    (unless ``default_precision``; records from before ``--train-precision`` were fp32)."""
     if not train:
         return "untrained head"
     how = f"distilled from `{Path(train['teacher']).name}`" if train.get("teacher") else "labels only"
@@ -155,12 +158,16 @@ def recipe(train: dict[str, Any], default_steps: int | None = 800) -> str:
         how += f", soup of seeds {train['seed']}-{train['seed'] + train['soup'] - 1}"
     elif train.get("seed"):
         how += f", seed {train['seed']}"
+    precision = train.get("train_precision", "fp32")
+    if precision != default_precision:
+        how += f", trained in {precision}"
     return how
 
 
 def rerank_depth_section(r: dict[str, Any]) -> str:
     """Rerankers of different depth (``train-reranker --layers``, ``--teacher``) side by side from one
-    interleaved ``bench_rerank_depth.py`` run (``results/rerank_depth.json``)."""
+    interleaved ``bench_rerank_depth.py`` run (``results/rerank_depth*.json``, one per host), titled
+    by the host's CPU."""
     p0, rows = r["pool"], []
     pools = sorted(
         {int(k.split("@")[1].split("_")[0]) for e in r["rerankers"].values() for k in e["quality"]}
@@ -195,7 +202,7 @@ def rerank_depth_section(r: dict[str, Any]) -> str:
     cols += [f"rerank alone@{p0}", "train-reranker table: fused / x-fit"]
     head = "| " + " | ".join(cols) + " |\n|" + "---|" * len(cols)
     minutes = r["seconds"] / 60
-    return f"""## Reranker depth: fewer layers, distilled
+    return f"""## Reranker depth: fewer layers, distilled, on {m.get("cpu", "an unrecorded CPU")}
 
 Command: `python benchmarks/bench_rerank_depth.py --reranker CKPT [CKPT ...]` (one run, {minutes:.0f}
 min) on {describe(m)},
