@@ -4,8 +4,6 @@ queue is a fast 503 with Retry-After, and the settings come from the environment
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -16,6 +14,7 @@ from mmrag.api.config import ApiConfig
 from mmrag.errors import ConfigError
 from tests.api.conftest import AppFactory, serve
 from tests.fakes import HashEncoder
+from tests.waiting import wait_until
 
 WORDS = [
     "dense",
@@ -46,14 +45,6 @@ class HoldingEncoder(HashEncoder):
             self.holding.set()
             assert self.release.wait(60)
         return super().encode_text(texts, batch_size=batch_size)
-
-
-def wait_until(cond: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + 60
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"never reached: {what}")
-        time.sleep(0.01)
 
 
 def ingest(c: httpx.Client) -> None:
