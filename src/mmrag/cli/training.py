@@ -147,7 +147,8 @@ def add_train_reranker_parser(sub: Any) -> None:
     p.add_argument(
         "--steps",
         type=int,
-        help="optimisation steps, fixed: same command and seed, same model [default 800, or --epochs]",
+        help="optimisation steps, fixed: same command and seed, same model on the same kind of CPU "
+        "[default 800, or --epochs]",
     )
     p.add_argument("--docs", type=int, help="corpus cap: the first N docs plus every judged one (quick runs)")
     p.add_argument(
@@ -197,7 +198,7 @@ def add_train_reranker_parser(sub: Any) -> None:
         help="bf16: train under CPU autocast (~0.55x the time per step on CPUs with bf16 "
         "instructions; weights and calibration stay fp32); auto: bf16 where the CPU has them "
         "(AMX or AVX512-BF16), else fp32; either way the same command and seed give the same "
-        "model [default fp32]",
+        "model on the same kind of CPU [default fp32]",
     )
     p.add_argument("--limit-queries", type=int, help="first N training queries (quick runs)")
     p.add_argument("--limit-val", type=int, help="first N validation queries (quick runs)")

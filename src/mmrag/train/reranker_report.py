@@ -38,7 +38,9 @@ class RerankTrainConfig:
     head_lr: float = 1e-2
     warmup: float = 0.1
     # A fixed number of optimisation steps (not a time budget): the same command and seed give the same
-    # checkpoint on any machine. None: one pass over the mined groups per epoch.
+    # checkpoint on the same kind of CPU; across CPUs the mined groups are the same but the float kernels
+    # sum in other orders (the default on an AMX Xeon and a Zen 4 EPYC: fused nDCG@10 0.801 and 0.815,
+    # docs/speed.md). None: one pass over the mined groups per epoch.
     # 800: ~7.7 passes over the 833 query groups. On the val fold (pool 20, 20 per branch, DBSF 0.747)
     # 400 steps gave rerank alone 0.663-0.713 and fused 0.769-0.788 across seeds; 800 gave 0.720 / 0.793.
     steps: int | None = 800
