@@ -7,9 +7,9 @@ import time
 from collections.abc import Callable
 
 
-def wait_until(cond: Callable[[], bool], what: str, timeout_s: float = 60.0) -> None:
-    """Return once ``cond()`` holds; fail naming ``what`` if it never does within ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
+def wait_until(cond: Callable[[], bool], what: str) -> None:
+    """Return once ``cond()`` holds; fail naming ``what`` if it never does within 60 s."""
+    deadline = time.monotonic() + 60
     while not cond():
         if time.monotonic() > deadline:
             raise AssertionError(f"never reached: {what}")
