@@ -41,7 +41,8 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_api_load import KEY, REPO, free_port, write_docs
-from machine import describe, machine_info
+from machine import machine_info
+from report_api import targets
 from timing import pct
 
 CONFIGS = {
@@ -121,6 +122,15 @@ async def batching(http: aiohttp.ClientSession) -> dict[str, Any]:
     raise AssertionError("unreachable")
 
 
+def cpu_seconds(pid: int | None) -> float:
+    """CPU seconds (user + system, all threads) process ``pid`` has used; this process's if None."""
+    if pid is None:
+        return time.process_time()
+    with open(f"/proc/{pid}/stat") as f:  # fields after the ")" closing the command name
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def json_body(form: dict[str, str]) -> dict[str, Any]:
     """A search form's fields as ``POST /query``'s JSON body (typed values)."""
     typed = {"true": True, "false": False}
@@ -135,9 +145,11 @@ async def load(
     form: dict[str, str],
     ingest: Path | None,
     body: str = "form",
+    server_pid: int | None = None,
 ) -> dict[str, Any]:
     """``clients`` back-to-back clients for ``seconds`` (and a concurrent ingest of ``ingest``);
-    each search a form to ``POST /search`` (``body="form"``) or JSON to ``POST /query``."""
+    each search a form to ``POST /search`` (``body="form"``) or JSON to ``POST /query``. With
+    ``server_pid`` (Linux) the row also says how much CPU the server and these clients used."""
     done: list[tuple[float, float, int]] = []
     # idle connections closed before uvicorn's 5 s keep-alive ends, so none is reused as it closes
     connector = aiohttp.TCPConnector(limit=clients + 2, keepalive_timeout=4)
@@ -161,6 +173,7 @@ async def load(
         task = asyncio.create_task(run_ingest()) if ingest is not None else None
         if task is not None:
             await asyncio.sleep(0.05)  # the ingest request is in before the searches start
+        cpu0 = (cpu_seconds(server_pid), cpu_seconds(None)) if server_pid is not None else None
         start = time.perf_counter()
         deadline = start + seconds
 
@@ -190,6 +203,7 @@ async def load(
 
         await asyncio.gather(*(client(c) for c in range(clients)))
         wall = time.perf_counter() - start
+        cpu = (cpu_seconds(server_pid) - cpu0[0], cpu_seconds(None) - cpu0[1]) if cpu0 else None
         if task is not None:
             await task
         after = await batching(http)
@@ -209,6 +223,11 @@ async def load(
         "mean_encode_batch": mean_batch("encode"),
         "mean_rerank_batch": mean_batch("rerank"),
         "wall_s": round(wall, 2),
+        # CPU over the row's wall time: where the cores went (the server's includes a concurrent
+        # ingest; per search only without one). The clients' figure is this whole process.
+        "cores_busy": round(sum(cpu) / wall, 2) if cpu else None,
+        "server_cpu_ms": round(1000 * cpu[0] / len(ok), 2) if cpu and ok and ingest is None else None,
+        "client_cpu_ms": round(1000 * cpu[1] / len(done), 2) if cpu and done else None,
         "during_ingest": overlap if ingest is not None else None,
         "ingest_s": round(ingest_span[1] - ingest_span[0], 1) if ingest_span else None,
     }
@@ -224,13 +243,17 @@ def run_config(name: str, args: argparse.Namespace, tmp: Path, queries: list[str
         for stage, form in STAGES.items():
             asyncio.run(load(url, queries, 1, 0.5, form, None, args.body))  # warm-up (first calls, caches)
             for clients in args.clients:
-                row = asyncio.run(load(url, queries, clients, args.seconds, form, None, args.body))
+                row = asyncio.run(
+                    load(url, queries, clients, args.seconds, form, None, args.body, server.pid)
+                )
                 rows.append({"config": name, "stage": stage, "clients": clients, "ingest": False, **row})
                 print(json.dumps(rows[-1]), flush=True)
         for stage, form in STAGES.items():
             for clients in [c for c in args.clients if c > 1]:
                 folder = root / f"more-{name}-{stage}-{clients}"
-                row = asyncio.run(load(url, queries, clients, args.seconds, form, folder, args.body))
+                row = asyncio.run(
+                    load(url, queries, clients, args.seconds, form, folder, args.body, server.pid)
+                )
                 rows.append({"config": name, "stage": stage, "clients": clients, "ingest": True, **row})
                 print(json.dumps(rows[-1]), flush=True)
     except BaseException:  # SystemExit too ("did not drain", "ingest failed")
@@ -291,7 +314,7 @@ def main() -> None:
         "torch_threads": args.threads,
         "server_stack": server_stack(),
         "load_generator": f"aiohttp {aiohttp.__version__}",
-        "targets": targets(rows),
+        "targets": targets(rows, os.cpu_count()),
         "machine": machine_info(),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -307,82 +330,6 @@ def server_stack() -> dict[str, str]:
         "loop": "uvloop" if find_spec("uvloop") else "asyncio",
         "http": "httptools" if find_spec("httptools") else "h11",
     }
-
-
-def _by_clients(rows: list[dict[str, Any]], cfg: str, stage: str) -> dict[int, dict[str, Any]]:
-    """The rows of one config and stage without a concurrent ingest, by client count."""
-    return {r["clients"]: r for r in rows if r["config"] == cfg and r["stage"] == stage and not r["ingest"]}
-
-
-def targets(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Issue #16's API target per config: dense, 8 clients >= 3x one client's q/s, p95 <= 300 ms
-    (with the same ratio for the rerank rows, which the issue asks to report)."""
-    out: dict[str, Any] = {}
-    for cfg in sorted({r["config"] for r in rows}):
-        dense, rerank = _by_clients(rows, cfg, "dense"), _by_clients(rows, cfg, "rerank")
-        if 1 in dense and 8 in dense and dense[1]["qps"]:
-            ratio = round(dense[8]["qps"] / dense[1]["qps"], 2)
-            out[cfg] = {"dense_qps_8_over_1": ratio, "dense_p95_8_ms": dense[8]["p95_ms"]}
-            out[cfg]["met"] = ratio >= 3 and dense[8]["p95_ms"] <= 300
-            if 1 in rerank and 8 in rerank and rerank[1]["qps"]:
-                out[cfg]["rerank_qps_8_over_1"] = round(rerank[8]["qps"] / rerank[1]["qps"], 2)
-    return out
-
-
-def report_section(r: dict[str, Any]) -> str:
-    """The BENCHMARKS.md section for these results (called by benchmarks/report.py)."""
-    lines = [
-        "| batching | stage | clients | during ingest | searches | q/s | p50 ms | p95 ms | status codes "
-        "| mean encode batch | mean rerank batch |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for row in r["rows"]:
-        codes = ", ".join(f"{k}: {v}" for k, v in row["status"].items())
-        ingest = f"yes ({row['during_ingest']} overlapped)" if row["ingest"] else "no"
-        lines.append(
-            f"| {row['config']} | {row['stage']} | {row['clients']} | {ingest} | {row['searches']} | "
-            f"{row['qps']} | {row['p50_ms']} | {row['p95_ms']} | {codes} | {row['mean_encode_batch']} | "
-            f"{row['mean_rerank_batch']} |"
-        )
-    notes = [
-        f"* `{cfg}`: dense, 8 clients / 1 client = **{t['dense_qps_8_over_1']}x** q/s (target >= 3x), "
-        f"p95 at 8 clients {t['dense_p95_8_ms']} ms (target <= 300 ms): {'met' if t['met'] else 'not met'}"
-        + (
-            f"; rerank, 8 clients / 1 client = {t['rerank_qps_8_over_1']}x."
-            if "rerank_qps_8_over_1" in t
-            else "."
-        )
-        for cfg, t in targets(r["rows"]).items()  # from the rows: the same rule for older results files
-    ]
-    cmd = (
-        f"python benchmarks/bench_api_concurrency.py --seconds {r['seconds_per_row']:g} "
-        f"--base-docs {r['base_docs']} --ingest-docs {r['ingest_docs']} --reranker {r['reranker']}"
-    )
-    table = "\n".join(lines)
-    bullets = "\n".join(notes)
-    st = r.get("server_stack")
-    stack = f"event loop {st['loop']}, HTTP parser {st['http']}" if st else "loop and parser not recorded"
-    host = describe(r.get("machine", {}))
-    return f"""## REST API concurrency: micro-batched searches
-
-Command: `{cmd}` (loopback only) on {host}. `mmrag serve` (model `{r["model"]}`, torch threads
-{r["torch_threads"]}, {stack}) over a Qdrant Edge store of {r["base_docs"]} SciFact abstracts; each row
-runs its clients back to back for {r["seconds_per_row"]:g} s with real SciFact queries (k = 10). `batched`:
-the defaults (MMRAG_BATCH_MAX=32, MMRAG_BATCH_WAIT_MS=5, MMRAG_QUEUE_SIZE=256, as many encoder and rerank
-batches at once as the cores fit at the server's torch threads); `one-lane`: the same with MMRAG_BATCH_LANES=1
-(one batch at a time, as before lanes); `off`: MMRAG_BATCH_MAX=1 (one search at a time). `dense`:
-mode=dense, rerank=false; `rerank`: hybrid + cross-encoder `{r["reranker"]}` over a pool of 20. Rows
-"during ingest" run while `POST /ingest` adds {r["ingest_docs"]} new abstracts. The clients (aiohttp,
-~0.3 ms of CPU per request) share the machine with the server. A search the queue
-cannot take in time (MMRAG_QUEUE_WAIT, default 15 s of queued work) is answered 503 with Retry-After at
-once, and the client waits that long. The configurations run one after another (a few minutes each), so
-the host's speed can drift between them: compare the ratios within a configuration, and q/s across
-configurations only where their one-client rows agree.
-
-{table}
-
-{bullets}
-"""
 
 
 if __name__ == "__main__":

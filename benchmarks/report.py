@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from report_api import api_concurrency_section
 from report_scale import scale_plot, scale_section
 from report_search import peers_section, rerank_pool_plot, rerank_section
 from report_speed import (
@@ -284,9 +285,7 @@ def main() -> None:
         sections.append(api_section(json.loads(api.read_text())))
     conc = args.results / "api_concurrency.json"
     if conc.exists():
-        from bench_api_concurrency import report_section  # its section lives beside the benchmark
-
-        sections.append(report_section(json.loads(conc.read_text())))
+        sections.append(api_concurrency_section(json.loads(conc.read_text())))
     rr = args.results / "rerank.json"
     if rr.exists():
         data = json.loads(rr.read_text())

@@ -12,22 +12,29 @@ from tests.test_benchmarks import _report, _script
 @pytest.mark.slow
 def test_api_concurrency_benchmark_smoke(tmp_path: Path, data_dir: Path) -> None:
     out = tmp_path / "results" / "api_concurrency.json"
-    args = ["--seconds", "0.5", "--clients", "1", "2", "--configs", "batched", "--base-docs", "6"]
+    args = ["--seconds", "0.5", "--clients", "1", "8", "--configs", "batched", "--base-docs", "6"]
     result = _script("bench_api_concurrency.py", [*args, "--ingest-docs", "2"], data_dir, out)
     rows = result["rows"]
     assert [(r["stage"], r["clients"], r["ingest"]) for r in rows] == [
         ("dense", 1, False),
-        ("dense", 2, False),
+        ("dense", 8, False),
         ("rerank", 1, False),
-        ("rerank", 2, False),
-        ("dense", 2, True),
-        ("rerank", 2, True),
+        ("rerank", 8, False),
+        ("dense", 8, True),
+        ("rerank", 8, True),
     ]
     assert all(r["searches"] > 0 and set(r["status"]) <= {"200", "503"} for r in rows)
     assert all(r["p95_ms"] >= r["p50_ms"] > 0 for r in rows if r["qps"])
     assert rows[2]["mean_rerank_batch"] == 1.0 and rows[0]["mean_rerank_batch"] is None
+    # where the cores went: the server's and the clients' CPU, per search only without an ingest
+    assert all(0 < r["cores_busy"] <= result["machine"]["cpus"] + 0.5 for r in rows)
+    assert all(r["server_cpu_ms"] > 0 and r["client_cpu_ms"] > 0 for r in rows if not r["ingest"])
+    assert all(r["server_cpu_ms"] is None for r in rows if r["ingest"])
+    cpu = result["targets"]["batched"]["cpu"]
+    assert cpu["ms_per_search_for_3x"] == round(1000 * result["machine"]["cpus"] / (3 * rows[0]["qps"]), 2)
     report = _report(out.parent, tmp_path)
-    assert "REST API concurrency: micro-batched searches" in report and "| batched | rerank | 2 |" in report
+    assert "REST API concurrency: micro-batched searches" in report and "| batched | rerank | 8 |" in report
+    assert "`batched`, CPU (server + clients) per dense search:" in report
     # what the server ran on (the api extra brings uvloop + httptools; uvicorn picks them up itself)
     assert result["server_stack"] == {"loop": "uvloop", "http": "httptools"}
     assert "event loop uvloop, HTTP parser httptools" in report
