@@ -202,7 +202,11 @@ def rerank_depth_section(r: dict[str, Any]) -> str:
     cols += [f"rerank alone@{p0}", "train-reranker table: fused / x-fit"]
     head = "| " + " | ".join(cols) + " |\n|" + "---|" * len(cols)
     minutes = r["seconds"] / 60
-    return f"""## Reranker depth: fewer layers, distilled, on {m.get("cpu", "an unrecorded CPU")}
+    depths = sorted({int(e["layers"]) for e in r["rerankers"].values()})
+    what = " and ".join(", ".join(map(str, depths)).rsplit(", ", 1)) + " layers"
+    if any((e.get("trained") or {}).get("teacher") for e in r["rerankers"].values()):
+        what += ", some distilled"
+    return f"""## Reranker depth: {what}, on {m.get("cpu", "an unrecorded CPU")}
 
 Command: `python benchmarks/bench_rerank_depth.py --reranker CKPT [CKPT ...]` (one run, {minutes:.0f}
 min) on {describe(m)},

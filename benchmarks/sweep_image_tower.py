@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from machine import machine_info
+from report_scale import pyplot
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("MMRAG_DATA", REPO.parent / "shared" / "data"))
@@ -132,12 +133,11 @@ def sweep_model(args: argparse.Namespace, spec: str, emit: Callable[[dict[str, A
             )
 
 
-def plot(rows: list[dict[str, Any]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+def plot(rows: list[dict[str, Any]], path: Path) -> bool:
+    """The unfrozen stage's dev R@10 per epoch, per run; False (no file) without matplotlib."""
+    plt = pyplot()
+    if plt is None:
+        return False
     fig, ax = plt.subplots(figsize=(7, 4))
     for r in rows:
         if "curve" in r and r["blocks"] != 0:
@@ -149,6 +149,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+    return True
 
 
 def main() -> None:
@@ -211,8 +212,9 @@ def main() -> None:
         emit(run_row(json.loads(report.read_text())))
     for spec in [] if args.add_run else args.models:
         sweep_model(args, spec, emit)
-    plot(json.loads(args.out.read_text())["rows"], args.out.with_suffix(".png"))
-    print(f"wrote {args.out} and {args.out.with_suffix('.png')}")
+    png = args.out.with_suffix(".png")
+    drawn = plot(json.loads(args.out.read_text())["rows"], png)
+    print(f"wrote {args.out}" + (f" and {png}" if drawn else " (no plot: matplotlib is not installed)"))
 
 
 def run_row(report: Mapping[str, Any]) -> dict[str, Any]:
