@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from report_api import api_concurrency_section
+from report_api import api_concurrency_section, api_concurrency_summary_row
 from report_scale import scale_plot, scale_section
 from report_search import peers_section, rerank_pool_plot, rerank_section
 from report_speed import (
@@ -138,6 +138,9 @@ def summary_section(results: Path) -> str:
             f"{api['errors']} errors | p95 during ingest / before "
             f"**{api['p95_ratio_during_ingest_to_baseline']:.2f}** |"
         )
+    conc = _load(results, "api_concurrency.json")
+    if conc and (row := api_concurrency_summary_row(conc)):
+        rows.append(row)
     rows += speed_summary_rows(results)
     cold = _load(results, "cold_demo.json")
     if cold:

@@ -107,3 +107,18 @@ configurations only where their one-client rows agree.
 
 {bullets}
 """
+
+
+def api_concurrency_summary_row(r: dict[str, Any]) -> str | None:
+    """The summary table's row: dense, 8 clients against one, micro-batched (the defaults)."""
+    rows = _by_clients(r["rows"], "batched", "dense")
+    t = targets(r["rows"], r.get("machine", {}).get("cpus")).get("batched")
+    if t is None:
+        return None
+    one, eight = rows[1], rows[8]
+    busy = f", {eight['cores_busy']} of {r['machine']['cpus']} cores busy" if eight.get("cores_busy") else ""
+    return (
+        f"| REST API, dense, 8 clients / 1, micro-batched, {r['machine'].get('cpu', 'an unrecorded CPU')} | "
+        f"{eight['qps']} / {one['qps']} q/s, p95 at 8 {eight['p95_ms']} ms{busy} | "
+        f"**{t['dense_qps_8_over_1']}x** (target >= 3x) |"
+    )

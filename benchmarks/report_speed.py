@@ -128,6 +128,19 @@ def speed_summary_rows(results: Path) -> list[str]:
                     + f" | p50 {v:.0f} ms | "
                     + (f"**{lc:.2f}x** LangChain's |" if lc else "- |")
                 )
+    for depth in sorted(results.glob("rerank_depth*.json")):  # one per host: its 6-layer reference
+        r = json.loads(depth.read_text())
+        p0 = r["pool"]
+        ref = [(k, e) for k, e in r["rerankers"].items() if not (e.get("trained") or {}).get("teacher")]
+        if not ref or "ratio_langchain" not in ref[0][1]:
+            continue
+        label, e = max(ref, key=lambda ke: ke[1]["layers"])  # the first of the deepest
+        rows.append(
+            f"| hybrid + {e['precision']} rerank@{p0}, {e['layers']}-layer `{label}`, end to end, "
+            f"{r['threads']} thread, {r['machine'].get('cpu', 'an unrecorded CPU')} | "
+            f"p50 {e[f'end_to_end_pool{p0}_p50_ms']:.0f} ms, val nDCG@10 "
+            f"{e['quality'][f'+rerank@{p0}']['ndcg@10']:.4f} | **{e['ratio_langchain']:.2f}x** LangChain's |"
+        )
     for q in (results / "quantization.json", results / "quantization_1m.json"):
         if not q.exists():
             continue

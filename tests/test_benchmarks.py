@@ -157,9 +157,16 @@ def test_rerank_depth_benchmark_smoke(tmp_path: Path, data_dir: Path) -> None:
             len(e["rounds_p50_ms"]) == 2 and e["end_to_end_pool3_p95_ms"] >= e["end_to_end_pool3_p50_ms"] > 0
         )
     other = dict(result, machine=dict(result["machine"], cpu="Other CPU (family 6, model 143)"))
+    # a run with LangChain's rounds (the smoke skips them) also gets a summary row
+    other["rerankers"] = {k: dict(e, ratio_langchain=0.3) for k, e in result["rerankers"].items()}
     (out.parent / "rerank_depth_other.json").write_text(json.dumps(other))  # a second host's run
     md = _report(out.parent, tmp_path)
-    assert md.count("## Reranker depth") == 2 and "distilled, on Other CPU (family 6, model 143)" in md
+    # titled by the host and the depths it holds (no teacher here: none distilled)
+    assert md.count("## Reranker depth") == 2 and "6 layers, on Other CPU (family 6, model 143)" in md
+    assert "distilled" not in md.split("## Reranker depth", 1)[1].split("\n", 1)[0]
+    summary = md.split("## Summary", 1)[1].split("\n## ", 1)[0]
+    assert "6-layer `none#0`, end to end, 1 thread, Other CPU (family 6, model 143)" in summary
+    assert "**0.30x** LangChain's" in summary and summary.count("6-layer `none#") == 1
 
 
 @pytest.mark.slow
