@@ -82,7 +82,13 @@ def add_train_parser(sub: Any) -> None:
     p.add_argument("--lr", type=float, help="AdamW learning rate [3e-3; --from-store: 3e-4, fine-tuning]")
     p.add_argument("--dropout", type=float, default=0.5, help="input dropout on cached features")
     p.add_argument("--patience", type=int, default=6, help="early stopping on dev t2i Recall@10")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seeds torch and numpy (shuffling, dropout, negatives, augmentation): the same command and "
+        "seed give the same heads on the same kind of CPU [default 0]",
+    )
     p.add_argument(
         "--train-text-head",
         action="store_true",
