@@ -11,8 +11,10 @@ SciFact queries (k = 10) back to back. Stages: `dense` (mode=dense, rerank=false
 clients while `POST /ingest` adds a second, disjoint set of abstracts.
 
 Each row reports searches, queries/s (HTTP 200 per second of wall time), p50/p95 client latency,
-the status codes seen (a full queue is 503 + Retry-After, never a 504) and the mean encoder and rerank
-batch sizes (from `GET /health`, calls / batches). The clients run in this process on the same
+the status codes seen (a full queue is 503 + Retry-After, never a 504), the mean encoder and rerank
+batch sizes (from `GET /health`, calls / batches), the server's CPU per search (from `/proc`) and the
+cores busy (server + clients). With both, the report says how much CPU a search may take, all cores
+busy, for 8 clients to reach 3x one client's queries/s. The clients run in this process on the same
 machine as the server: with few cores they take CPU from it, so the figures are a floor. They use
 aiohttp, ~0.3 ms of CPU per request: httpx took 0.8 ms at 8 clients and ~5 ms at 64, so the 64-client
 rows measured the load generator (on 2 cores: 156 q/s with httpx, 268 with aiohttp, same server).
@@ -303,6 +305,7 @@ def main() -> None:
                 f.rename(root / slot / f.name)
         rows = [row for name in args.configs for row in run_config(name, args, Path(tmp), queries)]
 
+    machine = machine_info()
     out = {
         "rows": rows,
         "seconds_per_row": args.seconds,
@@ -314,8 +317,8 @@ def main() -> None:
         "torch_threads": args.threads,
         "server_stack": server_stack(),
         "load_generator": f"aiohttp {aiohttp.__version__}",
-        "targets": targets(rows, os.cpu_count()),
-        "machine": machine_info(),
+        "targets": targets(rows, os.cpu_count()),  # the machine record's cpus
+        "machine": machine,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=2) + "\n")
