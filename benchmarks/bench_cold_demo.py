@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import run_record
+from machine import describe, run_record
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("MMRAG_DATA") or REPO.parent / "shared" / "data")
@@ -185,10 +185,12 @@ def report_section(r: dict[str, Any]) -> str:
         )
     else:
         how = "one run"
+    cpu = (r.get("machine") or {}).get("cpu")
     lines = [
-        "## Cold start: `make demo` on a fresh clone",
+        "## Cold start: `make demo` on a fresh clone" + (f", on {cpu}" if cpu else ""),
         "",
-        f"Command: `{r['command']}` ({r['measured']} UTC, commit {r['commit'][:7]}). A fresh clone, "
+        f"Command: `{r['command']}` ({r['measured']} UTC, commit {r['commit'][:7]}) on "
+        f"{describe(r.get('machine') or {})}. A fresh clone, "
         "a fresh empty `HOME` (no pip cache, no stored query towers), nothing built: the whole first run "
         f"a newcomer waits for, install and every model it builds included, {how}. Each phase starts at "
         f"the line `make demo` prints for it; {apt}. Minutes:",

@@ -142,15 +142,19 @@ def summary_section(results: Path) -> str:
     if conc and (row := api_concurrency_summary_row(conc)):
         rows.append(row)
     rows += speed_summary_rows(results)
-    cold = _load(results, "cold_demo.json")
-    if cold:
+    for path in sorted(results.glob("cold_demo*.json")):  # one per host class
+        cold = json.loads(path.read_text())
         ph = cold["phases_s"]
         install = sum(v for k, v in ph.items() if k.startswith(("sysdeps", "install")))
         parts = f"install {install / 60:.1f}, " + ", ".join(
             f"{name} {ph[name] / 60:.1f}" for name in ("lite heads", "reranker")
         )
+        cpu = (cold.get("machine") or {}).get("cpu")
+        runs = len(cold.get("runs") or []) or 1
         rows.append(
-            "| cold `make demo`, fresh clone, install and every model included | "
+            "| cold `make demo`, fresh clone, install and every model included"
+            + (f", {cpu}" if cpu else "")
+            + f", {'median of ' + str(runs) + ' runs' if runs > 1 else 'one run'} | "
             f"{cold['total_s'] / 60:.1f} min "
             f"({parts} min) | **{cold['ratio_to_limit']:.2f}** of {cold['limit_min']:g} min |"
         )
@@ -316,8 +320,7 @@ def main() -> None:
         from bench_cli_start import report_section as cli_section
 
         sections.append(cli_section(json.loads(cli.read_text())))
-    cold = args.results / "cold_demo.json"
-    if cold.exists():
+    for cold in sorted(args.results.glob("cold_demo*.json")):  # one per host class
         from bench_cold_demo import report_section as cold_section
 
         sections.append(cold_section(json.loads(cold.read_text())))

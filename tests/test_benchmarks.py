@@ -346,6 +346,13 @@ def test_cold_demo_benchmark_reads_the_phases_make_prints(tmp_path: Path) -> Non
         "## Cold start: `make demo` on a fresh clone" in md and "| **10.0 min** | **0.83** of 12 min |" in md
     )
     assert "| 10.0 min (install 5.0, lite heads 1.2, reranker 1.2 min) | **0.83** of 12 min |" in md
+    # a second host class's run: its own section and summary row, titled by its CPU
+    other = dict(result, machine={"cpus": 2, "cpu": "Other CPU (family 6, model 143)"}, total_s=420.0)
+    (results / "cold_demo_other.json").write_text(json.dumps(other))
+    md = _report(results, tmp_path)
+    assert md.count("## Cold start: `make demo` on a fresh clone") == 2
+    assert "## Cold start: `make demo` on a fresh clone, on Other CPU (family 6, model 143)" in md
+    assert "included, Other CPU (family 6, model 143), one run | 7.0 min" in md
     # --repeats: the median total and each phase's median, every run kept and named in the table
     runs = [
         {"tesseract_installed_before": i > 0, "total_s": t, "phases_s": {"a": t - 60.0, "b": 60.0 + i}}
