@@ -43,7 +43,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_api_load import KEY, REPO, free_port, write_docs
-from machine import machine_info
+from machine import run_record
 from report_api import targets
 from timing import pct
 
@@ -305,8 +305,10 @@ def main() -> None:
                 f.rename(root / slot / f.name)
         rows = [row for name in args.configs for row in run_config(name, args, Path(tmp), queries)]
 
-    machine = machine_info()
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True)
     out = {
+        **run_record(),  # command, when, machine
+        "commit": head.stdout.strip() or None,
         "rows": rows,
         "seconds_per_row": args.seconds,
         "body": args.body,
@@ -317,8 +319,7 @@ def main() -> None:
         "torch_threads": args.threads,
         "server_stack": server_stack(),
         "load_generator": f"aiohttp {aiohttp.__version__}",
-        "targets": targets(rows, os.cpu_count()),  # the machine record's cpus
-        "machine": machine,
+        "targets": targets(rows, os.cpu_count()),  # the count run_record()'s machine holds
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=2) + "\n")

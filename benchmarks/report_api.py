@@ -87,6 +87,8 @@ def api_concurrency_section(r: dict[str, Any]) -> str:
     st = r.get("server_stack")
     stack = f"event loop {st['loop']}, HTTP parser {st['http']}" if st else "loop and parser not recorded"
     host = describe(r.get("machine", {}))
+    if r.get("measured"):
+        host += f", {r['measured']} UTC" + (f", commit {r['commit'][:7]}" if r.get("commit") else "")
     return f"""## REST API concurrency: micro-batched searches
 
 Command: `{cmd}` (loopback only) on {host}. `mmrag serve` (model `{r["model"]}`, torch threads
@@ -96,8 +98,11 @@ the defaults (MMRAG_BATCH_MAX=32, MMRAG_BATCH_WAIT_MS=5, MMRAG_QUEUE_SIZE=256, a
 batches at once as the cores fit at the server's torch threads); `one-lane`: the same with MMRAG_BATCH_LANES=1
 (one batch at a time, as before lanes); `off`: MMRAG_BATCH_MAX=1 (one search at a time). `dense`:
 mode=dense, rerank=false; `rerank`: hybrid + cross-encoder `{r["reranker"]}` over a pool of 20. Rows
-"during ingest" run while `POST /ingest` adds {r["ingest_docs"]} new abstracts. The clients (aiohttp,
-~0.3 ms of CPU per request) share the machine with the server. A search the queue
+"during ingest" run while `POST /ingest` adds {r["ingest_docs"]} new abstracts. The clients (aiohttp, in
+the benchmark's process) share the machine with the server. "server CPU ms / search": the server
+process's CPU (user + system, all threads, from `/proc`) over the row, per successful search ("-" where an
+ingest ran in it, or not recorded); "cores busy": the server's and the clients' CPU over the row's wall
+time (with an ingest's work where one ran). A search the queue
 cannot take in time (MMRAG_QUEUE_WAIT, default 15 s of queued work) is answered 503 with Retry-After at
 once, and the client waits that long. The configurations run one after another (a few minutes each), so
 the host's speed can drift between them: compare the ratios within a configuration, and q/s across
@@ -115,10 +120,10 @@ def api_concurrency_summary_row(r: dict[str, Any]) -> str | None:
     t = targets(r["rows"], r.get("machine", {}).get("cpus")).get("batched")
     if t is None:
         return None
-    one, eight = rows[1], rows[8]
-    busy = f", {eight['cores_busy']} of {r['machine']['cpus']} cores busy" if eight.get("cores_busy") else ""
+    one, eight, m = rows[1], rows[8], r.get("machine") or {}
+    busy = f", {eight['cores_busy']} of {m.get('cpus', '?')} cores busy" if eight.get("cores_busy") else ""
     return (
-        f"| REST API, dense, 8 clients / 1, micro-batched, {r['machine'].get('cpu', 'an unrecorded CPU')} | "
+        f"| REST API, dense, 8 clients / 1, micro-batched, {m.get('cpu', 'an unrecorded CPU')} | "
         f"{eight['qps']} / {one['qps']} q/s, p95 at 8 {eight['p95_ms']} ms{busy} | "
         f"**{t['dense_qps_8_over_1']}x** (target >= 3x) |"
     )

@@ -31,7 +31,10 @@ def test_api_concurrency_benchmark_smoke(tmp_path: Path, data_dir: Path) -> None
     assert all(r["server_cpu_ms"] > 0 and r["client_cpu_ms"] > 0 for r in rows if not r["ingest"])
     assert all(r["server_cpu_ms"] is None for r in rows if r["ingest"])
     cpu = result["targets"]["batched"]["cpu"]
-    assert cpu["ms_per_search_for_3x"] == round(1000 * result["machine"]["cpus"] / (3 * rows[0]["qps"]), 2)
+    eight = rows[1]  # dense, 8 clients: the target's CPU figure is that row's server + clients
+    assert cpu["ms_per_search_8"] == round(eight["server_cpu_ms"] + eight["client_cpu_ms"], 2)
+    assert cpu["cores_busy_8"] == eight["cores_busy"]
+    assert result["commit"] and result["measured"] and result["command"].startswith("python benchmarks/")
     report = _report(out.parent, tmp_path)
     assert "REST API concurrency: micro-batched searches" in report and "| batched | rerank | 8 |" in report
     assert "`batched`, CPU (server + clients) per dense search:" in report
@@ -48,3 +51,49 @@ def test_json_body_types_the_form_fields(monkeypatch: pytest.MonkeyPatch) -> Non
     form = {"query": "1984", "k": "10", **STAGES["rerank"]}
     assert json_body(form) == {"query": "1984", "k": 10, "mode": "hybrid", "rerank": True, "pool": 20}
     assert json_body({"query": "q", **STAGES["dense"]})["rerank"] is False
+
+
+def test_cpu_seconds_reads_a_process_from_proc(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The server's CPU comes from /proc/<pid>/stat (utime + stime): for this process it must agree
+    with time.process_time(), which reads the same counters another way."""
+    import os
+    import time
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    from bench_api_concurrency import cpu_seconds  # type: ignore[import-not-found]
+
+    end = time.process_time() + 0.3
+    while time.process_time() < end:  # burn CPU so that both counters have moved
+        pass
+    ours, proc = time.process_time(), cpu_seconds(os.getpid())
+    assert proc > 0.3 and abs(proc - ours) < 0.1  # clock ticks: 10 ms steps
+
+
+def test_report_reads_rows_without_the_cpu_fields(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A results file from before the CPU columns: dashes in the table, no CPU bullet, and the
+    summary row without the cores-busy clause."""
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    from report_api import api_concurrency_section, api_concurrency_summary_row, targets  # type: ignore[import-not-found]
+
+    def row(clients: int, qps: float) -> dict[str, object]:
+        return {
+            "config": "batched", "stage": "dense", "clients": clients, "ingest": False, "searches": 10,
+            "qps": qps, "p50_ms": 5.0, "p95_ms": 9.0, "status": {"200": 10}, "mean_encode_batch": 1.0,
+            "mean_rerank_batch": None,
+        }  # fmt: skip
+
+    old = {
+        "rows": [row(1, 100.0), row(8, 250.0)], "seconds_per_row": 6, "base_docs": 300, "ingest_docs": 100,
+        "reranker": "r", "model": "lite", "torch_threads": 1,
+    }  # fmt: skip
+    assert targets(old["rows"], 2)["batched"] == {
+        "dense_qps_8_over_1": 2.5,
+        "dense_p95_8_ms": 9.0,
+        "met": False,
+    }
+    section = api_concurrency_section(old)
+    assert "| 1.0 | None | - | - |" in section and "CPU (server + clients)" not in section
+    assert api_concurrency_summary_row(old) == (
+        "| REST API, dense, 8 clients / 1, micro-batched, an unrecorded CPU | 250.0 / 100.0 q/s, p95 at 8 "
+        "9.0 ms | **2.5x** (target >= 3x) |"
+    )
