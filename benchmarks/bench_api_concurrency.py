@@ -43,7 +43,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_api_load import KEY, REPO, free_port, write_docs
-from machine import run_record
+from machine import head_commit, run_record
 from report_api import targets
 from timing import pct
 
@@ -305,10 +305,9 @@ def main() -> None:
                 f.rename(root / slot / f.name)
         rows = [row for name in args.configs for row in run_config(name, args, Path(tmp), queries)]
 
-    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True)
     out = {
         **run_record(),  # command, when, machine
-        "commit": head.stdout.strip() or None,
+        "commit": head_commit(),
         "rows": rows,
         "seconds_per_row": args.seconds,
         "body": args.body,

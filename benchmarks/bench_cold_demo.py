@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import describe, run_record
+from machine import describe, head_commit, run_record
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("MMRAG_DATA") or REPO.parent / "shared" / "data")
@@ -149,7 +149,9 @@ def main() -> None:
         sys.exit("--repeats must be at least 1")
     if not (DATA / "flickr8k").is_dir() or not (DATA / "scifact").is_dir():
         sys.exit(f"no shared data at {DATA} (set MMRAG_DATA)")
-    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True)
+    commit = head_commit()
+    if commit is None:
+        sys.exit(f"{REPO} is not a git checkout: the cold runs clone its committed HEAD")
     dirty = subprocess.run(["git", "status", "--porcelain"], cwd=REPO, capture_output=True, text=True).stdout
     if dirty.strip():
         print("note: the working tree has uncommitted changes; the clone has HEAD only", file=sys.stderr)
@@ -159,7 +161,7 @@ def main() -> None:
         where = work if args.repeats == 1 else work / f"run{i + 1}"
         runs.append(cold_run(where, keep=args.keep))
         print(f"run {i + 1}/{args.repeats}: {runs[-1]['total_s'] / 60:.1f} min", flush=True)
-    out: dict[str, Any] = {**run_record(), "commit": head.stdout.strip(), **summarise(runs, args.limit_min)}
+    out: dict[str, Any] = {**run_record(), "commit": commit, **summarise(runs, args.limit_min)}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=2) + "\n")
     print(json.dumps(out, indent=2))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import subprocess
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -56,6 +57,23 @@ def describe(machine: dict[str, Any]) -> str:
     if "cpu" not in machine:
         return f"{machine.get('cpus', '?')} CPUs (model and bf16 instructions not recorded)"
     return f"{machine['cpus']} x {machine['cpu']} (bf16 instructions: {machine.get('bf16') or 'none'})"
+
+
+def cpu_name(machine: dict[str, Any] | None) -> str:
+    """The CPU a result ran on, for a title or a summary row ("an unrecorded CPU" in older records)."""
+    return str((machine or {}).get("cpu") or "an unrecorded CPU")
+
+
+def head_commit() -> str | None:
+    """The repository's checked-out commit (``git rev-parse HEAD``), None outside a git checkout."""
+    repo = Path(__file__).resolve().parents[1]
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return out.stdout.strip() or None
 
 
 def run_record() -> dict[str, object]:

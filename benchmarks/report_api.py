@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from machine import describe
+from machine import cpu_name, describe
 
 
 def _by_clients(rows: list[dict[str, Any]], cfg: str, stage: str) -> dict[int, dict[str, Any]]:
@@ -123,7 +123,7 @@ def api_concurrency_summary_row(r: dict[str, Any]) -> str | None:
     one, eight, m = rows[1], rows[8], r.get("machine") or {}
     busy = f", {eight['cores_busy']} of {m.get('cpus', '?')} cores busy" if eight.get("cores_busy") else ""
     return (
-        f"| REST API, dense, 8 clients / 1, micro-batched, {m.get('cpu', 'an unrecorded CPU')} | "
+        f"| REST API, dense, 8 clients / 1, micro-batched, {cpu_name(m)} | "
         f"{eight['qps']} / {one['qps']} q/s, p95 at 8 {eight['p95_ms']} ms{busy} | "
         f"**{t['dense_qps_8_over_1']}x** (target >= 3x) |"
     )

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from machine import describe
+from machine import cpu_name, describe
 
 BASE_STEP = "torch, full decode"
 FAST_STEP = "ONNX Runtime + draft decode (default)"
@@ -135,15 +135,16 @@ def speed_summary_rows(results: Path) -> list[str]:
         if not ref:
             continue
         label, e = max(ref, key=lambda ke: ke[1]["layers"])  # the first of the deepest
-        q = e["quality"].get(f"+rerank@{p0}_crossfit") or e["quality"][f"+rerank@{p0}"]
-        how = "cross-fitted" if f"+rerank@{p0}_crossfit" in e["quality"] else "weight fit on val"
         if "ratio_langchain" not in e:
             continue
+        fit = f"+rerank@{p0}_crossfit" in e["quality"]
+        q = e["quality"][f"+rerank@{p0}_crossfit" if fit else f"+rerank@{p0}"]
         rows.append(
             f"| hybrid + {e['precision']} rerank@{p0}, {e['layers']}-layer `{label}`, end to end, "
-            f"{r['threads']} thread, {(r.get('machine') or {}).get('cpu', 'an unrecorded CPU')} "
+            f"{r['threads']} thread, {cpu_name(r.get('machine'))} "
             f"(`{depth.name}`) | p50 {e[f'end_to_end_pool{p0}_p50_ms']:.0f} ms, val nDCG@10 "
-            f"{q['ndcg@10']:.4f} ({how}) | **{e['ratio_langchain']:.2f}x** LangChain's (target <= 0.35) |"
+            f"{q['ndcg@10']:.4f} ({'cross-fitted' if fit else 'weight fit on val'}) | "
+            f"**{e['ratio_langchain']:.2f}x** LangChain's (target <= 0.35) |"
         )
     for q in (results / "quantization.json", results / "quantization_1m.json"):
         if not q.exists():
@@ -223,7 +224,7 @@ def rerank_depth_section(r: dict[str, Any]) -> str:
     what = " and ".join(", ".join(map(str, depths)).rsplit(", ", 1)) + " layers"
     if any((e.get("trained") or {}).get("teacher") for e in r["rerankers"].values()):
         what += ", some distilled"
-    return f"""## Reranker depth: {what}, on {m.get("cpu", "an unrecorded CPU")}
+    return f"""## Reranker depth: {what}, on {cpu_name(m)}
 
 Command: `python benchmarks/bench_rerank_depth.py --reranker CKPT [CKPT ...]` (one run, {minutes:.0f}
 min) on {describe(m)},
