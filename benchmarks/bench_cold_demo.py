@@ -204,5 +204,23 @@ def report_section(r: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def summary_row(r: dict[str, Any]) -> str:
+    """The BENCHMARKS summary table's row for one host's cold demo (its section: :func:`report_section`)."""
+    ph = r["phases_s"]
+    install = sum(v for k, v in ph.items() if k.startswith(("sysdeps", "install")))
+    parts = f"install {install / 60:.1f}, " + ", ".join(
+        f"{name} {ph[name] / 60:.1f}" for name in ("lite heads", "reranker")
+    )
+    cpu = (r.get("machine") or {}).get("cpu")
+    runs = len(r.get("runs") or []) or 1
+    return (
+        "| cold `make demo`, fresh clone, install and every model included"
+        + (f", {cpu}" if cpu else "")
+        + f", {'median of ' + str(runs) + ' runs' if runs > 1 else 'one run'} | "
+        f"{r['total_s'] / 60:.1f} min "
+        f"({parts} min) | **{r['ratio_to_limit']:.2f}** of {r['limit_min']:g} min |"
+    )
+
+
 if __name__ == "__main__":
     main()

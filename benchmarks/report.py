@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
@@ -19,6 +18,7 @@ from report_speed import (
     speed_summary_rows,
 )
 from report_train import extras_section, train_section
+from result_files import ResultFiles
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -57,15 +57,10 @@ hnsw_ef = {r["hnsw_ef"] or "Qdrant default"}.
 """
 
 
-def _load(results: Path, name: str) -> dict[str, Any] | None:
-    path = results / name
-    return json.loads(path.read_text()) if path.exists() else None
-
-
-def summary_section(results: Path) -> str:
+def summary_section(results: ResultFiles) -> str:
     """The headline figures of every result file present, each with its target or peer ratio."""
     rows: list[str] = []
-    sweep = _load(results, "train_sweep.json")
+    sweep = results.get("train_sweep.json")
     if sweep:
         best = max(sweep["runs"], key=lambda x: x["t2i_recall@10"])
         rows.append(
@@ -73,7 +68,7 @@ def summary_section(results: Path) -> str:
             f"{'' if best['loss'] == 'infonce' else ', ' + best['strategy']}) | {best['t2i_recall@1']:.3f} / "
             f"{best['t2i_recall@5']:.3f} / {best['t2i_recall@10']:.3f} | - |"
         )
-    rr = _load(results, "rerank.json")
+    rr = results.get("rerank.json")
     if rr:
         q = rr["quality"]
         stages = [
@@ -85,7 +80,7 @@ def summary_section(results: Path) -> str:
         ]
         cells = " / ".join(f"{label} {q[k]['ndcg@10']:.3f}" for k, label in stages if k in q)
         rows.append(f"| SciFact val nDCG@10 by stage | {cells} | - |")
-    peers = _load(results, "peers.json")
+    peers = results.get("peers.json")
     if peers:
         sy = peers["systems"]
         for name in ("langchain", "haystack"):
@@ -97,7 +92,7 @@ def summary_section(results: Path) -> str:
                     f"{r['index']:.2f}x | nDCG@10 {sy[name]['quality']['dense']['ndcg@10']:.3f} dense "
                     f"(mmrag {sy['mmrag']['quality']['dense']['ndcg@10']:.3f}) |"
                 )
-    scale = _load(results, "scale.json")
+    scale = results.get("scale.json")
     if scale:
         for run in sorted(scale["runs"], key=lambda x: x["size"]):
             if run["backend"] != "edge":
@@ -116,7 +111,7 @@ def summary_section(results: Path) -> str:
                 f"| {run['size']:,} points, Qdrant Edge: text query p95 (encode + ANN) | {t:.1f} ms "
                 f"(image query p50 {img:.1f} ms, HNSW recall@10 {ef:.3f}) | **{t / 50:.2f}** of 50 ms{vs} |"
             )
-    ing = _load(results, "ingest.json")
+    ing = results.get("ingest.json")
     if ing:
         for key in ("images", "text"):
             x = ing[key]
@@ -124,40 +119,27 @@ def summary_section(results: Path) -> str:
                 f"| ingest {key}, end to end / raw encoder ({x['items']:,} items) | {x['end_to_end_per_s']} "
                 f"{x['unit']} | **{x['ratio']:.2f}** (target >= 0.9) |"
             )
-    rss = _load(results, "ingest_rss.json")
+    rss = results.get("ingest_rss.json")
     if rss:
         rows.append(
             f"| peak RSS, ingest_demo + {rss['images']:,} images | {rss['peak_rss_mb']:.0f} MB "
             f"(+{rss['slope_mb_per_1000_files_second_half']:.1f} MB / 1,000 files) | "
             f"**{rss['peak_ratio_to_3gb']:.2f}** of 3 GB |"
         )
-    api = _load(results, "api_load.json")
+    api = results.get("api_load.json")
     if api:
         rows.append(
             f"| REST API, {api['clients']} clients while an ingest writes | {api['searches']} searches, "
             f"{api['errors']} errors | p95 during ingest / before "
             f"**{api['p95_ratio_during_ingest_to_baseline']:.2f}** |"
         )
-    conc = _load(results, "api_concurrency.json")
+    conc = results.get("api_concurrency.json")
     if conc and (row := api_concurrency_summary_row(conc)):
         rows.append(row)
     rows += speed_summary_rows(results)
-    for path in sorted(results.glob("cold_demo*.json")):  # one per host class
-        cold = json.loads(path.read_text())
-        ph = cold["phases_s"]
-        install = sum(v for k, v in ph.items() if k.startswith(("sysdeps", "install")))
-        parts = f"install {install / 60:.1f}, " + ", ".join(
-            f"{name} {ph[name] / 60:.1f}" for name in ("lite heads", "reranker")
-        )
-        cpu = (cold.get("machine") or {}).get("cpu")
-        runs = len(cold.get("runs") or []) or 1
-        rows.append(
-            "| cold `make demo`, fresh clone, install and every model included"
-            + (f", {cpu}" if cpu else "")
-            + f", {'median of ' + str(runs) + ' runs' if runs > 1 else 'one run'} | "
-            f"{cold['total_s'] / 60:.1f} min "
-            f"({parts} min) | **{cold['ratio_to_limit']:.2f}** of {cold['limit_min']:g} min |"
-        )
+    from bench_cold_demo import summary_row as cold_row
+
+    rows += [cold_row(r) for _, r in results.glob("cold_demo*.json")]  # one per host class
     if not rows:
         return ""
     return (
@@ -254,90 +236,68 @@ def main() -> None:
     ap.add_argument("--results", type=Path, default=RESULTS)
     ap.add_argument("--output", type=Path, default=REPO / "BENCHMARKS.md")
     args = ap.parse_args()
+    res = ResultFiles(args.results)
     sections = []
     machine: dict[str, object] = {}
-    q = args.results / "query.json"
-    if q.exists():
-        data = json.loads(q.read_text())
+    if data := res.get("query.json"):
         machine = data["machine"]
         sections.append(query_section(data))
-    sc = args.results / "scale.json"
-    if sc.exists():
-        data = json.loads(sc.read_text())
+    if data := res.get("scale.json"):
         png = args.results / "scale.png"
         plot = os.path.relpath(png, args.output.parent) if scale_plot(data, png) else None
         sections.append(scale_section(data, plot))
-    ing = args.results / "ingest.json"
-    if ing.exists():
-        data = json.loads(ing.read_text())
+    if data := res.get("ingest.json"):
         machine = machine or data["machine"]
         sections.append(ingest_section(data))
-    rss = args.results / "ingest_rss.json"
-    if rss.exists():
-        sections.append(ingest_rss_section(json.loads(rss.read_text())))
-    for t in sorted(args.results.glob("train_sweep*.json")):
-        sections.append(train_section(json.loads(t.read_text())))
-    extras = args.results / "train_extras.json"
-    if extras.exists():
-        sections.append(extras_section(json.loads(extras.read_text())))
-    tower = args.results / "image_tower_sweep.json"
-    if tower.exists():
+    if data := res.get("ingest_rss.json"):
+        sections.append(ingest_rss_section(data))
+    sections += [train_section(data) for _, data in res.glob("train_sweep*.json")]
+    if data := res.get("train_extras.json"):
+        sections.append(extras_section(data))
+    if data := res.get("image_tower_sweep.json"):
         from sweep_image_tower import report_section as tower_section
 
-        png = tower.with_suffix(".png")
+        png = args.results / "image_tower_sweep.png"
         rel = os.path.relpath(png, args.output.parent) if png.exists() else None
-        sections.append(tower_section(json.loads(tower.read_text()), rel))
-    api = args.results / "api_load.json"
-    if api.exists():
-        sections.append(api_section(json.loads(api.read_text())))
-    conc = args.results / "api_concurrency.json"
-    if conc.exists():
-        sections.append(api_concurrency_section(json.loads(conc.read_text())))
-    rr = args.results / "rerank.json"
-    if rr.exists():
-        data = json.loads(rr.read_text())
+        sections.append(tower_section(data, rel))
+    if data := res.get("api_load.json"):
+        sections.append(api_section(data))
+    if data := res.get("api_concurrency.json"):
+        sections.append(api_concurrency_section(data))
+    if data := res.get("rerank.json"):
         sections.append(rerank_section(data))
         png = args.results / "rerank_pool.png"
         if rerank_pool_plot(data, png):
             sections.append(f"![nDCG@10 against rerank pool]({os.path.relpath(png, args.output.parent)})\n")
-    text = args.results / "text_path.json"
-    if text.exists():
+    if data := res.get("text_path.json"):
         from bench_text_path import report_section as text_section
 
-        sections.append(text_section(json.loads(text.read_text())))
-    retr = args.results / "retriever_concurrency.json"
-    if retr.exists():
+        sections.append(text_section(data))
+    if data := res.get("retriever_concurrency.json"):
         from bench_retriever_concurrency import report_section as retriever_section
 
-        sections.append(retriever_section(json.loads(retr.read_text())))
-    edge = args.results / "edge_threads.json"
-    if edge.exists():
+        sections.append(retriever_section(data))
+    if data := res.get("edge_threads.json"):
         from bench_edge_threads import report_section as edge_section
 
-        sections.append(edge_section(json.loads(edge.read_text())))
-    cli = args.results / "cli_start.json"
-    if cli.exists():
+        sections.append(edge_section(data))
+    if data := res.get("cli_start.json"):
         from bench_cli_start import report_section as cli_section
 
-        sections.append(cli_section(json.loads(cli.read_text())))
-    for cold in sorted(args.results.glob("cold_demo*.json")):  # one per host class
-        from bench_cold_demo import report_section as cold_section
+        sections.append(cli_section(data))
+    from bench_cold_demo import report_section as cold_section
 
-        sections.append(cold_section(json.loads(cold.read_text())))
+    sections += [cold_section(data) for _, data in res.glob("cold_demo*.json")]  # one per host class
     speed = (
         ("image_path.json", image_path_section),
         ("quantization.json", quantization_section),
         ("quantization_1m.json", quantization_section),
     )
-    for name, render in speed:
-        if (args.results / name).exists():
-            sections.append(render(json.loads((args.results / name).read_text())))
+    sections += [render(data) for name, render in speed if (data := res.get(name))]
     # one depth run per host: the bf16 speed follows the CPU
-    for depth in sorted(args.results.glob("rerank_depth*.json")):
-        sections.append(rerank_depth_section(json.loads(depth.read_text())))
-    peers = args.results / "peers.json"
-    if peers.exists():
-        sections.append(peers_section(json.loads(peers.read_text())))
+    sections += [rerank_depth_section(data) for _, data in res.glob("rerank_depth*.json")]
+    if data := res.get("peers.json"):
+        sections.append(peers_section(data))
     if not sections:
         sys.exit("no results in benchmarks/results/: run `make bench` first")
     header = f"""# Benchmarks
@@ -348,7 +308,7 @@ shared and noisy; figures are medians.
 
 Machine: {machine.get("cpus")} CPUs, {machine.get("platform")}, Python {machine.get("python")}.
 """
-    args.output.write_text(header + "\n" + summary_section(args.results) + "\n" + "\n".join(sections))
+    args.output.write_text(header + "\n" + summary_section(res) + "\n" + "\n".join(sections))
     print(f"wrote {args.output}")
 
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from machine import cpu_name, describe
+from result_files import ResultFiles
 
 BASE_STEP = "torch, full decode"
 FAST_STEP = "ONNX Runtime + draft decode (default)"
@@ -90,12 +90,10 @@ process gains by opening the store and answering every query; disk = the store f
 {ratio}"""
 
 
-def speed_summary_rows(results: Path) -> list[str]:
+def speed_summary_rows(results: ResultFiles) -> list[str]:
     """Summary-table rows of the speed results present (image path, rerank variants, quantization)."""
     rows = []
-    ip = results / "image_path.json"
-    if ip.exists():
-        r = json.loads(ip.read_text())
+    if r := results.get("image_path.json"):
         for run in r["runs"]:
             name, s = next(iter(run["sets"].items()))
             rows.append(
@@ -104,9 +102,7 @@ def speed_summary_rows(results: Path) -> list[str]:
                 f"**{s['speedup']:.2f}x** torch, {s['share_of_ceiling'][FAST_STEP]:.2f} of the matmul "
                 "ceiling |"
             )
-    tp = results / "text_path.json"
-    if tp.exists():
-        r = json.loads(tp.read_text())
+    if r := results.get("text_path.json"):
         for run in r["runs"]:
             f32, b16 = run["precisions"]["fp32"], run["precisions"]["bf16"]
             rows.append(
@@ -114,9 +110,7 @@ def speed_summary_rows(results: Path) -> list[str]:
                 f"{b16['docs_per_s']:.1f} abstracts/s, parity {run['parity_bf16_vs_fp32']:.4f} | "
                 f"**{b16['docs_per_s'] / f32['docs_per_s']:.2f}x** fp32 |"
             )
-    rr = results / "rerank.json"
-    if rr.exists():
-        r = json.loads(rr.read_text())
+    if r := results.get("rerank.json"):
         for key, v in r.items():
             if key.startswith("end_to_end_") and key.endswith("_p50_ms"):
                 name = key.split("_")[3]
@@ -128,8 +122,7 @@ def speed_summary_rows(results: Path) -> list[str]:
                     + f" | p50 {v:.0f} ms | "
                     + (f"**{lc:.2f}x** LangChain's |" if lc else "- |")
                 )
-    for depth in sorted(results.glob("rerank_depth*.json")):  # one per host: its 6-layer reference
-        r = json.loads(depth.read_text())
+    for depth, r in results.glob("rerank_depth*.json"):  # one per host: its 6-layer reference
         p0 = r["pool"]
         ref = [(k, e) for k, e in r["rerankers"].items() if not (e.get("trained") or {}).get("teacher")]
         if not ref:
@@ -142,14 +135,13 @@ def speed_summary_rows(results: Path) -> list[str]:
         rows.append(
             f"| hybrid + {e['precision']} rerank@{p0}, {e['layers']}-layer `{label}`, end to end, "
             f"{r['threads']} thread, {cpu_name(r.get('machine'))} "
-            f"(`{depth.name}`) | p50 {e[f'end_to_end_pool{p0}_p50_ms']:.0f} ms, val nDCG@10 "
+            f"(`{depth}`) | p50 {e[f'end_to_end_pool{p0}_p50_ms']:.0f} ms, val nDCG@10 "
             f"{q['ndcg@10']:.4f} ({'cross-fitted' if fit else 'weight fit on val'}) | "
             f"**{e['ratio_langchain']:.2f}x** LangChain's (target <= 0.35) |"
         )
-    for q in (results / "quantization.json", results / "quantization_1m.json"):
-        if not q.exists():
+    for name in ("quantization.json", "quantization_1m.json"):
+        if not (r := results.get(name)):
             continue
-        r = json.loads(q.read_text())
         f32, i8 = r["configs"]["float32"], r["configs"]["int8"]
         rows.append(
             f"| int8 store quantization, {r['points']:,} real vectors | recall@10 "

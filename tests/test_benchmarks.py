@@ -167,6 +167,19 @@ def test_rerank_depth_benchmark_smoke(tmp_path: Path, data_dir: Path) -> None:
     summary = md.split("## Summary", 1)[1].split("\n## ", 1)[0]
     assert "6-layer `none#0`, end to end, 1 thread, Other CPU (family 6, model 143)" in summary
     assert "**0.30x** LangChain's" in summary and summary.count("6-layer `none#") == 1
+    # a third host's run with a 3-layer student distilled from a 6-layer teacher: both depths and
+    # "some distilled" in its title; its summary row is the 6-layer reference, never the student
+    third = dict(other, machine=dict(result["machine"], cpu="Third CPU (family 25, model 17)"))
+    student = dict(other["rerankers"]["none#1"], layers=3, ratio_langchain=0.2)
+    student["trained"] = {"teacher": "/ckpt/rr-l6", "freeze_layers": 1, "steps": 800, "seed": 0}
+    third["rerankers"] = {"none#0": other["rerankers"]["none#0"], "rr-l3d": student}
+    (out.parent / "rerank_depth_third.json").write_text(json.dumps(third))
+    md = _report(out.parent, tmp_path)
+    assert "## Reranker depth: 3 and 6 layers, some distilled, on Third CPU (family 25, model 17)" in md
+    assert "| `rr-l3d` | 3 | distilled from `rr-l6`, 1 frozen |" in md
+    summary = md.split("## Summary", 1)[1].split("\n## ", 1)[0]
+    assert "Third CPU (family 25, model 17) (`rerank_depth_third.json`)" in summary
+    assert "`rr-l3d`" not in summary and "**0.20x**" not in summary
 
 
 @pytest.mark.slow
@@ -365,3 +378,24 @@ def test_cold_demo_benchmark_reads_the_phases_make_prints(tmp_path: Path) -> Non
     section = cold.report_section({**result, **summary})
     assert "the median of 3 runs" in section and "totals 11.7, 9.7, 10.7 min" in section
     assert "installed by the first run" in section and "| **10.7 min** | **0.89** of 12 min |" in section
+
+
+def test_report_reads_each_results_file_once(tmp_path: Path) -> None:
+    # the summary table and the sections quote the same files: parsed once, reused, never re-read
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        from result_files import ResultFiles  # type: ignore[import-not-found]
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+    (tmp_path / "cold_demo_b.json").write_text(json.dumps({"host": "b"}))
+    (tmp_path / "cold_demo.json").write_text(json.dumps({"host": "a"}))
+    (tmp_path / "rerank.json").write_text(json.dumps({"n": 1}))
+    res = ResultFiles(tmp_path)
+    first = res.get("rerank.json")
+    assert first == {"n": 1} and res.get("missing.json") is None
+    (tmp_path / "rerank.json").write_text("not json: a second read would fail")
+    assert res.get("rerank.json") is first
+    assert [(n, r["host"]) for n, r in res.glob("cold_demo*.json")] == [
+        ("cold_demo.json", "a"),
+        ("cold_demo_b.json", "b"),
+    ]
