@@ -19,7 +19,11 @@ machine as the server: with few cores they take CPU from it, so the figures are 
 aiohttp, ~0.3 ms of CPU per request: httpx took 0.8 ms at 8 clients and ~5 ms at 64, so the 64-client
 rows measured the load generator (on 2 cores: 156 q/s with httpx, 268 with aiohttp, same server).
 
-Usage: python benchmarks/bench_api_concurrency.py [--seconds 10] [--clients 1 8 64]
+With ``--rounds N`` the rows without an ingest run N times, the client counts taking turns, and each
+row is the median of its rounds (the host's speed drifts over minutes; a ratio of medians of
+interleaved rounds is steadier than one of single rows measured a minute apart).
+
+Usage: python benchmarks/bench_api_concurrency.py [--seconds 10] [--clients 1 8 64] [--rounds 1]
        [--configs batched one-lane off] [--base-docs 300] [--ingest-docs 200] [--reranker minilm]
        [--out benchmarks/results/api_concurrency.json]
 """
@@ -30,6 +34,7 @@ import argparse
 import asyncio
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -235,6 +240,32 @@ async def load(
     }
 
 
+MEDIAN_FIELDS = (
+    "qps", "p50_ms", "p95_ms", "mean_encode_batch", "mean_rerank_batch", "cores_busy", "server_cpu_ms",
+    "client_cpu_ms",
+)  # fmt: skip
+
+
+def median_row(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """One row from the rounds of the same (config, stage, clients): the median of each figure in
+    :data:`MEDIAN_FIELDS` (None where a round has none), searches, status codes and wall time summed,
+    and every round's q/s in ``qps_rounds``. One round is returned as it is."""
+    if len(rounds) == 1:
+        return rounds[0]
+    row = dict(rounds[0])
+    for key in MEDIAN_FIELDS:
+        values = [r[key] for r in rounds]
+        row[key] = None if None in values else round(statistics.median(values), 2)
+    codes: Counter[str] = Counter()
+    for r in rounds:
+        codes.update(r["status"])
+    row["status"] = dict(sorted(codes.items()))
+    row["searches"] = sum(r["searches"] for r in rounds)
+    row["wall_s"] = round(sum(r["wall_s"] for r in rounds), 2)
+    row["qps_rounds"] = [r["qps"] for r in rounds]
+    return row
+
+
 def run_config(name: str, args: argparse.Namespace, tmp: Path, queries: list[str]) -> list[dict[str, Any]]:
     root = tmp / "root"
     server, url, log = start_server(tmp / "store", root, CONFIGS[name], args)
@@ -244,12 +275,19 @@ def run_config(name: str, args: argparse.Namespace, tmp: Path, queries: list[str
         r.raise_for_status()  # idempotent: the second config finds the base already stored
         for stage, form in STAGES.items():
             asyncio.run(load(url, queries, 1, 0.5, form, None, args.body))  # warm-up (first calls, caches)
+            # --rounds: the client counts take turns (1, 8, 64, 1, 8, 64, ...), so that the host's
+            # drift falls on every count alike; each row is the median of its rounds
+            rounds: dict[int, list[dict[str, Any]]] = {c: [] for c in args.clients}
+            for _ in range(args.rounds):
+                for clients in args.clients:
+                    row = asyncio.run(
+                        load(url, queries, clients, args.seconds, form, None, args.body, server.pid)
+                    )
+                    rounds[clients].append(row)
+                    print(json.dumps({"config": name, "stage": stage, "clients": clients, **row}), flush=True)
             for clients in args.clients:
-                row = asyncio.run(
-                    load(url, queries, clients, args.seconds, form, None, args.body, server.pid)
-                )
+                row = median_row(rounds[clients])
                 rows.append({"config": name, "stage": stage, "clients": clients, "ingest": False, **row})
-                print(json.dumps(rows[-1]), flush=True)
         for stage, form in STAGES.items():
             for clients in [c for c in args.clients if c > 1]:
                 folder = root / f"more-{name}-{stage}-{clients}"
@@ -276,6 +314,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=float, default=10.0, help="load per row")
     ap.add_argument("--clients", type=int, nargs="+", default=[1, 8, 64])
+    ap.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="rounds of the client counts in turn per stage; rows are their medians (ingest rows: one)",
+    )
     ap.add_argument("--configs", nargs="+", choices=list(CONFIGS), default=list(CONFIGS))
     ap.add_argument("--base-docs", type=int, default=300, help="abstracts in the store before the rows")
     ap.add_argument("--ingest-docs", type=int, default=100, help="abstracts per ingest row")
@@ -310,6 +354,7 @@ def main() -> None:
         "commit": head_commit(),
         "rows": rows,
         "seconds_per_row": args.seconds,
+        "rounds": args.rounds,
         "body": args.body,
         "base_docs": args.base_docs,
         "ingest_docs": args.ingest_docs,

@@ -13,6 +13,7 @@ from tests.test_benchmarks import _report, _script
 def test_api_concurrency_benchmark_smoke(tmp_path: Path, data_dir: Path) -> None:
     out = tmp_path / "results" / "api_concurrency.json"
     args = ["--seconds", "0.5", "--clients", "1", "8", "--configs", "batched", "--base-docs", "6"]
+    args += ["--rounds", "2"]
     result = _script("bench_api_concurrency.py", [*args, "--ingest-docs", "2"], data_dir, out)
     rows = result["rows"]
     assert [(r["stage"], r["clients"], r["ingest"]) for r in rows] == [
@@ -30,6 +31,9 @@ def test_api_concurrency_benchmark_smoke(tmp_path: Path, data_dir: Path) -> None
     assert all(0 < r["cores_busy"] <= result["machine"]["cpus"] + 0.5 for r in rows)
     assert all(r["server_cpu_ms"] > 0 and r["client_cpu_ms"] > 0 for r in rows if not r["ingest"])
     assert all(r["server_cpu_ms"] is None for r in rows if r["ingest"])
+    # --rounds 2: each row without an ingest is the median of two rounds (both kept), ingest rows run once
+    assert all(len(r["qps_rounds"]) == 2 for r in rows if not r["ingest"])
+    assert all("qps_rounds" not in r for r in rows if r["ingest"]) and result["rounds"] == 2
     cpu = result["targets"]["batched"]["cpu"]
     eight = rows[1]  # dense, 8 clients: the target's CPU figure is that row's server + clients
     assert cpu["ms_per_search_8"] == round(eight["server_cpu_ms"] + eight["client_cpu_ms"], 2)
@@ -38,6 +42,8 @@ def test_api_concurrency_benchmark_smoke(tmp_path: Path, data_dir: Path) -> None
     report = _report(out.parent, tmp_path)
     assert "REST API concurrency: micro-batched searches" in report and "| batched | rerank | 8 |" in report
     assert "`batched`, CPU (server + clients) per dense search:" in report
+    assert "`batched`, dense, 8 clients / 1 client in each of the 2 rounds: " in report
+    assert "--rounds 2 " in report and "the median of 2 rounds" in report
     # what the server ran on (the api extra brings uvloop + httptools; uvicorn picks them up itself)
     assert result["server_stack"] == {"loop": "uvloop", "http": "httptools"}
     assert "event loop uvloop, HTTP parser httptools" in report
@@ -97,3 +103,26 @@ def test_report_reads_rows_without_the_cpu_fields(monkeypatch: pytest.MonkeyPatc
         "| REST API, dense, 8 clients / 1, micro-batched, an unrecorded CPU | 250.0 / 100.0 q/s, p95 at 8 "
         "9.0 ms | **2.5x** (target >= 3x) |"
     )
+
+
+def test_median_row_takes_each_figure_s_median_and_sums_the_counts(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    from bench_api_concurrency import median_row  # type: ignore[import-not-found]
+
+    def rnd(qps: float, p95: float, cpu: float | None, codes: dict[str, int]) -> dict[str, object]:
+        return {
+            "searches": sum(codes.values()), "qps": qps, "p50_ms": 5.0, "p95_ms": p95, "status": codes,
+            "mean_encode_batch": 2.0, "mean_rerank_batch": None, "wall_s": 6.0, "cores_busy": 1.5,
+            "server_cpu_ms": cpu, "client_cpu_ms": 0.3, "during_ingest": None, "ingest_s": None,
+        }  # fmt: skip
+
+    rounds = [rnd(100.0, 9.0, 8.0, {"200": 600}), rnd(80.0, 12.0, 9.0, {"200": 470, "503": 10}),
+              rnd(120.0, 10.0, 7.0, {"200": 720})]  # fmt: skip
+    row = median_row(rounds)
+    assert row["qps"] == 100.0 and row["p95_ms"] == 10.0 and row["server_cpu_ms"] == 8.0
+    assert row["qps_rounds"] == [100.0, 80.0, 120.0] and row["wall_s"] == 18.0
+    assert row["status"] == {"200": 1790, "503": 10} and row["searches"] == 1800
+    assert row["mean_rerank_batch"] is None  # no rerank in any round: no figure, not a 0
+    rounds[1]["server_cpu_ms"] = None  # a round without the figure: the row has none
+    assert median_row(rounds)["server_cpu_ms"] is None
+    assert median_row(rounds[:1]) is rounds[0]  # one round: the row as measured
