@@ -24,7 +24,7 @@ row is the median of its rounds (the host's speed drifts over minutes; a ratio o
 interleaved rounds is steadier than one of single rows measured a minute apart).
 
 Usage: python benchmarks/bench_api_concurrency.py [--seconds 10] [--clients 1 8 64] [--rounds 1]
-       [--configs batched one-lane off] [--base-docs 300] [--ingest-docs 200] [--reranker minilm]
+       [--configs batched one-lane off] [--base-docs 300] [--ingest-docs 100] [--reranker minilm]
        [--out benchmarks/results/api_concurrency.json]
 """
 
@@ -249,13 +249,18 @@ MEDIAN_FIELDS = (
 def median_row(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     """One row from the rounds of the same (config, stage, clients): the median of each figure in
     :data:`MEDIAN_FIELDS` (None where a round has none), searches, status codes and wall time summed,
-    and every round's q/s in ``qps_rounds``. One round is returned as it is."""
+    and every round's q/s in ``qps_rounds``. A latency of NaN (a round without one successful search)
+    is left out of its median. One round is returned as it is."""
     if len(rounds) == 1:
         return rounds[0]
     row = dict(rounds[0])
     for key in MEDIAN_FIELDS:
         values = [r[key] for r in rounds]
-        row[key] = None if None in values else round(statistics.median(values), 2)
+        finite = [v for v in values if v is not None and v == v]  # NaN: a round with no answer
+        if None in values:
+            row[key] = None
+        elif finite:  # (every round NaN: the first round's NaN stays)
+            row[key] = round(statistics.median(finite), 2)
     codes: Counter[str] = Counter()
     for r in rounds:
         codes.update(r["status"])
@@ -334,6 +339,9 @@ def main() -> None:
     )
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "api_concurrency.json")
     args = ap.parse_args()
+    if args.rounds < 1:
+        ap.error("--rounds must be at least 1")
+    args.clients = list(dict.fromkeys(args.clients))  # each count once: one row (and its rounds) each
 
     ingest_rows = len(args.configs) * len(STAGES) * len([c for c in args.clients if c > 1])
     with tempfile.TemporaryDirectory(prefix="mmrag-conc-") as tmp:

@@ -49,7 +49,9 @@ def _rounds_bullet(r: dict[str, Any], cfg: str) -> str | None:
     if 1 not in d or 8 not in d or "qps_rounds" not in d[1] or "qps_rounds" not in d[8]:
         return None
     one, eight = d[1]["qps_rounds"], d[8]["qps_rounds"]
-    ratios = ", ".join(f"{e / o:.2f}x" for o, e in zip(one, eight, strict=True) if o)
+    if len(one) != len(eight):
+        return None
+    ratios = ", ".join(f"{e / o:.2f}x" if o else "-" for o, e in zip(one, eight, strict=True))
     return (
         f"* `{cfg}`, dense, 8 clients / 1 client in each of the {len(one)} rounds: {ratios} "
         f"(q/s at 1: {', '.join(map(str, one))}; at 8: {', '.join(map(str, eight))})."

@@ -9,7 +9,9 @@ from typing import Any
 
 
 class ResultFiles:
-    """The results folder; :meth:`get` and :meth:`glob` parse a file on first use, then reuse it."""
+    """The results folder; :meth:`get` and :meth:`glob` parse a file on first use, then reuse it.
+    Every caller gets the same dict: renderers read it and never change it (the summary table is
+    rendered after the sections, from the same dicts)."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder

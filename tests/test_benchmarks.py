@@ -378,24 +378,3 @@ def test_cold_demo_benchmark_reads_the_phases_make_prints(tmp_path: Path) -> Non
     section = cold.report_section({**result, **summary})
     assert "the median of 3 runs" in section and "totals 11.7, 9.7, 10.7 min" in section
     assert "installed by the first run" in section and "| **10.7 min** | **0.89** of 12 min |" in section
-
-
-def test_report_reads_each_results_file_once(tmp_path: Path) -> None:
-    # the summary table and the sections quote the same files: parsed once, reused, never re-read
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    try:
-        from result_files import ResultFiles  # type: ignore[import-not-found]
-    finally:
-        sys.path.remove(str(REPO / "benchmarks"))
-    (tmp_path / "cold_demo_b.json").write_text(json.dumps({"host": "b"}))
-    (tmp_path / "cold_demo.json").write_text(json.dumps({"host": "a"}))
-    (tmp_path / "rerank.json").write_text(json.dumps({"n": 1}))
-    res = ResultFiles(tmp_path)
-    first = res.get("rerank.json")
-    assert first == {"n": 1} and res.get("missing.json") is None
-    (tmp_path / "rerank.json").write_text("not json: a second read would fail")
-    assert res.get("rerank.json") is first
-    assert [(n, r["host"]) for n, r in res.glob("cold_demo*.json")] == [
-        ("cold_demo.json", "a"),
-        ("cold_demo_b.json", "b"),
-    ]

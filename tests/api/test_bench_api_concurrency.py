@@ -126,3 +126,33 @@ def test_median_row_takes_each_figure_s_median_and_sums_the_counts(monkeypatch: 
     rounds[1]["server_cpu_ms"] = None  # a round without the figure: the row has none
     assert median_row(rounds)["server_cpu_ms"] is None
     assert median_row(rounds[:1]) is rounds[0]  # one round: the row as measured
+    # an even count: the mean of the middle two; a round without one answer (NaN latency) left out
+    two = median_row(rounds[:2])
+    assert two["qps"] == 90.0 and two["p95_ms"] == 10.5 and two["qps_rounds"] == [100.0, 80.0]
+    failed = rnd(0.0, float("nan"), 9.0, {"503": 40})
+    got = median_row([rounds[0], failed, rounds[2]])
+    assert got["p95_ms"] == 9.5 and got["qps"] == 100.0 and got["status"] == {"200": 1320, "503": 40}
+
+
+def test_report_gives_each_round_s_ratio(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The per-round 8/1 bullet: one ratio per round in order, "-" for a round whose one-client row
+    answered nothing, and no bullet for single-round results or rounds that do not pair up."""
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    from report_api import _rounds_bullet  # type: ignore[import-not-found]
+
+    def rows(one: list[float], eight: list[float]) -> dict[str, object]:
+        base = {"config": "batched", "stage": "dense", "ingest": False}
+        return {
+            "rows": [
+                {**base, "clients": 1, "qps_rounds": one},
+                {**base, "clients": 8, "qps_rounds": eight},
+            ]
+        }
+
+    line = _rounds_bullet(rows([100.0, 0.0, 80.0], [250.0, 240.0, 200.0]), "batched")
+    assert line is not None and "each of the 3 rounds: 2.50x, -, 2.50x (q/s at 1: 100.0, 0.0, 80.0;" in line
+    assert _rounds_bullet(rows([100.0, 90.0], [250.0]), "batched") is None
+    single = {
+        "rows": [{"config": "batched", "stage": "dense", "ingest": False, "clients": c} for c in (1, 8)]
+    }
+    assert _rounds_bullet(single, "batched") is None
