@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 from pathlib import Path
@@ -269,22 +270,15 @@ def main() -> None:
         png = args.results / "rerank_pool.png"
         if rerank_pool_plot(data, png):
             sections.append(f"![nDCG@10 against rerank pool]({os.path.relpath(png, args.output.parent)})\n")
-    if data := res.get("text_path.json"):
-        from bench_text_path import report_section as text_section
-
-        sections.append(text_section(data))
-    if data := res.get("retriever_concurrency.json"):
-        from bench_retriever_concurrency import report_section as retriever_section
-
-        sections.append(retriever_section(data))
-    if data := res.get("edge_threads.json"):
-        from bench_edge_threads import report_section as edge_section
-
-        sections.append(edge_section(data))
-    if data := res.get("cli_start.json"):
-        from bench_cli_start import report_section as cli_section
-
-        sections.append(cli_section(data))
+    # sections their benchmark scripts render (each imported only when its results exist)
+    for name, script in (
+        ("text_path.json", "bench_text_path"),
+        ("retriever_concurrency.json", "bench_retriever_concurrency"),
+        ("edge_threads.json", "bench_edge_threads"),
+        ("cli_start.json", "bench_cli_start"),
+    ):
+        if data := res.get(name):
+            sections.append(importlib.import_module(script).report_section(data))
     from bench_cold_demo import report_section as cold_section
 
     sections += [cold_section(data) for _, data in res.glob("cold_demo*.json")]  # one per host class
