@@ -33,11 +33,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException  # noqa
 from starlette.types import ASGIApp, Receive, Scope, Send  # noqa: E402
 
 from mmrag.api.config import ApiConfig  # noqa: E402
-from mmrag.api.schemas import ERRORS, IngestOut, QueryIn, SearchOut, query_model  # noqa: E402
+from mmrag.api.forms import read_search_form, search_form_openapi  # noqa: E402
+from mmrag.api.schemas import ERRORS, IngestOut, QueryIn, SearchForm, SearchOut, query_model, with_limits  # noqa: E402
 from mmrag.api.service import ApiError, Principal, Service  # noqa: E402
 from mmrag.errors import ConfigError, MissingExtraError, MmragError, OverloadedError, StoreError  # noqa: E402
 from mmrag.retriever.core import SearchResult  # noqa: E402
-from mmrag.retriever.request import MAX_EXPAND, SearchRequest  # noqa: E402
+from mmrag.retriever.request import SearchRequest  # noqa: E402
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -119,6 +120,7 @@ def create_app(service: Service) -> FastAPI:
 
     Auth = Annotated[Principal, Depends(principal)]
     QueryBody = query_model(cfg.max_k, cfg.max_pool)  # POST /query's JSON, with this server's limits
+    SearchFormModel = with_limits(SearchForm, cfg.max_k, cfg.max_pool)  # POST /search's form fields
 
     async def run(fn: Callable[[], T], timeout: float, what: str) -> T:
         loop = asyncio.get_running_loop()
@@ -164,65 +166,26 @@ def create_app(service: Service) -> FastAPI:
     async def stats(who: Auth, tenant: Annotated[str | None, Query(max_length=64)] = None) -> dict[str, Any]:
         return await run(lambda: service.stats(who, tenant), cfg.search_timeout_s, "stats")
 
-    @app.post("/search", response_model=SearchOut, summary="search by text, an uploaded image, or both")
-    async def search(
-        who: Auth,
-        query: Annotated[str | None, Form(max_length=4000, description="text query")] = None,
-        image: Annotated[
-            UploadFile | None, File(description="image query; with a text query too: a composed query")
-        ] = None,
-        k: Annotated[int, Form(ge=1, le=cfg.max_k)] = 10,
-        pool_size: Annotated[int | None, Form(alias="pool", ge=1, le=cfg.max_pool)] = None,
-        modality: Annotated[str | None, Form(pattern="^(text|image)$")] = None,
-        source: Annotated[str | None, Form(max_length=4096, description="only this source path")] = None,
-        filters: Annotated[str | None, Form(description='JSON object {"key": value | [values]}')] = None,
-        tenant: Annotated[str | None, Form(max_length=64)] = None,
-        mode: Annotated[
-            str | None,
-            Form(pattern="^(dense|hybrid)$", description="first stage; default: the store's model set"),
-        ] = None,
-        hybrid: Annotated[
-            bool | None, Form(description="older switch for mode (true = hybrid); 400 when unavailable")
-        ] = None,
-        rerank: Annotated[
-            bool | None,
-            Form(
-                description="cross-encoder rerank; default: on when the store has one; 400 when unavailable"
-            ),
-        ] = None,
-        image_weight: Annotated[
-            float, Form(ge=0.0, le=1.0, description="composed query: the image's share")
-        ] = 0.5,
-        group_by: Annotated[
-            str | None, Form(pattern="^source$", description="k counts documents (source), not chunks")
-        ] = None,
-        group_size: Annotated[int, Form(ge=1, le=cfg.max_k, description="hits per document")] = 1,
-        expand: Annotated[
-            int, Form(ge=0, le=MAX_EXPAND, description="neighbouring chunks per side as each hit's context")
-        ] = 0,
-        mmr: Annotated[
-            float | None, Form(ge=0.0, le=1.0, description="MMR diversity lambda (1: relevance only)")
-        ] = None,
-    ) -> dict[str, Any]:
+    @app.post(
+        "/search",
+        response_model=SearchOut,
+        summary="search by text, an uploaded image, or both",
+        openapi_extra=search_form_openapi(SearchFormModel),
+    )
+    async def search(who: Auth, request: Request) -> dict[str, Any]:
+        form, data = await read_search_form(request, SearchFormModel)
         flt: Any = None
-        if filters:
+        if form.filters:
             try:
-                flt = json.loads(filters)
+                flt = json.loads(form.filters)
             except json.JSONDecodeError as exc:
                 raise ConfigError(f"filters is not JSON: {exc}") from exc
             if not isinstance(flt, dict):
                 raise ConfigError('filters must be a JSON object such as {"source": "a.pdf"}')
-        data = await image.read() if image is not None else None
-        if data is not None and not data and image is not None and not image.filename:
-            data = None  # an empty file field (some clients send one for "no file")
+        fields = form.model_dump(exclude={"pool_size", "filters"})
 
         def prepare() -> SearchRequest:
-            return service.search_request(
-                who, query=query, image=data, k=k, pool=pool_size, modality=modality, source=source,
-                filters=flt, tenant=tenant, hybrid=hybrid, rerank=rerank, mode=mode,
-                image_weight=image_weight, group_by=group_by, group_size=group_size, expand=expand,
-                mmr=mmr,
-            )  # fmt: skip
+            return service.search_request(who, image=data, pool=form.pool_size, filters=flt, **fields)
 
         # A text request is checked on the loop (microseconds); an image is decoded off it.
         req = prepare() if data is None else await run(prepare, cfg.search_timeout_s, "search")
