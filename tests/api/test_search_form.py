@@ -57,14 +57,58 @@ def test_k_defaults_within_the_server_limit(make_app: AppFactory, docs: Path, cl
         assert c.post("/search", data={"query": "cats", "k": "3"}).status_code == 422
 
 
+def test_form_edge_cases_read_as_fastapi_read_them(make_app: AppFactory, docs: Path, client_for: Any) -> None:
+    app = make_app(ingest_root=docs.parent)
+    with serve(app) as url, client_for(url) as c:
+        assert c.post("/ingest", data={"path": "docs"}).status_code == 200
+        # the last of repeated values is taken first, then an empty one is the default (10: all three)
+        assert len(ids(c.post("/search", content=b"query=cats&k=1&k=", headers=_urlencoded()))) == 3
+        # an empty file part for a text field is "not sent" too
+        empty = {"k": ("", b"", "application/octet-stream")}
+        assert len(ids(c.post("/search", data={"query": "cats"}, files=empty))) == 3
+        # of an image sent as text and then as a file, the file counts (httpx sends data before files)
+        png = _png()
+        r = c.post("/search", data={"image": "x.png"}, files={"image": ("q.png", png, "image/png")})
+        assert r.status_code == 200 and r.json()["image"] is True, r.text
+        # raw bytes are latin-1, %XX escapes UTF-8 (Starlette's reading)
+        r = c.post("/search", content=b"query=caf%C3%A9&k=1", headers=_urlencoded())
+        assert r.json()["query"] == "caf\u00e9"
+        r = c.post("/search", content=b"query=caf\xe9&k=1", headers=_urlencoded())
+        assert r.json()["query"] == "caf\u00e9"
+        # Starlette's form limits hold for urlencoded bodies: 1,000 fields, 1 MiB a field
+        r = c.post("/search", content=b"query=cats" + b"&a=1" * 1000, headers=_urlencoded())
+        assert r.status_code == 400 and "Too many fields" in r.json()["error"]
+        r = c.post("/search", data={"query": "cats", "filters": "x" * (1024 * 1024 + 1)})
+        assert r.status_code == 400 and "maximum size" in r.json()["error"]
+        # errors are listed in the form's order, whatever order the body gave the fields in
+        r = c.post("/search", content=b"mmr=5&k=0&query=" + b"q" * 4001, headers=_urlencoded())
+        assert r.status_code == 422
+        error = r.json()["error"]
+        assert error.index("body.query") < error.index("body.k") < error.index("body.mmr"), error
+
+
 def test_openapi_documents_the_form(make_app: AppFactory) -> None:
     app = make_app(max_k=7)
-    body = app.openapi()["paths"]["/search"]["post"]["requestBody"]["content"]
-    multipart = body["multipart/form-data"]["schema"]["properties"]
-    assert multipart["image"]["format"] == "binary"
-    assert multipart["k"]["maximum"] == 7 and "pool" in multipart and "pool_size" not in multipart
-    fields = body["application/x-www-form-urlencoded"]["schema"]["properties"]
-    assert set(fields) == set(multipart) - {"image"}
+    spec = app.openapi()
+    op = spec["paths"]["/search"]["post"]
+    assert set(op["requestBody"]["content"]) == {"multipart/form-data"}
+    ref = op["requestBody"]["content"]["multipart/form-data"]["schema"]["$ref"]
+    form = spec["components"]["schemas"][ref.rsplit("/", 1)[1]]
+    fields = list(form["properties"])
+    assert fields[:3] == ["query", "image", "k"] and "pool" in fields and "pool_size" not in fields
+    assert form["properties"]["image"]["anyOf"][0]["contentMediaType"] == "application/octet-stream"
+    assert form["properties"]["k"]["maximum"] == 7 and form["properties"]["k"]["default"] == 7
+    assert "422" in op["responses"] and "/search" in app.openapi()["paths"]  # cached, not rebuilt
+
+
+def _png() -> bytes:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8), (250, 10, 10)).save(buf, format="PNG")
+    return buf.getvalue()
 
 
 def _urlencoded(params: str = "") -> dict[str, str]:

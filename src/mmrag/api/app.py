@@ -33,8 +33,17 @@ from starlette.exceptions import HTTPException as StarletteHTTPException  # noqa
 from starlette.types import ASGIApp, Receive, Scope, Send  # noqa: E402
 
 from mmrag.api.config import ApiConfig  # noqa: E402
-from mmrag.api.forms import read_search_form, search_form_openapi  # noqa: E402
-from mmrag.api.schemas import ERRORS, IngestOut, QueryIn, SearchForm, SearchOut, query_model, with_limits  # noqa: E402
+from mmrag.api.forms import SEARCH_FORM_OPENAPI, document_search_form, read_search_form  # noqa: E402
+from mmrag.api.schemas import (  # noqa: E402
+    ERRORS,
+    ErrorOut,
+    IngestOut,
+    QueryIn,
+    SearchForm,
+    SearchOut,
+    query_model,
+    with_limits,
+)
 from mmrag.api.service import ApiError, Principal, Service  # noqa: E402
 from mmrag.errors import ConfigError, MissingExtraError, MmragError, OverloadedError, StoreError  # noqa: E402
 from mmrag.retriever.core import SearchResult  # noqa: E402
@@ -121,6 +130,7 @@ def create_app(service: Service) -> FastAPI:
     Auth = Annotated[Principal, Depends(principal)]
     QueryBody = query_model(cfg.max_k, cfg.max_pool)  # POST /query's JSON, with this server's limits
     SearchFormModel = with_limits(SearchForm, cfg.max_k, cfg.max_pool)  # POST /search's form fields
+    document_search_form(app, SearchFormModel)
 
     async def run(fn: Callable[[], T], timeout: float, what: str) -> T:
         loop = asyncio.get_running_loop()
@@ -170,7 +180,8 @@ def create_app(service: Service) -> FastAPI:
         "/search",
         response_model=SearchOut,
         summary="search by text, an uploaded image, or both",
-        openapi_extra=search_form_openapi(SearchFormModel),
+        openapi_extra=SEARCH_FORM_OPENAPI,
+        responses={422: {"model": ErrorOut, "description": "a malformed or out-of-range field"}},
     )
     async def search(who: Auth, request: Request) -> dict[str, Any]:
         form, data = await read_search_form(request, SearchFormModel)

@@ -123,8 +123,8 @@ class QueryIn(SearchFields):
 
 
 class SearchForm(SearchFields):
-    """``POST /search``'s form fields but the image upload, validated as one model (unknown fields
-    are ignored, as form endpoints do; ``filters`` is a JSON object in a string)."""
+    """``POST /search``'s form fields other than the image upload, validated as one model
+    (``mmrag.api.forms``; ``filters`` is a JSON object in a string)."""
 
     query: str | None = Field(None, max_length=4000, description="text query")
     filters: str | None = Field(None, description='JSON object {"key": value | [values]}')
