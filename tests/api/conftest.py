@@ -22,6 +22,17 @@ from mmrag.config import Settings  # noqa: E402
 from tests.fakes import HashEncoder  # noqa: E402
 
 
+def png(colour: tuple[int, int, int]) -> bytes:
+    """A 16 x 16 PNG of one colour: an image to ingest or to query with."""
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (16, 16), colour).save(buf, format="PNG")
+    return buf.getvalue()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import time
 from pathlib import Path
@@ -10,18 +9,11 @@ from typing import Any
 
 import httpx
 import pytest
-from PIL import Image
 
 from mmrag.errors import TenancyError
 from mmrag.store import QdrantStore
-from tests.api.conftest import AppFactory, serve
+from tests.api.conftest import AppFactory, png, serve
 from tests.fakes import HashEncoder
-
-
-def png(colour: tuple[int, int, int]) -> bytes:
-    buf = io.BytesIO()
-    Image.new("RGB", (16, 16), colour).save(buf, format="PNG")
-    return buf.getvalue()
 
 
 def test_search_ingest_auth_and_limits(make_app: AppFactory, docs: Path, client_for: Any) -> None:

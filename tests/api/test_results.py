@@ -3,14 +3,12 @@ the Edge store and the server code path (qdrant-client ``:memory:``); context st
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 from typing import Any
 
 import pytest
-from PIL import Image
 
-from tests.api.conftest import AppFactory, serve
+from tests.api.conftest import AppFactory, png, serve
 
 
 def _words(topic: str, n: int) -> str:
@@ -25,19 +23,13 @@ FILES = {
 }
 
 
-def _png(colour: tuple[int, int, int]) -> bytes:
-    buf = io.BytesIO()
-    Image.new("RGB", (16, 16), colour).save(buf, format="PNG")
-    return buf.getvalue()
-
-
 @pytest.mark.parametrize("backend", ["edge", "server"])
 def test_search_result_options(make_app: AppFactory, client_for: Any, backend: str) -> None:
     if backend == "server":
         pytest.importorskip("qdrant_client", reason="the server extra is not installed")
     app = make_app(store=":memory:" if backend == "server" else None)
     files = [("files", (n, t.encode(), "text/plain")) for n, t in FILES.items()]
-    files.append(("files", ("red.png", _png((255, 0, 0)), "image/png")))
+    files.append(("files", ("red.png", png((255, 0, 0)), "image/png")))
     with serve(app) as url, client_for(url) as c:
         assert c.post("/ingest", files=files).status_code == 200
         plain = c.post("/search", data={"query": "solar", "k": "3"}).json()["hits"]
@@ -60,7 +52,7 @@ def test_search_result_options(make_app: AppFactory, client_for: Any, backend: s
         assert r.status_code == 200 and "mmr" in r.json()["timings_ms"]
         assert {h["id"] for h in r.json()["hits"]} == {h["id"] for h in plain}  # λ = 1: the relevance top k
 
-        red = ("q.png", _png((250, 10, 10)), "image/png")
+        red = ("q.png", png((250, 10, 10)), "image/png")
         composed = c.post(
             "/search", data={"query": "solar", "k": "1", "image_weight": "1"}, files={"image": red}
         )

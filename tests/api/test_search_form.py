@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tests.api.conftest import AppFactory, serve
+from tests.api.conftest import AppFactory, png, serve
 
 
 def ids(r: Any) -> list[str]:
@@ -67,8 +67,8 @@ def test_form_edge_cases_read_as_fastapi_read_them(make_app: AppFactory, docs: P
         empty = {"k": ("", b"", "application/octet-stream")}
         assert len(ids(c.post("/search", data={"query": "cats"}, files=empty))) == 3
         # of an image sent as text and then as a file, the file counts (httpx sends data before files)
-        png = _png()
-        r = c.post("/search", data={"image": "x.png"}, files={"image": ("q.png", png, "image/png")})
+        red = png((250, 10, 10))
+        r = c.post("/search", data={"image": "x.png"}, files={"image": ("q.png", red, "image/png")})
         assert r.status_code == 200 and r.json()["image"] is True, r.text
         # raw bytes are latin-1, %XX escapes UTF-8 (Starlette's reading)
         r = c.post("/search", content=b"query=caf%C3%A9&k=1", headers=_urlencoded())
@@ -99,16 +99,6 @@ def test_openapi_documents_the_form(make_app: AppFactory) -> None:
     assert form["properties"]["image"]["anyOf"][0]["contentMediaType"] == "application/octet-stream"
     assert form["properties"]["k"]["maximum"] == 7 and form["properties"]["k"]["default"] == 7
     assert "422" in op["responses"] and "/search" in app.openapi()["paths"]  # cached, not rebuilt
-
-
-def _png() -> bytes:
-    import io
-
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.new("RGB", (8, 8), (250, 10, 10)).save(buf, format="PNG")
-    return buf.getvalue()
 
 
 def _urlencoded(params: str = "") -> dict[str, str]:

@@ -112,13 +112,13 @@ def document_search_form(app: FastAPI, model: type[SearchForm]) -> None:
         "title": "Image",
         "description": "image query; with a text query too: a composed query",
     }
+    if set(props) != set(ORDER):  # a field added to the model and not to ORDER, or the reverse
+        raise TypeError(f"{model.__name__}: fields and ORDER differ: {sorted(set(props) ^ set(ORDER))}")
     component = {
         "properties": {name: props[name] for name in ORDER},
         "type": "object",
         "title": COMPONENT,
     }
-    if set(props) != set(ORDER):  # a field added to the model and not to ORDER, or the reverse
-        raise TypeError(f"{model.__name__}: fields and ORDER differ: {sorted(set(props) ^ set(ORDER))}")
     generate = app.openapi
 
     def openapi() -> dict[str, Any]:
