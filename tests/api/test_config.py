@@ -70,3 +70,34 @@ def test_gil_switch_interval_is_set_by_serve_only(monkeypatch: pytest.MonkeyPatc
             assert seen[-1] == pytest.approx(expected)  # serving sets it (0: Python's own)
     finally:
         sys.setswitchinterval(before)
+
+
+def test_access_log_follows_the_setting_and_the_flag(monkeypatch: pytest.MonkeyPatch) -> None:
+    """MMRAG_ACCESS_LOG (on by default) and `mmrag serve --no-access-log` reach uvicorn."""
+    import uvicorn
+
+    import mmrag.api.app as app_module
+    from mmrag.cli import build_parser
+    from mmrag.cli.serve import cmd_serve
+
+    assert ApiConfig.from_env({}).access_log is True
+    assert ApiConfig.from_env({"MMRAG_ACCESS_LOG": " Off "}).access_log is False
+    assert ApiConfig.from_env({"MMRAG_ACCESS_LOG": "yes"}).access_log is True
+    with pytest.raises(ConfigError, match="MMRAG_ACCESS_LOG must be 1 or 0"):
+        ApiConfig.from_env({"MMRAG_ACCESS_LOG": "quiet"})
+    seen: list[bool] = []
+    monkeypatch.setattr(app_module, "build_app", lambda *a, **k: None)
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **k: seen.append(k["access_log"]))
+    before = sys.getswitchinterval()
+    try:
+        monkeypatch.setenv("MMRAG_GIL_SWITCH_MS", "0")
+        for env, argv, expected in (
+            ("", [], True),
+            ("0", [], False),
+            ("1", ["--no-access-log"], False),
+        ):
+            monkeypatch.setenv("MMRAG_ACCESS_LOG", env)
+            cmd_serve(build_parser().parse_args(["serve", *argv]))
+            assert seen[-1] is expected
+    finally:
+        sys.setswitchinterval(before)

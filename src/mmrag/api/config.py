@@ -27,6 +27,18 @@ def _env_float(env: Mapping[str, str], name: str, default: float, *, allow_zero:
     return value
 
 
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def _env_flag(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = (env.get(name) or "").strip().lower()
+    if not raw:
+        return default
+    if raw in _TRUE or raw in _FALSE:
+        return raw in _TRUE
+    raise ConfigError(f"{name} must be 1 or 0 (true/false, yes/no, on/off), got {env.get(name)!r}")
+
+
 def parse_tenant_keys(raw: str | None) -> dict[str, str]:
     """``"acme:KEY1,globex:KEY2"`` → ``{"KEY1": "acme", "KEY2": "globex"}``."""
     out: dict[str, str] = {}
@@ -76,6 +88,7 @@ class ApiConfig:
             by ``mmrag serve``; ``0`` leaves Python's 5 ms. A forward pass that ends while the
             event loop or another search runs Python waits up to this long for the GIL; at 1 ms
             8 clients got ~5% more queries/s on 2 cores (docs/serving.md).
+        access_log: Whether ``mmrag serve`` logs a line per request (uvicorn's access log).
     """
 
     api_key: str | None = None
@@ -97,6 +110,7 @@ class ApiConfig:
     queue_size: int = 256
     queue_wait_s: float | None = None
     gil_switch_ms: float = 1.0
+    access_log: bool = True
 
     def __post_init__(self) -> None:
         if self.gil_switch_ms and not 0.05 <= self.gil_switch_ms <= 100:
@@ -128,6 +142,7 @@ class ApiConfig:
             queue_size=int(_env_float(e, "MMRAG_QUEUE_SIZE", 256)),
             queue_wait_s=_env_float(e, "MMRAG_QUEUE_WAIT", 0) or None,
             gil_switch_ms=_env_float(e, "MMRAG_GIL_SWITCH_MS", 1.0, allow_zero=True),
+            access_log=_env_flag(e, "MMRAG_ACCESS_LOG", True),
         )
 
     @property

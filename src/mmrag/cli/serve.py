@@ -29,6 +29,13 @@ def add_serve_parser(sub: Any) -> None:
     p.add_argument("--host", default="127.0.0.1", help="bind address (0.0.0.0 in a container)")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument(
+        "--no-access-log",
+        dest="access_log",
+        action="store_false",
+        default=None,
+        help="no log line per request [env MMRAG_ACCESS_LOG=0]",
+    )
+    p.add_argument(
         "--reranker",
         help="cross-encoder of the rerank stage [env MMRAG_RERANKER; default: the store's recorded one]",
     )
@@ -56,5 +63,6 @@ def cmd_ui(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from mmrag.api import serve
 
-    serve(_settings(args).with_(reranker=args.reranker), host=args.host, port=args.port)
+    settings = _settings(args).with_(reranker=args.reranker)
+    serve(settings, host=args.host, port=args.port, access_log=args.access_log)
     return 0
