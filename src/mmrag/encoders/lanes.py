@@ -77,10 +77,9 @@ class Lanes:
     def __init__(self, limit: Callable[[], int] = parallel_lanes, *, pin_cores: bool | None = None) -> None:
         self._limit = limit
         self.pin_cores = pin_lanes_default() if pin_cores is None else pin_cores
-        self._slots: list[bool] = []  # lane i held now
+        self._slots: list[bool] = []  # lane i held now (``held`` counts them)
         self.cap: int | None = None  # pin(): at most this many, whatever the cores fit
         self._cond = threading.Condition()
-        self.held = 0
         self.waiting = 0  # callers blocked in __enter__
 
     def limit(self) -> int:
@@ -97,6 +96,11 @@ class Lanes:
             self.cap = cap
             self._cond.notify_all()
 
+    @property
+    def held(self) -> int:
+        """Callers holding a lane now."""
+        return self._slots.count(True)
+
     def in_use(self) -> int:
         """Holders plus callers waiting to hold it: the lanes spoken for (a read without the lock,
         for an estimate)."""
@@ -110,7 +114,6 @@ class Lanes:
                     self._cond.wait()
             finally:
                 self.waiting -= 1
-            self.held += 1
             slot = self._slots.index(False) if False in self._slots else len(self._slots)
             self._slots[slot : slot + 1] = [True]
         stack: list[tuple[int, set[int] | None]] = _PINNED.__dict__.setdefault("stack", [])
@@ -157,7 +160,6 @@ class Lanes:
     def _leave(self, slot: int) -> None:
         with self._cond:
             self._slots[slot] = False
-            self.held -= 1
             self._cond.notify_all()  # all: the limit may have risen since they began to wait
 
 
