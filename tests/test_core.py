@@ -66,6 +66,15 @@ def test_settings_from_env() -> None:
         Settings(batch_size=0)
     assert s.with_(store="/y", model=None).model == "lite"
     assert Settings.from_env({}).edge_search_threads == 1
+    assert [Settings.from_env({"MMRAG_TENANCY": v}).tenancy for v in ("", "0", "off", "1", "Yes")] == [
+        False,
+        False,
+        False,
+        True,
+        True,
+    ]
+    with pytest.raises(ConfigError, match="MMRAG_TENANCY"):  # not read as "off" any more
+        Settings.from_env({"MMRAG_TENANCY": "enabled"})
     assert Settings.from_env({"MMRAG_EDGE_SEARCH_THREADS": "4"}).edge_search_threads == 4
     with pytest.raises(ConfigError, match="MMRAG_EDGE_SEARCH_THREADS"):
         Settings.from_env({"MMRAG_EDGE_SEARCH_THREADS": "0"})

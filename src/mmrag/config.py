@@ -21,6 +21,24 @@ RUNTIMES: tuple[str, ...] = ("auto", "onnx", "torch")
 RERANK_PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
 TEXT_PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
 
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def env_flag(env: Mapping[str, str], name: str, default: bool) -> bool:
+    """An on/off setting: ``1/0``, ``true/false``, ``yes/no`` or ``on/off`` (any case); unset or
+    empty gives ``default``, anything else a :class:`ConfigError` naming the variable.
+
+    Example:
+        >>> env_flag({"MMRAG_TENANCY": "Off"}, "MMRAG_TENANCY", True)
+        False
+    """
+    raw = (env.get(name) or "").strip().lower()
+    if not raw:
+        return default
+    if raw in _TRUE or raw in _FALSE:
+        return raw in _TRUE
+    raise ConfigError(f"{name} must be 1 or 0 (true/false, yes/no, on/off), got {env.get(name)!r}")
+
 
 @dataclass(frozen=True, slots=True)
 class Settings:
@@ -115,6 +133,7 @@ class Settings:
             except ValueError as exc:
                 raise ConfigError(f"{name} must be an integer, got {raw!r}") from exc
 
+        env_flag(e, "MMRAG_PIN_LANES", True)  # read by mmrag.encoders.lanes at import; checked here
         return cls(
             store=e.get("MMRAG_STORE") or DEFAULT_STORE,
             model=e.get("MMRAG_MODEL") or None,
@@ -131,7 +150,7 @@ class Settings:
             rerank_precision=e.get("MMRAG_RERANK_PRECISION") or "auto",
             text_precision=e.get("MMRAG_TEXT_PRECISION") or "auto",
             edge_search_threads=_int("MMRAG_EDGE_SEARCH_THREADS", 1),
-            tenancy=(e.get("MMRAG_TENANCY") or "0").strip().lower() in {"1", "true", "yes", "on"},
+            tenancy=env_flag(e, "MMRAG_TENANCY", False),
         )
 
     def with_(self, **changes: object) -> Settings:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import threading
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -12,7 +10,7 @@ import torch
 from tests.encoders.test_bf16 import QUERIES
 from tests.retriever.test_batching import wait_until
 
-from mmrag.encoders.lanes import FORWARDS, Lanes, parallel_lanes, pin_lanes_default, usable_cores
+from mmrag.encoders.lanes import FORWARDS, Lanes, parallel_lanes, usable_cores
 from mmrag.encoders.openclip import OpenClipEncoder
 
 
@@ -120,95 +118,3 @@ def test_pin_caps_the_lanes() -> None:
     assert lanes.held == 0
     with pytest.raises(ValueError, match="cap"):
         lanes.pin(0)
-
-
-needs_affinity = pytest.mark.skipif(
-    not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2,
-    reason="pinning needs Linux CPU affinity and at least 2 cores",
-)
-
-
-@pytest.fixture
-def one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-@needs_affinity
-@pytest.mark.usefixtures("one_thread")
-def test_holders_run_on_their_lanes_cores_and_get_their_affinity_back() -> None:
-    mine = os.sched_getaffinity(0)
-    cores = sorted(mine)
-    lanes = Lanes(lambda: 2, pin_cores=True)
-    inside: dict[int, set[int]] = {}
-    counted: dict[int, int] = {}
-    after: dict[int, set[int]] = {}
-    both = threading.Barrier(2)
-
-    def hold(i: int) -> None:
-        with lanes:
-            inside[i] = os.sched_getaffinity(0)
-            counted[i] = usable_cores()  # the cores the process may use, not the one pinned
-            both.wait(60)  # both lanes held at once
-        after[i] = os.sched_getaffinity(0)
-
-    threads = [threading.Thread(target=hold, args=(i,)) for i in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    assert sorted(inside.values(), key=min) == [{cores[0]}, {cores[1]}]  # one core each, not the same
-    assert counted == {0: len(mine), 1: len(mine)}
-    assert after == {0: mine, 1: mine}
-    assert lanes.held == 0
-    held, done = threading.Event(), threading.Event()
-
-    def first() -> None:
-        with lanes:
-            held.set()
-            assert done.wait(60)
-
-    t = threading.Thread(target=first)
-    t.start()
-    assert held.wait(60)
-    with lanes:  # lane 0 is held: this one runs on the second core
-        assert os.sched_getaffinity(0) == {cores[1]}
-        with Lanes(lambda: 2, pin_cores=True):  # nested (its own lane 0): the outer pin stays
-            assert os.sched_getaffinity(0) == {cores[1]}
-        assert os.sched_getaffinity(0) == {cores[1]}
-    assert os.sched_getaffinity(0) == mine
-    done.set()
-    t.join(60)
-    with lanes:  # freed lanes are taken again from the first
-        assert os.sched_getaffinity(0) == {cores[0]}
-
-
-@needs_affinity
-def test_no_pinning_when_off_or_on_several_threads(one_thread: None) -> None:
-    mine = os.sched_getaffinity(0)
-    with Lanes(lambda: 2, pin_cores=False):
-        assert os.sched_getaffinity(0) == mine
-    torch.set_num_threads(2)  # a pass on several threads: its pool is not the caller's thread
-    with Lanes(lambda: 2, pin_cores=True):
-        assert os.sched_getaffinity(0) == mine
-
-
-@needs_affinity
-@pytest.mark.usefixtures("one_thread")
-def test_a_failing_holder_gets_its_affinity_and_lane_back() -> None:
-    mine = os.sched_getaffinity(0)
-    lanes = Lanes(lambda: 1, pin_cores=True)
-    with pytest.raises(RuntimeError), lanes:
-        raise RuntimeError("boom")
-    assert os.sched_getaffinity(0) == mine and lanes.held == 0
-
-
-def test_pinning_follows_the_setting(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("MMRAG_PIN_LANES", "0")
-    assert not pin_lanes_default() and not Lanes().pin_cores
-    monkeypatch.setenv("MMRAG_PIN_LANES", "1")
-    assert pin_lanes_default() == hasattr(os, "sched_setaffinity")

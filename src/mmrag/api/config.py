@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mmrag.config import env_flag
 from mmrag.errors import ConfigError
 from mmrag.retriever.batching import BatchSettings
 from mmrag.tenancy import check_tenant
@@ -25,18 +26,6 @@ def _env_float(env: Mapping[str, str], name: str, default: float, *, allow_zero:
     if value < 0 or (value == 0 and not allow_zero):
         raise ConfigError(f"{name} must be {'>=' if allow_zero else '>'} 0, got {raw!r}")
     return value
-
-
-_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
-
-
-def _env_flag(env: Mapping[str, str], name: str, default: bool) -> bool:
-    raw = (env.get(name) or "").strip().lower()
-    if not raw:
-        return default
-    if raw in _TRUE or raw in _FALSE:
-        return raw in _TRUE
-    raise ConfigError(f"{name} must be 1 or 0 (true/false, yes/no, on/off), got {env.get(name)!r}")
 
 
 def parse_tenant_keys(raw: str | None) -> dict[str, str]:
@@ -142,7 +131,7 @@ class ApiConfig:
             queue_size=int(_env_float(e, "MMRAG_QUEUE_SIZE", 256)),
             queue_wait_s=_env_float(e, "MMRAG_QUEUE_WAIT", 0) or None,
             gil_switch_ms=_env_float(e, "MMRAG_GIL_SWITCH_MS", 1.0, allow_zero=True),
-            access_log=_env_flag(e, "MMRAG_ACCESS_LOG", True),
+            access_log=env_flag(e, "MMRAG_ACCESS_LOG", True),
         )
 
     @property

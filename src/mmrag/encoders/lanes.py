@@ -14,36 +14,99 @@ until it lets go, and gets its own affinity back. Left to the scheduler, two pas
 sometimes shared one core while the other ran only Python or idled: the API's 8 concurrent
 searches in one process (2-core AMX Xeon microVM, 6 s rounds, 2 x 3 alternating) kept 1.57-1.62
 cores busy unpinned and 1.69-1.73 pinned, ~350 -> ~385 searches/s. ``MMRAG_PIN_LANES=0`` turns it off.
+
+Lanes take cores one physical core at a time (SMT siblings last, from sysfs' topology), starting
+at a core chosen by the process id, so several mmrag processes on one host do not all put their
+first lane on the same core. A thread started inside a pinned lane inherits its one-core mask:
+start threads outside the ``with`` block.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
+import weakref
 from collections.abc import Callable
+from pathlib import Path
 from types import TracebackType
 
-__all__ = ["FORWARDS", "Lanes", "parallel_lanes", "pin_lanes_default", "usable_cores"]
+from mmrag.config import env_flag
+from mmrag.errors import ConfigError
+
+__all__ = ["FORWARDS", "Lanes", "lane_cores", "parallel_lanes", "pin_lanes_default", "usable_cores"]
 
 log = logging.getLogger(__name__)
 
-_PINNED = threading.local()  # .stack: per lane held by this thread, its affinity before (or None)
+# .stack: one entry per lane this thread holds, oldest first: (its Lanes, its slot, the thread's
+# affinity before the pin, or None where this entry did not pin)
+_PINNED = threading.local()
+_Held = tuple["Lanes", int, "set[int] | None"]
+_TOPOLOGY = Path("/sys/devices/system/cpu")
+
+
+def _held() -> list[_Held]:
+    stack: list[_Held] = _PINNED.__dict__.setdefault("stack", [])
+    return stack
 
 
 def usable_cores() -> int:
     """The cores this process may run on (its CPU affinity where the OS tells it; for a thread
     pinned to a lane's core, the affinity it had before)."""
     if hasattr(os, "sched_getaffinity"):
-        before = next((p for _, p in getattr(_PINNED, "stack", ()) if p is not None), None)
+        before = next((b for _, _, b in _held() if b is not None), None)
         return max(1, len(before if before is not None else os.sched_getaffinity(0)))
     return max(1, os.cpu_count() or 1)
 
 
 def pin_lanes_default() -> bool:
     """Whether lanes pin their holders to cores: where the OS can (Linux), unless
-    ``MMRAG_PIN_LANES=0``."""
-    return hasattr(os, "sched_setaffinity") and os.environ.get("MMRAG_PIN_LANES", "1").strip() != "0"
+    ``MMRAG_PIN_LANES`` is off (``0``, ``false``, ``no``, ``off``; anything else not ``1`` and
+    friends is logged and read as on; :meth:`mmrag.config.Settings.from_env` rejects it)."""
+    if not hasattr(os, "sched_setaffinity"):
+        return False
+    try:
+        return env_flag(os.environ, "MMRAG_PIN_LANES", True)
+    except ConfigError as exc:  # read at import: Settings.from_env stops the CLI and API on it
+        log.warning("%s; lanes pin their forward passes (the default)", exc)
+        return True
+
+
+def _physical_core(cpu: int) -> tuple[int, int] | None:
+    """(package, core) of a logical CPU from sysfs, or None where it does not say."""
+    try:
+        top = _TOPOLOGY / f"cpu{cpu}" / "topology"
+        return int((top / "physical_package_id").read_text()), int((top / "core_id").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+@functools.lru_cache(maxsize=32)
+def _spread(cores: frozenset[int]) -> tuple[int, ...]:
+    """One logical CPU of each physical core first, then their SMT siblings."""
+    seen: dict[tuple[int, int], int] = {}
+    rank: dict[int, int] = {}
+    for cpu in sorted(cores):
+        key = _physical_core(cpu)
+        rank[cpu] = 0 if key is None else seen.get(key, 0)
+        if key is not None:
+            seen[key] = rank[cpu] + 1
+    return tuple(sorted(cores, key=lambda cpu: (rank[cpu], cpu)))
+
+
+def lane_cores(cores: set[int] | frozenset[int], start: int | None = None) -> list[int]:
+    """``cores`` in the order lanes take them: one logical CPU of each physical core first (SMT
+    siblings after, where sysfs tells them apart), rotated to begin at ``start`` (default: the
+    process id), so one-lane processes spread over the cores.
+
+    Example:
+        >>> lane_cores({900, 901, 902}, start=1)  # CPUs sysfs knows nothing of: by number
+        [901, 902, 900]
+    """
+    order = list(_spread(frozenset(cores)))
+    first = (os.getpid() if start is None else start) % max(1, len(order))
+    return order[first:] + order[:first]
 
 
 def parallel_lanes() -> int:
@@ -58,9 +121,26 @@ def parallel_lanes() -> int:
     return max(1, usable_cores() // max(1, torch.get_num_threads()))
 
 
+def _restore(before: set[int]) -> None:
+    """Give this thread back its affinity; failing that (the process's own narrowed meanwhile),
+    every core the OS still allows, rather than leave it on one."""
+    try:
+        os.sched_setaffinity(0, before)
+    except OSError as err:
+        log.warning("cannot restore a thread's CPU affinity after a forward pass (%s); widening it", err)
+        try:
+            os.sched_setaffinity(0, range(os.cpu_count() or 1))
+        except OSError as again:
+            log.warning("cannot widen the thread's CPU affinity either (%s)", again)
+
+
+_LIVE: weakref.WeakSet[Lanes] = weakref.WeakSet()
+
+
 class Lanes:
     """A lock that admits up to ``limit()`` holders at once (read on each entry, so it follows
-    ``torch.set_num_threads`` made after the model loaded).
+    ``torch.set_num_threads`` made after the model loaded). A holder leaves on the thread that
+    entered (a ``with`` block), in any order.
 
     Args:
         limit: How many may hold it at once; default :func:`parallel_lanes`.
@@ -81,6 +161,7 @@ class Lanes:
         self.cap: int | None = None  # pin(): at most this many, whatever the cores fit
         self._cond = threading.Condition()
         self.waiting = 0  # callers blocked in __enter__
+        _LIVE.add(self)
 
     def limit(self) -> int:
         """How many may hold it now (>= 1)."""
@@ -116,44 +197,50 @@ class Lanes:
                 self.waiting -= 1
             slot = self._slots.index(False) if False in self._slots else len(self._slots)
             self._slots[slot : slot + 1] = [True]
-        stack: list[tuple[int, set[int] | None]] = _PINNED.__dict__.setdefault("stack", [])
+        stack, before, pinned = _held(), None, False
         try:
-            before = self._pin(slot, pinned=any(p is not None for _, p in stack))
-        except BaseException:
+            before = self._core_for(slot, pinned=any(b is not None for _, _, b in stack))
+            if before is not None:
+                pinned = self._narrow(slot, before)
+            stack.append((self, slot, before if pinned else None))
+        except BaseException:  # KeyboardInterrupt too: no thread left on one core, no lane lost
+            if pinned and before is not None:
+                _restore(before)
             self._leave(slot)
             raise
-        stack.append((slot, before))
         return self
 
-    def _pin(self, slot: int, *, pinned: bool) -> set[int] | None:
-        """Pin this thread to lane ``slot``'s core; its affinity before, or None (not pinned)."""
+    def _core_for(self, slot: int, *, pinned: bool) -> set[int] | None:
+        """This thread's affinity now if lane ``slot`` should pin it, else None."""
         if not self.pin_cores or pinned:
             return None  # off, or already pinned by an outer lane
         import torch
 
         if torch.get_num_threads() != 1:
             return None  # a pass on several threads: its pool's threads are not the caller's
+        before = os.sched_getaffinity(0)
+        return before if len(before) >= 2 and slot < len(before) else None
+
+    def _narrow(self, slot: int, before: set[int]) -> bool:
         try:
-            before = os.sched_getaffinity(0)
-            cores = sorted(before)
-            if len(cores) < 2 or slot >= len(cores):
-                return None
-            os.sched_setaffinity(0, {cores[slot]})
-        except OSError as exc:  # a container that refuses it: run unpinned
-            log.debug("cannot pin a forward pass to a core (%s); lanes run unpinned", exc)
+            os.sched_setaffinity(0, {lane_cores(before)[slot]})
+        except OSError as exc:  # a container or sandbox that refuses it: run unpinned
+            log.warning("cannot pin a forward pass to a core (%s); lanes run unpinned", exc)
             self.pin_cores = False
-            return None
-        return before
+            return False
+        return True
 
     def __exit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        slot, before = _PINNED.stack.pop()
+        stack = _held()
+        at = next((i for i in range(len(stack) - 1, -1, -1) if stack[i][0] is self), None)
+        if at is None:
+            raise RuntimeError("a Lanes was left on a thread that did not enter it")
+        _, slot, before = stack.pop(at)
         try:
             if before is not None:
-                os.sched_setaffinity(0, before)
-        except OSError as err:  # e.g. the process's own affinity narrowed meanwhile
-            log.warning("cannot restore a thread's CPU affinity after a forward pass (%s)", err)
+                _restore(before)
         finally:
             self._leave(slot)
 
@@ -162,5 +249,20 @@ class Lanes:
             self._slots[slot] = False
             self._cond.notify_all()  # all: the limit may have risen since they began to wait
 
+    def _after_fork(self) -> None:
+        """In a forked child only the forking thread lives on: keep its lanes, drop the rest."""
+        mine = {slot for lanes, slot, _ in _held() if lanes is self}
+        self._cond = threading.Condition()  # its lock may have been held by a thread now gone
+        self.waiting = 0
+        self._slots = [i in mine for i in range(len(self._slots))]
+
+
+def _forget_other_threads() -> None:
+    for lanes in list(_LIVE):
+        lanes._after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_other_threads)
 
 FORWARDS = Lanes()
