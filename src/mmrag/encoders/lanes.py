@@ -83,8 +83,8 @@ def _physical_core(cpu: int) -> tuple[int, int] | None:
 
 
 @functools.lru_cache(maxsize=32)
-def _spread(cores: frozenset[int]) -> tuple[int, ...]:
-    """One logical CPU of each physical core first, then their SMT siblings."""
+def _spread(cores: frozenset[int]) -> tuple[tuple[int, ...], ...]:
+    """The first logical CPU of each physical core, then the second of each, ... (SMT siblings)."""
     seen: dict[tuple[int, int], int] = {}
     rank: dict[int, int] = {}
     for cpu in sorted(cores):
@@ -92,21 +92,28 @@ def _spread(cores: frozenset[int]) -> tuple[int, ...]:
         rank[cpu] = 0 if key is None else seen.get(key, 0)
         if key is not None:
             seen[key] = rank[cpu] + 1
-    return tuple(sorted(cores, key=lambda cpu: (rank[cpu], cpu)))
+    return tuple(
+        tuple(cpu for cpu in sorted(cores) if rank[cpu] == r)
+        for r in range(max(rank.values(), default=-1) + 1)
+    )
 
 
 def lane_cores(cores: set[int] | frozenset[int], start: int | None = None) -> list[int]:
     """``cores`` in the order lanes take them: one logical CPU of each physical core first (SMT
-    siblings after, where sysfs tells them apart), rotated to begin at ``start`` (default: the
-    process id), so one-lane processes spread over the cores.
+    siblings after, where sysfs tells them apart), each of those groups rotated by ``start``
+    (default: the process id), so one-lane processes spread over the cores and busy lanes never
+    share a physical core while another stands idle.
 
     Example:
         >>> lane_cores({900, 901, 902}, start=1)  # CPUs sysfs knows nothing of: by number
         [901, 902, 900]
     """
-    order = list(_spread(frozenset(cores)))
-    first = (os.getpid() if start is None else start) % max(1, len(order))
-    return order[first:] + order[:first]
+    shift = os.getpid() if start is None else start
+    out: list[int] = []
+    for group in _spread(frozenset(cores)):
+        first = shift % len(group)
+        out += group[first:] + group[:first]
+    return out
 
 
 def parallel_lanes() -> int:
@@ -121,6 +128,15 @@ def parallel_lanes() -> int:
     return max(1, usable_cores() // max(1, torch.get_num_threads()))
 
 
+def _possible_cpus() -> set[int]:
+    """Every CPU id the kernel could run on (sysfs ``possible``: ids may be sparse), else 0..count-1."""
+    try:
+        spans = (_TOPOLOGY / "possible").read_text().strip().split(",")
+        return {cpu for span in spans for cpu in range(int(span.split("-")[0]), int(span.split("-")[-1]) + 1)}
+    except (OSError, ValueError):
+        return set(range(os.cpu_count() or 1))
+
+
 def _restore(before: set[int]) -> None:
     """Give this thread back its affinity; failing that (the process's own narrowed meanwhile),
     every core the OS still allows, rather than leave it on one."""
@@ -129,7 +145,7 @@ def _restore(before: set[int]) -> None:
     except OSError as err:
         log.warning("cannot restore a thread's CPU affinity after a forward pass (%s); widening it", err)
         try:
-            os.sched_setaffinity(0, range(os.cpu_count() or 1))
+            os.sched_setaffinity(0, _possible_cpus())
         except OSError as again:
             log.warning("cannot widen the thread's CPU affinity either (%s)", again)
 
@@ -197,15 +213,17 @@ class Lanes:
                 self.waiting -= 1
             slot = self._slots.index(False) if False in self._slots else len(self._slots)
             self._slots[slot : slot + 1] = [True]
-        stack, before, pinned = _held(), None, False
+        stack, before = _held(), None
         try:
             before = self._core_for(slot, pinned=any(b is not None for _, _, b in stack))
-            if before is not None:
-                pinned = self._narrow(slot, before)
-            stack.append((self, slot, before if pinned else None))
+            if before is not None and not self._narrow(slot, before):
+                before = None  # refused: nothing to restore
+            stack.append((self, slot, before))
         except BaseException:  # KeyboardInterrupt too: no thread left on one core, no lane lost
-            if pinned and before is not None:
-                _restore(before)
+            if stack and stack[-1][0] is self and stack[-1][1] == slot:
+                stack.pop()  # recorded just before the interrupt
+            if before is not None and os.sched_getaffinity(0) != before:
+                _restore(before)  # narrowed, and the interrupt came as the pin returned
             self._leave(slot)
             raise
         return self
@@ -237,8 +255,9 @@ class Lanes:
         at = next((i for i in range(len(stack) - 1, -1, -1) if stack[i][0] is self), None)
         if at is None:
             raise RuntimeError("a Lanes was left on a thread that did not enter it")
-        _, slot, before = stack.pop(at)
+        _, slot, before = stack[at]
         try:
+            del stack[at]
             if before is not None:
                 _restore(before)
         finally:
