@@ -3,6 +3,7 @@ the affinity back on every way out, and what happens where the OS refuses."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -48,6 +49,26 @@ def one_thread() -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+@contextlib.contextmanager
+def held_elsewhere(lanes: Lanes) -> Iterator[None]:
+    """Another thread holds a lane of ``lanes`` for the block's duration."""
+    held, done = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with lanes:
+            held.set()
+            assert done.wait(60)
+
+    t = threading.Thread(target=hold)
+    t.start()
+    assert held.wait(60)
+    try:
+        yield
+    finally:
+        done.set()
+        t.join(60)
+
+
 @needs_affinity
 @pytest.mark.usefixtures("one_thread")
 def test_holders_run_on_their_lanes_cores_and_get_their_affinity_back() -> None:
@@ -75,24 +96,13 @@ def test_holders_run_on_their_lanes_cores_and_get_their_affinity_back() -> None:
     assert counted == {0: len(mine), 1: len(mine)}
     assert after == {0: mine, 1: mine}
     assert lanes.held == 0
-    held, done = threading.Event(), threading.Event()
-
-    def first() -> None:
-        with lanes:
-            held.set()
-            assert done.wait(60)
-
-    t = threading.Thread(target=first)
-    t.start()
-    assert held.wait(60)
-    with lanes:  # lane 0 is held: this one runs on the second lane's core
-        assert os.sched_getaffinity(0) == {order[1]}
-        with Lanes(lambda: 2, pin_cores=True):  # nested (its own lane 0): the outer pin stays
+    with held_elsewhere(lanes):
+        with lanes:  # lane 0 is held: this one runs on the second lane's core
             assert os.sched_getaffinity(0) == {order[1]}
-        assert os.sched_getaffinity(0) == {order[1]}
-    assert os.sched_getaffinity(0) == mine
-    done.set()
-    t.join(60)
+            with Lanes(lambda: 2, pin_cores=True):  # nested (its own lane 0): the outer pin stays
+                assert os.sched_getaffinity(0) == {order[1]}
+            assert os.sched_getaffinity(0) == {order[1]}
+        assert os.sched_getaffinity(0) == mine
     with lanes:  # freed lanes are taken again from the first
         assert os.sched_getaffinity(0) == {order[0]}
 
@@ -264,18 +274,8 @@ def test_lanes_leave_in_any_order_but_on_the_thread_that_entered() -> None:
 def test_a_forked_child_keeps_only_its_own_lanes() -> None:
     """A lane held by another thread at fork time would never be let go in the child."""
     lanes = Lanes(lambda: 2, pin_cores=False)
-    held, done = threading.Event(), threading.Event()
-
-    def other() -> None:
-        with lanes:
-            held.set()
-            assert done.wait(60)
-
-    t = threading.Thread(target=other)
-    t.start()
-    assert held.wait(60)
     read, write = os.pipe()
-    with lanes:
+    with held_elsewhere(lanes), lanes:
         pid = os.fork()
         if pid == 0:  # the child: only this thread, holding one lane
             try:
@@ -287,8 +287,6 @@ def test_a_forked_child_keeps_only_its_own_lanes() -> None:
             finally:
                 os._exit(0)
         assert lanes.held == 2  # the parent's lanes are untouched
-    done.set()
-    t.join(60)
     os.close(write)
     try:
         assert os.read(read, 2) == b"ok"
