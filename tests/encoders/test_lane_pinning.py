@@ -7,7 +7,7 @@ import contextlib
 import logging
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -151,40 +151,40 @@ def test_a_failing_holder_gets_its_affinity_and_lane_back() -> None:
     assert os.sched_getaffinity(0) == mine and lanes.held == 0
 
 
-@needs_affinity
-@pytest.mark.usefixtures("one_thread")
-def test_an_interrupt_between_pin_and_entry_leaves_no_thread_pinned(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A KeyboardInterrupt after the affinity is narrowed but before the lane is recorded."""
+def _interrupt_as_the_entry_is_recorded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """After the affinity is narrowed, as the lane is recorded on the thread's stack."""
 
     class Interrupted(list):  # type: ignore[type-arg]
         def append(self, item: object) -> None:
             raise KeyboardInterrupt
 
-    mine = os.sched_getaffinity(0)
     monkeypatch.setattr(lanes_mod, "_held", Interrupted)
-    lanes = Lanes(lambda: 2, pin_cores=True)
-    with pytest.raises(KeyboardInterrupt), lanes:
-        pass
-    assert os.sched_getaffinity(0) == mine and lanes.held == 0
 
 
-@needs_affinity
-@pytest.mark.usefixtures("one_thread")
-def test_an_interrupt_as_the_pin_returns_leaves_no_thread_pinned(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The interrupt raised right after ``sched_setaffinity`` returns, before the lane knows it pinned."""
+def _interrupt_as_the_pin_returns(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Right after ``sched_setaffinity`` returns, before the lane knows it pinned."""
     narrow = Lanes._narrow
 
     def interrupted(self: Lanes, slot: int, before: set[int]) -> bool:
         narrow(self, slot, before)
         raise KeyboardInterrupt
 
-    mine = os.sched_getaffinity(0)
     monkeypatch.setattr(Lanes, "_narrow", interrupted)
+
+
+@needs_affinity
+@pytest.mark.usefixtures("one_thread")
+@pytest.mark.parametrize("strike", [_interrupt_as_the_entry_is_recorded, _interrupt_as_the_pin_returns])
+def test_an_interrupt_while_entering_leaves_no_thread_pinned(
+    strike: Callable[[pytest.MonkeyPatch], None], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mine = os.sched_getaffinity(0)
+    strike(monkeypatch)
     lanes = Lanes(lambda: 2, pin_cores=True)
     with pytest.raises(KeyboardInterrupt), lanes:
         pass
     assert os.sched_getaffinity(0) == mine and lanes.held == 0
-    assert not lanes_mod._held()  # no entry left behind to skip later pins
+    assert not lanes_mod._PINNED.__dict__.get("stack")  # no entry left behind to skip later pins
 
 
 def test_widening_reads_every_possible_cpu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
