@@ -15,7 +15,9 @@ scratch run with AMX; 5.3 against 4.8 with AVX512-BF16) and bit-stable.
 batch's first rows (:data:`CHECK_ROWS`) and again on any batch with inputs over twice as long as
 checked so far (per-row cosine >= :data:`PARITY_MIN`, else bf16 is switched off for these
 weights, with a warning), and re-made when the module's weights change (training updates them in
-place). A module in train mode always runs itself. The precision is a process default set once by a
+place). The copy's linear layers hold their weights in oneDNN's layout
+(:mod:`mmrag.encoders.prepack`: the same numbers, ~25-30% less time a query batch). A module in
+train mode always runs itself. The precision is a process default set once by a
 face from ``MMRAG_TEXT_PRECISION`` (``auto``: bf16 where :func:`bf16_is_fast`; ``fp32``; ``bf16``).
 """
 
@@ -29,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from mmrag.config import TEXT_PRECISIONS
 from mmrag.encoders.onnxrt import jit_trace, weights_fingerprint
+from mmrag.encoders.prepack import prepack_linears
 from mmrag.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -190,11 +193,20 @@ class Bf16Forward:
         ref = self.fallback(self.head(x, CHECK_ROWS)).float()
         fresh = key != self._key  # new weights: a new copy; else a longer input for the same copy
         net, eager = self._copy, self._eager
-        if fresh:
-            eager = copy.deepcopy(self.module).to(torch.bfloat16).eval().requires_grad_(False)
-            net = self._traced(eager)
         xb = _bf16(x)
-        y: torch.Tensor = eager(xb).float()
+        if fresh:
+            eager, packed = self._new_copy(prepack=True)
+            try:
+                y: torch.Tensor = eager(xb).float()
+            except Exception as exc:
+                if not packed:
+                    raise
+                log.warning("%s: the prepacked bf16 copy failed (%s); it runs unpacked", self.name, exc)
+                eager, _ = self._new_copy(prepack=False)
+                y = eager(xb).float()
+            net = self._traced(eager)
+        else:
+            y = eager(xb).float()
         if net is not eager:  # the trace must also match on this (new) shape, or it is dropped
             try:
                 same = float(torch.nn.functional.cosine_similarity(net(xb).float(), y, dim=-1).min())
@@ -219,6 +231,15 @@ class Bf16Forward:
         self._checked_len = length if fresh else max(self._checked_len, length)
         self._copy, self._eager, self._key, self._off_key = net, eager, key, None
         return y
+
+    def _new_copy(self, *, prepack: bool) -> tuple[Any, bool]:
+        """A bf16 copy of the module for inference, and whether its linear layers were prepacked
+        (``prepack``: their weights laid out for oneDNN once, :mod:`mmrag.encoders.prepack`; the
+        same numbers in ~25-30% less time a query batch)."""
+        import torch
+
+        net = copy.deepcopy(self.module).to(torch.bfloat16).eval().requires_grad_(False)
+        return net, prepack and prepack_linears(net) > 0
 
     def _traced(self, net: Any) -> Any:
         """``net`` as one TorchScript call when an example input is known and the trace matches.

@@ -1,0 +1,128 @@
+"""bf16 linear layers with weights reordered for oneDNN once: same numbers, traced, safe fallbacks."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+from torch import nn
+
+from mmrag.encoders import bf16 as bf16_module
+from mmrag.encoders import prepack
+from mmrag.encoders.bf16 import PARITY_MIN, Bf16Forward
+from mmrag.encoders.openclip import OpenClipEncoder
+from mmrag.encoders.prepack import kernels_run, prepack_linears
+
+needs_kernels = pytest.mark.skipif(
+    not kernels_run(), reason="no oneDNN bf16 linear kernels in this torch build"
+)
+
+
+class _Block(nn.Module):
+    """A transformer-ish block: a plain Linear, a Linear subclass that others read the weight of
+    (as nn.MultiheadAttention does), and a Linear in a nested container."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.up = nn.Linear(16, 64)
+        self.act = nn.GELU()
+        self.inner = nn.Sequential(nn.Linear(64, 16, bias=False))
+        self.tied = nn.modules.linear.NonDynamicallyQuantizableLinear(16, 16)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.inner(self.act(self.up(x)))
+        return y + nn.functional.linear(x, self.tied.weight)  # type: ignore[no-any-return]
+
+
+def _bf16_block() -> _Block:
+    torch.manual_seed(0)
+    return _Block().to(torch.bfloat16).eval().requires_grad_(False)
+
+
+@needs_kernels
+def test_prepacked_layers_give_the_same_numbers_eager_and_traced() -> None:
+    net = _bf16_block()
+    x = torch.randn(3, 7, 16).to(torch.bfloat16)
+    with torch.inference_mode():
+        ref = net(x)
+        assert prepack_linears(net) == 2  # up and inner[0]; the subclass keeps its readable weight
+        assert type(net.tied) is nn.modules.linear.NonDynamicallyQuantizableLinear
+        assert isinstance(net.up, torch.jit.ScriptModule) and net.up.original_name == "PrepackedLinear"
+        assert torch.equal(net(x), ref)
+        traced = torch.jit.trace(net, (x,), check_trace=False)
+        for shape in ((3, 7, 16), (1, 2, 16), (5, 30, 16)):  # other batch sizes and lengths
+            z = torch.randn(*shape).to(torch.bfloat16)
+            assert torch.equal(traced(z), net(z))
+
+
+def test_models_that_train_or_are_not_bf16_stay_as_they_are(monkeypatch: pytest.MonkeyPatch) -> None:
+    training = _bf16_block().train()
+    assert prepack_linears(training) == 0 and type(training.up) is nn.Linear
+    fp32 = _Block().eval()
+    assert prepack_linears(fp32) == 0 and type(fp32.up) is nn.Linear
+    monkeypatch.setattr(prepack, "kernels_run", lambda: False)  # a build without the kernels
+    net = _bf16_block()
+    assert prepack_linears(net) == 0 and type(net.up) is nn.Linear
+
+
+def test_a_build_whose_kernels_fail_the_probe_is_not_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    def wrong(dense: nn.Linear) -> nn.Module:
+        out = nn.Linear(dense.in_features, dense.out_features).to(torch.bfloat16)
+        nn.init.zeros_(out.weight)  # a kernel that runs but computes something else
+        return out
+
+    def raises(dense: nn.Linear) -> nn.Module:
+        raise RuntimeError("oneDNN: unsupported platform")
+
+    for fake in (wrong, raises):
+        monkeypatch.setattr(prepack, "prepacked", fake)
+        kernels_run.cache_clear()
+        try:
+            assert not kernels_run()
+            net = _bf16_block()
+            assert prepack_linears(net) == 0 and type(net.up) is nn.Linear
+        finally:
+            kernels_run.cache_clear()
+
+
+@needs_kernels
+def test_the_text_towers_bf16_copy_is_prepacked_with_unchanged_vectors(lite: OpenClipEncoder) -> None:
+    queries = ["a dog runs on the grass", "Vitamin D deficiency raises the risk of fractures.", "birds"]
+    lite.set_runtime("auto", "bf16")
+    lite.text_packed = None  # the padded copy; packed batches build theirs the same way
+    try:
+        fwd = lite.text_bf16
+        assert fwd is not None
+        packed = lite.encode_text(queries)
+        assert fwd.traced and any(isinstance(m, torch.jit.ScriptModule) for m in fwd._eager.modules())
+        plain, _ = fwd._new_copy(prepack=False)
+        tokens = lite.tokenizer(queries)
+        with torch.inference_mode():
+            assert torch.equal(fwd._eager(tokens), plain(tokens))
+    finally:
+        lite.set_runtime("auto")
+    assert packed.shape == (3, lite.dim)
+
+
+def test_a_prepacked_copy_that_fails_runs_unpacked(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    class Refuses(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            raise RuntimeError("no kernel for this shape")
+
+    def breaks(model: nn.Module) -> int:
+        model[0] = Refuses()
+        return 1
+
+    monkeypatch.setattr(bf16_module, "prepack_linears", breaks)
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(16, 32), nn.GELU(), nn.Linear(32, 8)).eval()
+    fwd = Bf16Forward(net, name="mlp", example=lambda: torch.randn(2, 16))
+    x = torch.randn(5, 16)
+    with caplog.at_level(logging.WARNING, logger="mmrag.encoders.bf16"), torch.inference_mode():
+        y, again, ref = fwd(x), fwd(x), net(x)
+    assert "the prepacked bf16 copy failed (no kernel for this shape); it runs unpacked" in caplog.text
+    assert fwd.traced and torch.equal(y, again)
+    assert torch.nn.functional.cosine_similarity(y, ref).min() >= PARITY_MIN
