@@ -126,3 +126,25 @@ def test_a_prepacked_copy_that_fails_runs_unpacked(
     assert "the prepacked bf16 copy failed (no kernel for this shape); it runs unpacked" in caplog.text
     assert fwd.traced and torch.equal(y, again)
     assert torch.nn.functional.cosine_similarity(y, ref).min() >= PARITY_MIN
+
+
+@needs_kernels
+def test_the_bf16_reranker_traces_a_prepacked_copy_and_keeps_its_own_layers() -> None:
+    from mmrag.rerank.cross_encoder import CrossEncoderReranker
+
+    docs = [
+        "Vitamin D and bone fractures in older adults.",
+        "A dog runs on the grass.",
+        "Aspirin and the heart.",
+    ]
+    query = "Does vitamin D lower the risk of fractures?"
+    half = CrossEncoderReranker(None, max_length=64, batch_size=2, precision="bf16")
+    scores = half.score(query, docs)
+    assert half.traced and half._traced is not None
+    names = [getattr(m, "original_name", "") for m in half._traced._net.modules()]
+    assert names.count("PrepackedLinear") >= half.model.config.num_hidden_layers * 6
+    assert all(type(m).__name__ != "RecursiveScriptModule" for m in half.model.modules())  # its own: Linear
+    batch = half.collate(half.encode_pairs([query] * len(docs), docs))
+    with torch.inference_mode():
+        eager = half.model(**batch).logits.float().reshape(-1).numpy()
+    assert abs(scores - eager).max() <= 1e-6  # the same logits: prepacking changes no number

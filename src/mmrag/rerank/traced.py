@@ -26,6 +26,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from mmrag.encoders.onnxrt import jit_trace, weights_fingerprint
+from mmrag.encoders.prepack import prepacked_copy
 
 if TYPE_CHECKING:
     import torch
@@ -107,18 +108,28 @@ class TracedLogits:
         try:
             x = self.example()
             args = tuple(x[n] for n in names)
-            wrapper = Logits(self.model).eval()
+            eager = Logits(self.model).eval()
             with torch.inference_mode():
-                traced = jit_trace(wrapper, args, self.name)
-                gap = float((traced(*args).float() - wrapper(*args).float()).abs().max())
+                ref = eager(*args).float()
         except Exception as exc:  # noqa: BLE001 - any failure to trace means: run eager
             self._give_up(f"cannot trace it ({exc})")
             return None
-        if not gap <= MATCH_ATOL:  # also NaN
-            self._give_up(f"the traced model differs from eager on a padded probe (logits {gap:.4f} apart)")
-            return None
-        log.debug("%s: traced (probe logits %.2g apart)", self.name, gap)
-        return traced
+        packed = prepacked_copy(self.model)
+        for inner in ([packed] if packed is not None else []) + [self.model]:
+            try:
+                with torch.inference_mode():
+                    traced = jit_trace(Logits(inner).eval(), args, self.name)
+                    gap = float((traced(*args).float() - ref).abs().max())
+            except Exception as exc:  # noqa: BLE001 - any failure to trace means: run eager
+                why = f"cannot trace it ({exc})"
+                continue
+            if gap <= MATCH_ATOL:  # not NaN
+                how = "prepacked, traced" if inner is packed else "traced"
+                log.debug("%s: %s (probe logits %.2g apart)", self.name, how, gap)
+                return traced
+            why = f"the traced model differs from eager on a padded probe (logits {gap:.4f} apart)"
+        self._give_up(why)
+        return None
 
     def _give_up(self, why: str) -> None:
         with self._lock:
