@@ -152,14 +152,14 @@ def hardware(data: dict[str, Any]) -> str:
 def report_section(data: dict[str, Any]) -> str:
     """The BENCHMARKS.md section of a text-path result (``benchmarks/report.py`` calls this)."""
     lines = [
-        "## Text path: fp32 against the bf16 copy for batches",
+        f"## Text path: fp32 against the bf16 copy for batches, on {data['machine']['cpu']}",
         "",
         f"Command: `{data['command']}` ({data['measured']} UTC); model `{data['model']}`; "
         f"{data['queries']} SciFact claims, {data['docs']} abstracts; bf16 hardware: {hardware(data)}. "
         f"Batches of {data.get('bf16_min_batch', 4)}+ texts (ingest, eval, the API's micro-batches, "
         "LangChain's "
         "`batch`) run on a bf16 copy of the text tower where the CPU has AMX or AVX512-BF16 "
-        "(`MMRAG_TEXT_PRECISION=auto`); a single query keeps fp32 (ONNX Runtime), as fast for it and "
+        "(`MMRAG_TEXT_PRECISION=auto`); a single query keeps fp32 (ONNX Runtime), which is "
         "bit-stable, so the bf16 rows' @1 column times that fp32 path too.",
         "",
     ]

@@ -272,7 +272,6 @@ def main() -> None:
             sections.append(f"![nDCG@10 against rerank pool]({os.path.relpath(png, args.output.parent)})\n")
     # sections their benchmark scripts render (each imported only when its results exist)
     for name, script in (
-        ("text_path.json", "bench_text_path"),
         ("retriever_concurrency.json", "bench_retriever_concurrency"),
         ("edge_threads.json", "bench_edge_threads"),
         ("cli_start.json", "bench_cli_start"),
@@ -280,6 +279,9 @@ def main() -> None:
         if data := res.get(name):
             sections.append(importlib.import_module(script).report_section(data))
     from bench_cold_demo import report_section as cold_section
+    from bench_text_path import report_section as text_path_section
+
+    sections += [text_path_section(data) for _, data in res.glob("text_path*.json")]  # one per host class
 
     sections += [cold_section(data) for _, data in res.glob("cold_demo*.json")]  # one per host class
     speed = (

@@ -102,11 +102,12 @@ def speed_summary_rows(results: ResultFiles) -> list[str]:
                 f"**{s['speedup']:.2f}x** torch, {s['share_of_ceiling'][FAST_STEP]:.2f} of the matmul "
                 "ceiling |"
             )
-    if r := results.get("text_path.json"):
+    for _, r in results.glob("text_path*.json"):  # one per host class
         for run in r["runs"]:
             f32, b16 = run["precisions"]["fp32"], run["precisions"]["bf16"]
             rows.append(
-                f"| text encode, SciFact abstracts, batch 32, {run['threads']} thread(s), bf16 copy | "
+                f"| text encode, SciFact abstracts, batch 32, {run['threads']} thread(s), bf16 copy, "
+                f"{r['machine']['cpu']} | "
                 f"{b16['docs_per_s']:.1f} abstracts/s, parity {run['parity_bf16_vs_fp32']:.4f} | "
                 f"**{b16['docs_per_s'] / f32['docs_per_s']:.2f}x** fp32 |"
             )
