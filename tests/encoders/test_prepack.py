@@ -12,7 +12,7 @@ from mmrag.encoders import bf16 as bf16_module
 from mmrag.encoders import prepack
 from mmrag.encoders.bf16 import PARITY_MIN, Bf16Forward
 from mmrag.encoders.openclip import OpenClipEncoder
-from mmrag.encoders.prepack import kernels_run, prepack_linears
+from mmrag.encoders.prepack import kernels_run, prepack_linears, prepacked_copy
 
 needs_kernels = pytest.mark.skipif(
     not kernels_run(), reason="no oneDNN bf16 linear kernels in this torch build"
@@ -87,6 +87,43 @@ def test_a_build_whose_kernels_fail_the_probe_is_not_used(monkeypatch: pytest.Mo
 
 
 @needs_kernels
+def test_a_layer_that_cannot_be_prepacked_leaves_the_whole_model_plain(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    real, calls = prepack.prepacked, []
+
+    def second_fails(dense: nn.Linear) -> nn.Module:
+        calls.append(dense)
+        if len(calls) == 2:
+            raise RuntimeError("odd layer")
+        return real(dense)
+
+    monkeypatch.setattr(prepack, "prepacked", second_fails)
+    net = _bf16_block()
+    with caplog.at_level(logging.WARNING, logger="mmrag.encoders.prepack"):
+        assert prepack_linears(net) == 0
+    assert "cannot prepack its linear layers (odd layer); they run unpacked" in caplog.text
+    assert type(net.up) is nn.Linear and type(net.inner[0]) is nn.Linear  # not half switched
+
+
+@needs_kernels
+def test_a_prepacked_copy_shares_the_models_tensors_and_leaves_it_alone() -> None:
+    from mmrag.encoders.onnxrt import weights_fingerprint
+
+    net = _bf16_block()
+    before = weights_fingerprint(net)
+    twin = prepacked_copy(net)
+    assert twin is not None and twin is not net
+    assert isinstance(twin.up, torch.jit.ScriptModule) and type(net.up) is nn.Linear
+    assert twin.tied.weight is net.tied.weight  # not held twice
+    assert weights_fingerprint(net) == before  # no retrace on the next call
+    x = torch.randn(2, 3, 16).to(torch.bfloat16)
+    with torch.inference_mode():
+        assert torch.equal(twin(x), net(x))
+    assert prepacked_copy(_Block().eval()) is None and prepacked_copy(_bf16_block().train()) is None
+
+
+@needs_kernels
 def test_the_text_towers_bf16_copy_is_prepacked_with_unchanged_vectors(lite: OpenClipEncoder) -> None:
     queries = ["a dog runs on the grass", "Vitamin D deficiency raises the risk of fractures.", "birds"]
     lite.set_runtime("auto", "bf16")
@@ -124,6 +161,7 @@ def test_a_prepacked_copy_that_fails_runs_unpacked(
     with caplog.at_level(logging.WARNING, logger="mmrag.encoders.bf16"), torch.inference_mode():
         y, again, ref = fwd(x), fwd(x), net(x)
     assert "the prepacked bf16 copy failed (no kernel for this shape); it runs unpacked" in caplog.text
+    assert not any(isinstance(m, Refuses) for m in fwd._eager.modules())  # the copy in use is the plain one
     assert fwd.traced and torch.equal(y, again)
     assert torch.nn.functional.cosine_similarity(y, ref).min() >= PARITY_MIN
 
@@ -148,3 +186,40 @@ def test_the_bf16_reranker_traces_a_prepacked_copy_and_keeps_its_own_layers() ->
     with torch.inference_mode():
         eager = half.model(**batch).logits.float().reshape(-1).numpy()
     assert abs(scores - eager).max() <= 1e-6  # the same logits: prepacking changes no number
+
+
+@needs_kernels
+@pytest.mark.parametrize("fault", ["raises", "differs"])
+def test_a_prepacked_reranker_copy_that_fails_gives_way_to_a_plain_trace(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, fault: str
+) -> None:
+    import copy
+
+    from mmrag.rerank import traced as traced_module
+    from mmrag.rerank.cross_encoder import CrossEncoderReranker
+
+    class Raises(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            raise RuntimeError("broken kernel")
+
+    def faulty(model: nn.Module) -> nn.Module:
+        twin = copy.deepcopy(model)
+        if fault == "raises":
+            twin.classifier = Raises()
+        else:
+            with torch.no_grad():
+                twin.classifier.bias += 5.0  # runs, but not the model's logits
+        return twin
+
+    monkeypatch.setattr(traced_module, "prepacked_copy", faulty)
+    docs, query = ["Vitamin D and bone fractures.", "A dog runs on the grass."], "vitamin D and fractures"
+    half = CrossEncoderReranker(None, max_length=64, batch_size=2, precision="bf16")
+    with caplog.at_level(logging.DEBUG, logger="mmrag.rerank.traced"):
+        scores = half.score(query, docs)
+    assert half.traced and half._traced is not None and not half._traced.failed
+    assert "the prepacked copy:" in caplog.text and "tracing the model itself" in caplog.text
+    assert not [r for r in caplog.records if r.name == "mmrag.rerank.traced" and r.levelno >= logging.WARNING]
+    batch = half.collate(half.encode_pairs([query] * len(docs), docs))
+    with torch.inference_mode():
+        eager = half.model(**batch).logits.float().reshape(-1).numpy()
+    assert abs(scores - eager).max() <= 1e-2

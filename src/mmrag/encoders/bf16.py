@@ -8,16 +8,17 @@ abstract costs ~4x less than in fp32. With AVX512-BF16 (AMD EPYC): fp32 4.8 / 4.
 3.0 at 2, 2.6 at 4, 2.5 at 8; abstracts 1.5x (``benchmarks/bench_text_path.py``, in BENCHMARKS.md;
 ``bench_api_concurrency.py`` for the API). So a text batch of at least :data:`BF16_MIN_BATCH` texts
 (an ingest batch, or the queries the API's micro-batcher gathers) runs on a bf16 copy of the tower,
-and a single query keeps the fp32 path: about as fast for one text (3.8 ms traced against 3.9 in a
-scratch run with AMX; 5.3 against 4.8 with AVX512-BF16) and bit-stable.
+and a single query keeps the fp32 path, which is bit-stable (it was about as fast for one text: 3.8
+ms traced against 3.9 in a scratch run with AMX, 5.3 against 4.8 with AVX512-BF16; since the copy's
+weights are prepacked, one query takes 3.2 ms in bf16 against 5.0-5.4 in fp32 on an AMX Xeon).
 
 :class:`Bf16Forward` keeps that copy: made on first use, checked against the fp32 path on that
 batch's first rows (:data:`CHECK_ROWS`) and again on any batch with inputs over twice as long as
 checked so far (per-row cosine >= :data:`PARITY_MIN`, else bf16 is switched off for these
 weights, with a warning), and re-made when the module's weights change (training updates them in
 place). The copy's linear layers hold their weights in oneDNN's layout
-(:mod:`mmrag.encoders.prepack`: the same numbers, ~25-30% less time a query batch). A module in
-train mode always runs itself. The precision is a process default set once by a
+(:mod:`mmrag.encoders.prepack`: the same numbers, 25-30% less time for 1-3 queries, ~15% for 8).
+A module in train mode always runs itself. The precision is a process default set once by a
 face from ``MMRAG_TEXT_PRECISION`` (``auto``: bf16 where :func:`bf16_is_fast`; ``fp32``; ``bf16``).
 """
 
@@ -39,7 +40,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-BF16_MIN_BATCH = 2  # a single text runs as fast on the fp32 path (measured above), and bit-stable
+BF16_MIN_BATCH = 2  # a single text keeps the fp32 path: bit-stable (speed: see above)
 EAGER_MIN_BATCH = 4  # the same threshold where the copy cannot be traced (eager: slower per text)
 TRACE_MATCH = 0.9999  # per-row cosine of the traced copy's output to the eager copy's
 PARITY_MIN = 0.999  # per-row cosine of the bf16 copy's output to fp32's on its first batch
@@ -235,7 +236,7 @@ class Bf16Forward:
     def _new_copy(self, *, prepack: bool) -> tuple[Any, bool]:
         """A bf16 copy of the module for inference, and whether its linear layers were prepacked
         (``prepack``: their weights laid out for oneDNN once, :mod:`mmrag.encoders.prepack`; the
-        same numbers in ~25-30% less time a query batch)."""
+        same numbers in 25-30% less time for 1-3 queries)."""
         import torch
 
         net = copy.deepcopy(self.module).to(torch.bfloat16).eval().requires_grad_(False)

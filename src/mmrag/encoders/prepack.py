@@ -7,15 +7,15 @@ does it once and ``torch.ops.mkldnn._linear_pointwise`` multiplies by the reorde
 pair torch's own compiler emits for frozen CPU linears). Same numbers: the outputs are identical to
 ``F.linear``'s (max difference 0.0). MiniLM-L6 text tower, traced bf16 copy, 1 thread, AMX Xeon
 (scratch, medians): 1 / 2 / 3 / 8 SciFact queries 4.07 / 5.27 / 7.48 / 15.9 -> 3.03 / 3.78 / 5.19 /
-13.6 ms a pass, 32 chunks of 256 tokens 541 -> 431 ms; the 4-layer ``make demo`` reranker, 20 pairs
-x 112 tokens, traced: 72-84 -> 67-71 ms (logits identical). Fusing the feed-forward's GELU into the
-same call (attribute ``gelu``, :mod:`mmrag.encoders.fused`) added 0-3% there and moved logits by up
-to 0.05, so it is not done here.
+13.6 ms a pass, 32 chunks of 256 tokens 541 -> 431 ms; the 4-layer ``make demo`` reranker, 20
+pairs x 112 tokens, traced: 72-84 -> 67-71 ms, 5-11% in three alternating pairs (logits
+identical). Fusing the feed-forward's GELU into the same call (attribute ``gelu``,
+:mod:`mmrag.encoders.fused`) added 0-3% there and moved logits by up to 0.05, so it is not done.
 
 :func:`prepack_linears` switches the ``torch.nn.Linear`` layers of a bf16 model that only infers
-(the text tower's bf16 copy, :mod:`mmrag.encoders.bf16`; a copy of the bf16 reranker,
-:func:`prepacked_copy`) over to :class:`PrepackedLinear`. Each is
-a TorchScript module: ``torch.jit.trace`` cannot record the kernel's optional-scalar list argument,
+(the text tower's bf16 copies for padded and packed batches, :mod:`mmrag.encoders.bf16`; a copy
+of the bf16 reranker, :func:`prepacked_copy`) over to :class:`PrepackedLinear`. Each is a
+TorchScript module: ``torch.jit.trace`` cannot record the kernel's optional-scalar list argument,
 but keeps a scripted submodule as it is, so the copy still runs as one traced call. The reordered
 weight is an opaque oneDNN tensor (no data pointer, no gradient, no ``state_dict`` round trip), so
 only a copy that is never trained, saved or fingerprinted is switched. A torch build without the
@@ -86,7 +86,8 @@ def kernels_run() -> bool:
     try:
         gen = torch.Generator().manual_seed(0)
         x = torch.randn(3, 5, 16, generator=gen).to(torch.bfloat16)
-        dense = torch.nn.Linear(16, 24).to(torch.bfloat16).eval().requires_grad_(False)
+        with torch.random.fork_rng(devices=[]):  # the layer's init must not move seeded runs after it
+            dense = torch.nn.Linear(16, 24).to(torch.bfloat16).eval().requires_grad_(False)
         with torch.inference_mode():
             ref = dense(x).float()
             net = torch.nn.Sequential(prepacked(dense))
@@ -100,8 +101,9 @@ def kernels_run() -> bool:
 
 def prepack_linears(model: torch.nn.Module) -> int:
     """Switch each bf16 ``torch.nn.Linear`` of ``model`` (in eval mode, never trained again) to a
-    prepacked one, in place; returns how many (0, model unchanged: in train mode, no bf16 linear
-    layers, or the kernels missing or wrong on this build)."""
+    prepacked one, in place; returns how many. 0 leaves the model unchanged: in train mode, no bf16
+    linear layers, the kernels missing or wrong on this build, or a layer that could not be
+    prepacked (every replacement is built before any is put in, and the failure is logged)."""
     import torch
 
     if model.training:
@@ -114,25 +116,41 @@ def prepack_linears(model: torch.nn.Module) -> int:
     ]
     if not found or not kernels_run():
         return 0
+    packed: dict[int, torch.nn.Module] = {}  # a layer two parents share is packed once
+    try:
+        for _, _, child in found:
+            if id(child) not in packed:
+                packed[id(child)] = prepacked(child)
+    except Exception as exc:  # noqa: BLE001 - an odd layer (shape, dtype): the model stays plain
+        log.warning("%s: cannot prepack its linear layers (%s); they run unpacked", type(model).__name__, exc)
+        return 0
     for parent, name, child in found:
-        setattr(parent, name, prepacked(child))
+        setattr(parent, name, packed[id(child)])
     log.debug("%s: %d bf16 linear layers prepacked for oneDNN", type(model).__name__, len(found))
     return len(found)
 
 
 def prepacked_copy(model: torch.nn.Module) -> torch.nn.Module | None:
     """A copy of ``model`` (in eval mode) that shares its parameters and buffers, with its bf16
-    linear layers prepacked (only their weights are held twice: once reordered); ``None`` where
-    :func:`prepack_linears` would switch none. The model itself is not changed, so it can still be
-    fingerprinted, trained or saved; the reranker traces such a copy (:mod:`mmrag.rerank.traced`)."""
+    linear layers prepacked; ``None`` where :func:`prepack_linears` would switch none (or the copy
+    cannot be made: logged). The model itself is not changed, so it can still be fingerprinted,
+    trained or saved; the reranker traces such a copy (:mod:`mmrag.rerank.traced`). The linear
+    layers' weights are then held twice, once reordered: ~14 MB more for the 4-layer MiniLM demo
+    reranker, about the size of the linear weights in bf16 for a larger model."""
     import copy
 
     import torch
 
-    if model.training or not kernels_run():
+    if model.training:
         return None
     if not any(type(m) is torch.nn.Linear and m.weight.dtype == torch.bfloat16 for m in model.modules()):
+        return None  # an fp32 model: no probe run for it
+    if not kernels_run():
         return None
     shared: dict[int, Any] = {id(t): t for t in (*model.parameters(), *model.buffers())}
-    twin = copy.deepcopy(model, memo=shared)
+    try:
+        twin = copy.deepcopy(model, memo=shared)
+    except Exception as exc:  # noqa: BLE001 - a model that cannot be copied is traced as it is
+        log.warning("%s: cannot copy it to prepack its linear layers (%s)", type(model).__name__, exc)
+        return None
     return twin if prepack_linears(twin) > 0 else None
