@@ -99,21 +99,28 @@ def kernels_run() -> bool:
         return False
 
 
-def prepack_linears(model: torch.nn.Module) -> int:
-    """Switch each bf16 ``torch.nn.Linear`` of ``model`` (in eval mode, never trained again) to a
-    prepacked one, in place; returns how many. 0 leaves the model unchanged: in train mode, no bf16
-    linear layers, the kernels missing or wrong on this build, or a layer that could not be
-    prepacked (every replacement is built before any is put in, and the failure is logged)."""
+def _bf16_linears(model: torch.nn.Module) -> list[tuple[torch.nn.Module, str, torch.nn.Linear]]:
+    """``(parent, attribute name, layer)`` of every plain bf16 ``torch.nn.Linear`` in ``model``
+    (subclasses, e.g. the one ``nn.MultiheadAttention`` reads the weight of, are left alone)."""
     import torch
 
-    if model.training:
-        return 0
-    found: list[tuple[Any, str, torch.nn.Linear]] = [
+    return [
         (parent, name, child)
         for parent in model.modules()
         for name, child in parent.named_children()
         if type(child) is torch.nn.Linear and child.weight.dtype == torch.bfloat16
     ]
+
+
+def prepack_linears(model: torch.nn.Module) -> int:
+    """Switch each bf16 ``torch.nn.Linear`` of ``model`` (in eval mode, never trained again) to a
+    prepacked one, in place; returns how many. 0 leaves the model unchanged: in train mode, no bf16
+    linear layers, the kernels missing or wrong on this build, or a layer that could not be
+    prepacked (every replacement is built before any is put in, and the failure is logged)."""
+
+    if model.training:
+        return 0
+    found = _bf16_linears(model)
     if not found or not kernels_run():
         return 0
     packed: dict[int, torch.nn.Module] = {}  # a layer two parents share is packed once
@@ -139,13 +146,7 @@ def prepacked_copy(model: torch.nn.Module) -> torch.nn.Module | None:
     reranker, about the size of the linear weights in bf16 for a larger model."""
     import copy
 
-    import torch
-
-    if model.training:
-        return None
-    if not any(type(m) is torch.nn.Linear and m.weight.dtype == torch.bfloat16 for m in model.modules()):
-        return None  # an fp32 model: no probe run for it
-    if not kernels_run():
+    if model.training or not _bf16_linears(model) or not kernels_run():  # an fp32 model: no probe
         return None
     shared: dict[int, Any] = {id(t): t for t in (*model.parameters(), *model.buffers())}
     try:

@@ -121,20 +121,20 @@ class TracedLogits:
             self._give_up(f"cannot trace it ({exc})")
             return None
         packed = prepacked_copy(self.model)
-        for inner in ([packed] if packed is not None else []) + [self.model]:
+        for wrapper in ([Logits(packed).eval()] if packed is not None else []) + [eager]:
             try:
                 with torch.inference_mode():
-                    traced = jit_trace(Logits(inner).eval(), args, self.name)
+                    traced = jit_trace(wrapper, args, self.name)
                     gap = float((traced(*args).float() - ref).abs().max())
             except Exception as exc:  # noqa: BLE001 - any failure to trace means: run eager
                 why = f"cannot trace it ({exc})"
             else:
                 if gap <= MATCH_ATOL:  # not NaN
-                    how = "prepacked, traced" if inner is packed else "traced"
+                    how = "traced" if wrapper is eager else "prepacked, traced"
                     log.debug("%s: %s (probe logits %.2g apart)", self.name, how, gap)
                     return traced
                 why = f"the traced model differs from eager on a padded probe (logits {gap:.4f} apart)"
-            if inner is packed:
+            if wrapper is not eager:
                 log.debug("%s: the prepacked copy: %s; tracing the model itself", self.name, why)
         self._give_up(why)
         return None
