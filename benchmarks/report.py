@@ -278,10 +278,11 @@ def main() -> None:
     ):
         if data := res.get(name):
             sections.append(importlib.import_module(script).report_section(data))
-    from bench_cold_demo import report_section as cold_section
-    from bench_text_path import report_section as text_path_section
+    if text_paths := res.glob("text_path*.json"):  # one per host class
+        from bench_text_path import report_section as text_path_section
 
-    sections += [text_path_section(data) for _, data in res.glob("text_path*.json")]  # one per host class
+        sections += [text_path_section(data) for _, data in text_paths]
+    from bench_cold_demo import report_section as cold_section
 
     sections += [cold_section(data) for _, data in res.glob("cold_demo*.json")]  # one per host class
     speed = (
