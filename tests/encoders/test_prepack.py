@@ -108,7 +108,7 @@ def test_a_layer_that_cannot_be_prepacked_leaves_the_whole_model_plain(
 
 @needs_kernels
 def test_a_prepacked_copy_shares_the_models_tensors_and_leaves_it_alone() -> None:
-    from mmrag.encoders.onnxrt import weights_fingerprint
+    from mmrag.encoders.fingerprint import weights_fingerprint
 
     net = _bf16_block()
     before = weights_fingerprint(net)

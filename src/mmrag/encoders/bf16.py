@@ -31,7 +31,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from mmrag.config import TEXT_PRECISIONS
-from mmrag.encoders.onnxrt import jit_trace, weights_fingerprint
+from mmrag.encoders.fingerprint import weights_fingerprint
+from mmrag.encoders.onnxrt import jit_trace
 from mmrag.encoders.prepack import prepack_linears
 from mmrag.errors import ConfigError
 

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from mmrag.config import RUNTIMES
+from mmrag.encoders.fingerprint import weights_fingerprint
 from mmrag.errors import EncoderError
 
 if TYPE_CHECKING:
@@ -158,28 +159,6 @@ def _feed(x: torch.Tensor) -> np.ndarray[Any, Any]:
     """The input as ONNX Runtime takes it: float tensors as float32, token ids as they are."""
     arr = x.detach().cpu().numpy()
     return arr if arr.dtype.kind in "iu" else arr.astype(np.float32, copy=False)
-
-
-def weights_fingerprint(module: torch.nn.Module) -> tuple[int, ...]:
-    """Changes whenever the module's weights do (so a derived copy or export is stale)."""
-    # In-place updates (optimizer steps, load_state_dict) bump a tensor's version counter; a new
-    # tensor has a new data pointer. Either means the exported graph is stale. The tree is walked
-    # afresh on every call (a replaced submodule or tensor is seen however it was put there), over
-    # the modules' own dicts rather than named_modules(): ~4x cheaper, and it runs before every
-    # forward pass of a served query, holding the GIL.
-    out: list[int] = []
-    seen: set[int] = set()
-    stack = [module]
-    while stack:
-        m = stack.pop()
-        if id(m) in seen:
-            continue
-        seen.add(id(m))
-        for t in (*m._parameters.values(), *m._buffers.values()):
-            if t is not None:
-                out += (t.data_ptr(), t._version)
-        stack.extend(c for c in m._modules.values() if c is not None)
-    return tuple(out)
 
 
 class FastForward:

@@ -14,7 +14,7 @@ Traced, the feed-forward's fused linear + GELU (:mod:`mmrag.encoders.fused`) can
 tracer does not take its kernel's arguments), so a traced model runs it unfused: still faster than
 eager with it (222 against 235 ms). Where tracing fails or the trace does not match eager on a padded
 probe, the eager model runs, fused, with one warning. The model is traced on first use and traced
-again when its weights change (:func:`~mmrag.encoders.onnxrt.weights_fingerprint`); a model in train
+again when its weights change (:func:`~mmrag.encoders.fingerprint.weights_fingerprint`); a model in train
 mode always runs eagerly.
 
 In bf16 what is traced is a copy that shares the model's parameters with its linear layers' weights
@@ -31,7 +31,8 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from mmrag.encoders.onnxrt import jit_trace, weights_fingerprint
+from mmrag.encoders.fingerprint import weights_fingerprint
+from mmrag.encoders.onnxrt import jit_trace
 from mmrag.encoders.prepack import prepacked_copy
 
 if TYPE_CHECKING:
