@@ -223,3 +223,70 @@ def test_a_prepacked_reranker_copy_that_fails_gives_way_to_a_plain_trace(
     with torch.inference_mode():
         eager = half.model(**batch).logits.float().reshape(-1).numpy()
     assert abs(scores - eager).max() <= 1e-2
+
+
+@pytest.mark.parametrize("traced", [True, False], ids=["traced", "eager"])
+def test_a_prepacked_copy_that_fails_on_a_later_batch_runs_unpacked(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, traced: bool
+) -> None:
+    class RefusesBig(nn.Module):  # a prepacked layer whose kernel refuses batches the probe did not try
+        def __init__(self, inner: nn.Module) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            if x.shape[0] > 4:
+                raise RuntimeError("no kernel for this shape")
+            return self.inner(x)
+
+    def refuses_big(model: nn.Module) -> int:
+        model[0] = torch.jit.script(RefusesBig(model[0]))  # scripted: a trace keeps its branch, as
+        return 1  # it keeps a PrepackedLinear
+
+    monkeypatch.setattr(bf16_module, "prepack_linears", refuses_big)
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(16, 32), nn.GELU(), nn.Linear(32, 8)).eval()
+    example = (lambda: torch.randn(2, 16)) if traced else None
+    fwd = Bf16Forward(net, name="mlp", example=example)
+    small, big = torch.randn(3, 16), torch.randn(6, 16)
+    with caplog.at_level(logging.WARNING, logger="mmrag.encoders.bf16"), torch.inference_mode():
+        fwd(small)  # the prepacked copy is made, checked and used
+        assert fwd._packed
+        y, again, ref = fwd(big), fwd(big), net(big)
+        assert fwd(small).shape == (3, 8)
+    assert "the prepacked bf16 copy failed on a (6, 16) input" in caplog.text
+    assert "no kernel for this shape" in caplog.text
+    assert caplog.text.count("it runs unpacked") == 1  # once: the plain copy is kept
+    assert not fwd._packed and "RefusesBig" not in str(fwd._eager)
+    assert torch.equal(y, again) and fwd.traced == traced
+    assert torch.nn.functional.cosine_similarity(y, ref).min() >= PARITY_MIN
+
+
+def test_a_prepacked_copy_that_fails_on_a_longer_input_check_runs_unpacked(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    class RefusesLong(nn.Module):
+        def __init__(self, inner: nn.Module) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            if x.shape[1] > 8:
+                raise RuntimeError("no kernel for this length")
+            return self.inner(x)
+
+    def refuses_long(model: nn.Module) -> int:
+        model[0] = RefusesLong(model[0])
+        return 1
+
+    monkeypatch.setattr(bf16_module, "prepack_linears", refuses_long)
+    torch.manual_seed(0)
+    head = nn.Sequential(nn.Embedding(50, 16)).eval()  # token ids of any length in
+    short, long = torch.randint(0, 50, (3, 4)), torch.randint(0, 50, (3, 12))  # 12 > 2 x 4: checked
+    fwd = Bf16Forward(head, name="emb")
+    with caplog.at_level(logging.WARNING, logger="mmrag.encoders.bf16"), torch.inference_mode():
+        fwd(short)
+        y, ref = fwd(long), head(long)
+    assert "the prepacked bf16 copy failed (no kernel for this length); it runs unpacked" in caplog.text
+    assert not any(isinstance(m, RefusesLong) for m in fwd._eager.modules())
+    assert torch.nn.functional.cosine_similarity(y.flatten(1), ref.flatten(1)).min() >= PARITY_MIN

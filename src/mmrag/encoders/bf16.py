@@ -17,7 +17,9 @@ batch's first rows (:data:`CHECK_ROWS`) and again on any batch with inputs over 
 checked so far (per-row cosine >= :data:`PARITY_MIN`, else bf16 is switched off for these
 weights, with a warning), and re-made when the module's weights change (training updates them in
 place). The copy's linear layers hold their weights in oneDNN's layout
-(:mod:`mmrag.encoders.prepack`: the same numbers, 25-30% less time for 1-3 queries, ~15% for 8).
+(:mod:`mmrag.encoders.prepack`: the same numbers, 25-30% less time for 1-3 queries, ~15% for 8);
+where the prepacked copy fails on an input, on its first batch or a later one, a plain copy is made
+and checked in its place, with a warning.
 A module in train mode always runs itself. The precision is a process default set once by a
 face from ``MMRAG_TEXT_PRECISION`` (``auto``: bf16 where :func:`bf16_is_fast`; ``fp32``; ``bf16``).
 """
@@ -142,6 +144,8 @@ class Bf16Forward:
         self._key: tuple[int, ...] | None = None
         self._off_key: tuple[int, ...] | None = None  # weights whose bf16 copy failed parity
         self._checked_len = 0  # the longest input (last dimension) checked against fp32
+        self._packed = False  # the copy in use has prepacked linear layers
+        self._unpacked_only = False  # a prepacked copy failed here: copies are made plain from now on
         self.parity: float | None = None
         self._lock = threading.Lock()
 
@@ -180,11 +184,30 @@ class Bf16Forward:
             return net(_bf16(x)).float()  # type: ignore[no-any-return]
         except Exception as exc:
             if net is eager:
+                if self._drop_prepacked(x, exc, eager):
+                    return self(x)  # a plain copy, made and checked as for new weights
                 raise
             self._eager_instead(_failed(x, exc))
             with self._lock:
                 self._copy = eager
+        try:
             return eager(_bf16(x)).float()  # type: ignore[no-any-return]
+        except Exception as exc:
+            if self._drop_prepacked(x, exc, eager):
+                return self(x)
+            raise
+
+    def _drop_prepacked(self, x: torch.Tensor, exc: Exception, eager: Any) -> bool:
+        """After ``eager`` failed on ``x``: when it is the prepacked copy in use, make the next call
+        build a plain one (the kernels may refuse a shape the probe did not try) and say so; False
+        where it is plain (the error is the caller's)."""
+        with self._lock:
+            if not self._packed or self._unpacked_only or eager is not self._eager:
+                return False
+            self._unpacked_only, self._key = True, None
+        log.warning("%s: the prepacked bf16 copy failed on a %s input (%s); it runs unpacked",
+                    self.name, tuple(x.shape), exc)  # fmt: skip
+        return True
 
     def _eager_instead(self, why: str) -> None:
         log.warning("%s: %s; the eager bf16 copy runs instead (slower beside busy threads)", self.name, why)
@@ -197,18 +220,28 @@ class Bf16Forward:
         net, eager = self._copy, self._eager
         xb = _bf16(x)
         if fresh:
-            eager, packed = self._new_copy(prepack=True)
+            eager, packed = self._new_copy(prepack=not self._unpacked_only)
             try:
                 y: torch.Tensor = eager(xb).float()
             except Exception as exc:
                 if not packed:
                     raise
                 log.warning("%s: the prepacked bf16 copy failed (%s); it runs unpacked", self.name, exc)
-                eager, _ = self._new_copy(prepack=False)
+                self._unpacked_only = True
+                eager, packed = self._new_copy(prepack=False)
                 y = eager(xb).float()
             net = self._traced(eager)
+            self._packed = packed
         else:
-            y = eager(xb).float()
+            try:
+                y = eager(xb).float()
+            except Exception as exc:
+                if not self._packed or self._unpacked_only:
+                    raise
+                # a longer input than any checked, refused by the prepacked copy: a plain one
+                log.warning("%s: the prepacked bf16 copy failed (%s); it runs unpacked", self.name, exc)
+                self._unpacked_only, self._key = True, None
+                return self._check(x, key)
         if net is not eager:  # the trace must also match on this (new) shape, or it is dropped
             try:
                 same = float(torch.nn.functional.cosine_similarity(net(xb).float(), y, dim=-1).min())
