@@ -14,6 +14,7 @@ from mmrag.encoders import packing
 from mmrag.encoders.bf16 import PARITY_MIN
 from mmrag.encoders.openclip import OpenClipEncoder
 from mmrag.encoders.packing import (
+    PACK_ALIGN,
     PACK_MAX_TOKENS,
     PACK_MIN_TEXTS,
     head,
@@ -45,7 +46,10 @@ def test_layout_round_trips(lite: OpenClipEncoder) -> None:
     tokens = lite.tokenizer(QUERIES)
     lens = (tokens != 0).sum(1)
     packed = pack(tokens, 0)
-    assert packed.shape == (2 + len(QUERIES), int(lens.sum()))
+    real = int(lens.sum())
+    width = -(-real // PACK_ALIGN) * PACK_ALIGN
+    assert real % PACK_ALIGN and packed.shape == (2 + len(QUERIES), width)  # padded to the alignment
+    assert not packed[2:, real:].any() and not packed[0, real:].any()  # pad ids that no text marks
     assert torch.equal(packed[2:].sum(1), lens)  # each text marks its own tokens
     assert packed[1][: int(lens[0])].tolist() == list(range(int(lens[0])))  # positions restart...
     assert int(packed[1][int(lens[0])]) == 0  # ...at every text
@@ -81,11 +85,15 @@ def test_the_packed_tower_gives_the_padded_towers_vectors(lite: OpenClipEncoder,
     tower.pooler = getattr(hf_model, pooler)()
     assert packable(tower)
     tokens = lite.tokenizer(QUERIES)
+    row = pack(tokens, 0)
+    real = int((tokens != 0).sum())
     with torch.inference_mode():
         padded = tower(tokens)
-        packed = packed_tower(tower)(pack(tokens, 0))
+        packed = packed_tower(tower)(row)
+        unaligned = packed_tower(tower)(row[:, :real])  # without the alignment padding
     assert packed.shape == padded.shape
     assert _cos(packed, padded) >= 0.99999
+    torch.testing.assert_close(packed, unaligned, rtol=1e-4, atol=1e-5)  # the padding is seen by none
 
 
 def test_a_tower_without_such_pooling_is_not_packable(lite: OpenClipEncoder) -> None:
