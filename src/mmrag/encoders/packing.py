@@ -17,9 +17,12 @@ the row). So a batch of at least :data:`PACK_MIN_TEXTS` texts is packed only whe
 :data:`PACK_BELOW` of it is real and its texts are short (at most :data:`PACK_MAX_TOKENS` / 4
 tokens on average); it is cut into rows of at most :data:`PACK_MAX_TOKENS` tokens, each one
 forward pass. Through ``encode_text`` (tokenizing included), ms per query padded -> packed: 3
-queries 6.1 -> 5.5, 8 queries 6.1 -> 5.3, 32 queries 6.4 -> 4.8. Since rows are padded to a
-multiple of :data:`PACK_ALIGN` tokens, pairs gain too (AMX Xeon, 300 random pairs of the API
-benchmark's queries, warm: padded 4.53-4.55 ms, packed 4.17-4.24), so pairs are packed as well.
+queries 6.1 -> 5.5, 8 queries 6.1 -> 5.3, 32 queries 6.4 -> 4.8. Pairs stay padded even with rows
+padded to a multiple of :data:`PACK_ALIGN` tokens (AMX Xeon, 1 thread, warm): every one of 300
+random pairs of SciFact claims run both ways took 4.2 ms packed against 4.5 padded, but through
+``encode_text`` on 256 claims in consecutive pairs (46% of them uneven enough to pack) packing
+pairs took 3.10 ms a claim against 2.90 (5 alternating rounds), and the API at 8 clients was the
+same either way (298-318 q/s, 3 alternating servers each).
 
 Layout of a packed row (one int64 tensor, so :class:`~mmrag.encoders.bf16.Bf16Forward` and
 TorchScript take it as they take token ids): row 0 the token ids, row 1 each token's position in
@@ -42,7 +45,7 @@ log = logging.getLogger(__name__)
 
 PACK_MAX_TOKENS = 256  # tokens per packed row (per-token cost flat up to here, measured above)
 PACK_BELOW = 0.9  # pack a batch whose real tokens are under this share of the padded batch
-PACK_MIN_TEXTS = 2  # unaligned, two texts packed and padded took the same time; aligned, packed wins
+PACK_MIN_TEXTS = 3  # pairs: no gain packed (see above)
 # A packed row is padded to a multiple of this many tokens: oneDNN's bf16 matmuls run whole blocks
 # of 8 rows faster than the ragged length (MiniLM traced bf16 on an AMX Xeon, 3 texts: 64 tokens
 # 4.27 ms against 4.89-5.14 for 57-63, 72 4.60 against 4.45-5.34 for 65-71), and each new length
