@@ -13,7 +13,11 @@ changed:
   ``load_state_dict(assign=True)``) calls torch's global registration hooks: any of them anywhere
   in the process makes the next call walk again.
 - What passes no hook (a parameter set to ``None`` or deleted, the module's dicts edited directly)
-  is seen by the next walk: at most :data:`REWALK_S` after the last one.
+  is seen by the next walk: at most :data:`REWALK_S` after the last one. So is a registration on
+  another thread that lands during a walk (torch calls the hooks just before it stores the value).
+
+A walk holds the tensors it found until the module's next walk or its end (e.g. the parameters that
+``load_state_dict(assign=True)`` replaced, until the next fingerprint of that module).
 
 Where this torch has no registration hooks, every call walks.
 """

@@ -18,8 +18,8 @@ the row). So a batch of at least :data:`PACK_MIN_TEXTS` texts is packed only whe
 tokens on average); it is cut into rows of at most :data:`PACK_MAX_TOKENS` tokens, each one
 forward pass. Through ``encode_text`` (tokenizing included), ms per query padded -> packed: 3
 queries 6.1 -> 5.5, 8 queries 6.1 -> 5.3, 32 queries 6.4 -> 4.8. Pairs stay padded even with rows
-padded to a multiple of :data:`PACK_ALIGN` tokens (AMX Xeon, 1 thread, warm): every one of 300
-random pairs of SciFact claims run both ways took 4.2 ms packed against 4.5 padded, but through
+padded to a multiple of :data:`PACK_ALIGN` tokens (AMX Xeon, 1 thread, warm): 300 random pairs of
+SciFact claims, all run both ways, took 4.2 ms a pair packed against 4.5 padded, but through
 ``encode_text`` on 256 claims in consecutive pairs (46% of them uneven enough to pack) packing
 pairs took 3.10 ms a claim against 2.90 (5 alternating rounds), and the API at 8 clients was the
 same either way (298-318 q/s, 3 alternating servers each).
