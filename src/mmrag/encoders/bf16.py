@@ -215,33 +215,25 @@ class Bf16Forward:
     def _check(self, x: torch.Tensor, key: tuple[int, ...]) -> torch.Tensor:
         import torch
 
-        ref = self.fallback(self.head(x, CHECK_ROWS)).float()
         fresh = key != self._key  # new weights: a new copy; else a longer input for the same copy
-        net, eager = self._copy, self._eager
+        net, eager, packed = self._copy, self._eager, self._packed
         xb = _bf16(x)
         if fresh:
             eager, packed = self._new_copy(prepack=not self._unpacked_only)
-            try:
-                y: torch.Tensor = eager(xb).float()
-            except Exception as exc:
-                if not packed:
-                    raise
-                log.warning("%s: the prepacked bf16 copy failed (%s); it runs unpacked", self.name, exc)
-                self._unpacked_only = True
-                eager, packed = self._new_copy(prepack=False)
-                y = eager(xb).float()
+        try:
+            y: torch.Tensor = eager(xb).float()
+        except Exception as exc:
+            if not packed:
+                raise
+            # the prepacked copy refuses its first input, or one longer than any checked: a plain
+            # copy is made and checked as for new weights (copies are plain from now on)
+            log.warning("%s: the prepacked bf16 copy failed (%s); it runs unpacked", self.name, exc)
+            self._unpacked_only, self._key = True, None
+            return self._check(x, key)
+        if fresh:
             net = self._traced(eager)
             self._packed = packed
-        else:
-            try:
-                y = eager(xb).float()
-            except Exception as exc:
-                if not self._packed or self._unpacked_only:
-                    raise
-                # a longer input than any checked, refused by the prepacked copy: a plain one
-                log.warning("%s: the prepacked bf16 copy failed (%s); it runs unpacked", self.name, exc)
-                self._unpacked_only, self._key = True, None
-                return self._check(x, key)
+        ref = self.fallback(self.head(x, CHECK_ROWS)).float()
         if net is not eager:  # the trace must also match on this (new) shape, or it is dropped
             try:
                 same = float(torch.nn.functional.cosine_similarity(net(xb).float(), y, dim=-1).min())
