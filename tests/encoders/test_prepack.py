@@ -142,15 +142,24 @@ def test_the_text_towers_bf16_copy_is_prepacked_with_unchanged_vectors(lite: Ope
     assert packed.shape == (3, lite.dim)
 
 
+class _Refuses(nn.Module):
+    """A prepacked layer whose kernel refuses inputs the probe did not try: over ``limit`` along ``dim``."""
+
+    def __init__(self, inner: nn.Module, dim: int, limit: int, why: str) -> None:
+        super().__init__()
+        self.inner, self.dim, self.limit, self.why = inner, dim, limit, why
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[self.dim] > self.limit:
+            raise RuntimeError(self.why)
+        return self.inner(x)
+
+
 def test_a_prepacked_copy_that_fails_runs_unpacked(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    class Refuses(nn.Module):
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            raise RuntimeError("no kernel for this shape")
-
     def breaks(model: nn.Module) -> int:
-        model[0] = Refuses()
+        model[0] = _Refuses(model[0], dim=0, limit=-1, why="no kernel for this shape")  # any input
         return 1
 
     monkeypatch.setattr(bf16_module, "prepack_linears", breaks)
@@ -161,7 +170,7 @@ def test_a_prepacked_copy_that_fails_runs_unpacked(
     with caplog.at_level(logging.WARNING, logger="mmrag.encoders.bf16"), torch.inference_mode():
         y, again, ref = fwd(x), fwd(x), net(x)
     assert "the prepacked bf16 copy failed (no kernel for this shape); it runs unpacked" in caplog.text
-    assert not any(isinstance(m, Refuses) for m in fwd._eager.modules())  # the copy in use is the plain one
+    assert not any(isinstance(m, _Refuses) for m in fwd._eager.modules())  # the copy in use is the plain one
     assert fwd.traced and torch.equal(y, again)
     assert torch.nn.functional.cosine_similarity(y, ref).min() >= PARITY_MIN
 
@@ -229,19 +238,10 @@ def test_a_prepacked_reranker_copy_that_fails_gives_way_to_a_plain_trace(
 def test_a_prepacked_copy_that_fails_on_a_later_batch_runs_unpacked(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, traced: bool
 ) -> None:
-    class RefusesBig(nn.Module):  # a prepacked layer whose kernel refuses batches the probe did not try
-        def __init__(self, inner: nn.Module) -> None:
-            super().__init__()
-            self.inner = inner
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            if x.shape[0] > 4:
-                raise RuntimeError("no kernel for this shape")
-            return self.inner(x)
-
     def refuses_big(model: nn.Module) -> int:
-        model[0] = torch.jit.script(RefusesBig(model[0]))  # scripted: a trace keeps its branch, as
-        return 1  # it keeps a PrepackedLinear
+        # scripted: a trace keeps its branch, as it keeps a PrepackedLinear
+        model[0] = torch.jit.script(_Refuses(model[0], dim=0, limit=4, why="no kernel for this shape"))
+        return 1
 
     monkeypatch.setattr(bf16_module, "prepack_linears", refuses_big)
     torch.manual_seed(0)
@@ -257,7 +257,7 @@ def test_a_prepacked_copy_that_fails_on_a_later_batch_runs_unpacked(
     assert "the prepacked bf16 copy failed on a (6, 16) input" in caplog.text
     assert "no kernel for this shape" in caplog.text
     assert caplog.text.count("it runs unpacked") == 1  # once: the plain copy is kept
-    assert not fwd._packed and "RefusesBig" not in str(fwd._eager)
+    assert not fwd._packed and "_Refuses" not in str(fwd._eager)
     assert torch.equal(y, again) and fwd.traced == traced
     assert torch.nn.functional.cosine_similarity(y, ref).min() >= PARITY_MIN
 
@@ -265,18 +265,8 @@ def test_a_prepacked_copy_that_fails_on_a_later_batch_runs_unpacked(
 def test_a_prepacked_copy_that_fails_on_a_longer_input_check_runs_unpacked(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    class RefusesLong(nn.Module):
-        def __init__(self, inner: nn.Module) -> None:
-            super().__init__()
-            self.inner = inner
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            if x.shape[1] > 8:
-                raise RuntimeError("no kernel for this length")
-            return self.inner(x)
-
     def refuses_long(model: nn.Module) -> int:
-        model[0] = RefusesLong(model[0])
+        model[0] = _Refuses(model[0], dim=1, limit=8, why="no kernel for this length")
         return 1
 
     monkeypatch.setattr(bf16_module, "prepack_linears", refuses_long)
@@ -288,5 +278,5 @@ def test_a_prepacked_copy_that_fails_on_a_longer_input_check_runs_unpacked(
         fwd(short)
         y, ref = fwd(long), head(long)
     assert "the prepacked bf16 copy failed (no kernel for this length); it runs unpacked" in caplog.text
-    assert not any(isinstance(m, RefusesLong) for m in fwd._eager.modules())
+    assert not any(isinstance(m, _Refuses) for m in fwd._eager.modules())
     assert torch.nn.functional.cosine_similarity(y.flatten(1), ref.flatten(1)).min() >= PARITY_MIN
