@@ -134,9 +134,9 @@ def summary_section(results: ResultFiles) -> str:
             f"{api['errors']} errors | p95 during ingest / before "
             f"**{api['p95_ratio_during_ingest_to_baseline']:.2f}** |"
         )
-    conc = results.get("api_concurrency.json")
-    if conc and (row := api_concurrency_summary_row(conc)):
-        rows.append(row)
+    for _, conc in results.glob("api_concurrency*.json"):  # one per host class
+        if row := api_concurrency_summary_row(conc):
+            rows.append(row)
     rows += speed_summary_rows(results)
     from bench_cold_demo import summary_row as cold_row
 
@@ -263,8 +263,7 @@ def main() -> None:
         sections.append(tower_section(data, rel))
     if data := res.get("api_load.json"):
         sections.append(api_section(data))
-    if data := res.get("api_concurrency.json"):
-        sections.append(api_concurrency_section(data))
+    sections += [api_concurrency_section(data) for _, data in res.glob("api_concurrency*.json")]
     if data := res.get("rerank.json"):
         sections.append(rerank_section(data))
         png = args.results / "rerank_pool.png"

@@ -114,7 +114,7 @@ def api_concurrency_section(r: dict[str, Any]) -> str:
     host = describe(r.get("machine", {}))
     if r.get("measured"):
         host += f", {r['measured']} UTC" + (f", commit {r['commit'][:7]}" if r.get("commit") else "")
-    return f"""## REST API concurrency: micro-batched searches
+    return f"""## REST API concurrency: micro-batched searches, on {cpu_name(r.get("machine"))}
 
 Command: `{cmd}` (loopback only) on {host}. `mmrag serve` (model `{r["model"]}`, torch threads
 {r["torch_threads"]}, {stack}) over a Qdrant Edge store of {r["base_docs"]} SciFact abstracts; each row

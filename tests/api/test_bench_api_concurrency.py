@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -156,3 +157,22 @@ def test_report_gives_each_round_s_ratio(monkeypatch: pytest.MonkeyPatch) -> Non
         "rows": [{"config": "batched", "stage": "dense", "ingest": False, "clients": c} for c in (1, 8)]
     }
     assert _rounds_bullet(single, "batched") is None
+
+
+def test_report_has_a_section_and_a_summary_row_per_host_class(tmp_path: Path) -> None:
+    """``api_concurrency*.json``: one file per host class, each its own section and summary row."""
+    results = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "api_concurrency.json"
+    run = json.loads(results.read_text())
+    folder = tmp_path / "results"
+    folder.mkdir()
+    (folder / "api_concurrency.json").write_text(json.dumps(run))
+    other = {**run, "machine": {**run["machine"], "cpu": "Other CPU (family 1, model 2)"}}
+    (folder / "api_concurrency_other.json").write_text(json.dumps(other))
+    report = _report(folder, tmp_path)
+    heads = [line for line in report.splitlines() if line.startswith("## REST API concurrency")]
+    assert heads == [
+        f"## REST API concurrency: micro-batched searches, on {run['machine']['cpu']}",
+        "## REST API concurrency: micro-batched searches, on Other CPU (family 1, model 2)",
+    ]
+    rows = [line for line in report.splitlines() if line.startswith("| REST API, dense, 8 clients / 1")]
+    assert len(rows) == 2 and "Other CPU (family 1, model 2)" in rows[1]
