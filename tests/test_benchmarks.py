@@ -229,7 +229,7 @@ def test_text_path_benchmark_smoke(tmp_path: Path, data_dir: Path) -> None:
         assert row["docs_per_s"] > 0
     assert run["parity_bf16_vs_fp32"] >= 0.999 and result["ndcg@10"] is None
     md = _report(out.parent, tmp_path)
-    assert "Text path: fp32 against the bf16 copy for batches, on " in md  # one section per host class
+    assert "Text path: fp32 against the bf16 copy, on " in md  # one section per host class
     assert "| text encode, SciFact abstracts, batch 32, 1 thread(s), bf16 copy, " in md  # its summary row
     assert "| 1 | bf16 padded |" in md
 

@@ -41,6 +41,7 @@ def test_text_search_runs_on_the_stored_tower_and_reranker_without_torch(
     cache = tmp_path / "towers"
     monkeypatch.setenv("MMRAG_QUERY_CACHE", str(cache))
     monkeypatch.setenv("MMRAG_RERANK_PRECISION", "fp32")  # the full reranker as the stored one runs
+    monkeypatch.setenv("MMRAG_TEXT_PRECISION", "fp32")  # and the full text tower (bf16 hardware: bf16)
     docs = tmp_path / "docs"
     docs.mkdir()
     for name in ("itm-flickr8k-project-README.md", "unstructured-README.md"):

@@ -65,9 +65,9 @@ class Settings:
             parity of torch), ``onnx`` or ``torch`` (``MMRAG_RUNTIME``).
         rerank_precision: The cross-encoder's dtype: ``auto`` (bf16 on CPUs with AMX or
             AVX512-BF16, else fp32), ``fp32`` or ``bf16`` (``MMRAG_RERANK_PRECISION``).
-        text_precision: The text tower's dtype for batches of 2+ texts (ingest, micro-batched
-            queries): ``auto`` (bf16 on CPUs with AMX or AVX512-BF16, else fp32), ``fp32`` or ``bf16``
-            (``MMRAG_TEXT_PRECISION``); a single query always runs in fp32.
+        text_precision: The text tower's dtype (ingest, micro-batched and lone queries): ``auto``
+            (bf16 on CPUs with AMX or AVX512-BF16, else fp32), ``fp32`` or ``bf16``
+            (``MMRAG_TEXT_PRECISION``).
         edge_search_threads: Threads of a Qdrant Edge store's search pool (``MMRAG_EDGE_SEARCH_THREADS``,
             default 1: search on the calling thread; :mod:`mmrag.store.edge_config` says why).
 

@@ -274,9 +274,9 @@ def resolve_models(
     """The model set for ``store``: injected models win, else the ones ``settings`` resolve to.
 
     ``warm`` (long-lived servers): build the encoder's text paths now, so no first request pays for
-    them: the fp32 ONNX Runtime session (one query), the bf16 copy of the text tower (a batch of
-    ``BF16_MIN_BATCH``, the API's micro-batches; :mod:`mmrag.encoders.bf16`) and its packed copy
-    (:data:`WARM_PACKED`: short texts of unequal length; :mod:`mmrag.encoders.packing`).
+    them: the fp32 ONNX Runtime session (one query; on bf16 hardware the bf16 copy's reference), the
+    bf16 copy of the text tower (a batch of ``BF16_MIN_BATCH``; :mod:`mmrag.encoders.bf16`) and its
+    packed copy (:data:`WARM_PACKED`: short texts of unequal length; :mod:`mmrag.encoders.packing`).
     """
     models = LoadedModels(
         encoder=encoder if encoder is not None else load_encoder(settings, store),

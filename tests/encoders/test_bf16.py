@@ -43,11 +43,12 @@ def test_lite_large_batches_match_fp32(lite: OpenClipEncoder) -> None:
         assert lite.text_bf16 is not None
         fast = lite.encode_text(QUERIES)
         assert lite.text_bf16.parity is not None and lite.text_bf16.parity >= PARITY_MIN
-        single = lite.encode_text(QUERIES[:1])  # below BF16_MIN_BATCH: the fp32 path
+        single = lite.encode_text(QUERIES[:1])  # a lone query runs on the copy too (BF16_MIN_BATCH 1)
         lite.set_runtime("auto", "fp32")
         assert lite.text_bf16 is None
         ref = lite.encode_text(QUERIES)
-        np.testing.assert_allclose(single, lite.encode_text(QUERIES[:1]), atol=1e-6)
+        ref_single = lite.encode_text(QUERIES[:1])
+        assert float(single[0] @ ref_single[0]) >= PARITY_MIN and not np.array_equal(single, ref_single)
     finally:
         lite.set_runtime("auto")
     assert len(QUERIES) >= BF16_MIN_BATCH
@@ -73,7 +74,7 @@ def test_lite_bf16_copy_is_traced_and_pads_like_eager(lite: OpenClipEncoder) -> 
         assert fwd is not None
         together = lite.encode_text(QUERIES)  # one batch: the short texts padded to the longest
         assert isinstance(fwd._copy, torch.jit.ScriptModule) and fwd.traced
-        assert fwd.min_batch == BF16_MIN_BATCH == 2 and lite.describe()["text_bf16_traced"]
+        assert fwd.min_batch == BF16_MIN_BATCH == 1 and lite.describe()["text_bf16_traced"]
         pairs = np.concatenate([lite.encode_text([q, "birds"])[:1] for q in QUERIES])  # other padding
         tokens = lite.tokenizer(QUERIES)
         eager = copy.deepcopy(lite.model.text).to(torch.bfloat16).eval()

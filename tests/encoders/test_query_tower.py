@@ -47,8 +47,11 @@ def test_stored_tower_gives_the_torch_towers_tokens_and_embeddings(
     texts = [*PROBES, *QUERIES]
     for text in texts:
         assert tower.token_ids([text])[0] == lite.tokenizer([text or " "])[0].tolist(), text
-    # one text at a time the full encoder runs fp32 (batches may run bf16): the reference
-    ref = np.concatenate([lite.encode_text([t]) for t in texts])
+    lite.set_runtime("auto", "fp32")  # the reference: the full encoder in fp32 (bf16 hardware: bf16)
+    try:
+        ref = np.concatenate([lite.encode_text([t]) for t in texts])
+    finally:
+        lite.set_runtime("auto")
     got = tower.encode_text(texts)  # one padded batch, in another order than given
     assert got.shape == (len(texts), lite.dim) and got.dtype == np.float32
     assert np.allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)

@@ -81,9 +81,12 @@ def test_feature_cache_and_features_reproduce_the_encoder(tmp_path: Path, data_d
         heads_i = torch.nn.functional.normalize(
             enc.model.visual.head(torch.from_numpy(feats)), dim=-1
         ).numpy()
-    # fp32 text features are the encoder's own fp32 path (one text at a time; batches of 2+ may run
-    # on its bf16 copy)
-    fp32 = np.concatenate([enc.encode_text([t]) for t in texts])
+    # fp32 text features are the encoder's own fp32 path (on bf16 hardware its texts run on a bf16 copy)
+    enc.set_runtime("auto", "fp32")
+    try:
+        fp32 = np.concatenate([enc.encode_text([t]) for t in texts])
+    finally:
+        enc.set_runtime("auto")
     np.testing.assert_allclose(heads_t, fp32, atol=1e-5)
     np.testing.assert_allclose(heads_i[:1], enc.encode_image(paths[:1]), atol=1e-5)
     # The cache keys text features by precision: each precision is computed once, then loaded.
@@ -161,9 +164,14 @@ def test_tiny_training_run_writes_a_loadable_aligned_checkpoint(tmp_path: Path, 
     # The text head is locked by default: text embeddings are exactly the untrained lite's (MiniLM's).
     from mmrag.encoders import cached_encoder
 
-    np.testing.assert_allclose(
-        enc.encode_text(["a dog on grass"]), cached_encoder("lite").encode_text(["a dog on grass"]), atol=1e-6
-    )
+    base = cached_encoder("lite")
+    base.set_runtime("auto", "fp32")  # as `enc`: on bf16 hardware a lone text runs on a bf16 copy
+    try:
+        np.testing.assert_allclose(
+            enc.encode_text(["a dog on grass"]), base.encode_text(["a dog on grass"]), atol=1e-6
+        )
+    finally:
+        base.set_runtime("auto")
     # The checkpoint reproduces the best dev score the report claims.
     from mmrag.eval.datasets import ImageCaptionDataset
 

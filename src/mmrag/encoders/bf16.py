@@ -1,4 +1,4 @@
-"""bfloat16 inference of a tower for large batches, on CPUs that multiply bf16 in hardware.
+"""bfloat16 inference of a tower, on CPUs that multiply bf16 in hardware.
 
 On a CPU with Intel AMX tiles, oneDNN runs bf16 matrix products several times faster than fp32
 (with AVX512-BF16, e.g. AMD Zen 4, ~1.5x), but only once a product has enough rows. With AMX,
@@ -6,11 +6,14 @@ MiniLM's text tower on one thread, short SciFact queries, ms per query at 1 / 2 
 (ONNX Runtime) 4.4 / 4.1 / 4.2 / 4.7; the traced bf16 copy 2.7 at 2, 2.0 at 4, 1.7 at 8; a 256-token
 abstract costs ~4x less than in fp32. With AVX512-BF16 (AMD EPYC): fp32 4.8 / 4.0 / 3.6 / 3.6, bf16
 3.0 at 2, 2.6 at 4, 2.5 at 8; abstracts 1.5x (``benchmarks/bench_text_path.py``, in BENCHMARKS.md;
-``bench_api_concurrency.py`` for the API). So a text batch of at least :data:`BF16_MIN_BATCH` texts
-(an ingest batch, or the queries the API's micro-batcher gathers) runs on a bf16 copy of the tower,
-and a single query keeps the fp32 path, which is bit-stable (it was about as fast for one text: 3.8
-ms traced against 3.9 in a scratch run with AMX, 5.3 against 4.8 with AVX512-BF16; since the copy's
-weights are prepacked, one query takes 3.2 ms in bf16 against 5.0-5.4 in fp32 on an AMX Xeon).
+``bench_api_concurrency.py`` for the API). So on such a CPU every text batch runs on a bf16 copy of
+the tower: an ingest batch, the queries the API's micro-batcher gathers, and a lone query too. Until
+2026-12-06 a lone query kept the fp32 path, which is bit-stable, because the copy was no faster for
+one text (3.8 ms traced against 3.9 with AMX, 5.3 against 4.8 with AVX512-BF16); with its weights
+prepacked one query takes 3.2 ms in bf16 against 5.0-5.4 in fp32 on an AMX Xeon, and 4.9 against
+7.3 ms on a Zen 4 EPYC (200 SciFact claims one at a time, 5 alternating rounds, min cosine to fp32
+0.99992). Over HTTP on that EPYC one client got 120-149 against 88-111 queries/s (2 alternating fresh
+servers each), 8 clients the same. ``MMRAG_TEXT_PRECISION=fp32`` keeps every text on the fp32 path.
 
 :class:`Bf16Forward` keeps that copy: made on first use, checked against the fp32 path on that
 batch's first rows (:data:`CHECK_ROWS`) and again on any batch with inputs over twice as long as
@@ -43,7 +46,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-BF16_MIN_BATCH = 2  # a single text keeps the fp32 path: bit-stable (speed: see above)
+BF16_MIN_BATCH = 1  # a lone query too (speed: see above); fp32 everywhere: MMRAG_TEXT_PRECISION=fp32
 EAGER_MIN_BATCH = 4  # the same threshold where the copy cannot be traced (eager: slower per text)
 TRACE_MATCH = 0.9999  # per-row cosine of the traced copy's output to the eager copy's
 PARITY_MIN = 0.999  # per-row cosine of the bf16 copy's output to fp32's on its first batch

@@ -60,7 +60,7 @@ def load_encoder(
         runtime: Where the image tower runs: ``auto`` (ONNX Runtime when installed and exact),
             ``onnx`` or ``torch`` (:mod:`mmrag.encoders.onnxrt`); ``None``: the process default
             (``MMRAG_RUNTIME`` in the CLI, else ``auto``).
-        text_precision: The text tower's dtype for batches of 2+ texts: ``auto`` (bf16 on CPUs with
+        text_precision: The text tower's dtype (a lone text too): ``auto`` (bf16 on CPUs with
             AMX or AVX512-BF16), ``fp32`` or ``bf16`` (:mod:`mmrag.encoders.bf16`); ``None``: the
             process default.
 

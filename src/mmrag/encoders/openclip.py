@@ -105,7 +105,7 @@ class OpenClipEncoder:
         info: Extra facts reported by :meth:`describe`.
         runtime: Where the image tower runs: ``auto`` (ONNX Runtime when installed and within
             parity of torch, ~4x faster on CPU), ``onnx`` or ``torch``; see :mod:`mmrag.encoders.onnxrt`.
-        text_precision: The text tower's dtype for batches of 2+ texts: ``auto`` (bf16 on CPUs with
+        text_precision: The text tower's dtype (a lone text too): ``auto`` (bf16 on CPUs with
             AMX or AVX512-BF16), ``fp32`` or ``bf16``; ``None``: the process default
             (:mod:`mmrag.encoders.bf16`).
 
@@ -153,7 +153,7 @@ class OpenClipEncoder:
 
     def set_runtime(self, runtime: str | None, text_precision: str | None = None) -> None:
         """Choose where the towers run (``auto``, ``onnx``, ``torch``) and the text tower's
-        large-batch precision (``auto``, ``fp32``, ``bf16``; ``None``: the process default)."""
+        precision (``auto``, ``fp32``, ``bf16``; ``None``: the process default)."""
         # spin=False: the image tower shares the cores with image_batches' decoding threads
         self.image_forward = FastForward(
             self.model.visual, runtime=runtime, name=f"{self.id} image tower", spin=False
@@ -166,7 +166,7 @@ class OpenClipEncoder:
             if text is not None
             else self.model.encode_text
         )
-        # Batches of 2+ texts (bf16.min_batch) run on a bf16 copy on bf16 hardware (encoders.bf16).
+        # Texts (bf16.min_batch: a lone one too) run on a bf16 copy on bf16 hardware (encoders.bf16).
         self.text_bf16 = (
             Bf16Forward(
                 text, fallback=self.text_forward, name=f"{self.id} text tower", example=self._trace_example
