@@ -9,7 +9,6 @@ import pytest
 from mmrag import wiring
 from mmrag.config import Settings
 from mmrag.encoders import vector_spec
-from mmrag.encoders.bf16 import BF16_MIN_BATCH
 from mmrag.retriever import Retriever
 from tests.fakes import HashEncoder
 
@@ -36,8 +35,8 @@ def test_model_resolution_and_retriever(tmp_path: Path) -> None:
         assert isinstance(r, Retriever) and r.pool == 7 and r.reranker is None
         assert r.capabilities["rerank"] is False
         assert enc.text_calls == 0  # resolving does not encode
-        wiring.resolve_models(s, store, encoder=enc, warm=True)  # a server: one query, then a batch
-        assert enc.text_calls == 1 + BF16_MIN_BATCH + len(wiring.WARM_PACKED)
+        wiring.resolve_models(s, store, encoder=enc, warm=True)  # a server: one query, a pair, a batch
+        assert enc.text_calls == 1 + 2 + len(wiring.WARM_PACKED)
 
 
 def test_a_warmed_lite_encoder_has_its_text_paths_ready() -> None:

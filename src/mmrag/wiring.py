@@ -274,19 +274,18 @@ def resolve_models(
     """The model set for ``store``: injected models win, else the ones ``settings`` resolve to.
 
     ``warm`` (long-lived servers): build the encoder's text paths now, so no first request pays for
-    them: the fp32 ONNX Runtime session (one query; on bf16 hardware the bf16 copy's reference), the
-    bf16 copy of the text tower (a batch of ``BF16_MIN_BATCH``; :mod:`mmrag.encoders.bf16`) and its
-    packed copy (:data:`WARM_PACKED`: short texts of unequal length; :mod:`mmrag.encoders.packing`).
+    them: a lone query (the fp32 ONNX Runtime session; on bf16 hardware also the bf16 copy of the text
+    tower, checked against it: :mod:`mmrag.encoders.bf16`), a padded pair (the API's commonest
+    micro-batch) and the packed copy (:data:`WARM_PACKED`: short texts of unequal length;
+    :mod:`mmrag.encoders.packing`).
     """
     models = LoadedModels(
         encoder=encoder if encoder is not None else load_encoder(settings, store),
         reranker=reranker if reranker is not None else load_reranker(settings, store),
     )
     if warm:
-        from mmrag.encoders.bf16 import BF16_MIN_BATCH
-
         models.encoder.encode_text(["warm-up"])
-        models.encoder.encode_text(["a warm-up query"] * BF16_MIN_BATCH)
+        models.encoder.encode_text(["a warm-up query", "another warm-up query"])
         models.encoder.encode_text(WARM_PACKED)
     return models
 

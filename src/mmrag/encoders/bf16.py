@@ -80,7 +80,7 @@ def bf16_is_fast() -> bool:
 
 
 def set_default_text_precision(precision: str) -> None:
-    """Make ``precision`` what text towers loaded in this process use for large batches."""
+    """Make ``precision`` what text towers loaded in this process use (``auto``: bf16 on bf16 hardware)."""
     check_precision(precision)
     _DEFAULT[0] = precision
 
@@ -96,7 +96,8 @@ _WARNED: list[bool] = []  # the no-bf16-hardware warning, once per process
 
 
 def large_batch_bf16(precision: str | None = None) -> bool:
-    """Whether large text batches run in bf16 under ``precision`` (``None``: the process default)."""
+    """Whether texts (batches and lone queries) run in bf16 under ``precision`` (``None``: the process
+    default)."""
     p = check_precision(precision or _DEFAULT[0])
     fast = bf16_is_fast()
     if p == "bf16" and not fast and not _WARNED:
