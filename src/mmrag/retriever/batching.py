@@ -65,8 +65,8 @@ if TYPE_CHECKING:
 __all__ = ["BatchSettings", "SearchBatcher"]
 
 # A lone query text waits (up to max_wait_ms) for a second while another encoder pass runs: a pair
-# costs less per text than one alone (AVX512-BF16: bf16 3.0 ms a text for two; one alone 4.8 ms in
-# fp32, ~4.9 ms in bf16 on a slower day, where it has run since 2026-12-06).
+# costs less per text than one alone (AVX512-BF16, 1 thread, bf16: 4.6 ms a text for two, 5.4 ms for
+# one alone, 8.2 ms in fp32; BENCHMARKS.md "Text path", 2026-12-06).
 PAIR = 2
 
 
