@@ -152,18 +152,18 @@ def hardware(data: dict[str, Any]) -> str:
 def report_section(data: dict[str, Any]) -> str:
     """The BENCHMARKS.md section of a text-path result (``benchmarks/report.py`` calls this)."""
     least = int(data.get("bf16_min_batch", 4))
-    which = (
-        "Every text (ingest and eval batches, the API's micro-batches, LangChain's `batch`, a lone "
-        "query) runs"
-        if least <= 1
-        else f"Batches of {least}+ texts (ingest, eval, the API's micro-batches, LangChain's `batch`) run"
-    )
-    single = (
-        ", so the bf16 rows' @1 column times the bf16 copy on one text."
-        if least <= 1
-        else "; a single query keeps fp32 (ONNX Runtime), which is bit-stable, so the bf16 rows' @1 column "
-        "times that fp32 path too."
-    )
+    if least <= 1:
+        which = (
+            "Every text (ingest and eval batches, the API's micro-batches, LangChain's `batch`, a lone "
+            "query) runs"
+        )
+        single = ", so the bf16 rows' @1 column times the bf16 copy on one text."
+    else:
+        which = f"Batches of {least}+ texts (ingest, eval, the API's micro-batches, LangChain's `batch`) run"
+        single = (
+            "; a single query keeps fp32 (ONNX Runtime), which is bit-stable, so the bf16 rows' @1 column "
+            "times that fp32 path too."
+        )
     lines = [
         f"## Text path: fp32 against the bf16 copy, on {data['machine']['cpu']}",
         "",
