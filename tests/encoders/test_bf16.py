@@ -7,6 +7,7 @@ import logging
 import numpy as np
 import pytest
 import torch
+from tests.runtimes import running
 from torch import nn
 
 from mmrag.config import Settings
@@ -37,20 +38,17 @@ QUERIES = [
 
 
 def test_lite_large_batches_match_fp32(lite: OpenClipEncoder) -> None:
-    lite.set_runtime("auto", "bf16")
-    lite.text_packed = None  # the padded copy is tested here; packed batches in test_packing.py
-    try:
+    with running(lite, "bf16"):
+        lite.text_packed = None  # the padded copy is tested here; packed batches in test_packing.py
         assert lite.text_bf16 is not None
         fast = lite.encode_text(QUERIES)
         assert lite.text_bf16.parity is not None and lite.text_bf16.parity >= PARITY_MIN
         single = lite.encode_text(QUERIES[:1])  # a lone query runs on the copy too (BF16_MIN_BATCH 1)
-        lite.set_runtime("auto", "fp32")
+    with running(lite, "fp32"):
         assert lite.text_bf16 is None
         ref = lite.encode_text(QUERIES)
         ref_single = lite.encode_text(QUERIES[:1])
-        assert float(single[0] @ ref_single[0]) >= PARITY_MIN and not np.array_equal(single, ref_single)
-    finally:
-        lite.set_runtime("auto")
+    assert float(single[0] @ ref_single[0]) >= PARITY_MIN and not np.array_equal(single, ref_single)
     assert len(QUERIES) >= BF16_MIN_BATCH
     assert fast.dtype == np.float32 and np.allclose(np.linalg.norm(fast, axis=1), 1, atol=1e-5)
     assert float((fast * ref).sum(axis=1).min()) >= PARITY_MIN
@@ -67,9 +65,8 @@ def test_lite_bf16_copy_is_traced_and_pads_like_eager(lite: OpenClipEncoder) -> 
 
     if not hasattr(torch.jit, "trace"):
         pytest.skip("this torch has no torch.jit.trace: the eager copy runs (tested below)")
-    lite.set_runtime("auto", "bf16")
-    lite.text_packed = None  # the padded copy is tested here; packed batches in test_packing.py
-    try:
+    with running(lite, "bf16"):
+        lite.text_packed = None  # the padded copy is tested here; packed batches in test_packing.py
         fwd = lite.text_bf16
         assert fwd is not None
         together = lite.encode_text(QUERIES)  # one batch: the short texts padded to the longest
@@ -80,8 +77,6 @@ def test_lite_bf16_copy_is_traced_and_pads_like_eager(lite: OpenClipEncoder) -> 
         eager = copy.deepcopy(lite.model.text).to(torch.bfloat16).eval()
         with torch.inference_mode():
             traced_out, eager_out = fwd(tokens), eager(tokens).float()
-    finally:
-        lite.set_runtime("auto")
     assert float((together * pairs).sum(axis=1).min()) >= PARITY_MIN
     assert torch.allclose(traced_out, eager_out, atol=1e-2)
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from tests.runtimes import running
 
 from mmrag.encoders import DualEncoder, load_encoder
 from mmrag.encoders.base import PreparedImage
@@ -48,11 +49,8 @@ def test_text_similarity_equals_minilm(lite: OpenClipEncoder) -> None:
 
     minilm = SentenceTransformer(minilm_path(), device="cpu")
     ref = minilm.encode(SENTENCES, normalize_embeddings=True, convert_to_numpy=True)
-    lite.set_runtime("auto", "fp32")  # the head's exactness; bf16 batches: tests/encoders/test_bf16.py
-    try:
+    with running(lite, "fp32"):  # the head's exactness; bf16 batches: tests/encoders/test_bf16.py
         emb = lite.encode_text(SENTENCES)
-    finally:
-        lite.set_runtime("auto")
     np.testing.assert_allclose(emb @ emb.T, ref @ ref.T, atol=1e-4)
     # Semantics survive: the paraphrase pairs are closer than the cross-topic pairs.
     sims = emb @ emb.T
@@ -60,13 +58,10 @@ def test_text_similarity_equals_minilm(lite: OpenClipEncoder) -> None:
 
 
 def test_encode_text_batch_size_and_order_do_not_matter(lite: OpenClipEncoder) -> None:
-    lite.set_runtime("auto", "fp32")  # bf16 batches agree to bf16 rounding: test_bf16.py
-    try:
+    with running(lite, "fp32"):  # bf16 batches agree to bf16 rounding: test_bf16.py
         full = lite.encode_text(SENTENCES)
         one_by_one = lite.encode_text(SENTENCES, batch_size=1)
         reversed_ = lite.encode_text(SENTENCES[::-1], batch_size=2)
-    finally:
-        lite.set_runtime("auto")
     np.testing.assert_allclose(full, one_by_one, atol=1e-5)
     np.testing.assert_allclose(full, reversed_[::-1], atol=1e-5)
 

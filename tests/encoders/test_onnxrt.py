@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from tests.runtimes import running
 from torch import nn
 
 from mmrag.config import Settings
@@ -29,12 +30,9 @@ def test_onnx_image_embeddings_match_torch(lite: OpenClipEncoder, image_paths: l
     fast = lite.encode_image(image_paths)
     assert lite.image_forward.active == "onnx"
     assert lite.image_forward.parity is not None and lite.image_forward.parity >= PARITY_MIN
-    lite.set_runtime("torch")
-    try:
+    with running(lite, runtime="torch"):
         ref = lite.encode_image(image_paths)
         assert lite.describe()["image_runtime"] == "torch"
-    finally:
-        lite.set_runtime("auto")
     assert min_cosine(fast, ref) >= PARITY_MIN
     # Same ranking of the three images for every row, not just close vectors.
     assert np.array_equal(np.argsort(-(fast @ fast.T), axis=1), np.argsort(-(ref @ ref.T), axis=1))
@@ -130,11 +128,8 @@ def test_onnx_text_embeddings_match_torch(lite: OpenClipEncoder) -> None:
     fast = lite.encode_text(texts)  # padded batch: the mask must survive the export
     assert isinstance(lite.text_forward, FastForward) and lite.text_forward.active == "onnx"
     single = lite.encode_text(texts[1:2])  # another sequence length than the export's
-    lite.set_runtime("torch")
-    try:
+    with running(lite, runtime="torch"):
         ref, ref_single = lite.encode_text(texts), lite.encode_text(texts[1:2])
-    finally:
-        lite.set_runtime("auto")
     assert min_cosine(fast, ref) >= PARITY_MIN and min_cosine(single, ref_single) >= PARITY_MIN
 
 

@@ -9,6 +9,7 @@ import logging
 import numpy as np
 import pytest
 import torch
+from tests.runtimes import running
 
 from mmrag.encoders import packing
 from mmrag.encoders.bf16 import PARITY_MIN
@@ -123,8 +124,7 @@ def test_towers_a_packed_row_cannot_reproduce_are_not_packable(lite: OpenClipEnc
 
 
 def test_a_training_tower_never_runs_packed(lite: OpenClipEncoder) -> None:
-    lite.set_runtime("auto", "bf16")
-    try:
+    with running(lite, "bf16"):
         packed = lite.text_packed
         assert packed is not None and packed.wanted(lite.tokenizer(QUERIES))
         lite.model.text.train()
@@ -133,8 +133,6 @@ def test_a_training_tower_never_runs_packed(lite: OpenClipEncoder) -> None:
         finally:
             lite.model.text.eval()
         assert packed.active
-    finally:
-        lite.set_runtime("auto")
 
 
 def test_uneven_query_batches_run_packed_in_bf16(
@@ -148,10 +146,9 @@ def test_uneven_query_batches_run_packed_in_bf16(
         return cut
 
     monkeypatch.setattr(packing, "rows", counted)
-    lite.set_runtime("auto", "fp32")
-    ref = lite.encode_text(QUERIES)
-    lite.set_runtime("auto", "bf16")
-    try:
+    with running(lite, "fp32"):
+        ref = lite.encode_text(QUERIES)
+    with running(lite, "bf16"):
         packed = lite.text_packed
         assert packed is not None and packed.min_batch == PACK_MIN_TEXTS
         out = lite.encode_text(QUERIES)
@@ -168,8 +165,6 @@ def test_uneven_query_batches_run_packed_in_bf16(
         together = lite.encode_text(many)
         assert runs[-1] > 1
         alone = np.concatenate([lite.encode_text([t]) for t in many[:8]])
-    finally:
-        lite.set_runtime("auto")
     assert _cos(out, ref) >= PARITY_MIN
     assert _cos(together[:8], alone) >= PARITY_MIN
 
@@ -177,10 +172,9 @@ def test_uneven_query_batches_run_packed_in_bf16(
 def test_a_tower_that_fails_packed_runs_padded(
     lite: OpenClipEncoder, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    lite.set_runtime("auto", "fp32")
-    ref = lite.encode_text(QUERIES)
-    lite.set_runtime("auto", "bf16")
-    try:
+    with running(lite, "fp32"):
+        ref = lite.encode_text(QUERIES)
+    with running(lite, "bf16"):
         packed = lite.text_packed
         assert packed is not None
 
@@ -194,6 +188,4 @@ def test_a_tower_that_fails_packed_runs_padded(
         assert packed.failed and not packed.wanted(lite.tokenizer(QUERIES))
         assert not lite.describe()["text_packed"]  # /health says batches run padded now
         assert sum("cannot run packed" in r.getMessage() for r in caplog.records) == 1
-    finally:
-        lite.set_runtime("auto")
     assert _cos(out, ref) >= PARITY_MIN and _cos(again, ref) >= PARITY_MIN

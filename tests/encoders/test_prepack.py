@@ -6,6 +6,7 @@ import logging
 
 import pytest
 import torch
+from tests.runtimes import running
 from torch import nn
 
 from mmrag.encoders import bf16 as bf16_module
@@ -126,9 +127,8 @@ def test_a_prepacked_copy_shares_the_models_tensors_and_leaves_it_alone() -> Non
 @needs_kernels
 def test_the_text_towers_bf16_copy_is_prepacked_with_unchanged_vectors(lite: OpenClipEncoder) -> None:
     queries = ["a dog runs on the grass", "Vitamin D deficiency raises the risk of fractures.", "birds"]
-    lite.set_runtime("auto", "bf16")
-    lite.text_packed = None  # the padded copy; packed batches build theirs the same way
-    try:
+    with running(lite, "bf16"):
+        lite.text_packed = None  # the padded copy; packed batches build theirs the same way
         fwd = lite.text_bf16
         assert fwd is not None
         packed = lite.encode_text(queries)
@@ -137,8 +137,6 @@ def test_the_text_towers_bf16_copy_is_prepacked_with_unchanged_vectors(lite: Ope
         tokens = lite.tokenizer(queries)
         with torch.inference_mode():
             assert torch.equal(fwd._eager(tokens), plain(tokens))
-    finally:
-        lite.set_runtime("auto")
     assert packed.shape == (3, lite.dim)
 
 

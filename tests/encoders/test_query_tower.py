@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tests.runtimes import running
 
 from mmrag.encoders.openclip import CONFIG_FILE, MMRAG_FILE, WEIGHTS_FILE, OpenClipEncoder
 from mmrag.encoders.query_tower import (
@@ -47,11 +48,8 @@ def test_stored_tower_gives_the_torch_towers_tokens_and_embeddings(
     texts = [*PROBES, *QUERIES]
     for text in texts:
         assert tower.token_ids([text])[0] == lite.tokenizer([text or " "])[0].tolist(), text
-    lite.set_runtime("auto", "fp32")  # the reference: the full encoder in fp32 (bf16 hardware: bf16)
-    try:
+    with running(lite, "fp32"):  # the reference: the full encoder in fp32 (bf16 hardware: bf16)
         ref = np.concatenate([lite.encode_text([t]) for t in texts])
-    finally:
-        lite.set_runtime("auto")
     got = tower.encode_text(texts)  # one padded batch, in another order than given
     assert got.shape == (len(texts), lite.dim) and got.dtype == np.float32
     assert np.allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)

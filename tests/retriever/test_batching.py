@@ -26,6 +26,7 @@ from mmrag.retriever.batching import BatchSettings, SearchBatcher
 from mmrag.store import QdrantStore
 from mmrag.types import Chunk, Hit, chunk_id
 from tests.fakes import HashEncoder
+from tests.runtimes import running
 from tests.waiting import wait_until
 
 N_DOCS = 120
@@ -79,10 +80,7 @@ def models(
     """The real ``lite`` encoder and the offline MiniLM cross-encoder over SciFact abstracts."""
     before = torch.get_num_threads()
     enc = load_encoder("lite", threads=1)
-    # fp32 for every batch size, so batched and single searches must agree to float rounding; with
-    # bf16 batches (MMRAG_TEXT_PRECISION=auto on AMX CPUs) they agree to bf16's (tests/encoders/test_bf16.py)
-    enc.set_runtime("auto", "fp32")  # type: ignore[attr-defined]
-    # the reranker too: in bf16 (auto on AMX and AVX512-BF16 CPUs) a pool scored beside others, padded
+    # the reranker in fp32: in bf16 (auto on AMX and AVX512-BF16 CPUs) a pool scored beside others, padded
     # to their length, moves by a bf16 step (2.4e-4 on an AMX host); tests/rerank covers bf16
     rr = CrossEncoderReranker(None, max_length=64, precision="fp32")
     ds = BeirDataset.load(data_dir / "scifact", "train")
@@ -90,11 +88,12 @@ def models(
     chunks = [Chunk(chunk_id("sf", ds.doc_text(d), d), "text", d, ds.doc_text(d), None, {}) for d in docs]
     # queries of very different lengths: the batched passes pad, the single ones do not
     queries = sorted((ds.queries[q] for q in list(ds.queries)[:40]), key=len)[::6][:7]
-    with QdrantStore.open(str(tmp_path_factory.mktemp("batching"))) as store:
+    # the encoder in fp32 for every batch size, so batched and single searches must agree to float
+    # rounding; on bf16 hardware (MMRAG_TEXT_PRECISION=auto) they agree to bf16's (test_bf16.py)
+    with running(enc, "fp32"), QdrantStore.open(str(tmp_path_factory.mktemp("batching"))) as store:
         name = store.ensure_vector(vector_spec(enc))
         store.upsert_chunks(chunks, enc.encode_text([c.text or "" for c in chunks]), name)
         yield enc, rr, store, queries
-    enc.set_runtime("auto")  # type: ignore[attr-defined]
     torch.set_num_threads(before)
 
 

@@ -12,6 +12,7 @@ import pytest
 from mmrag.errors import ConfigError
 from mmrag.eval.metrics import recall_at_k
 from mmrag.train.trainer import Pairs, TrainConfig, caption_recall
+from tests.runtimes import running
 
 
 def test_caption_recall_matches_the_generic_metric() -> None:
@@ -82,11 +83,8 @@ def test_feature_cache_and_features_reproduce_the_encoder(tmp_path: Path, data_d
             enc.model.visual.head(torch.from_numpy(feats)), dim=-1
         ).numpy()
     # fp32 text features are the encoder's own fp32 path (on bf16 hardware its texts run on a bf16 copy)
-    enc.set_runtime("auto", "fp32")
-    try:
+    with running(enc, "fp32"):
         fp32 = np.concatenate([enc.encode_text([t]) for t in texts])
-    finally:
-        enc.set_runtime("auto")
     np.testing.assert_allclose(heads_t, fp32, atol=1e-5)
     np.testing.assert_allclose(heads_i[:1], enc.encode_image(paths[:1]), atol=1e-5)
     # The cache keys text features by precision: each precision is computed once, then loaded.
@@ -165,13 +163,10 @@ def test_tiny_training_run_writes_a_loadable_aligned_checkpoint(tmp_path: Path, 
     from mmrag.encoders import cached_encoder
 
     base = cached_encoder("lite")
-    base.set_runtime("auto", "fp32")  # as `enc`: on bf16 hardware a lone text runs on a bf16 copy
-    try:
+    with running(base, "fp32"):  # as `enc`: on bf16 hardware a lone text runs on a bf16 copy
         np.testing.assert_allclose(
             enc.encode_text(["a dog on grass"]), base.encode_text(["a dog on grass"]), atol=1e-6
         )
-    finally:
-        base.set_runtime("auto")
     # The checkpoint reproduces the best dev score the report claims.
     from mmrag.eval.datasets import ImageCaptionDataset
 
