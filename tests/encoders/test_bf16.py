@@ -1,4 +1,4 @@
-"""Large text batches on a bf16 copy of the tower: parity, stale weights, fallback, settings."""
+"""Texts on a bf16 copy of the tower: parity, stale weights, fallback, settings."""
 
 from __future__ import annotations
 
@@ -19,8 +19,8 @@ from mmrag.encoders.bf16 import (
     Bf16Forward,
     bf16_hardware,
     bf16_is_fast,
-    large_batch_bf16,
     set_default_text_precision,
+    texts_in_bf16,
 )
 from mmrag.encoders.openclip import OpenClipEncoder
 from mmrag.errors import ConfigError
@@ -184,7 +184,7 @@ def test_failed_parity_keeps_fp32(caplog: pytest.LogCaptureFixture) -> None:
         y = fwd(x)
         again = fwd(x)
     assert fwd.parity is not None and fwd.parity < PARITY_MIN
-    assert "large batches stay in fp32" in caplog.text
+    assert "its batches stay in fp32" in caplog.text
     assert not fwd.usable()
     with torch.inference_mode():
         ref = net(x)
@@ -211,10 +211,10 @@ def test_the_check_runs_fp32_on_a_few_rows_only() -> None:
 
 
 def test_precision_settings() -> None:
-    assert large_batch_bf16("bf16") and not large_batch_bf16("fp32")
-    assert large_batch_bf16("auto") == bf16_is_fast()
+    assert texts_in_bf16("bf16") and not texts_in_bf16("fp32")
+    assert texts_in_bf16("auto") == bf16_is_fast()
     with pytest.raises(ConfigError, match="MMRAG_TEXT_PRECISION"):
-        large_batch_bf16("fp16")
+        texts_in_bf16("fp16")
     with pytest.raises(ConfigError, match="MMRAG_TEXT_PRECISION"):
         set_default_text_precision("int8")
     assert Settings.from_env({"MMRAG_TEXT_PRECISION": "fp32"}).text_precision == "fp32"
@@ -245,4 +245,4 @@ def test_bf16_counts_as_fast_with_amx_or_avx512_bf16(
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
     assert bf16_hardware() == expected
     assert bf16_is_fast() is (expected is not None)
-    assert large_batch_bf16("auto") is (expected is not None)
+    assert texts_in_bf16("auto") is (expected is not None)

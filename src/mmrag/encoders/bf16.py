@@ -95,7 +95,7 @@ def check_precision(precision: str) -> str:
 _WARNED: list[bool] = []  # the no-bf16-hardware warning, once per process
 
 
-def large_batch_bf16(precision: str | None = None) -> bool:
+def texts_in_bf16(precision: str | None = None) -> bool:
     """Whether texts (batches and lone queries) run in bf16 under ``precision`` (``None``: the process
     default)."""
     p = check_precision(precision or _DEFAULT[0])
@@ -163,7 +163,7 @@ class Bf16Forward:
 
     @property
     def traced(self) -> bool:
-        """Whether the copy runs traced (False before the first large batch made it)."""
+        """Whether the copy runs traced (False before the first batch made it)."""
         return self._copy is not None and self._copy is not self._eager
 
     @property
@@ -252,7 +252,7 @@ class Bf16Forward:
         self.parity = parity if fresh or self.parity is None else min(self.parity, parity)
         if parity < PARITY_MIN:
             log.warning(
-                "%s: bf16 output has cosine %.5f < %s to fp32's; large batches stay in fp32",
+                "%s: bf16 output has cosine %.5f < %s to fp32's; its batches stay in fp32",
                 self.name, parity, PARITY_MIN,
             )  # fmt: skip
             self._off_key, self._copy, self._eager, self._key, self._checked_len = key, None, None, None, 0

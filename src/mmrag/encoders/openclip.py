@@ -21,7 +21,7 @@ import numpy as np
 
 from mmrag._lazy import require
 from mmrag.encoders.base import FloatArray, PreparedImage, l2_normalize
-from mmrag.encoders.bf16 import Bf16Forward, large_batch_bf16
+from mmrag.encoders.bf16 import Bf16Forward, texts_in_bf16
 from mmrag.encoders.lanes import FORWARDS, usable_cores
 from mmrag.encoders.onnxrt import FastForward
 from mmrag.encoders.packing import PackedBatches, packable
@@ -171,7 +171,7 @@ class OpenClipEncoder:
             Bf16Forward(
                 text, fallback=self.text_forward, name=f"{self.id} text tower", example=self._trace_example
             )
-            if text is not None and large_batch_bf16(text_precision)
+            if text is not None and texts_in_bf16(text_precision)
             else None
         )
         # Such batches of short texts of unequal length run packed, without padding (encoders.packing).

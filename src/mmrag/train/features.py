@@ -26,7 +26,7 @@ import numpy.typing as npt
 from torch import Tensor, nn
 
 from mmrag._lazy import require
-from mmrag.encoders.bf16 import Bf16Forward, large_batch_bf16
+from mmrag.encoders.bf16 import Bf16Forward, texts_in_bf16
 from mmrag.encoders.onnxrt import FastForward
 from mmrag.encoders.openclip import OpenClipEncoder
 from mmrag.train.finetune import block_input_features
@@ -152,9 +152,9 @@ _POOLED_BF16: weakref.WeakKeyDictionary[OpenClipEncoder, Bf16Forward] = weakref.
 
 def features_in_bf16(precision: str | None = None) -> bool:
     """Whether text features are extracted on a bf16 copy of the tower: ``precision`` (``auto``,
-    ``fp32``, ``bf16``; ``None``: the process default, ``MMRAG_TEXT_PRECISION``) as for every large
-    text batch (:func:`mmrag.encoders.bf16.large_batch_bf16`). The feature cache keys say which."""
-    return large_batch_bf16(precision)
+    ``fp32``, ``bf16``; ``None``: the process default, ``MMRAG_TEXT_PRECISION``) as for an encoder's
+    texts (:func:`mmrag.encoders.bf16.texts_in_bf16`). The feature cache keys say which."""
+    return texts_in_bf16(precision)
 
 
 def _pooled_bf16(encoder: OpenClipEncoder) -> Bf16Forward:
