@@ -208,10 +208,15 @@ class Bf16Forward:
         with self._lock:
             if not self._packed or self._unpacked_only or eager is not self._eager:
                 return False
-            self._unpacked_only, self._key = True, None
+            self._plain_from_now(x, exc)
+        return True
+
+    def _plain_from_now(self, x: torch.Tensor, exc: Exception) -> None:
+        """The prepacked copy failed on ``x``: copies are plain from now on, and the next call makes
+        one and checks it as for new weights. The caller holds the lock."""
+        self._unpacked_only, self._key = True, None
         log.warning("%s: the prepacked bf16 copy failed on a %s input (%s); it runs unpacked",
                     self.name, tuple(x.shape), exc)  # fmt: skip
-        return True
 
     def _eager_instead(self, why: str) -> None:
         log.warning("%s: %s; the eager bf16 copy runs instead (slower beside busy threads)", self.name, why)
@@ -229,10 +234,8 @@ class Bf16Forward:
         except Exception as exc:
             if not packed:
                 raise
-            # the prepacked copy refuses its first input, or one longer than any checked: a plain
-            # copy is made and checked as for new weights (copies are plain from now on)
-            log.warning("%s: the prepacked bf16 copy failed (%s); it runs unpacked", self.name, exc)
-            self._unpacked_only, self._key = True, None
+            # the prepacked copy refuses its first input, or one longer than any checked
+            self._plain_from_now(x, exc)
             return self._check(x, key)
         if fresh:
             net = self._traced(eager)
