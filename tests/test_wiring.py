@@ -9,6 +9,7 @@ import pytest
 from mmrag import wiring
 from mmrag.config import Settings
 from mmrag.encoders import vector_spec
+from mmrag.encoders.packing import PACK_MAX_TOKENS
 from mmrag.retriever import Retriever
 from tests.fakes import HashEncoder
 
@@ -35,8 +36,8 @@ def test_model_resolution_and_retriever(tmp_path: Path) -> None:
         assert isinstance(r, Retriever) and r.pool == 7 and r.reranker is None
         assert r.capabilities["rerank"] is False
         assert enc.text_calls == 0  # resolving does not encode
-        wiring.resolve_models(s, store, encoder=enc, warm=True)  # a server: one query, a pair, a batch
-        assert enc.text_calls == 1 + 2 + len(wiring.WARM_PACKED)
+        wiring.resolve_models(s, store, encoder=enc, warm=True)  # a server: one query, a pair, batches
+        assert enc.text_calls == 1 + 2 + len(wiring.WARM_PACKED) + 1 + len(wiring.WARM_ROW)
 
 
 def test_a_warmed_lite_encoder_has_its_text_paths_ready() -> None:
@@ -46,6 +47,11 @@ def test_a_warmed_lite_encoder_has_its_text_paths_ready() -> None:
     assert bf16 is not None and bf16.parity is not None  # the batch copy is made and checked
     packed = enc.text_packed  # type: ignore[attr-defined]
     assert packed is not None and packed.forward.parity is not None  # and the packed one
+    # Both are checked on inputs long enough that no user's text or packed row needs another check:
+    # a check runs on an input over twice as long as any checked (mmrag.encoders.bf16).
+    context = enc.tokenizer.context_length  # type: ignore[attr-defined]
+    assert 2 * bf16._checked_len >= context and 2 * packed.forward._checked_len >= PACK_MAX_TOKENS
+    assert enc.tokenizer([wiring.WARM_LONG]).shape[-1] == 128  # type: ignore[attr-defined]
 
 
 def test_ui_store_keeps_tenancy(tmp_path: Path) -> None:
