@@ -294,8 +294,10 @@ def resolve_models(
         models.encoder.encode_text(["warm-up"])
         models.encoder.encode_text(["a warm-up query", "another warm-up query"])
         models.encoder.encode_text(WARM_PACKED)
-        models.encoder.encode_text([WARM_LONG])
-        models.encoder.encode_text(WARM_ROW)
+        # as many long texts as the bf16 copy takes (more where it could not be traced and runs eagerly)
+        copy = getattr(models.encoder, "text_bf16", None)
+        models.encoder.encode_text([WARM_LONG] * (copy.min_batch if copy is not None else 1))
+        models.encoder.encode_text(WARM_ROW, batch_size=len(WARM_ROW))  # one batch, whatever MMRAG_BATCH_SIZE
     return models
 
 

@@ -37,7 +37,7 @@ QUERIES = [
 ]
 
 
-def test_lite_large_batches_match_fp32(lite: OpenClipEncoder) -> None:
+def test_lite_texts_match_fp32(lite: OpenClipEncoder) -> None:
     with running(lite, "bf16"):
         lite.text_packed = None  # the padded copy is tested here; packed batches in test_packing.py
         assert lite.text_bf16 is not None

@@ -212,8 +212,8 @@ class Bf16Forward:
         return True
 
     def _plain_from_now(self, x: torch.Tensor, exc: Exception) -> None:
-        """The prepacked copy failed on ``x``: copies are plain from now on, and the next call makes
-        one and checks it as for new weights. The caller holds the lock."""
+        """The prepacked copy failed on ``x``: the next copy made is plain (and so is every later
+        one), checked as for new weights. The caller holds the lock."""
         self._unpacked_only, self._key = True, None
         log.warning("%s: the prepacked bf16 copy failed on a %s input (%s); it runs unpacked",
                     self.name, tuple(x.shape), exc)  # fmt: skip
