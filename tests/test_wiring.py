@@ -10,6 +10,7 @@ from mmrag import wiring
 from mmrag.config import Settings
 from mmrag.encoders import vector_spec
 from mmrag.encoders.packing import PACK_MAX_TOKENS
+from mmrag.encoders.warmup import WARM_LONG, WARM_PACKED, WARM_ROW, WarmsUp
 from mmrag.retriever import Retriever
 from tests.fakes import HashEncoder
 
@@ -37,11 +38,12 @@ def test_model_resolution_and_retriever(tmp_path: Path) -> None:
         assert r.capabilities["rerank"] is False
         assert enc.text_calls == 0  # resolving does not encode
         wiring.resolve_models(s, store, encoder=enc, warm=True)  # a server: one query, a pair, batches
-        assert enc.text_calls == 1 + 2 + len(wiring.WARM_PACKED) + 1 + len(wiring.WARM_ROW)
+        assert enc.text_calls == 1 + 2 + len(WARM_PACKED) + 1 + len(WARM_ROW)
 
 
 def test_a_warmed_lite_encoder_has_its_text_paths_ready() -> None:
     enc = wiring.resolve_models(Settings(text_precision="bf16"), warm=True).encoder
+    assert isinstance(enc, WarmsUp)  # its own warm-up: the long text as many times as bf16 takes
     fwd, bf16 = enc.text_forward, enc.text_bf16  # type: ignore[attr-defined]
     assert fwd.active == "onnx" and fwd.parity is not None  # the one-query session is exported
     assert bf16 is not None and bf16.parity is not None  # the batch copy is made and checked
@@ -51,7 +53,7 @@ def test_a_warmed_lite_encoder_has_its_text_paths_ready() -> None:
     # a check runs on an input over twice as long as any checked (mmrag.encoders.bf16).
     context = enc.tokenizer.context_length  # type: ignore[attr-defined]
     assert 2 * bf16._checked_len >= context and 2 * packed.forward._checked_len >= PACK_MAX_TOKENS
-    assert enc.tokenizer([wiring.WARM_LONG]).shape[-1] == 128  # type: ignore[attr-defined]
+    assert enc.tokenizer([WARM_LONG]).shape[-1] == 128  # type: ignore[attr-defined]
 
 
 def test_ui_store_keeps_tenancy(tmp_path: Path) -> None:

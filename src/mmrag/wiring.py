@@ -259,16 +259,6 @@ class LoadedModels:
     reranker: Reranker | None = None
 
 
-# a micro-batch as the API gathers them: short queries of unequal length (the packed path)
-WARM_PACKED = ("warm-up", "a warm-up query", "a longer warm-up query, with more words in it than the others")
-# A bf16 copy is checked against fp32 again on each input over twice as long as any it has checked
-# (encoders.bf16), 15-25 ms a time: a long lone text (128 tokens: checked up to 256, the text tower's
-# context length) and a packed row of ~200 tokens (rows hold at most 256) run those checks at start-up
-# instead of on users' first long queries and micro-batches.
-WARM_LONG = " ".join(["warm"] * 126)
-WARM_ROW = tuple(" ".join(["warm"] * (4 + 3 * i)) for i in range(10))
-
-
 def resolve_models(
     settings: Settings,
     store: QdrantStore | None = None,
@@ -279,25 +269,17 @@ def resolve_models(
 ) -> LoadedModels:
     """The model set for ``store``: injected models win, else the ones ``settings`` resolve to.
 
-    ``warm`` (long-lived servers): build the encoder's text paths now, so no first request pays for
-    them: a lone query (the fp32 ONNX Runtime session; on bf16 hardware also the bf16 copy of the text
-    tower, checked against it: :mod:`mmrag.encoders.bf16`), a padded pair (the API's commonest
-    micro-batch) and the packed copy (:data:`WARM_PACKED`: short texts of unequal length;
-    :mod:`mmrag.encoders.packing`), and the bf16 copies' checks on long inputs (:data:`WARM_LONG`,
-    :data:`WARM_ROW`).
+    ``warm`` (long-lived servers): build and check the encoder's text paths now, so no first request
+    pays for them (:mod:`mmrag.encoders.warmup`).
     """
     models = LoadedModels(
         encoder=encoder if encoder is not None else load_encoder(settings, store),
         reranker=reranker if reranker is not None else load_reranker(settings, store),
     )
     if warm:
-        models.encoder.encode_text(["warm-up"])
-        models.encoder.encode_text(["a warm-up query", "another warm-up query"])
-        models.encoder.encode_text(WARM_PACKED)
-        # as many long texts as the bf16 copy takes (more where it could not be traced and runs eagerly)
-        copy = getattr(models.encoder, "text_bf16", None)
-        models.encoder.encode_text([WARM_LONG] * (copy.min_batch if copy is not None else 1))
-        models.encoder.encode_text(WARM_ROW, batch_size=len(WARM_ROW))  # one batch, whatever MMRAG_BATCH_SIZE
+        from mmrag.encoders.warmup import warm_encoder
+
+        warm_encoder(models.encoder)
     return models
 
 

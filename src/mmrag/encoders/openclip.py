@@ -25,6 +25,7 @@ from mmrag.encoders.bf16 import Bf16Forward, texts_in_bf16
 from mmrag.encoders.lanes import FORWARDS, usable_cores
 from mmrag.encoders.onnxrt import FastForward
 from mmrag.encoders.packing import PackedBatches, packable
+from mmrag.encoders.warmup import warm_text_paths
 from mmrag.errors import EncoderError
 
 if TYPE_CHECKING:
@@ -226,6 +227,12 @@ class OpenClipEncoder:
                 with FORWARDS:
                     out[idx] = fwd(tokens).float().numpy()
         return l2_normalize(out)
+
+    def warm_up(self) -> None:
+        """Build and check the text paths now (:mod:`mmrag.encoders.warmup`), the long text in as
+        many copies as the bf16 copy takes at once (more where it could not be traced and runs eagerly)."""
+        bf16 = self.text_bf16
+        warm_text_paths(self, long_copies=bf16.min_batch if bf16 is not None else 1)
 
     # -- images -----------------------------------------------------------------------------
     def prepare_image(self, image: Image.Image) -> PreparedImage:
