@@ -8,11 +8,14 @@ import pytest
 
 from mmrag import wiring
 from mmrag.config import Settings
+from mmrag.encoders import bf16 as bf16_module
 from mmrag.encoders import vector_spec
+from mmrag.encoders.bf16 import EAGER_MIN_BATCH
 from mmrag.encoders.packing import PACK_MAX_TOKENS
-from mmrag.encoders.warmup import WARM_LONG, WARM_PACKED, WARM_ROW, WarmsUp
+from mmrag.encoders.warmup import WARM_LONG, WARM_PACKED, WARM_ROW, WarmsUp, warm_encoder
 from mmrag.retriever import Retriever
 from tests.fakes import HashEncoder
+from tests.runtimes import running
 
 
 def test_open_store_keeps_tenancy(tmp_path: Path) -> None:
@@ -54,6 +57,23 @@ def test_a_warmed_lite_encoder_has_its_text_paths_ready() -> None:
     context = enc.tokenizer.context_length  # type: ignore[attr-defined]
     assert 2 * bf16._checked_len >= context and 2 * packed.forward._checked_len >= PACK_MAX_TOKENS
     assert enc.tokenizer([WARM_LONG]).shape[-1] == 128  # type: ignore[attr-defined]
+
+
+def test_an_eager_bf16_copy_gets_its_long_check_at_warm_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where the copy cannot be traced it runs eagerly and takes only batches of EAGER_MIN_BATCH, which
+    is known once the copy is made: the long warm-up text goes in that many copies, else it would run
+    in fp32 and leave the copy's long check to a user's first long query."""
+
+    def untraceable(*args: object) -> object:
+        raise RuntimeError("no tracing here")
+
+    monkeypatch.setattr(bf16_module, "jit_trace", untraceable)
+    enc = wiring.resolve_models(Settings(text_precision="bf16")).encoder
+    with running(enc, "bf16"):  # fresh copies, made (eagerly) by the warm-up's first texts
+        warm_encoder(enc)
+        bf16 = enc.text_bf16  # type: ignore[attr-defined]
+        assert bf16 is not None and not bf16.traced and bf16.min_batch == EAGER_MIN_BATCH
+        assert 2 * bf16._checked_len >= enc.tokenizer.context_length  # type: ignore[attr-defined]
 
 
 def test_ui_store_keeps_tenancy(tmp_path: Path) -> None:

@@ -231,8 +231,11 @@ class OpenClipEncoder:
     def warm_up(self) -> None:
         """Build and check the text paths now (:mod:`mmrag.encoders.warmup`), the long text in as
         many copies as the bf16 copy takes at once (more where it could not be traced and runs eagerly)."""
-        bf16 = self.text_bf16
-        warm_text_paths(self, long_copies=bf16.min_batch if bf16 is not None else 1)
+
+        def long_copies() -> int:  # asked once the warm-up's short texts made the copy
+            return self.text_bf16.min_batch if self.text_bf16 is not None else 1
+
+        warm_text_paths(self, long_copies=long_copies)
 
     # -- images -----------------------------------------------------------------------------
     def prepare_image(self, image: Image.Image) -> PreparedImage:

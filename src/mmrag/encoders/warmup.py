@@ -16,6 +16,7 @@ as many copies as its bf16 copy takes at once.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
 from mmrag.encoders.base import DualEncoder
@@ -35,13 +36,15 @@ class WarmsUp(Protocol):
     def warm_up(self) -> None: ...
 
 
-def warm_text_paths(encoder: DualEncoder, *, long_copies: int = 1) -> None:
-    """Run the start-up calls (module docstring) on ``encoder``: ``long_copies`` copies of
-    :data:`WARM_LONG` in one batch (a path that only takes batches of some size needs that many)."""
+def warm_text_paths(encoder: DualEncoder, *, long_copies: Callable[[], int] = lambda: 1) -> None:
+    """Run the start-up calls (module docstring) on ``encoder``: ``long_copies()`` copies of
+    :data:`WARM_LONG` in one batch (a path that only takes batches of some size needs that many),
+    asked after the short texts, which made the copies: how many a copy takes can depend on how it
+    was made (an eager bf16 copy takes more than a traced one)."""
     encoder.encode_text(["warm-up"])
     encoder.encode_text(["a warm-up query", "another warm-up query"])
     encoder.encode_text(WARM_PACKED)
-    encoder.encode_text([WARM_LONG] * long_copies)
+    encoder.encode_text([WARM_LONG] * long_copies())
     encoder.encode_text(WARM_ROW, batch_size=len(WARM_ROW))  # one batch, whatever MMRAG_BATCH_SIZE
 
 
